@@ -1,0 +1,80 @@
+"""Shared helpers for benchmark scripts: machine description, results JSON, BENCHMARKS.md."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS = REPO / "results"
+BENCHMARKS_MD = REPO / "BENCHMARKS.md"
+SHARED_DATA = Path(os.environ.get("CELLMAPS_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+sys.path.insert(0, str(REPO / "src"))
+
+from cellmaps.io._atomic import write_text_atomic  # noqa: E402
+from cellmaps.metrics.evaluate import json_ready  # noqa: E402
+
+
+def machine() -> dict:
+    """CPU model, usable cores, Python and library versions, git commit."""
+    cpu = platform.processor() or ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+    except OSError:
+        commit = ""
+    import numpy
+    import scipy
+
+    return {
+        "cpu": cpu,
+        "cores_usable": len(os.sched_getaffinity(0)),
+        "python": platform.python_version(),
+        "numpy": numpy.__version__,
+        "scipy": scipy.__version__,
+        "commit": commit,
+        "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+    }
+
+
+def write_results(name: str, payload: dict) -> Path:
+    """Write results/<name>.json (atomically) and return its path."""
+    path = RESULTS / f"{name}.json"
+    write_text_atomic(path, json.dumps(json_ready(payload), indent=1) + "\n")
+    return path
+
+
+def update_benchmarks_md(section: str, markdown: str) -> None:
+    """Replace (or append) the section between <!-- BEGIN section --> and <!-- END section -->."""
+    begin, end = f"<!-- BEGIN {section} -->", f"<!-- END {section} -->"
+    block = f"{begin}\n{markdown.strip()}\n{end}"
+    text = BENCHMARKS_MD.read_text() if BENCHMARKS_MD.exists() else "# Benchmarks\n"
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
+    text = (
+        pattern.sub(lambda _: block, text)
+        if pattern.search(text)
+        else text.rstrip() + "\n\n" + block + "\n"
+    )
+    write_text_atomic(BENCHMARKS_MD, text)
+
+
+def machine_line(m: dict) -> str:
+    return (
+        f"Machine: {m['cpu']}, {m['cores_usable']} usable cores; Python {m['python']}, "
+        f"numpy {m['numpy']}, scipy {m['scipy']}; commit {m['commit']}; {m['date']}."
+    )

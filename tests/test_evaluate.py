@@ -1,0 +1,160 @@
+"""`cellmaps evaluate`: truth against itself, known perturbations, JSON layout, errors."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from cellmaps.cli import main
+from cellmaps.io import Dataset, Points, write_mask, write_points
+from cellmaps.metrics import evaluate
+from tests.conftest import DATASETS, shared_dataset
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_truth_against_itself_is_perfect_on_every_shared_dataset(name):
+    root = shared_dataset(name)
+    r = evaluate(root, root)
+    s = r["summary"]
+    assert s["tp"] == sum(v["n_truth"] for v in r["per_image"].values()) > 0
+    assert s["fp"] == s["fn"] == 0
+    assert s["precision"] == s["recall"] == s["f1"] == 1.0
+    assert s["count_mae"] == 0.0
+    if "dice" in s:
+        for k in ("dice", "aji", "cds", "object_dice", "pixel_accuracy", "pixel_f1", "ap"):
+            assert s[k] == 1.0, k
+    if "classification" in s:
+        assert s["classification"]["weighted"]["f1"] == 1.0
+    if "ki67" in s:
+        assert s["ki67"]["index_mae"] == 0.0
+
+
+def test_iou_protocol_against_itself(monuseg):
+    s = evaluate(monuseg, monuseg, split="test", protocol="iou")["summary"]
+    assert s["f1"] == 1.0 and s["aji"] == 1.0
+
+
+def make_pred_folder(src: Dataset, dst, split, shift=0.0, drop_every=0, relabel=None, score=False):
+    """Write predictions derived from the truth with known changes."""
+    for image_id in src.ids(split):
+        p = src.points(image_id)
+        keep = np.ones(len(p), bool)
+        if drop_every:
+            keep[::drop_every] = False
+        labels = p.labels[keep][p.coords[keep][:, 0] + shift < src.shape(image_id)[0] - 0.5]
+        if relabel:
+            labels = np.array([relabel.get(x, x) for x in labels], dtype=object)
+        h, w = src.shape(image_id)
+        coords = p.coords[keep] + [shift, 0]
+        coords = coords[coords[:, 0] < h - 0.5]  # shifted out of the image: not predicted
+        write_points(
+            dst / "points" / f"{image_id}.csv",
+            Points(coords, labels, np.linspace(1, 0, len(coords)) if score else None),
+        )
+
+
+def test_known_perturbations_give_known_scores(crchisto, tmp_path):
+    ds = Dataset(crchisto)
+    make_pred_folder(ds, tmp_path, "test", shift=0.0, drop_every=4, score=True)
+    r = evaluate(crchisto, tmp_path, split="test")
+    s = r["summary"]
+    n = sum(len(ds.points(i)) for i in ds.ids("test"))
+    dropped = sum(len(range(0, len(ds.points(i)), 4)) for i in ds.ids("test"))
+    assert s["fn"] == dropped and s["fp"] == 0 and s["tp"] == n - dropped
+    assert s["precision"] == 1.0 and s["recall"] == pytest.approx((n - dropped) / n)
+    assert "pr_auc" in s
+
+
+def test_shift_beyond_radius_loses_everything(crchisto, tmp_path):
+    ds = Dataset(crchisto)
+    make_pred_folder(ds, tmp_path, "val", shift=3.0)
+    near = evaluate(crchisto, tmp_path, split="val", radius=6)["summary"]
+    assert near["mean_distance"] == pytest.approx(3.0, abs=0.01)
+    assert near["fp"] == 0 and near["fn"] > 0  # points shifted off the bottom edge are missed
+    # CRCHisto nuclei can sit closer than 3 px, so a few pairs trade partners; recall stays high.
+    assert near["recall"] > 0.99
+    far = evaluate(crchisto, tmp_path, split="val", radius=2.9)["summary"]
+    assert far["tp"] <= near["fn"] + 50 and far["recall"] < 0.05
+
+
+def test_classification_swap_is_scored(crchisto, tmp_path):
+    ds = Dataset(crchisto)
+    make_pred_folder(ds, tmp_path, "test", relabel={"fibroblast": "inflammatory"})
+    s = evaluate(crchisto, tmp_path, split="test")["summary"]
+    c = s["classification"]["per_class"]
+    assert s["f1"] == 1.0
+    assert c["fibroblast"]["tp"] == 0 and c["fibroblast"]["recall"] == 0.0
+    assert c["inflammatory"]["recall"] == 1.0 and c["inflammatory"]["precision"] < 1.0
+    assert c["epithelial"]["f1"] == 1.0
+
+
+def test_cli_writes_json_with_summary_and_per_image(monuseg, tmp_path, capsys):
+    pred = tmp_path / "pred"
+    ds = Dataset(monuseg)
+    for image_id in ds.ids("test"):
+        m = ds.mask(image_id)
+        m[m % 5 == 0] = 0  # drop every object whose id is a multiple of 5
+        write_mask(pred / "masks" / f"{image_id}.tif", m)
+    out = tmp_path / "r.json"
+    code = main(
+        [
+            "evaluate",
+            "--truth",
+            str(monuseg),
+            "--pred",
+            str(pred),
+            "--split",
+            "test",
+            "--json",
+            str(out),
+            "--plot",
+            str(tmp_path / "r.png"),
+            "--quiet",
+        ]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "mean over 14 images" in printed and "pooled over images" in printed
+    r = json.loads(out.read_text())
+    for k in (
+        "precision",
+        "recall",
+        "f1",
+        "tp",
+        "fp",
+        "fn",
+        "dice",
+        "aji",
+        "cds",
+        "pixel_accuracy",
+        "pixel_f1",
+    ):
+        assert k in r["summary"]
+    assert set(r["per_image"]) == set(ds.ids("test"))
+    assert r["summary"]["precision"] == 1.0 and r["summary"]["recall"] < 1.0
+    assert set(r["per_group"]) == {ds.group_of(i) for i in ds.ids("test")}
+    assert (tmp_path / "r.png").stat().st_size > 10_000
+
+
+def test_cli_errors_name_the_problem(crchisto, tmp_path, capsys):
+    (tmp_path / "points").mkdir()
+    shutil.copy(crchisto / "points" / "crc_img1.csv", tmp_path / "points")
+    assert main(["evaluate", "--truth", str(crchisto), "--pred", str(tmp_path), "--quiet"]) == 2
+    assert "no prediction for 99 of 100 images" in capsys.readouterr().err
+    assert (
+        main(["evaluate", "--truth", str(crchisto), "--pred", str(tmp_path), "--split", "tst"]) == 2
+    )
+    assert "unknown split 'tst'" in capsys.readouterr().err
+    shutil.copytree(crchisto / "points", tmp_path / "points", dirs_exist_ok=True)
+    (tmp_path / "points" / "crc_img1.csv").write_text("x,y,label\n600,3,nucleus\n")
+    assert main(["evaluate", "--truth", str(crchisto), "--pred", str(tmp_path), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "crc_img1.csv" in err and "outside the 500x500 image" in err
+    assert (
+        main(["evaluate", "--truth", str(crchisto), "--pred", str(crchisto), "--protocol", "iou"])
+        == 2
+    )
+    assert "protocol 'iou' needs masks" in capsys.readouterr().err

@@ -1,0 +1,241 @@
+"""Dataset I/O: formats, round trips, and clear errors on bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import tifffile
+from PIL import Image
+
+from cellmaps.errors import CellmapsInputError
+from cellmaps.io import (
+    Dataset,
+    Points,
+    image_shape,
+    mask_centroids,
+    mask_to_polygons,
+    normalize_image,
+    polygons_to_mask,
+    read_geojson,
+    read_image,
+    read_mask,
+    read_points,
+    rowcol_to_xy,
+    write_geojson,
+    write_image,
+    write_mask,
+    write_points,
+    xy_to_rowcol,
+)
+from tests.conftest import DATASETS, shared_dataset
+
+
+def test_xy_rowcol_conversion_is_a_swap_and_round_trips():
+    xy = np.array([[10.0, 2.0], [3.5, 7.25]])
+    rc = xy_to_rowcol(xy)
+    assert rc.tolist() == [[2.0, 10.0], [7.25, 3.5]]
+    assert np.array_equal(rowcol_to_xy(rc), xy)
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif"])
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+@pytest.mark.parametrize("channels", [None, 3])
+def test_image_round_trip_keeps_pixels_and_normalises_by_dtype_max(
+    tmp_path, suffix, dtype, channels
+):
+    rng = np.random.default_rng(0)
+    shape = (7, 9) if channels is None else (7, 9, channels)
+    img = rng.integers(0, np.iinfo(dtype).max, size=shape, dtype=dtype)
+    path = tmp_path / f"im{suffix}"
+    write_image(path, img)
+    back = read_image(path)
+    assert back.dtype == dtype and np.array_equal(back, img)
+    assert image_shape(path) == (7, 9)
+    norm = normalize_image(back)
+    assert norm.dtype == np.float32 and norm.shape == (7, 9, channels or 1)
+    assert np.allclose(norm.reshape(shape), img / np.iinfo(dtype).max)
+
+
+def test_rgba_png_drops_alpha_and_jpeg_reads(tmp_path):
+    rgba = np.zeros((5, 6, 4), np.uint8)
+    rgba[..., 0] = 200
+    rgba[..., 3] = 255
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
+    assert read_image(tmp_path / "a.png").shape == (5, 6, 3)
+    Image.fromarray(rgba[..., :3]).save(tmp_path / "a.jpg")
+    assert read_image(tmp_path / "a.jpg").shape == (5, 6, 3)
+
+
+def test_ome_tiff_channels_first_are_moved_last(tmp_path):
+    data = np.arange(2 * 4 * 5, dtype=np.uint16).reshape(2, 4, 5)
+    path = tmp_path / "x.ome.tif"
+    tifffile.imwrite(path, data, ome=True, metadata={"axes": "CYX"})
+    img = read_image(path)
+    assert img.shape == (4, 5, 2)
+    assert np.array_equal(img[..., 1], data[1])
+    assert image_shape(path) == (4, 5)
+
+
+def test_normalize_rejects_nan_and_bad_shapes():
+    with pytest.raises(CellmapsInputError, match="NaN"):
+        normalize_image(np.array([[0.0, np.nan]]))
+    with pytest.raises(CellmapsInputError, match="expected"):
+        normalize_image(np.zeros((2, 2, 2, 2)))
+
+
+def test_unreadable_and_missing_images_name_the_file(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not a png at all")
+    with pytest.raises(CellmapsInputError, match="broken.png.*cannot read image"):
+        read_image(bad)
+    with pytest.raises(CellmapsInputError, match="nope.tif.*does not exist"):
+        read_image(tmp_path / "nope.tif")
+
+
+def test_points_round_trip_with_scores(tmp_path):
+    pts = Points(np.array([[1.5, 2.25], [10.0, 0.0]]), np.array(["a", "b"]), np.array([0.5, 1.0]))
+    write_points(tmp_path / "p.csv", pts)
+    text = (tmp_path / "p.csv").read_text().splitlines()
+    assert text[0] == "x,y,label,score" and text[1].startswith("2.25,1.50,a")
+    back = read_points(tmp_path / "p.csv", shape=(20, 20))
+    assert np.allclose(back.coords, pts.coords)
+    assert back.labels.tolist() == ["a", "b"] and back.scores.tolist() == [0.5, 1.0]
+
+
+def test_header_only_csv_means_no_points(tmp_path):
+    (tmp_path / "e.csv").write_text("x,y,label\n")
+    assert len(read_points(tmp_path / "e.csv")) == 0
+
+
+@pytest.mark.parametrize(
+    "content,match",
+    [
+        ("", "empty file"),
+        ("col,row,label\n1,2,a\n", "bad header"),
+        ("x,y\n1,2\n", "missing \\['label'\\]"),
+        ("x,y,label,colour\n1,2,a,red\n", "unknown \\['colour'\\]"),
+        ("x,y,label\n1,nan,a\n", "line 2: y='nan' is not finite"),
+        ("x,y,label\n1,2,a\ninf,2,a\n", "line 3: x='inf' is not finite"),
+        ("x,y,label\n1,two,a\n", "not a number"),
+        ("x,y,label\n1,2\n", "2 fields"),
+    ],
+)
+def test_bad_points_csv_is_refused_with_the_line(tmp_path, content, match):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(CellmapsInputError, match=f"bad.csv: .*{match}"):
+        read_points(path)
+
+
+def test_points_outside_the_image_are_refused(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("x,y,label\n3,4,a\n10,4,a\n")  # x = 10 is outside a width of 10
+    assert len(read_points(path, shape=(5, 11))) == 2
+    with pytest.raises(
+        CellmapsInputError, match="1 point\\(s\\) outside the 5x10 image, first at x=10"
+    ):
+        read_points(path, shape=(5, 10))
+
+
+def test_mask_round_trip_and_validation(tmp_path):
+    m = np.zeros((6, 7), np.uint16)
+    m[1:3, 1:3] = 1
+    m[4:6, 2:6] = 300
+    write_mask(tmp_path / "m.tif", m)
+    assert np.array_equal(read_mask(tmp_path / "m.tif", shape=(6, 7)), m)
+    with pytest.raises(
+        CellmapsInputError, match="m.tif: mask shape 6x7 does not match image shape 6x8"
+    ):
+        read_mask(tmp_path / "m.tif", shape=(6, 8))
+    tifffile.imwrite(tmp_path / "f.tif", m.astype(np.float32) + 0.5)
+    with pytest.raises(CellmapsInputError, match="f.tif: .*non-integer"):
+        read_mask(tmp_path / "f.tif")
+
+
+def test_mask_centroids_are_region_means():
+    m = np.zeros((5, 5), np.uint16)
+    m[0:2, 0:2] = 7
+    m[4, 1:4] = 3
+    c, ids = mask_centroids(m)
+    assert ids.tolist() == [3, 7]
+    assert np.allclose(c, [[4.0, 2.0], [0.5, 0.5]])
+
+
+def test_geojson_round_trip_points_and_polygons(tmp_path):
+    pts = Points(
+        np.array([[3.0, 4.0], [10.5, 2.0]]),
+        np.array(["positive", "negative"]),
+        np.array([0.9, 0.4]),
+    )
+    mask = np.zeros((40, 40), np.uint16)
+    yy, xx = np.mgrid[:40, :40]
+    mask[(yy - 12) ** 2 + (xx - 14) ** 2 <= 36] = 1
+    mask[25:33, 5:20] = 2
+    polys = mask_to_polygons(mask, {1: "tumour", 2: "stroma"})
+    path = tmp_path / "out.geojson"
+    write_geojson(path, points=pts, polygons=polys)
+    data = json.loads(path.read_text())
+    feat = data["features"][0]
+    assert feat["properties"]["objectType"] == "detection"
+    assert feat["properties"]["classification"]["name"] == "positive"
+    assert feat["geometry"]["coordinates"] == [4.5, 3.5]  # QuPath: pixel centre at +0.5
+    back_pts, back_polys = read_geojson(path)
+    assert np.allclose(back_pts.coords, pts.coords)
+    assert back_pts.labels.tolist() == ["positive", "negative"]
+    assert np.allclose(back_pts.scores, [0.9, 0.4])
+    assert [p.label for p in back_polys] == ["tumour", "stroma"]
+    raster = polygons_to_mask(back_polys, mask.shape)
+    for k in (1, 2):
+        inter = np.sum((raster == k) & (mask == k))
+        union = np.sum((raster == k) | (mask == k))
+        assert inter / union > 0.85
+
+
+def test_dataset_selects_by_split_and_group_and_refuses_unknown(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "points").mkdir()
+    for i in ("a", "b", "c"):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / f"{i}.png")
+        (tmp_path / "points" / f"{i}.csv").write_text("x,y,label\n1,1,cell\n")
+    (tmp_path / "splits.csv").write_text("id,split,group\na,train,g1\nb,test,g1\nc,test,g2\n")
+    ds = Dataset(tmp_path)
+    assert ds.ids() == ["a", "b", "c"]
+    assert ds.ids(split="test") == ["b", "c"]
+    assert ds.ids(split="test", group="g1") == ["b"]
+    with pytest.raises(CellmapsInputError, match="unknown split 'validation'.*'test', 'train'"):
+        ds.ids(split="validation")
+    with pytest.raises(CellmapsInputError, match="unknown image id 'zz'"):
+        ds.points("zz")
+    assert ds.points("a").coords.tolist() == [[1.0, 1.0]]
+    assert ds.mask("a") is None
+    with pytest.raises(CellmapsInputError, match="does not exist"):
+        Dataset(tmp_path / "missing")
+
+
+def test_atomic_writer_leaves_old_file_on_failure(tmp_path):
+    path = tmp_path / "p.csv"
+    write_points(path, Points(np.array([[1.0, 1.0]])))
+    before = path.read_text()
+    with pytest.raises(ValueError):
+        write_points(path, Points(np.array([[2.0, 2.0]]), np.array(["bad,label"])))
+    assert path.read_text() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["p.csv"]
+
+
+@pytest.mark.parametrize("name", DATASETS)
+def test_every_shared_dataset_reads_cleanly(name):
+    ds = Dataset(shared_dataset(name))
+    ids = ds.ids()
+    assert ids and set(ds.splits) == set(ids)
+    for image_id in ids[:3] + ids[-2:]:
+        shape = ds.shape(image_id)
+        pts = ds.points(image_id)  # also checks every point is inside the image
+        assert pts is not None and len(pts) > 0
+        mask = ds.mask(image_id)
+        if mask is not None:
+            assert mask.shape == shape
+            # README: one point per instance, at the mask centroid
+            c, _ = mask_centroids(mask)
+            assert len(c) == len(pts)
