@@ -33,6 +33,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_targets(args: argparse.Namespace) -> int:
+    from cellmaps.targets.panel import draw_target_panel, load_annotations
+
+    if not (args.points or args.mask or args.roi):
+        raise CellmapsInputError("give --points, --mask and/or --roi with the image")
+    a = load_annotations(args.image, args.points, args.mask, args.roi)
+    names = draw_target_panel(a, args.out, args.maps.split(",") if args.maps else None)
+    print(f"wrote {args.out}: image + {', '.join(names)}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellmaps",
@@ -61,6 +72,20 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--plot", help="write a PNG with the PR curve, per-image F1 and counts")
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_evaluate)
+
+    tg = sub.add_parser(
+        "targets",
+        help="draw an image and every target map its annotations allow",
+        description="Compute the training target maps of the five systems for one image and "
+        "draw them, labelled, in one PNG (see README, 'Target maps').",
+    )
+    tg.add_argument("image", help="image file (PNG, JPEG, TIFF)")
+    tg.add_argument("--points", help="points CSV (x,y,label)")
+    tg.add_argument("--mask", help="instance label image (TIFF/PNG)")
+    tg.add_argument("--roi", help="ROI class mask (0 = unlabelled, 1..K = classes)")
+    tg.add_argument("--maps", help="comma-separated map names (default: all available)")
+    tg.add_argument("--out", required=True, help="output PNG")
+    tg.set_defaults(func=_cmd_targets)
     return parser
 
 
