@@ -44,6 +44,100 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_sources(args: argparse.Namespace) -> list[tuple[str, str | None, float]]:
+    weights = args.weight or []
+    if len(weights) > len(args.data):
+        raise CellmapsInputError("more --weight values than --data folders")
+    weights = weights + [1.0] * (len(args.data) - len(weights))
+    return [(d, args.split, w) for d, w in zip(args.data, weights, strict=True)]
+
+
+def _cmd_train(args: argparse.Namespace) -> int:
+    from cellmaps.recipes import load_recipe
+    from cellmaps.training import train
+
+    recipe = load_recipe(args.recipe)
+    for key in ("iterations", "seed", "batch", "crop", "val_every", "checkpoint_every"):
+        if getattr(args, key) is not None:
+            recipe["training"][key] = getattr(args, key)
+    if args.precision:
+        recipe["training"]["precision"] = args.precision
+    val = [(d, args.val_split) for d in (args.val_data or args.data)] if args.val_split else None
+    model = train(
+        recipe,
+        _data_sources(args),
+        args.out,
+        val,
+        args.resume,
+        args.init,
+        args.freeze,
+        not args.quiet,
+    )
+    print(
+        f"wrote {args.out} ({model.training.get('iterations')} iterations, "
+        f"stop: {model.training.get('stop_reason')}, decode {model.decode})"
+    )
+    return 0
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from cellmaps.model import Model
+    from cellmaps.tune import tune_decoding
+
+    model = Model.load(args.model)
+    best = tune_decoding(model, [(d, args.split) for d in args.data], progress=not args.quiet)
+    for row in best["curve"]:
+        print(
+            f"{best['param']} = {row[best['param']]:.2f}: P {row['precision']:.4f} "
+            f"R {row['recall']:.4f} F1 {row['f1']:.4f}"
+        )
+    model.decode[best["param"]] = best[best["param"]]
+    model.training["tuned_on"] = [{"folder": str(d), "split": args.split} for d in args.data]
+    model.training["tuned_f1"] = best["f1"]
+    model.save(args.out or args.model)
+    print(
+        f"best {best['param']} = {best[best['param']]} (F1 {best['f1']:.4f}); "
+        f"wrote {args.out or args.model}"
+    )
+    return 0
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    from cellmaps.predict import predict_paths, sample_image_path
+
+    paths = list(args.inputs)
+    model = None
+    if paths and paths[0].endswith(".safetensors"):
+        model = paths.pop(0)
+    if args.sample:
+        paths.append(str(sample_image_path()))
+    if not paths:
+        raise CellmapsInputError("give images or folders to predict on (or --sample)")
+    summary = predict_paths(
+        model,
+        paths,
+        args.out,
+        xi=args.xi,
+        tile=args.tile,
+        stride=args.stride,
+        batch=args.batch,
+        progress=not args.quiet,
+    )
+    print(
+        f"wrote predictions for {len(summary)} image(s) to {args.out}/ "
+        "(points/, geojson/, overlays/, counts.csv)"
+    )
+    return 0
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from cellmaps.recipes import describe_recipes
+
+    for name, desc in describe_recipes():
+        print(f"{name:32s} {desc}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellmaps",
@@ -86,6 +180,68 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--maps", help="comma-separated map names (default: all available)")
     tg.add_argument("--out", required=True, help="output PNG")
     tg.set_defaults(func=_cmd_targets)
+
+    rc = sub.add_parser("recipes", help="list the bundled recipes")
+    rc.set_defaults(func=_cmd_recipes)
+
+    tr = sub.add_parser("train", help="train a recipe on one or more dataset folders")
+    tr.add_argument(
+        "--recipe", required=True, help="recipe name (see `cellmaps recipes`) or YAML file"
+    )
+    tr.add_argument("--data", action="append", required=True, help="dataset folder (repeatable)")
+    tr.add_argument(
+        "--weight", action="append", type=float, help="loss weight of the matching --data"
+    )
+    tr.add_argument("--split", default="train", help="split to train on (default train)")
+    tr.add_argument(
+        "--val-split",
+        default="val",
+        help="split for validation and tuning (default val; '' = none)",
+    )
+    tr.add_argument(
+        "--val-data", action="append", help="validation folder(s) (default: the --data folders)"
+    )
+    tr.add_argument("--out", required=True, help="model file to write (.safetensors)")
+    tr.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
+    tr.add_argument("--init", help="start from this model's weights (fine-tuning)")
+    tr.add_argument("--freeze", type=int, default=0, help="freeze the first K numbered blocks")
+    tr.add_argument("--iterations", type=int)
+    tr.add_argument("--batch", type=int)
+    tr.add_argument("--crop", type=int)
+    tr.add_argument("--val-every", type=int)
+    tr.add_argument("--checkpoint-every", type=int)
+    tr.add_argument("--seed", type=int)
+    tr.add_argument("--precision", choices=["auto", "bf16", "fp32"])
+    tr.add_argument("--quiet", action="store_true")
+    tr.set_defaults(func=_cmd_train)
+
+    tu = sub.add_parser(
+        "tune", help="choose the decoding threshold by best F1 and store it in the model"
+    )
+    tu.add_argument("model")
+    tu.add_argument("--data", action="append", required=True, help="dataset folder (repeatable)")
+    tu.add_argument("--split", default="val")
+    tu.add_argument("--out", help="write the tuned model here (default: overwrite MODEL)")
+    tu.add_argument("--quiet", action="store_true")
+    tu.set_defaults(func=_cmd_tune)
+
+    pr = sub.add_parser(
+        "predict",
+        help="detect objects in images",
+        description="cellmaps predict [MODEL.safetensors] IMAGES_OR_DIRS... --out DIR. Without a "
+        "model, the bundled default nucleus detector is used.",
+    )
+    pr.add_argument("inputs", nargs="*", help="[model file] then image files or folders")
+    pr.add_argument("--out", required=True, help="output folder (prediction layout)")
+    pr.add_argument(
+        "--sample", action="store_true", help="also run on scikit-image's IHC sample image"
+    )
+    pr.add_argument("--xi", type=float, help="override the tuned threshold ξ")
+    pr.add_argument("--tile", type=int)
+    pr.add_argument("--stride", type=int)
+    pr.add_argument("--batch", type=int)
+    pr.add_argument("--quiet", action="store_true")
+    pr.set_defaults(func=_cmd_predict)
     return parser
 
 

@@ -73,7 +73,7 @@ class TargetSpec:
     name: str
     needs: str  # "mask", "points" (points or mask centroids), "classes", "roi"
     kind: str  # "regression", "labels" (uint8 with ignore 255), "weights", "binary"
-    make: Callable[[Annotations], np.ndarray]
+    make: Callable[..., np.ndarray]
     title: str
 
 
@@ -88,85 +88,97 @@ TARGETS: dict[str, TargetSpec] = {
             "inner_distance",
             "mask",
             "regression",
-            lambda a: inner_distance(a.mask),
+            lambda a, **o: inner_distance(a.mask, **o),
             "inner distance (DeepDistance Eq. 1)",
         ),
         TargetSpec(
             "outer_distance",
             "mask",
             "regression",
-            lambda a: outer_distance(a.mask),
+            lambda a, **o: outer_distance(a.mask, **o),
             "outer distance (DeepDistance Eq. 2)",
         ),
         TargetSpec(
             "foreground",
             "mask",
             "binary",
-            lambda a: foreground(a.mask),
+            lambda a, **o: foreground(a.mask, **o),
             "cell pixels, boundaries subtracted",
         ),
-        TargetSpec("boundary", "mask", "binary", lambda a: boundary(a.mask), "cell boundary"),
         TargetSpec(
-            "separation", "mask", "binary", lambda a: separation(a.mask), "separation (DeepSplit)"
+            "boundary", "mask", "binary", lambda a, **o: boundary(a.mask, **o), "cell boundary"
+        ),
+        TargetSpec(
+            "separation",
+            "mask",
+            "binary",
+            lambda a, **o: separation(a.mask, **o),
+            "separation (DeepSplit)",
         ),
         TargetSpec(
             "unet_weight_map",
             "mask",
             "weights",
-            lambda a: unet_weight_map(a.mask),
+            lambda a, **o: unet_weight_map(a.mask, **o),
             "U-Net weight map (DeepSplit Eq. 1)",
         ),
         TargetSpec(
             "separation_weights",
             "mask",
             "weights",
-            lambda a: separation_weights(a.mask),
+            lambda a, **o: separation_weights(a.mask, **o),
             "separation weights 1/5/22.6",
         ),
         TargetSpec(
             "proximity",
             "points",
             "regression",
-            lambda a: proximity(_pts(a), a.shape),
+            lambda a, **o: proximity(_pts(a), a.shape, **o),
             "proximity (KiNet/MicroNet Eq. 1)",
         ),
         TargetSpec(
             "proximity_per_class",
             "classes",
             "regression",
-            lambda a: proximity_per_class(a.points, a.labels, a.classes(), a.shape),
+            lambda a, classes=None, **o: proximity_per_class(
+                a.points, a.labels, classes or a.classes(), a.shape, **o
+            ),
             "proximity per class (KiNet)",
         ),
         TargetSpec(
             "repel_code",
             "points",
             "regression",
-            lambda a: repel_code(_pts(a), a.shape),
+            lambda a, **o: repel_code(_pts(a), a.shape, **o),
             "repel code (Liang et al.)",
         ),
         TargetSpec(
             "voronoi_labels",
             "points",
             "labels",
-            lambda a: voronoi_labels(_pts(a), a.shape),
+            lambda a, **o: voronoi_labels(_pts(a), a.shape, **o),
             "Voronoi labels",
         ),
         TargetSpec(
             "cluster_labels",
             "points",
             "labels",
-            lambda a: cluster_labels(a.image, _pts(a)),
+            lambda a, **o: cluster_labels(a.image, _pts(a), **o),
             "local k-means clusters",
         ),
         TargetSpec(
             "filtered_repel",
             "points",
             "regression",
-            lambda a: filtered_repel(a.image, _pts(a)),
+            lambda a, **o: filtered_repel(a.image, _pts(a), **o),
             "filtered repel",
         ),
         TargetSpec(
-            "roi_labels", "roi", "labels", lambda a: roi_labels(a.roi), "ROI labels (KiNet)"
+            "roi_labels",
+            "roi",
+            "labels",
+            lambda a, **o: roi_labels(a.roi, **o),
+            "ROI labels (KiNet)",
         ),
     ]
 }
@@ -183,8 +195,12 @@ def available_targets(a: Annotations) -> list[str]:
     return [name for name, spec in TARGETS.items() if have[spec.needs]]
 
 
-def make_targets(names: Sequence[str], a: Annotations) -> dict[str, np.ndarray]:
-    """Compute the named maps; a clear error names what a map needs when it is missing."""
+def make_targets(
+    names: Sequence[str], a: Annotations, options: dict[str, dict] | None = None
+) -> dict[str, np.ndarray]:
+    """Compute the named maps (``options[name]`` are keyword arguments of its function);
+    a clear error names what a map needs when it is missing."""
+    options = options or {}
     out = {}
     allowed = set(available_targets(a))
     for name in names:
@@ -203,5 +219,5 @@ def make_targets(names: Sequence[str], a: Annotations) -> dict[str, np.ndarray]:
             raise CellmapsInputError(
                 f"map {name!r} needs {need}, but only {', '.join(have)} exist", a.source
             )
-        out[name] = TARGETS[name].make(a)
+        out[name] = TARGETS[name].make(a, **options.get(name, {}))
     return out

@@ -1,0 +1,109 @@
+"""Small named building blocks shared by the nets (plain PyTorch)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ACTIVATIONS = ("identity", "relu", "sigmoid", "softmax")
+
+
+@dataclass(frozen=True)
+class HeadSpec:
+    """One output of a net: a name, a channel count and the output activation."""
+
+    name: str
+    channels: int = 1
+    activation: str = "identity"
+
+    def __post_init__(self) -> None:
+        if self.activation not in ACTIVATIONS:
+            raise ValueError(f"head {self.name!r}: activation must be one of {ACTIVATIONS}")
+        if self.channels < 1:
+            raise ValueError(f"head {self.name!r}: channels must be ≥ 1")
+
+
+def apply_activation(x: torch.Tensor, activation: str) -> torch.Tensor:
+    """The paper's output activation; 'softmax' runs over the channel axis."""
+    if activation == "relu":
+        return F.relu(x)
+    if activation == "sigmoid":
+        return torch.sigmoid(x)
+    if activation == "softmax":
+        return torch.softmax(x, dim=1)
+    return x
+
+
+class Head(nn.Module):
+    """1×1 convolution to the head's channels. ``forward`` returns raw logits; the
+    activation is applied by the net (losses on logits are more stable, e.g. BCE, CE)."""
+
+    def __init__(self, in_channels: int, spec: HeadSpec) -> None:
+        super().__init__()
+        self.spec = spec
+        self.conv = nn.Conv2d(in_channels, spec.channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv(x)
+
+
+class ConvBlock(nn.Module):
+    """U-Net block: two 3×3 convolutions with ReLU, optional dropout (DeepDistance, DeepSplit)."""
+
+    def __init__(self, cin: int, cout: int, dropout: float = 0.0, batchnorm: bool = False) -> None:
+        super().__init__()
+        layers: list[nn.Module] = []
+        for i in range(2):
+            layers.append(
+                nn.Conv2d(cin if i == 0 else cout, cout, 3, padding=1, bias=not batchnorm)
+            )
+            if batchnorm:
+                layers.append(nn.BatchNorm2d(cout))
+            layers.append(nn.ReLU(inplace=True))
+        if dropout > 0:
+            layers.append(nn.Dropout2d(dropout))
+        self.body = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.body(x)
+
+
+class ResidualBlock(nn.Module):
+    """Residual block of MicroNet/KiNet: conv-BN-ELU, conv-BN, add the shortcut, ELU.
+
+    ``stride=2`` makes the first convolution strided (down-sampling); a 1×1 (strided)
+    projection matches the shortcut when the shape changes. Dropout follows the convolutions.
+    """
+
+    def __init__(self, cin: int, cout: int, stride: int = 1, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = nn.Conv2d(cout, cout, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.drop = nn.Dropout2d(dropout) if dropout > 0 else nn.Identity()
+        self.short = (
+            nn.Identity()
+            if stride == 1 and cin == cout
+            else nn.Sequential(
+                nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout)
+            )
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = F.elu(self.bn1(self.conv1(x)))
+        y = self.drop(self.bn2(self.conv2(y)))
+        return F.elu(y + self.short(x))
+
+
+def pad_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """Zero-pad (or crop) ``x`` at the bottom/right so its H, W equal ``ref``'s
+    (MicroNet: a 75×75 map down-sampled to 37×37 comes back as 74×74 and is padded to 75)."""
+    dh = ref.shape[-2] - x.shape[-2]
+    dw = ref.shape[-1] - x.shape[-1]
+    if dh == 0 and dw == 0:
+        return x
+    return F.pad(x, (0, dw, 0, dh))

@@ -1,0 +1,144 @@
+"""Residual U-Net with multi-context aggregation (MicroNet; KiNet with the ROI branch)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from cellmaps.nets.blocks import Head, HeadSpec, ResidualBlock, pad_to
+
+
+class UpBlock(nn.Module):
+    """Transposed conv ×2, zero-pad to the skip's size, concatenate, residual block."""
+
+    def __init__(self, cin: int, cskip: int, cout: int) -> None:
+        super().__init__()
+        self.up = nn.ConvTranspose2d(cin, cout, 2, stride=2)
+        self.block = ResidualBlock(cout + cskip, cout)
+
+    def forward(self, x: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        return self.block(torch.cat([skip, pad_to(self.up(x), skip)], 1))
+
+
+class OutputBlock(nn.Module):
+    """Multi-context aggregation + output transition (MicroNet Fig. 2).
+
+    Transposed convolutions bring the outputs of the down-sampling blocks at several
+    depths to full resolution; they are added to the last decoder features and fed to
+    two 3×3 convolutions (the output transition), then to the heads.
+    """
+
+    def __init__(self, widths: Sequence[int], mca_levels: Sequence[int], heads: Sequence[HeadSpec]):
+        super().__init__()
+        c = widths[0]
+        self.mca_levels = list(mca_levels)
+        self.mca = nn.ModuleList(
+            [nn.ConvTranspose2d(widths[lv], c, 2**lv, stride=2**lv) for lv in self.mca_levels]
+        )
+        self.transition = nn.Sequential(
+            nn.Conv2d(c, c, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ELU(inplace=True),
+            nn.Conv2d(c, c, 3, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+            nn.ELU(inplace=True),
+        )
+        self.heads = nn.ModuleList([Head(c, h) for h in heads])
+
+    def forward(self, x: torch.Tensor, down: list[torch.Tensor]) -> list[torch.Tensor]:
+        for lv, tconv in zip(self.mca_levels, self.mca, strict=True):
+            x = x + pad_to(tconv(down[lv]), x)
+        y = self.transition(x)
+        return [head(y) for head in self.heads]
+
+
+class ROIBranch(nn.Module):
+    """KiNet's sibling ROI branch: one more residual block after the shared encoder,
+    then as many up-sampling residual blocks as needed to reach full resolution (five for
+    depth 4), two 3×3 convolutions and a head (softmax over ROI classes)."""
+
+    def __init__(self, widths: Sequence[int], head: HeadSpec) -> None:
+        super().__init__()
+        self.extra = ResidualBlock(widths[-1], widths[-1], stride=2)
+        self.ups = nn.ModuleList()
+        cin = widths[-1]
+        for lv in range(len(widths) - 1, -1, -1):
+            self.ups.append(UpBlock(cin, widths[lv], widths[lv]))
+            cin = widths[lv]
+        self.out = nn.Sequential(
+            nn.Conv2d(widths[0], widths[0], 3, padding=1),
+            nn.ELU(inplace=True),
+            nn.Conv2d(widths[0], widths[0], 3, padding=1),
+            nn.ELU(inplace=True),
+        )
+        self.head = Head(widths[0], head)
+
+    def forward(self, down: list[torch.Tensor]) -> torch.Tensor:
+        x = self.extra(down[-1])
+        for up, skip in zip(self.ups, reversed(down), strict=True):
+            x = up(x, skip)
+        return self.head(self.out(x))
+
+
+class ResidualUNet(nn.Module):
+    """MicroNet / KiNet network.
+
+    Input transition (one 3×3 conv), ``depth`` residual down blocks joined by strided
+    convolutions (widths double except for the last block), ``depth`` up blocks with
+    transposed convolutions and zero-padded concatenation, multi-context aggregation, an
+    output transition and the heads. Dropout (default 0.5) in the last two down blocks.
+
+    Blocks are numbered 1..2·depth+2 for freezing (10 for depth 4): 1 = input transition,
+    2..depth+1 = down blocks, depth+2..2·depth+1 = up blocks, 2·depth+2 = output block.
+    The ROI branch, when present, is not numbered (it is a sibling, never frozen by k).
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        heads: Sequence[HeadSpec],
+        base: int = 16,
+        depth: int = 4,
+        dropout: float = 0.5,
+        mca_levels: Sequence[int] | None = None,
+        roi_head: HeadSpec | None = None,
+    ) -> None:
+        super().__init__()
+        widths = [base * 2 ** min(i, depth - 1) for i in range(depth + 1)]
+        self.widths = widths
+        self.input_transition = nn.Sequential(
+            nn.Conv2d(in_channels, base, 3, padding=1, bias=False),
+            nn.BatchNorm2d(base),
+            nn.ELU(inplace=True),
+        )
+        self.down = nn.ModuleList()
+        for i in range(depth):
+            drop = dropout if i >= depth - 2 else 0.0
+            self.down.append(ResidualBlock(widths[i], widths[i + 1], stride=2, dropout=drop))
+        self.up = nn.ModuleList(
+            [UpBlock(widths[i + 1], widths[i], widths[i]) for i in range(depth - 1, -1, -1)]
+        )
+        levels = list(mca_levels) if mca_levels is not None else list(range(1, depth))
+        self.output = OutputBlock(widths, levels, heads)
+        self.head_specs = list(heads) + ([roi_head] if roi_head else [])
+        self.roi = ROIBranch(widths, roi_head) if roi_head else None
+
+    def numbered_blocks(self) -> list[nn.Module]:
+        """The 2·depth+2 addressable blocks, in order (block k is element k−1)."""
+        return [self.input_transition, *self.down, *self.up, self.output]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        x = self.input_transition(x)
+        down = [x]
+        for block in self.down:
+            down.append(block(down[-1]))
+        y = down[-1]
+        for up, skip in zip(self.up, reversed(down[:-1]), strict=True):
+            y = up(y, skip)
+        outs = self.output(y, down)
+        result = {spec.name: o for spec, o in zip(self.head_specs, outs, strict=False)}
+        if self.roi is not None:
+            result[self.head_specs[-1].name] = self.roi(down)
+        return result

@@ -1,0 +1,241 @@
+"""Recipes: YAML data that say which net, tasks, losses, optimiser and decoding a system uses.
+
+A recipe is validated against :data:`SCHEMA`: unknown or mistyped keys are refused with
+the key's path named. Defaults fill anything a recipe leaves out.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from pathlib import Path
+
+import yaml
+
+from cellmaps.errors import CellmapsInputError
+
+RECIPE_DIR = Path(__file__).parent
+
+# A schema is a dict: key -> (type or tuple of types, default) | nested dict | [item-schema].
+NUM = (int, float)
+TASK = {
+    "name": (str, None),
+    "target": (str, None),
+    "target_options": (dict, {}),
+    "channels": (int, 1),
+    "activation": (str, "identity"),
+    "loss": (str, "mse"),
+    "loss_options": (dict, {}),
+    "weight": (NUM, 1.0),
+    "weights_map": ((str, type(None)), None),
+    "decode": ((str, type(None)), None),
+}
+SCHEMA = {
+    "name": (str, None),
+    "description": (str, ""),
+    "paper": (str, ""),
+    "net": {
+        "kind": (str, "residual_unet"),
+        "base": (int, 16),
+        "depth": (int, 4),
+        "dropout": (NUM, 0.5),
+        "mca_levels": ((list, type(None)), None),
+        "roi_head": ((str, type(None)), None),
+        "decoders": ((list, type(None)), None),
+        "cross": ((dict, type(None)), None),
+        "resnet_depth": (int, 50),
+        "width": (int, 64),
+        "decoder_base": (int, 16),
+        "encoder_weights": ((str, type(None)), None),
+    },
+    "tasks": [TASK],
+    "combine": {
+        "kind": (str, "sum"),
+        "stages": ((list, type(None)), None),
+        "correlation_eta": (NUM, 0.0),
+        "correlation_task": ((str, type(None)), None),
+        "correlation_warmup": (NUM, 0.1),
+    },
+    "optimizer": {
+        "kind": (str, "sgd"),
+        "lr": (NUM, 0.01),
+        "momentum": (NUM, 0.9),
+        "nesterov": (bool, True),
+        "weight_decay": (NUM, 1e-6),
+    },
+    "schedule": {
+        "plateau_factor": (NUM, 0.1),
+        "plateau_patience": (int, 4),
+        "min_lr": (NUM, 1e-4),
+        "early_stop_patience": ((int, type(None)), None),
+        "monitor": (str, "loss"),
+    },
+    "training": {
+        "iterations": (int, 2000),
+        "batch": (int, 4),
+        "crop": (int, 200),
+        "val_every": (int, 200),
+        "checkpoint_every": (int, 200),
+        "seed": (int, 0),
+        "precision": (str, "auto"),
+        "hist_eq": (bool, False),
+    },
+    "augment": {
+        "flip": (bool, True),
+        "rot90": (bool, True),
+        "rotate": (NUM, 0.0),
+        "shift": (NUM, 0.0),
+        "scale": (NUM, 0.0),
+        "elastic": (NUM, 0.0),
+        "color": (NUM, 0.0),
+    },
+    "decode": {
+        "kind": (str, "peaks"),
+        "task": ((str, type(None)), None),
+        "xi": (NUM, 0.5),
+        "h": (NUM, 0.2),
+        "min_distance": (int, 3),
+        "grid": ((list, type(None)), None),
+    },
+    "evaluate": {
+        "protocol": (str, "hungarian"),
+        "radius": (NUM, 6.0),
+    },
+    "inference": {
+        "tile": (int, 256),
+        "stride": (int, 192),
+        "batch": (int, 4),
+        "blend": (str, "mean"),
+    },
+}
+
+CHOICES = {
+    "net.kind": ("unet", "residual_unet", "resnet_unet"),
+    "combine.kind": ("sum", "round_robin", "uncertainty", "staged"),
+    "optimizer.kind": ("sgd", "adam", "adadelta", "ranger"),
+    "schedule.monitor": ("loss", "f1"),
+    "training.precision": ("auto", "bf16", "fp32"),
+    "decode.kind": ("peaks", "hmaxima", "none"),
+    "evaluate.protocol": ("hungarian", "one-to-one", "iou"),
+    "inference.blend": ("mean", "gaussian"),
+    "tasks.activation": ("identity", "relu", "sigmoid", "softmax"),
+    "tasks.loss": ("mse", "weighted_mse", "masked_cross_entropy", "weighted_bce"),
+    "tasks.decode": (None, "peaks", "peaks_per_class", "hmaxima"),
+}
+
+
+def _type_name(t) -> str:
+    ts = t if isinstance(t, tuple) else (t,)
+    return " or ".join("null" if x is type(None) else x.__name__ for x in ts)
+
+
+def _validate(value, schema, path: str, source: str):
+    if isinstance(schema, dict):
+        if value is None or value is _MISSING:
+            value = {}
+        if not isinstance(value, dict):
+            raise CellmapsInputError(f"recipe key '{path}' must be a mapping", source)
+        unknown = sorted(set(value) - set(schema))
+        if unknown:
+            where = f"'{path}.{unknown[0]}'" if path else f"'{unknown[0]}'"
+            raise CellmapsInputError(
+                f"unknown recipe key {where}; allowed here: {sorted(schema)}", source
+            )
+        out = {}
+        for key, sub in schema.items():
+            p = f"{path}.{key}" if path else key
+            out[key] = _validate(value.get(key, _MISSING), sub, p, source)
+        return out
+    if isinstance(schema, list):
+        if value is _MISSING or not isinstance(value, list) or not value:
+            raise CellmapsInputError(f"recipe key '{path}' must be a non-empty list", source)
+        return [_validate(v, schema[0], f"{path}[{i}]", source) for i, v in enumerate(value)]
+    types, default = schema
+    if value is _MISSING:
+        if default is None and not (isinstance(types, tuple) and type(None) in types):
+            raise CellmapsInputError(f"recipe key '{path}' is required", source)
+        return copy.deepcopy(default)
+    ok_types = types if isinstance(types, tuple) else (types,)
+    if isinstance(value, bool) and bool not in ok_types:
+        ok = False
+    else:
+        ok = isinstance(value, ok_types)
+    if not ok:
+        raise CellmapsInputError(
+            f"recipe key '{path}' must be {_type_name(types)}, got {type(value).__name__} {value!r}",
+            source,
+        )
+    generic = ".".join(part.split("[")[0] for part in path.split("."))
+    if generic in CHOICES and value not in CHOICES[generic]:
+        raise CellmapsInputError(
+            f"recipe key '{path}' must be one of {CHOICES[generic]}, got {value!r}", source
+        )
+    return value
+
+
+class _Missing:
+    pass
+
+
+_MISSING = _Missing()
+
+
+def validate_recipe(data: dict, source: str = "recipe") -> dict:
+    """Validate a recipe mapping and fill defaults; raise naming the first bad key."""
+    recipe = _validate(data, SCHEMA, "", source)
+    names = [t["name"] for t in recipe["tasks"]]
+    if len(set(names)) != len(names):
+        raise CellmapsInputError(f"task names must be unique, got {names}", source)
+    from cellmaps.targets.build import TARGETS
+
+    for t in recipe["tasks"]:
+        if t["target"] not in TARGETS:
+            raise CellmapsInputError(
+                f"task '{t['name']}': unknown target {t['target']!r}; known {sorted(TARGETS)}",
+                source,
+            )
+    if recipe["decode"]["task"] is None:
+        recipe["decode"]["task"] = names[0]
+    elif recipe["decode"]["task"] not in names:
+        raise CellmapsInputError(f"decode.task {recipe['decode']['task']!r} is not a task", source)
+    return recipe
+
+
+def recipe_path(name_or_path: str | os.PathLike) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") and p.is_file():
+        return p
+    q = RECIPE_DIR / f"{name_or_path}.yaml"
+    if q.is_file():
+        return q
+    raise CellmapsInputError(f"no recipe named {str(name_or_path)!r}; known: {list_recipes()}")
+
+
+def load_recipe(name_or_path: str | os.PathLike) -> dict:
+    """Load a bundled recipe by name, or a YAML file by path, and validate it."""
+    path = recipe_path(name_or_path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise CellmapsInputError(f"not valid YAML ({exc})", path) from exc
+    return validate_recipe(data or {}, str(path))
+
+
+def list_recipes() -> list[str]:
+    return sorted(p.stem for p in RECIPE_DIR.glob("*.yaml"))
+
+
+def describe_recipes() -> list[tuple[str, str]]:
+    """(name, one-line description) of every bundled recipe."""
+    out = []
+    for name in list_recipes():
+        data = yaml.safe_load((RECIPE_DIR / f"{name}.yaml").read_text(encoding="utf-8")) or {}
+        out.append(
+            (
+                name,
+                str(data.get("description", "")).strip().splitlines()[0]
+                if data.get("description")
+                else "",
+            )
+        )
+    return out

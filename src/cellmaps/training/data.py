@@ -1,0 +1,193 @@
+"""Training data: images and their target maps in memory, random crops, augmentation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cellmaps.errors import CellmapsInputError
+from cellmaps.io.dataset import Dataset
+from cellmaps.io.images import normalize_image
+from cellmaps.targets import IGNORE_INDEX, TARGETS, Annotations, make_targets
+from cellmaps.training.augment import color_jitter, flip_rot, geometric_margin, sample_coords, warp
+
+
+@dataclass
+class Sample:
+    image_id: str
+    image: np.ndarray  # (C, H, W) float32 in [0, 1] (normalised by dtype), not standardised
+    targets: dict[str, np.ndarray]  # name -> (C, H, W) float32 or (1, H, W) uint8 labels
+    weight: float = 1.0
+
+
+@dataclass
+class TrainingData:
+    """Images of one or more datasets with their targets, ready to crop.
+
+    ``weight`` per dataset multiplies the loss of its samples (MicroNet's dataset
+    balancing L = γ·L_target + L_auxiliary with γ the target's weight).
+    """
+
+    samples: list[Sample]
+    tasks: list[dict]
+    classes: list[str] = field(default_factory=list)
+    mean: np.ndarray | None = None
+    std: np.ndarray | None = None
+
+    @property
+    def in_channels(self) -> int:
+        return self.samples[0].image.shape[0]
+
+
+def task_target_names(task: dict) -> list[str]:
+    names = [task["target"]]
+    if task.get("weights_map"):
+        names.append(task["weights_map"])
+    return names
+
+
+def _classes_of(ds_list: list[tuple[Dataset, list[str], float]]) -> list[str]:
+    from cellmaps.io.points import UNCLASSIFIED_LABELS
+
+    found = set()
+    for ds, ids, _ in ds_list:
+        for i in ids:
+            p = ds.points(i)
+            if p is not None:
+                found |= {str(x) for x in p.labels} - UNCLASSIFIED_LABELS
+    return sorted(found)
+
+
+def load_training_data(
+    sources: list[tuple[str, str | None, float]],
+    recipe: dict,
+    progress: bool = True,
+    classes: list[str] | None = None,
+) -> TrainingData:
+    """Read every image of the given (dataset folder, split, weight) sources and compute
+    the recipe's target maps once."""
+    from cellmaps.model import equalize
+
+    opened = []
+    for root, split, weight in sources:
+        ds = Dataset(root)
+        ids = ds.ids(split) if split else ds.ids()
+        if not ids:
+            raise CellmapsInputError(f"no images in split {split!r}", root)
+        opened.append((ds, ids, float(weight)))
+    tasks = recipe["tasks"]
+    per_class = any(t["target"] == "proximity_per_class" for t in tasks)
+    classes = classes if classes is not None else (_classes_of(opened) if per_class else [])
+    samples = []
+    total = sum(len(ids) for _, ids, _ in opened)
+    bar = tqdm(total=total, desc="targets", unit="img", disable=not progress, leave=False)
+    for ds, ids, weight in opened:
+        for image_id in ids:
+            raw = ds.image(image_id)
+            shape = raw.shape[:2]
+            pts = ds.points(image_id, shape)
+            a = Annotations(
+                image=raw,
+                points=None if pts is None else pts.coords,
+                labels=None if pts is None else pts.labels,
+                mask=ds.mask(image_id, shape),
+                roi=ds.roi(image_id),
+                source=str(ds.image_path(image_id)),
+            )
+            opts = {}
+            names = []
+            for t in tasks:
+                names += task_target_names(t)
+                opts[t["target"]] = dict(t["target_options"])
+                if t["target"] == "proximity_per_class":
+                    opts[t["target"]]["classes"] = classes
+            maps = make_targets(list(dict.fromkeys(names)), a, opts)
+            img = normalize_image(raw, ds.image_path(image_id))
+            if recipe["training"]["hist_eq"]:
+                img = equalize(img)
+            targets = {}
+            for name, m in maps.items():
+                m = m[None] if m.ndim == 2 else m
+                targets[name] = m if TARGETS[name].kind == "labels" else m.astype(np.float32)
+            samples.append(
+                Sample(image_id, np.ascontiguousarray(img.transpose(2, 0, 1)), targets, weight)
+            )
+            bar.update()
+    bar.close()
+    chans = {s.image.shape[0] for s in samples}
+    if len(chans) > 1:
+        raise CellmapsInputError(f"training images have different channel counts {sorted(chans)}")
+    data = TrainingData(samples, tasks, classes)
+    stack = np.concatenate([s.image.reshape(s.image.shape[0], -1) for s in samples], axis=1)
+    data.mean = stack.mean(1).astype(np.float32)
+    data.std = np.maximum(stack.std(1), 1e-6).astype(np.float32)
+    return data
+
+
+def _window(arr: np.ndarray, r0: int, c0: int, size: int, fill) -> np.ndarray:
+    """(C, size, size) window starting at (r0, c0), padded where it leaves the array
+    (reflect for images, ``fill`` for targets)."""
+    c, h, w = arr.shape
+    out_r = slice(max(r0, 0), min(r0 + size, h))
+    out_c = slice(max(c0, 0), min(c0 + size, w))
+    sub = arr[:, out_r, out_c]
+    pad = (
+        (0, 0),
+        (out_r.start - r0, r0 + size - out_r.stop),
+        (out_c.start - c0, c0 + size - out_c.stop),
+    )
+    if any(p for pair in pad for p in pair):
+        if fill == "reflect":
+            sub = np.pad(sub, pad, mode="reflect" if min(sub.shape[1:]) > 1 else "edge")
+            if sub.shape[1:] != (size, size):  # reflect cannot pad past twice the size
+                sub = np.pad(
+                    sub, ((0, 0), (0, size - sub.shape[1]), (0, size - sub.shape[2])), mode="wrap"
+                )
+        else:
+            sub = np.pad(sub, pad, mode="constant", constant_values=fill)
+    return sub
+
+
+def random_crop(
+    sample: Sample, rng: np.random.Generator, crop: int, aug: dict
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A random crop of a sample with augmentation applied to image and targets alike."""
+    margin = geometric_margin(crop, aug)
+    size = crop + 2 * margin
+    _, h, w = sample.image.shape
+    r0 = int(rng.integers(min(0, h - crop), max(h - crop, 0) + 1)) - margin
+    c0 = int(rng.integers(min(0, w - crop), max(w - crop, 0) + 1)) - margin
+    coords = sample_coords(rng, crop, margin, aug)
+    img = warp(_window(sample.image, r0, c0, size, "reflect"), coords, 1)
+    names = list(sample.targets)
+    maps = []
+    for name in names:
+        t = sample.targets[name]
+        is_label = t.dtype == np.uint8
+        win = _window(t, r0, c0, size, IGNORE_INDEX if is_label else 0)
+        maps.append(warp(win, coords, 0 if is_label else 1))
+    arrs = flip_rot([img, *maps], rng, aug)
+    img = color_jitter(arrs[0], rng, aug["color"])
+    return img, dict(zip(names, arrs[1:], strict=True))
+
+
+def make_batch(
+    data: TrainingData, rng: np.random.Generator, batch: int, crop: int, aug: dict
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
+    """A batch of random crops from randomly chosen images (standardised images, targets,
+    per-sample weights)."""
+    idx = rng.integers(len(data.samples), size=batch)
+    imgs, targets, weights = [], {}, []
+    for i in idx:
+        s = data.samples[int(i)]
+        img, maps = random_crop(s, rng, crop, aug)
+        imgs.append((img - data.mean[:, None, None]) / data.std[:, None, None])
+        for k, v in maps.items():
+            targets.setdefault(k, []).append(v)
+        weights.append(s.weight)
+    x = torch.from_numpy(np.stack(imgs).astype(np.float32))
+    t = {k: torch.from_numpy(np.stack(v)) for k, v in targets.items()}
+    return x, t, torch.tensor(weights, dtype=torch.float32)

@@ -1,0 +1,394 @@
+"""The training loop: crops → net → task losses → combined loss → step; validation,
+LR plateau, early stopping, checkpoints every N steps and exact resume."""
+
+from __future__ import annotations
+
+import copy
+import csv
+import os
+import random
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from cellmaps.errors import CellmapsInputError
+from cellmaps.io._atomic import atomic_path
+from cellmaps.losses import LOSSES, build_combiner, correlation_penalty
+from cellmaps.model import Model, autocast, net_from_recipe
+from cellmaps.training.data import TrainingData, make_batch
+from cellmaps.training.optim import build_optimizer
+
+
+def task_losses(out: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], tasks: list[dict]):
+    """Per-task, per-sample losses (B,) for a batch. Heads with a sigmoid/softmax/relu
+    activation get it applied except where the loss takes logits (BCE, CE)."""
+    from cellmaps.nets import apply_activation
+
+    losses = {}
+    for t in tasks:
+        pred = out[t["name"]]
+        kind = t["loss"]
+        if kind == "masked_cross_entropy":
+            losses[t["name"]] = LOSSES[kind](pred, targets[t["target"]][:, 0])
+        elif kind == "weighted_bce":
+            w = targets[t["weights_map"]] if t.get("weights_map") else None
+            losses[t["name"]] = LOSSES[kind](pred, targets[t["target"]], w)
+        else:
+            pred = apply_activation(pred.float(), t["activation"])
+            losses[t["name"]] = LOSSES[kind](pred, targets[t["target"]], **t["loss_options"])
+    return losses
+
+
+def freeze_blocks(net: torch.nn.Module, k: int) -> None:
+    """Freeze the first k numbered blocks (MicroNet's fine-tuning study)."""
+    if k <= 0:
+        return
+    if not hasattr(net, "numbered_blocks"):
+        raise CellmapsInputError("--freeze needs a net with numbered blocks (residual_unet)")
+    blocks = net.numbered_blocks()
+    if k > len(blocks):
+        raise CellmapsInputError(f"--freeze {k}: the net has only {len(blocks)} blocks")
+    for block in blocks[:k]:
+        for p in block.parameters():
+            p.requires_grad_(False)
+
+
+def _set_frozen_bn_eval(net: torch.nn.Module) -> None:
+    for m in net.modules():
+        if isinstance(m, torch.nn.BatchNorm2d) and not any(p.requires_grad for p in m.parameters()):
+            m.eval()
+
+
+class Trainer:
+    """Trains a recipe on :class:`TrainingData`; see :func:`train` for the entry point."""
+
+    def __init__(
+        self,
+        recipe: dict,
+        data: TrainingData,
+        out: str | os.PathLike,
+        val: TrainingData | None = None,
+        val_sources: list | None = None,
+        init: Model | None = None,
+        freeze: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.recipe, self.data, self.val = recipe, data, val
+        self.val_sources = val_sources or []
+        self.out = Path(out)
+        self.ckpt_path = self.out.with_name(self.out.name + ".ckpt")
+        self.log_path = self.out.with_name(self.out.stem + ".log.csv")
+        self.curve_path = self.out.with_name(self.out.stem + ".loss.png")
+        self.progress = progress
+        tr = recipe["training"]
+        seed = tr["seed"]
+        torch.manual_seed(seed)
+        random.seed(seed)
+        self.rng = np.random.default_rng(seed)
+        self.net = net_from_recipe(recipe, data.in_channels)
+        if init is not None:
+            self.net.load_state_dict(init.net.state_dict())
+        freeze_blocks(self.net, freeze)
+        self.net = self.net.to(memory_format=torch.channels_last)
+        names = [t["name"] for t in recipe["tasks"]]
+        comb = recipe["combine"]
+        self.combiner = build_combiner(
+            comb["kind"], names, {t["name"]: t["weight"] for t in recipe["tasks"]}, comb["stages"]
+        )
+        params = list(self.net.parameters()) + list(self.combiner.parameters())
+        self.opt = build_optimizer(params, recipe["optimizer"])
+        sch = recipe["schedule"]
+        self.monitor_max = sch["monitor"] == "f1"
+        inner = getattr(self.opt, "inner", self.opt)
+        self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
+            inner,
+            mode="max" if self.monitor_max else "min",
+            factor=sch["plateau_factor"],
+            patience=sch["plateau_patience"],
+        )
+        self.iteration = 0
+        self.best = None
+        self.best_state = None
+        self.bad_rounds = 0
+        self.rows: list[dict] = []
+        self.started = time.time()
+        self.elapsed_before = 0.0
+
+    # -- checkpoints --------------------------------------------------------------------------
+    def state(self) -> dict:
+        return {
+            "iteration": self.iteration,
+            "net": self.net.state_dict(),
+            "combiner": self.combiner.state_dict(),
+            "opt": self.opt.state_dict(),
+            "sched": self.sched.state_dict(),
+            "rng": self.rng.bit_generator.state,
+            "torch_rng": torch.get_rng_state(),
+            "py_rng": list(random.getstate()[1]),
+            "best": self.best,
+            "best_state": self.best_state,
+            "bad_rounds": self.bad_rounds,
+            "rows": self.rows,
+            "elapsed": self.elapsed(),
+        }
+
+    def save_checkpoint(self) -> None:
+        with atomic_path(self.ckpt_path) as tmp:
+            torch.save(self.state(), tmp)
+
+    def resume(self) -> None:
+        if not self.ckpt_path.is_file():
+            raise CellmapsInputError("no checkpoint to resume from", self.ckpt_path)
+        try:
+            st = torch.load(self.ckpt_path, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            raise CellmapsInputError(f"checkpoint is corrupt ({exc})", self.ckpt_path) from exc
+        self.iteration = st["iteration"]
+        self.net.load_state_dict(st["net"])
+        self.combiner.load_state_dict(st["combiner"])
+        self.opt.load_state_dict(st["opt"])
+        self.sched.load_state_dict(st["sched"])
+        self.rng.bit_generator.state = st["rng"]
+        torch.set_rng_state(st["torch_rng"])
+        random.setstate((3, tuple(st["py_rng"]), None))
+        self.best, self.best_state, self.bad_rounds = st["best"], st["best_state"], st["bad_rounds"]
+        self.rows = st["rows"]
+        self.elapsed_before = st["elapsed"]
+        self.started = time.time()
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.started
+
+    # -- steps ------------------------------------------------------------------------------
+    def step(self) -> dict[str, float]:
+        tr, aug = self.recipe["training"], self.recipe["augment"]
+        x, targets, w = make_batch(self.data, self.rng, tr["batch"], tr["crop"], aug)
+        self.net.train()
+        _set_frozen_bn_eval(self.net)
+        with autocast(tr["precision"]):
+            out = self.net(x.contiguous(memory_format=torch.channels_last))
+        per_sample = task_losses(out, targets, self.recipe["tasks"])
+        losses = {k: (v * w).sum() / w.sum() for k, v in per_sample.items()}
+        total = self.combiner(losses, self.iteration)
+        comb = self.recipe["combine"]
+        if (
+            comb["correlation_eta"]
+            and self.iteration >= comb["correlation_warmup"] * tr["iterations"]
+        ):
+            task = comb["correlation_task"] or self.recipe["tasks"][0]["name"]
+            total = total + comb["correlation_eta"] * correlation_penalty(out[task]).mean()
+        if not torch.isfinite(total):
+            raise FloatingPointError(f"loss became {total.item()} at iteration {self.iteration}")
+        self.opt.zero_grad()
+        total.backward()
+        self.opt.step()
+        self.iteration += 1
+        return {
+            "loss": float(total.detach()),
+            **{f"loss_{k}": float(v.detach()) for k, v in losses.items()},
+        }
+
+    def validate(self) -> dict[str, float]:
+        """Validation loss on fixed crops (every val image cut into crop-sized tiles) and,
+        when the recipe monitors F1, detection F1 on the whole validation images."""
+        if self.val is None:
+            return {}
+        tr = self.recipe["training"]
+        crop = tr["crop"]
+        self.net.eval()
+        total, count = 0.0, 0
+        with torch.no_grad():
+            for s in self.val.samples:
+                _, h, w = s.image.shape
+                for r in range(0, max(h - crop, 0) + 1, crop):
+                    for c in range(0, max(w - crop, 0) + 1, crop):
+                        img = s.image[:, r : r + crop, c : c + crop]
+                        x = torch.from_numpy(
+                            ((img - self.data.mean[:, None, None]) / self.data.std[:, None, None])[
+                                None
+                            ]
+                        )
+                        t = {
+                            k: torch.from_numpy(
+                                np.ascontiguousarray(v[None, :, r : r + crop, c : c + crop])
+                            )
+                            for k, v in s.targets.items()
+                        }
+                        with autocast(tr["precision"]):
+                            out = self.net(x.contiguous(memory_format=torch.channels_last))
+                        ls = task_losses(out, t, self.recipe["tasks"])
+                        weights = getattr(self.combiner, "weights", {})
+                        total += float(sum(weights.get(k, 1.0) * v.mean() for k, v in ls.items()))
+                        count += 1
+        res = {"val_loss": total / max(count, 1)}
+        if self.recipe["schedule"]["monitor"] == "f1" and self.val_sources:
+            res["val_f1"] = self.validation_f1()
+        return res
+
+    def current_model(self) -> Model:
+        m = Model(
+            self.recipe,
+            self.data.in_channels,
+            self.data.mean.tolist(),
+            self.data.std.tolist(),
+            training=self.summary(),
+        )
+        m.net.load_state_dict(copy.deepcopy(self.net.state_dict()))
+        return m
+
+    def validation_f1(self) -> float:
+        from cellmaps.tune import tune_decoding
+
+        best = tune_decoding(self.current_model(), self.val_sources, progress=False)
+        return best["f1"]
+
+    def summary(self) -> dict:
+        return {
+            "classes": self.data.classes,
+            "label": "nucleus",
+            "n_images": len(self.data.samples),
+            "iterations": self.iteration,
+            "seed": self.recipe["training"]["seed"],
+            "elapsed_seconds": round(self.elapsed(), 1),
+        }
+
+    # -- loop --------------------------------------------------------------------------------
+    def fit(self) -> Model:
+        tr, sch = self.recipe["training"], self.recipe["schedule"]
+        bar = tqdm(
+            total=tr["iterations"],
+            initial=self.iteration,
+            desc="train",
+            unit="it",
+            disable=not self.progress,
+        )
+        stop_reason = "iterations"
+        running = []
+        while self.iteration < tr["iterations"]:
+            running.append(self.step())
+            bar.update()
+            bar.set_postfix(loss=f"{running[-1]['loss']:.4f}")
+            if self.iteration % tr["val_every"] == 0 or self.iteration == tr["iterations"]:
+                row = {
+                    "iteration": self.iteration,
+                    "lr": self.current_lr(),
+                    "elapsed": round(self.elapsed(), 1),
+                }
+                for k in running[-1]:
+                    row[k] = float(np.mean([r[k] for r in running]))
+                running = []
+                row.update(self.validate())
+                self.rows.append(row)
+                if self.observe(row):
+                    stop_reason = "early stopping"
+                if self.current_lr() < sch["min_lr"]:
+                    stop_reason = "learning rate below min_lr"
+                self.write_log()
+            if self.iteration % tr["checkpoint_every"] == 0 or stop_reason != "iterations":
+                self.save_checkpoint()
+            if stop_reason != "iterations":
+                break
+        bar.close()
+        self.save_checkpoint()
+        model = self.current_model()
+        if self.best_state is not None:
+            model.net.load_state_dict(self.best_state)
+        model.training["stop_reason"] = stop_reason
+        model.training["best_validation"] = self.best
+        self.write_log(plot=True)
+        return model
+
+    def current_lr(self) -> float:
+        return float(getattr(self.opt, "inner", self.opt).param_groups[0]["lr"])
+
+    def observe(self, row: dict) -> bool:
+        """Update best weights, LR plateau and early stopping; True means stop."""
+        key = "val_f1" if self.monitor_max else "val_loss"
+        value = row.get(key, row.get("val_loss", row["loss"]))
+        better = self.best is None or (value > self.best if self.monitor_max else value < self.best)
+        if better:
+            self.best = value
+            self.best_state = copy.deepcopy(self.net.state_dict())
+            self.bad_rounds = 0
+        else:
+            self.bad_rounds += 1
+        self.sched.step(value)
+        patience = self.recipe["schedule"]["early_stop_patience"]
+        return patience is not None and self.bad_rounds >= patience
+
+    def write_log(self, plot: bool = False) -> None:
+        if not self.rows:
+            return
+        keys = list(dict.fromkeys(k for r in self.rows for k in r))
+        with atomic_path(self.log_path) as tmp, tmp.open("w", newline="") as fh:
+            w = csv.DictWriter(fh, keys)
+            w.writeheader()
+            w.writerows(self.rows)
+        if plot:
+            plot_loss_curve(self.rows, self.curve_path)
+
+
+def plot_loss_curve(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    it = [r["iteration"] for r in rows]
+    fig, ax = plt.subplots(figsize=(6, 4))
+    ax.plot(it, [r["loss"] for r in rows], label="train loss")
+    if "val_loss" in rows[0]:
+        ax.plot(it, [r["val_loss"] for r in rows], label="validation loss")
+    ax.set_xlabel("iteration")
+    ax.set_yscale("log")
+    ax.legend(loc="upper left")
+    if "val_f1" in rows[0]:
+        ax2 = ax.twinx()
+        ax2.plot(it, [r.get("val_f1") for r in rows], "g--", label="validation F1")
+        ax2.set_ylabel("validation F1")
+        ax2.legend(loc="upper right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=100, format="png")
+    plt.close(fig)
+
+
+def train(
+    recipe: dict,
+    sources: list[tuple[str, str | None, float]],
+    out: str | os.PathLike,
+    val_sources: list[tuple[str, str | None]] | None = None,
+    resume: bool = False,
+    init: str | os.PathLike | None = None,
+    freeze: int = 0,
+    progress: bool = True,
+) -> Model:
+    """Train a recipe and write the model file ``out`` (plus ``out.ckpt``, a CSV log and a
+    loss-curve PNG next to it). With ``resume`` the run continues from ``out.ckpt``."""
+    from cellmaps.training.data import load_training_data
+
+    data = load_training_data(sources, recipe, progress)
+    val = None
+    if val_sources:
+        val = load_training_data(
+            [(r, s, 1.0) for r, s in val_sources], recipe, progress, classes=data.classes
+        )
+    init_model = Model.load(init) if init else None
+    trainer = Trainer(recipe, data, out, val, val_sources, init_model, freeze, progress)
+    if resume:
+        trainer.resume()
+    model = trainer.fit()
+    model.training["data"] = [{"folder": str(r), "split": s, "weight": w} for r, s, w in sources]
+    model.training["n_images"] = len(data.samples)
+    if val_sources:
+        from cellmaps.tune import tune_decoding
+
+        best = tune_decoding(model, val_sources, progress=progress)
+        model.decode.update({k: best[k] for k in ("xi", "h") if k in best})
+        model.training["tuned_on"] = [{"folder": str(r), "split": s} for r, s in val_sources]
+        model.training["tuned_f1"] = best["f1"]
+    model.save(out)
+    return model

@@ -1,0 +1,43 @@
+"""Choosing the decoding threshold (ξ, or h) by the best F1 on validation images."""
+
+from __future__ import annotations
+
+import numpy as np
+from tqdm import tqdm
+
+from cellmaps.io.dataset import Dataset
+from cellmaps.io.masks import mask_centroids
+from cellmaps.metrics import match_points, pool_detection
+
+XI_GRID = [round(x, 2) for x in np.arange(0.05, 0.96, 0.05)]
+H_GRID = [0.1, 0.2, 0.3, 0.4, 0.5]
+
+
+def tune_decoding(model, sources, grid=None, progress: bool = True) -> dict:
+    """Predict the maps of every validation image once, decode them at every value of the
+    grid (ξ for peak decoding, h for h-maxima), match with the recipe's protocol and radius,
+    and return the value with the best pooled F1 (first of ties), with the whole curve."""
+    ev = model.recipe["evaluate"]
+    kind = model.task_decoders.get(model.decode["task"]) or model.decode["kind"]
+    param = "h" if kind == "hmaxima" else "xi"
+    grid = grid or model.decode.get("grid") or (H_GRID if param == "h" else XI_GRID)
+    cached = []
+    for root, split in sources:
+        ds = Dataset(root)
+        for image_id in tqdm(
+            ds.ids(split), desc="tune: predict", disable=not progress, leave=False
+        ):
+            pts = ds.points(image_id)
+            truth = pts.coords if pts is not None else mask_centroids(ds.mask(image_id))[0]
+            cached.append((truth, model.predict_maps(ds.image(image_id))))
+    curve = []
+    for v in grid:
+        ms = [
+            match_points(
+                t, model.decode_maps(maps, **{param: v}).coords, ev["radius"], ev["protocol"]
+            )
+            for t, maps in cached
+        ]
+        curve.append({param: float(v), **pool_detection(ms)})
+    best = max(curve, key=lambda r: r["f1"])
+    return {**best, "param": param, "curve": curve}
