@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cellmaps.nets.blocks import ConvBlock, Head, HeadSpec, pad_to
+from cellmaps.nets.blocks import ConvBlock, Head, HeadSpec, StridedPointwiseConv, pad_to
 
 
 class BasicBlock(nn.Module):
@@ -30,7 +30,7 @@ class BasicBlock(nn.Module):
         self.downsample = None
         if stride != 1 or cin != planes:
             self.downsample = nn.Sequential(
-                nn.Conv2d(cin, planes, 1, stride, bias=False), nn.BatchNorm2d(planes)
+                StridedPointwiseConv(cin, planes, stride), nn.BatchNorm2d(planes)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -54,7 +54,7 @@ class Bottleneck(nn.Module):
         self.downsample = None
         if stride != 1 or cin != out:
             self.downsample = nn.Sequential(
-                nn.Conv2d(cin, out, 1, stride, bias=False), nn.BatchNorm2d(out)
+                StridedPointwiseConv(cin, out, stride), nn.BatchNorm2d(out)
             )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -1,0 +1,412 @@
+"""Engine: nets, losses, recipes, training (incl. exact resume), tiled inference, decoding,
+model files and the train/tune/predict CLI. Small nets and images keep it fast."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+
+from cellmaps.cli import main
+from cellmaps.errors import CellmapsInputError
+from cellmaps.inference import predict_tiled, tile_starts
+from cellmaps.losses import (
+    RoundRobin,
+    Staged,
+    UncertaintyWeighting,
+    WeightedSum,
+    correlation_penalty,
+    masked_cross_entropy,
+    weighted_bce,
+    weighted_mse,
+)
+from cellmaps.model import Model
+from cellmaps.modelfile import load_model_file, read_state_dict
+from cellmaps.nets import HeadSpec, build_net
+from cellmaps.postprocess import find_peaks, find_peaks_per_class, h_maxima_peaks_reference
+from cellmaps.recipes import list_recipes, load_recipe, validate_recipe
+from cellmaps.targets import proximity
+from cellmaps.training.data import load_training_data, make_batch
+from cellmaps.training.fit import Trainer
+
+torch.set_num_threads(2)
+
+
+# -- nets --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("channels", [1, 3, 4])
+@pytest.mark.parametrize("size", [(75, 75), (33, 50)])
+def test_every_net_runs_on_odd_sizes_and_channel_counts(channels, size):
+    heads = [HeadSpec("a", 2, "softmax"), HeadSpec("b", 1, "sigmoid")]
+    nets = [
+        build_net("unet", channels, heads, base=4, depth=3, decoders=[["a"], ["b"]], cross={1: 0}),
+        build_net("residual_unet", channels, heads, base=4, depth=4, roi_head="b"),
+        build_net("resnet_unet", channels, heads, resnet_depth=18, width=8, decoder_base=4),
+    ]
+    x = torch.randn(2, channels, *size)
+    for net in nets:
+        net.eval()
+        out = net(x)
+        assert set(out) == {"a", "b"}
+        assert out["a"].shape == (2, 2, *size) and out["b"].shape == (2, 1, *size)
+
+
+def test_residual_unet_has_ten_numbered_blocks_and_freezing_works():
+    from cellmaps.training.fit import freeze_blocks
+
+    net = build_net("residual_unet", 3, [HeadSpec("p")], base=4, depth=4)
+    blocks = net.numbered_blocks()
+    assert len(blocks) == 10
+    freeze_blocks(net, 3)
+    for k, block in enumerate(blocks, start=1):
+        assert all(p.requires_grad == (k > 3) for p in block.parameters())
+    with pytest.raises(CellmapsInputError, match="only 10 blocks"):
+        freeze_blocks(net, 11)
+
+
+def test_resnet_encoder_loads_user_weights_by_torchvision_names(tmp_path):
+    from cellmaps.nets import load_encoder_weights
+
+    a = build_net("resnet_unet", 3, [HeadSpec("p")], resnet_depth=18, width=8)
+    state = {k: v + 1.0 for k, v in a.encoder.state_dict().items()}
+    state["fc.weight"] = torch.zeros(10, 64)
+    torch.save(state, tmp_path / "resnet.pth")
+    b = build_net("resnet_unet", 1, [HeadSpec("p")], resnet_depth=18, width=8)
+    missing = load_encoder_weights(b, tmp_path / "resnet.pth")
+    assert missing == []
+    assert torch.equal(b.encoder.layer1[0].conv1.weight, state["layer1.0.conv1.weight"])
+    assert b.encoder.conv1.weight.shape[1] == 1  # 3-channel stem adapted to 1 channel
+
+
+# -- losses ------------------------------------------------------------------------------------
+def test_weighted_mse_by_hand():
+    y = torch.tensor([[[[0.0, 2.0], [0.0, 0.0]]]])  # mean 0.5
+    p = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]]])
+    # ½[(0 + 5·0.5)·1 + (2 + 2.5)·1] / 4 = ½(2.5 + 4.5)/4
+    assert weighted_mse(p, y, lam=5).item() == pytest.approx(0.5 * 7.0 / 4)
+
+
+def test_masked_cross_entropy_ignores_unlabelled_pixels():
+    logits = torch.randn(1, 2, 3, 3, requires_grad=True)
+    labels = torch.full((1, 3, 3), 255)
+    labels[0, 0, 0], labels[0, 1, 1] = 1, 0
+    loss = masked_cross_entropy(logits, labels)
+    ref = torch.nn.functional.cross_entropy(logits[0, :, [0, 1], [0, 1]].T, torch.tensor([1, 0]))
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-6)
+    loss.sum().backward()
+    g = logits.grad.abs().sum(1)[0]
+    assert g[0, 0] > 0 and g[1, 1] > 0 and g[0, 1] == 0 and g[2, 2] == 0
+    assert masked_cross_entropy(logits, torch.full((1, 3, 3), 255)).item() == 0.0
+
+
+def test_weighted_bce_and_correlation_penalty():
+    logits = torch.zeros(1, 1, 1, 2)
+    target = torch.tensor([[[[1.0, 0.0]]]])
+    w = torch.tensor([[[[3.0, 1.0]]]])
+    assert weighted_bce(logits, target, w).item() == pytest.approx(np.log(2))
+    maps = torch.tensor([[[[1.0, 2.0]], [[3.0, 0.0]], [[1.0, 1.0]]]])  # (1, 3, 1, 2)
+    # pairs: (0,1): 3, (0,2): 3, (1,2): 3 → 9 / 2 pixels
+    assert correlation_penalty(maps).item() == pytest.approx(4.5)
+
+
+def test_combiners():
+    losses = {"a": torch.tensor(1.0), "b": torch.tensor(10.0), "c": torch.tensor(100.0)}
+    assert WeightedSum({"a": 1, "b": 0.1, "c": 0}).forward(losses, 0).item() == pytest.approx(2.0)
+    rr = RoundRobin(["a", "b", "c"])
+    assert [rr.forward(losses, i).item() for i in range(4)] == [1.0, 10.0, 100.0, 1.0]
+    st = Staged(
+        [
+            {"iterations": 5, "weights": {"a": 1.0}},
+            {"iterations": 5, "weights": {"a": 0.3, "b": 1.0}},
+        ]
+    )
+    assert st.forward(losses, 4).item() == 1.0 and st.forward(losses, 5).item() == pytest.approx(
+        10.3
+    )
+    uw = UncertaintyWeighting(["a", "b"])
+    total = uw.forward(losses, 0)
+    total.backward()
+    assert total.item() == pytest.approx(11.0) and uw.log_vars.grad is not None
+
+
+# -- recipes ------------------------------------------------------------------------------------
+def test_bundled_recipes_validate_and_bad_keys_are_named():
+    assert "micronet" in list_recipes()
+    for name in list_recipes():
+        load_recipe(name)
+    raw = yaml.safe_load(open(load_recipe.__globals__["recipe_path"]("micronet")))
+    bad = json.loads(json.dumps(raw))
+    bad["optimizer"]["momentun"] = 0.9
+    with pytest.raises(CellmapsInputError, match="unknown recipe key 'optimizer.momentun'"):
+        validate_recipe(bad, "r.yaml")
+    bad = json.loads(json.dumps(raw))
+    bad["tasks"][0]["loss"] = "l1"
+    with pytest.raises(CellmapsInputError, match=r"'tasks\[0\].loss' must be one of"):
+        validate_recipe(bad, "r.yaml")
+    bad = json.loads(json.dumps(raw))
+    bad["training"]["iterations"] = "many"
+    with pytest.raises(CellmapsInputError, match="'training.iterations' must be int"):
+        validate_recipe(bad, "r.yaml")
+
+
+# -- a tiny synthetic dataset ---------------------------------------------------------------------
+def tiny_recipe(**training):
+    r = load_recipe("micronet")
+    r["net"].update(base=4, depth=2)
+    r["training"].update(
+        iterations=6, batch=2, crop=48, val_every=3, checkpoint_every=3, precision="fp32"
+    )
+    r["training"].update(training)
+    r["schedule"]["monitor"] = "loss"
+    r["augment"].update(rotate=10.0, elastic=1.0)
+    r["inference"].update(tile=64, stride=48)
+    return r
+
+
+@pytest.fixture(scope="module")
+def tiny_dataset(tmp_path_factory):
+    """Dark discs on a light background with their centres as points (train and val)."""
+    root = tmp_path_factory.mktemp("tiny")
+    (root / "images").mkdir()
+    (root / "points").mkdir()
+    rng = np.random.default_rng(0)
+    splits = ["id,split,group"]
+    for k in range(4):
+        img = np.full((80, 90, 3), 210, np.uint8)
+        pts = rng.uniform(8, [72, 82], size=(10, 2))
+        yy, xx = np.mgrid[:80, :90]
+        for r, c in pts:
+            img[(yy - r) ** 2 + (xx - c) ** 2 <= 16] = (80, 40, 120)
+        img = np.clip(img + rng.normal(0, 5, img.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(img).save(root / "images" / f"im{k}.png")
+        rows = ["x,y,label"] + [f"{c:.2f},{r:.2f},nucleus" for r, c in pts]
+        (root / "points" / f"im{k}.csv").write_text("\n".join(rows) + "\n")
+        splits.append(f"im{k},{'val' if k == 3 else 'train'},g")
+    (root / "splits.csv").write_text("\n".join(splits) + "\n")
+    return root
+
+
+def test_augmented_batches_keep_image_and_targets_aligned(tiny_dataset):
+    r = tiny_recipe()
+    r["augment"].update(rotate=30.0, elastic=2.0, color=0.0)
+    data = load_training_data([(str(tiny_dataset), "train", 1.0)], r, progress=False)
+    x, t, w = make_batch(data, np.random.default_rng(1), 8, 48, r["augment"])
+    assert (
+        x.shape == (8, 3, 48, 48)
+        and t["proximity"].shape == (8, 1, 48, 48)
+        and w.tolist() == [1.0] * 8
+    )
+    # proximity peaks sit on dark nucleus pixels after the same warp/flip as the image
+    dark = x.mean(1) < 0  # standardised: nuclei are below the mean
+    peak = t["proximity"][:, 0] > 4.0
+    assert peak.sum() > 0 and dark[peak].float().mean() > 0.9
+
+
+def test_a_few_training_steps_lower_the_loss_on_a_real_crop(crchisto):
+    from cellmaps.io import Dataset, normalize_image
+    from cellmaps.training.data import Sample, TrainingData
+
+    r = tiny_recipe()
+    r["optimizer"].update(kind="adam", lr=0.003)
+    ds = Dataset(crchisto)
+    img = normalize_image(ds.image("crc_img1"))[:128, :128].transpose(2, 0, 1).copy()
+    pts = ds.points("crc_img1").coords
+    pts = pts[(pts < 127.5).all(1)]
+    target = proximity(pts, (128, 128), scale=5)[None]
+    data = TrainingData([Sample("crc_img1", img, {"proximity": target})], r["tasks"])
+    data.mean, data.std = img.mean((1, 2)), img.std((1, 2))
+    trainer = Trainer(r, data, "/tmp/unused.safetensors", progress=False)
+    rng = np.random.default_rng(0)
+    x, t, w = make_batch(
+        data, rng, 2, 96, {**r["augment"], "rotate": 0.0, "elastic": 0.0, "color": 0.0}
+    )
+    from cellmaps.training.fit import task_losses
+
+    losses = []
+    for _ in range(25):
+        trainer.net.train()
+        out = trainer.net(x)
+        loss = task_losses(out, t, r["tasks"])["proximity"].mean()
+        trainer.opt.zero_grad()
+        loss.backward()
+        trainer.opt.step()
+        losses.append(loss.item())
+    assert losses[-1] < 0.5 * losses[0]
+
+
+def test_resume_reproduces_the_uninterrupted_run_exactly(tiny_dataset, tmp_path):
+    r = tiny_recipe()
+    data = load_training_data([(str(tiny_dataset), "train", 1.0)], r, progress=False)
+    full = Trainer(r, data, tmp_path / "full.safetensors", progress=False)
+    full.fit()
+    r_half = tiny_recipe(iterations=3)
+    half = Trainer(r_half, data, tmp_path / "half.safetensors", progress=False)
+    half.fit()  # stops after 3 iterations and leaves half.safetensors.ckpt
+    resumed = Trainer(r, data, tmp_path / "half.safetensors", progress=False)
+    resumed.resume()
+    assert resumed.iteration == 3
+    resumed.fit()
+    a, b = full.net.state_dict(), resumed.net.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (tmp_path / "full.log.csv").read_text().splitlines()[0].startswith("iteration")
+
+
+def test_corrupt_checkpoint_is_refused(tiny_dataset, tmp_path):
+    r = tiny_recipe()
+    data = load_training_data([(str(tiny_dataset), "train", 1.0)], r, progress=False)
+    tr = Trainer(r, data, tmp_path / "m.safetensors", progress=False)
+    with pytest.raises(CellmapsInputError, match="no checkpoint"):
+        tr.resume()
+    (tmp_path / "m.safetensors.ckpt").write_bytes(b"garbage")
+    with pytest.raises(CellmapsInputError, match="checkpoint is corrupt"):
+        tr.resume()
+
+
+# -- inference ---------------------------------------------------------------------------------
+def test_tile_starts_cover_the_axis():
+    assert tile_starts(100, 64, 32) == [0, 32, 36]
+    assert tile_starts(50, 64, 32) == [0]
+
+
+@pytest.mark.parametrize(
+    "depth,tile,stride,trim", [(1, 64, 32, 16), (1, 48, 16, 16), (2, 96, 48, 24)]
+)
+def test_tiled_prediction_equals_whole_image_away_from_borders(depth, tile, stride, trim):
+    torch.manual_seed(0)
+    net = build_net("unet", 3, [HeadSpec("p", 2)], base=4, depth=depth, dropout=0.0).eval()
+    img = torch.randn(1, 3, 128, 96)
+
+    def forward(x):
+        with torch.no_grad():
+            return net(x)
+
+    whole = forward(img)["p"][0].numpy()
+    tiled = predict_tiled(forward, img[0].numpy(), tile=tile, stride=stride, batch=3, trim=trim)[
+        "p"
+    ]
+    assert tiled.shape == whole.shape
+    b = 24
+    assert np.allclose(tiled[:, b:-b, b:-b], whole[:, b:-b, b:-b], atol=1e-5)
+    g = predict_tiled(
+        forward, img[0].numpy(), tile=tile, stride=stride, blend="gaussian", trim=trim
+    )["p"]
+    assert np.allclose(g[:, b:-b, b:-b], whole[:, b:-b, b:-b], atol=1e-5)
+
+
+# -- decoding ----------------------------------------------------------------------------------
+def test_peaks_are_found_at_known_positions_and_xi_suppresses():
+    pts = np.array([[10.0, 12.0], [30.0, 40.0], [50.0, 15.0]])
+    m = np.maximum(
+        proximity(pts[:2], (64, 64), scale=5), 0.3 * proximity(pts[2:], (64, 64), scale=5)
+    )
+    coords, scores = find_peaks(m, xi=0.2, min_distance=3)
+    assert np.allclose(np.sort(coords, 0), np.sort(pts, 0))
+    coords, _ = find_peaks(m, xi=0.5, min_distance=3)
+    assert len(coords) == 2
+    assert find_peaks(np.zeros((5, 5)))[0].shape == (0, 2)
+    plateau = np.zeros((9, 9))
+    plateau[3:5, 3:6] = 1.0
+    c, _ = find_peaks(plateau)
+    assert c.tolist() == [[3.5, 4.0]]
+
+
+def test_per_class_peaks_take_the_argmax_class():
+    a = proximity(np.array([[10.0, 10.0]]), (32, 32))
+    b = proximity(np.array([[20.0, 22.0]]), (32, 32))
+    maps = np.stack([a, b * 0.9, 0.5 * a])  # class 2 echoes class 0 at a lower level
+    coords, scores, cls = find_peaks_per_class(maps, xi=0.5, min_distance=3)
+    order = np.argsort(coords[:, 0])
+    assert np.allclose(coords[order], [[10, 10], [20, 22]]) and cls[order].tolist() == [0, 1]
+
+
+def test_h_maxima_reference_drops_shallow_peaks():
+    m = np.zeros((20, 20))
+    m[5, 5] = 1.0
+    m[14, 14] = 0.15
+    assert h_maxima_peaks_reference(m, 0.1).tolist() == [[5.0, 5.0], [14.0, 14.0]]
+    assert h_maxima_peaks_reference(m, 0.2).tolist() == [[5.0, 5.0]]
+
+
+# -- model files ---------------------------------------------------------------------------------
+def tiny_model():
+    r = tiny_recipe()
+    return Model(r, 3, [0.5, 0.5, 0.5], [0.2, 0.2, 0.2], training={"label": "nucleus"})
+
+
+def test_model_file_round_trip(tmp_path):
+    m = tiny_model()
+    m.save(tmp_path / "m.safetensors")
+    back = Model.load(tmp_path / "m.safetensors")
+    img = (np.random.default_rng(0).random((40, 50, 3)) * 255).astype(np.uint8)
+    a, b = m.predict_maps(img)["proximity"], back.predict_maps(img)["proximity"]
+    assert np.array_equal(a, b)
+    assert back.recipe == m.recipe and back.decode == m.decode
+
+
+def test_pickled_truncated_and_foreign_model_files_are_refused(tmp_path):
+    torch.save({"w": torch.zeros(2), "evil": {"a": 1}}, tmp_path / "p.safetensors")
+    with pytest.raises(CellmapsInputError, match="refusing a pickled"):
+        Model.load(tmp_path / "p.safetensors")
+    m = tiny_model()
+    m.save(tmp_path / "m.safetensors")
+    data = (tmp_path / "m.safetensors").read_bytes()
+    (tmp_path / "cut.safetensors").write_bytes(data[: len(data) // 2])
+    with pytest.raises(
+        CellmapsInputError, match="cut.safetensors: (corrupt or truncated|not a cellmaps model)"
+    ):
+        Model.load(tmp_path / "cut.safetensors")
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "plain.safetensors"))
+    with pytest.raises(CellmapsInputError, match="without cellmaps metadata"):
+        load_model_file(tmp_path / "plain.safetensors")
+    with pytest.raises(CellmapsInputError, match="does not exist"):
+        Model.load(tmp_path / "none.safetensors")
+    assert set(read_state_dict(tmp_path / "m.safetensors")) == set(m.net.state_dict())
+
+
+# -- CLI: train → tune → predict → evaluate --------------------------------------------------------
+def test_cli_train_tune_predict_evaluate(tiny_dataset, tmp_path, capsys):
+    recipe = tiny_recipe(iterations=4, val_every=2, checkpoint_every=2)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(recipe))
+    model = tmp_path / "m.safetensors"
+    assert (
+        main(
+            [
+                "train",
+                "--recipe",
+                str(path),
+                "--data",
+                str(tiny_dataset),
+                "--out",
+                str(model),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert (
+        model.is_file()
+        and (tmp_path / "m.loss.png").is_file()
+        and (tmp_path / "m.log.csv").is_file()
+    )
+    assert main(["tune", str(model), "--data", str(tiny_dataset), "--split", "val", "--quiet"]) == 0
+    assert "best xi" in capsys.readouterr().out
+    out = tmp_path / "pred"
+    assert main(["predict", str(model), str(tiny_dataset), "--out", str(out), "--quiet"]) == 0
+    for k in range(4):
+        assert (out / "points" / f"im{k}.csv").is_file() and (
+            out / "overlays" / f"im{k}.png"
+        ).is_file()
+        assert (
+            json.loads((out / "geojson" / f"im{k}.geojson").read_text())["type"]
+            == "FeatureCollection"
+        )
+    assert (out / "counts.csv").read_text().startswith("id,count")
+    assert main(["evaluate", "--truth", str(tiny_dataset), "--pred", str(out), "--quiet"]) == 0
+    assert main(["predict", str(model), str(tmp_path / "nothing"), "--out", str(out)]) == 2
+    assert "no such image file or folder" in capsys.readouterr().err
