@@ -205,6 +205,38 @@ def test_augmented_batches_keep_image_and_targets_aligned(tiny_dataset):
     assert peak.sum() > 0 and dark[peak].float().mean() > 0.9
 
 
+def test_tile_sampling_and_staged_freezing(tiny_dataset, tmp_path):
+    from cellmaps.training.data import tile_origins
+
+    r = tiny_recipe(iterations=4, sampling="tiles", tile_stride=24)
+    r["net"].update(kind="unet", depth=2, decoders=[["proximity"], ["aux"]])
+    r["tasks"].append({**r["tasks"][0], "name": "aux"})
+    r["combine"].update(
+        kind="staged",
+        stages=[
+            {"iterations": 2, "weights": {"proximity": 1.0}, "freeze": ["decoders.1", "heads.1"]},
+            {"iterations": 2, "weights": {"proximity": 0.3, "aux": 1.0}},
+        ],
+    )
+    r = validate_recipe(r)
+    data = load_training_data([(str(tiny_dataset), "train", 1.0)], r, progress=False)
+    tiles = tile_origins(data, 48, 24)
+    assert (
+        len(tiles) == 3 * 3 * 3 and (0, 32, 42) in tiles
+    )  # 80x90 images: rows 0,24,32; cols 0,24,42
+    tr = Trainer(r, data, tmp_path / "s.safetensors", progress=False)
+    before = {k: v.clone() for k, v in tr.net.state_dict().items()}
+    tr.step()
+    tr.step()
+    after = tr.net.state_dict()
+    assert torch.equal(before["decoders.1.ups.0.weight"], after["decoders.1.ups.0.weight"])
+    assert not torch.equal(before["decoders.0.ups.0.weight"], after["decoders.0.ups.0.weight"])
+    tr.step()
+    assert not torch.equal(
+        before["decoders.1.ups.0.weight"], tr.net.state_dict()["decoders.1.ups.0.weight"]
+    )
+
+
 def test_a_few_training_steps_lower_the_loss_on_a_real_crop(crchisto):
     from cellmaps.io import Dataset, normalize_image
     from cellmaps.training.data import Sample, TrainingData

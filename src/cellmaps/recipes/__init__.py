@@ -79,6 +79,8 @@ SCHEMA = {
         "seed": (int, 0),
         "precision": (str, "auto"),
         "hist_eq": (bool, False),
+        "sampling": (str, "random"),
+        "tile_stride": ((int, type(None)), None),
     },
     "augment": {
         "flip": (bool, True),
@@ -115,6 +117,7 @@ CHOICES = {
     "optimizer.kind": ("sgd", "adam", "adadelta", "ranger"),
     "schedule.monitor": ("loss", "f1"),
     "training.precision": ("auto", "bf16", "fp32"),
+    "training.sampling": ("random", "tiles"),
     "decode.kind": ("peaks", "hmaxima", "none"),
     "evaluate.protocol": ("hungarian", "one-to-one", "iou"),
     "inference.blend": ("mean", "gaussian"),

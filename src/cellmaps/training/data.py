@@ -151,15 +151,38 @@ def _window(arr: np.ndarray, r0: int, c0: int, size: int, fill) -> np.ndarray:
     return sub
 
 
+def tile_origins(data: TrainingData, crop: int, stride: int) -> list[tuple[int, int, int]]:
+    """(sample index, row, col) of every crop-sized tile cut at ``stride`` (DeepDistance:
+    512×512 tiles at stride 256); the last tile of a row/column ends at the image edge."""
+    from cellmaps.inference import tile_starts
+
+    out = []
+    for k, s in enumerate(data.samples):
+        _, h, w = s.image.shape
+        out += [
+            (k, r, c) for r in tile_starts(h, crop, stride) for c in tile_starts(w, crop, stride)
+        ]
+    return out
+
+
 def random_crop(
-    sample: Sample, rng: np.random.Generator, crop: int, aug: dict
+    sample: Sample,
+    rng: np.random.Generator,
+    crop: int,
+    aug: dict,
+    origin: tuple[int, int] | None = None,
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """A random crop of a sample with augmentation applied to image and targets alike."""
+    """A crop of a sample (at a random place, or at ``origin``) with augmentation applied
+    to image and targets alike."""
     margin = geometric_margin(crop, aug)
     size = crop + 2 * margin
     _, h, w = sample.image.shape
-    r0 = int(rng.integers(min(0, h - crop), max(h - crop, 0) + 1)) - margin
-    c0 = int(rng.integers(min(0, w - crop), max(w - crop, 0) + 1)) - margin
+    if origin is None:
+        origin = (
+            int(rng.integers(min(0, h - crop), max(h - crop, 0) + 1)),
+            int(rng.integers(min(0, w - crop), max(w - crop, 0) + 1)),
+        )
+    r0, c0 = origin[0] - margin, origin[1] - margin
     coords = sample_coords(rng, crop, margin, aug)
     img = warp(_window(sample.image, r0, c0, size, "reflect"), coords, 1)
     names = list(sample.targets)
@@ -175,15 +198,23 @@ def random_crop(
 
 
 def make_batch(
-    data: TrainingData, rng: np.random.Generator, batch: int, crop: int, aug: dict
+    data: TrainingData,
+    rng: np.random.Generator,
+    batch: int,
+    crop: int,
+    aug: dict,
+    tiles: list[tuple[int, int, int]] | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-    """A batch of random crops from randomly chosen images (standardised images, targets,
-    per-sample weights)."""
-    idx = rng.integers(len(data.samples), size=batch)
+    """A batch of crops (standardised images, targets, per-sample weights): random crops
+    of randomly chosen images, or randomly chosen ``tiles`` from :func:`tile_origins`."""
+    if tiles:
+        picks = [tiles[int(i)] for i in rng.integers(len(tiles), size=batch)]
+    else:
+        picks = [(int(i), None, None) for i in rng.integers(len(data.samples), size=batch)]
     imgs, targets, weights = [], {}, []
-    for i in idx:
-        s = data.samples[int(i)]
-        img, maps = random_crop(s, rng, crop, aug)
+    for i, r, c in picks:
+        s = data.samples[i]
+        img, maps = random_crop(s, rng, crop, aug, None if r is None else (r, c))
         imgs.append((img - data.mean[:, None, None]) / data.std[:, None, None])
         for k, v in maps.items():
             targets.setdefault(k, []).append(v)

@@ -109,6 +109,11 @@ class Trainer:
             factor=sch["plateau_factor"],
             patience=sch["plateau_patience"],
         )
+        self.tiles = None
+        if tr["sampling"] == "tiles":
+            from cellmaps.training.data import tile_origins
+
+            self.tiles = tile_origins(data, tr["crop"], tr["tile_stride"] or tr["crop"] // 2)
         self.iteration = 0
         self.best = None
         self.best_state = None
@@ -165,7 +170,8 @@ class Trainer:
     # -- steps ------------------------------------------------------------------------------
     def step(self) -> dict[str, float]:
         tr, aug = self.recipe["training"], self.recipe["augment"]
-        x, targets, w = make_batch(self.data, self.rng, tr["batch"], tr["crop"], aug)
+        x, targets, w = make_batch(self.data, self.rng, tr["batch"], tr["crop"], aug, self.tiles)
+        self.apply_stage_freezing()
         self.net.train()
         _set_frozen_bn_eval(self.net)
         with autocast(tr["precision"]):
@@ -190,6 +196,17 @@ class Trainer:
             "loss": float(total.detach()),
             **{f"loss_{k}": float(v.detach()) for k, v in losses.items()},
         }
+
+    def apply_stage_freezing(self) -> None:
+        """Staged training: parameters whose names start with a prefix in the current
+        stage's ``freeze`` list get no gradient (e.g. DeepSplit stage 1 freezes the
+        separation decoder)."""
+        stages = self.recipe["combine"]["stages"]
+        if self.recipe["combine"]["kind"] != "staged" or not stages:
+            return
+        frozen = tuple(stages[self.combiner.stage(self.iteration)].get("freeze", []))
+        for name, p in self.net.named_parameters():
+            p.requires_grad_(not (frozen and name.startswith(frozen)))
 
     def validate(self) -> dict[str, float]:
         """Validation loss on fixed crops (every val image cut into crop-sized tiles) and,
