@@ -28,6 +28,7 @@ from cellmaps.metrics import match_points, pool_detection, pr_auc
 from cellmaps.model import Model, bf16_supported
 from cellmaps.recipes import load_recipe
 from cellmaps.training import train
+from cellmaps.tune import tune_decoding
 
 
 def evaluate_model(model: Model, root: Path, split: str, radii=(6.0, 8.0)) -> dict:
@@ -108,7 +109,12 @@ def main() -> None:
             recipe, [(str(root), "train", 1.0)], args.out, [(str(root), "val")], resume=args.resume
         )
     train_seconds = model.training.get("elapsed_seconds", time.time() - t0)
-    val = {"xi": model.decode["xi"], "f1": model.training.get("tuned_f1")}
+    # choose ξ and the minimum peak distance on the validation images (never on test)
+    best = tune_decoding(model, [(str(root), "val")], progress=False)
+    model.decode.update(xi=best["xi"], min_distance=best["min_distance"])
+    model.training["tuned_f1"] = best["f1"]
+    model.save(args.out)
+    val = {"xi": best["xi"], "min_distance": best["min_distance"], "f1": best["f1"]}
     test = evaluate_model(model, root, "test")
     mach = machine()
     mach["bf16"] = bf16_supported()
@@ -134,7 +140,7 @@ def main() -> None:
         f"proximity α 3, d 15, ×5; weighted MSE λ 5; SGD Nesterov lr 0.01, batch "
         f"{recipe['training']['batch']}, {recipe['training']['crop']}² crops). Trained on the 70 train images "
         f"for {model.training.get('iterations')} iterations ({train_seconds / 60:.1f} min, stop: "
-        f"{model.training.get('stop_reason')}); ξ = {val['xi']} chosen on the 10 val images "
+        f"{model.training.get('stop_reason')}); ξ = {val['xi']} and minimum peak distance {val['min_distance']} px chosen on the 10 val images "
         f"(val F1 {val['f1']:.4f}); scored once on the 20 test images ({test['n_truth']:,} nuclei).",
         "",
         "| test, Hungarian | precision | recall | F1 | mean ± sd distance (px) |",

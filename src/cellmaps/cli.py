@@ -88,10 +88,11 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     best = tune_decoding(model, [(d, args.split) for d in args.data], progress=not args.quiet)
     for row in best["curve"]:
         print(
-            f"{best['param']} = {row[best['param']]:.2f}: P {row['precision']:.4f} "
-            f"R {row['recall']:.4f} F1 {row['f1']:.4f}"
+            f"{best['param']} = {row[best['param']]:.2f}, min distance {row['min_distance']}: "
+            f"P {row['precision']:.4f} R {row['recall']:.4f} F1 {row['f1']:.4f}"
         )
     model.decode[best["param"]] = best[best["param"]]
+    model.decode["min_distance"] = best["min_distance"]
     model.training["tuned_on"] = [{"folder": str(d), "split": args.split} for d in args.data]
     model.training["tuned_f1"] = best["f1"]
     model.save(args.out or args.model)

@@ -11,12 +11,14 @@ from cellmaps.metrics import match_points, pool_detection
 
 XI_GRID = [round(x, 2) for x in np.arange(0.05, 0.96, 0.05)]
 H_GRID = [0.1, 0.2, 0.3, 0.4, 0.5]
+MIN_DISTANCE_GRID = [2, 3, 4, 5, 6]
 
 
-def tune_decoding(model, sources, grid=None, progress: bool = True) -> dict:
+def tune_decoding(model, sources, grid=None, progress: bool = True, min_distances=None) -> dict:
     """Predict the maps of every validation image once, decode them at every value of the
-    grid (ξ for peak decoding, h for h-maxima), match with the recipe's protocol and radius,
-    and return the value with the best pooled F1 (first of ties), with the whole curve."""
+    grid (ξ for peak decoding, h for h-maxima) and, for peak decoding, every minimum peak
+    distance in ``min_distances`` (default 2..6 px), match with the recipe's protocol and
+    radius, and return the setting with the best pooled F1 (first of ties) and the curve."""
     ev = model.recipe["evaluate"]
     kind = model.task_decoders.get(model.decode["task"]) or model.decode["kind"]
     param = "h" if kind == "hmaxima" else "xi"

@@ -259,7 +259,12 @@ class Trainer:
     def validation_f1(self) -> float:
         from cellmaps.tune import tune_decoding
 
-        best = tune_decoding(self.current_model(), self.val_sources, progress=False)
+        best = tune_decoding(
+            self.current_model(),
+            self.val_sources,
+            progress=False,
+            min_distances=[self.recipe["decode"]["min_distance"]],
+        )
         return best["f1"]
 
     def summary(self) -> dict:
@@ -404,7 +409,7 @@ def train(
         from cellmaps.tune import tune_decoding
 
         best = tune_decoding(model, val_sources, progress=progress)
-        model.decode.update({k: best[k] for k in ("xi", "h") if k in best})
+        model.decode.update({k: best[k] for k in ("xi", "h", "min_distance") if k in best})
         model.training["tuned_on"] = [{"folder": str(r), "split": s} for r, s in val_sources]
         model.training["tuned_f1"] = best["f1"]
     model.save(out)
