@@ -442,3 +442,38 @@ def test_cli_train_tune_predict_evaluate(tiny_dataset, tmp_path, capsys):
     assert main(["evaluate", "--truth", str(tiny_dataset), "--pred", str(out), "--quiet"]) == 0
     assert main(["predict", str(model), str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "no such image file or folder" in capsys.readouterr().err
+
+
+def test_model_input_channels_are_matched_or_refused():
+    m = tiny_model()
+    grey16 = (np.random.default_rng(0).random((40, 44)) * 65535).astype(np.uint16)
+    x = m.prepare(grey16)
+    assert x.shape == (3, 40, 44) and np.allclose(x[0], x[1])
+    with pytest.raises(CellmapsInputError, match="image has 4 channels, the model expects 3"):
+        m.prepare(np.zeros((10, 10, 4), np.uint8), "four.tif")
+    assert m.predict_maps(grey16)["proximity"].shape == (1, 40, 44)
+
+
+def test_recipes_command_lists_every_recipe(capsys):
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    for name in list_recipes():
+        assert name in out
+    assert "MicroNet" in out
+
+
+def test_large_images_are_decoded_in_strips_exactly_like_the_whole_map():
+    from scipy import ndimage
+
+    m = tiny_model()
+    m.decode.update(xi=0.3, min_distance=3)
+    rng = np.random.default_rng(0)
+    img = ndimage.gaussian_filter(rng.random((700, 90)), 2).astype(np.float32)
+    m.predict_maps = lambda image, progress=False, **kw: {  # a local (σ = 1) "net"
+        "proximity": ndimage.gaussian_filter(np.asarray(image, np.float32), 1)[None]
+    }
+    whole = m.decode_maps(m.predict_maps(img))
+    strips = m.detect(img, strip=128)
+    assert len(whole) > 50
+    assert np.array_equal(np.sort(whole.coords, 0), np.sort(strips.coords, 0))
+    assert np.allclose(np.sort(whole.scores), np.sort(strips.scores))

@@ -8,13 +8,19 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io.images import normalize_image
 from cellmaps.io.points import Points
 from cellmaps.modelfile import load_model_file, save_model_file
 from cellmaps.nets import HeadSpec, apply_activation, build_net
-from cellmaps.postprocess import find_peaks, find_peaks_per_class, h_maxima_peaks_reference
+from cellmaps.postprocess import (
+    find_peaks,
+    find_peaks_per_class,
+    h_maxima_peaks_reference,
+    merge_class_peaks,
+)
 from cellmaps.recipes import validate_recipe
 
 NET_KEYS = {
@@ -152,31 +158,96 @@ class Model:
         return predict_tiled(self.forward, self.prepare(image), progress=progress, **opts)
 
     def decode_maps(
-        self, maps: dict[str, np.ndarray], xi: float | None = None, h: float | None = None
+        self,
+        maps: dict[str, np.ndarray],
+        xi: float | None = None,
+        h: float | None = None,
+        tops: np.ndarray | None = None,
     ) -> Points:
-        """Objects from predicted maps with the model's decoding (tuned ξ or h by default)."""
+        """Objects from predicted maps with the model's decoding (tuned ξ or h by default).
+        ``tops`` overrides each class map's maximum for the ξ threshold (strips of a large image)."""
         d = self.decode
-        task = d["task"]
-        m = maps[task]
-        kind = self.task_decoders.get(task) or d["kind"]
+        m = maps[d["task"]]
+        kind = self.decode_kind()
         xi = d["xi"] if xi is None else xi
-        if kind == "peaks_per_class" or (kind == "peaks" and m.shape[0] > 1):
-            coords, scores, cls = find_peaks_per_class(m, xi, d["min_distance"])
-            classes = self.training.get("classes") or [str(i) for i in range(m.shape[0])]
-            return Points(coords, np.array([classes[i] for i in cls], dtype=object), scores)
-        if kind in ("peaks", "none"):
-            coords, scores = find_peaks(m[0], xi, d["min_distance"])
-        elif kind == "hmaxima":
+        if kind == "hmaxima":
             coords = h_maxima_peaks_reference(m[0], d["h"] if h is None else h)
             rc = np.clip(np.rint(coords).astype(int), 0, np.array(m.shape[1:]) - 1)
-            scores = m[0][rc[:, 0], rc[:, 1]].astype(np.float64)
-        else:
-            raise ValueError(f"unknown decoding {kind!r}")
-        label = self.training.get("label", "nucleus")
-        return Points(coords, np.full(len(coords), label, dtype=object), scores)
+            return self.points(coords, m[0][rc[:, 0], rc[:, 1]].astype(np.float64))
+        if m.shape[0] > 1:
+            coords, scores, cls = find_peaks_per_class(m, xi, d["min_distance"], tops)
+            return self.points(coords, scores, cls)
+        top = None if tops is None else tops[0]
+        coords, scores = find_peaks(m[0], xi, d["min_distance"], top)
+        return self.points(coords, scores)
 
-    def detect(self, image: np.ndarray, progress: bool = False, **inference) -> Points:
-        return self.decode_maps(self.predict_maps(image, progress, **inference))
+    def decode_kind(self) -> str:
+        kind = self.task_decoders.get(self.decode["task"]) or self.decode["kind"]
+        if kind not in ("peaks", "peaks_per_class", "hmaxima", "none"):
+            raise ValueError(f"unknown decoding {kind!r}")
+        return kind
+
+    def points(
+        self, coords: np.ndarray, scores: np.ndarray, cls: np.ndarray | None = None
+    ) -> Points:
+        """Detections with the model's labels (class names for per-class maps)."""
+        if cls is None:
+            labels = np.full(len(coords), self.training.get("label", "nucleus"), dtype=object)
+        else:
+            n = self.recipe["tasks"][
+                [t["name"] for t in self.recipe["tasks"]].index(self.decode["task"])
+            ]["channels"]
+            names = self.training.get("classes") or [str(i) for i in range(n)]
+            labels = np.array([names[i] for i in cls], dtype=object)
+        return Points(coords, labels, scores)
+
+    def detect(
+        self,
+        image: np.ndarray,
+        progress: bool = False,
+        strip: int = 2048,
+        xi: float | None = None,
+        **inference,
+    ) -> Points:
+        """Detect objects in an image of any size.
+
+        Images taller than ``strip`` rows are processed in horizontal strips (each with
+        enough overlap for the tiles and the peak window), so the float maps in memory
+        are strip-sized; the ξ threshold uses the maximum over the whole image, so the
+        result is the same decoding as on the whole map.
+        """
+        if self.decode_kind() == "hmaxima" or image.shape[0] <= strip:
+            return self.decode_maps(self.predict_maps(image, progress, **inference), xi)
+        d = self.decode
+        xi = d["xi"] if xi is None else xi
+        tile = inference.get("tile") or self.recipe["inference"]["tile"]
+        overlap = tile + 2 * d["min_distance"] + 2
+        coords, scores, values, chans, tops = [], [], [], [], None
+        starts = range(0, image.shape[0], strip)
+        for r0 in tqdm(starts, desc="strips", unit="strip", disable=not progress, leave=False):
+            r1 = min(r0 + strip, image.shape[0])
+            a, b = max(r0 - overlap, 0), min(r1 + overlap, image.shape[0])
+            m = self.predict_maps(image[a:b], False, **inference)[d["task"]]
+            strip_top = m.reshape(m.shape[0], -1).max(1)
+            tops = strip_top if tops is None else np.maximum(tops, strip_top)
+            for k in range(m.shape[0]):
+                c, s = find_peaks(m[k], 0.0, d["min_distance"])
+                c[:, 0] += a
+                inside = (c[:, 0] >= r0 - 0.5) & (c[:, 0] < r1 - 0.5)
+                rc = np.clip(
+                    np.rint(c[inside]).astype(np.intp) - [a, 0], 0, np.array(m.shape[1:]) - 1
+                )
+                coords.append(c[inside])
+                scores.append(s[inside])
+                values.append(m[:, rc[:, 0], rc[:, 1]].T)
+                chans.append(np.full(int(inside.sum()), k))
+        c, s, v, ch = (np.concatenate(x) for x in (coords, scores, values, chans))
+        keep = s >= xi * tops[ch]
+        c, s, v = c[keep], s[keep], v[keep]
+        if len(tops) > 1:
+            return self.points(*merge_class_peaks(c, s, v, d["min_distance"]))
+        order = np.lexsort((c[:, 1], c[:, 0]))
+        return self.points(c[order], s[order])
 
 
 def load_model(path: str | os.PathLike | None = None) -> Model:

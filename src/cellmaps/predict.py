@@ -94,8 +94,7 @@ def predict_paths(
     labels_seen: list[str] = []
     for f in tqdm(files, desc="predict", unit="img", disable=not progress):
         image = read_image(f)
-        maps = m.predict_maps(image, progress=False, **inference)
-        pts = m.decode_maps(maps, xi=xi)
+        pts = m.detect(image, xi=xi, **inference)
         write_points(out / "points" / f"{f.stem}.csv", pts)
         write_geojson(out / "geojson" / f"{f.stem}.geojson", points=pts)
         write_overlay(out / "overlays" / f"{f.stem}.png", image, pts)

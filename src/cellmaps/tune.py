@@ -32,14 +32,27 @@ def tune_decoding(model, sources, grid=None, progress: bool = True, min_distance
             pts = ds.points(image_id)
             truth = pts.coords if pts is not None else mask_centroids(ds.mask(image_id))[0]
             cached.append((truth, model.predict_maps(ds.image(image_id))))
+    if param == "h":
+        min_distances = [model.decode["min_distance"]]
+    elif min_distances is None:
+        min_distances = MIN_DISTANCE_GRID
     curve = []
-    for v in grid:
-        ms = [
-            match_points(
-                t, model.decode_maps(maps, **{param: v}).coords, ev["radius"], ev["protocol"]
-            )
-            for t, maps in cached
-        ]
-        curve.append({param: float(v), **pool_detection(ms)})
+    saved = model.decode["min_distance"]
+    try:
+        for md in min_distances:
+            model.decode["min_distance"] = int(md)
+            for v in grid:
+                ms = [
+                    match_points(
+                        t,
+                        model.decode_maps(maps, **{param: v}).coords,
+                        ev["radius"],
+                        ev["protocol"],
+                    )
+                    for t, maps in cached
+                ]
+                curve.append({param: float(v), "min_distance": int(md), **pool_detection(ms)})
+    finally:
+        model.decode["min_distance"] = saved
     best = max(curve, key=lambda r: r["f1"])
     return {**best, "param": param, "curve": curve}

@@ -1,5 +1,17 @@
 """Post-processing (numpy): peak finding, h-maxima, per-class decoding."""
 
-from cellmaps.postprocess.peaks import find_peaks, find_peaks_per_class, h_maxima_peaks_reference
+from cellmaps.postprocess.peaks import (
+    channel_peaks,
+    find_peaks,
+    find_peaks_per_class,
+    h_maxima_peaks_reference,
+    merge_class_peaks,
+)
 
-__all__ = ["find_peaks", "find_peaks_per_class", "h_maxima_peaks_reference"]
+__all__ = [
+    "channel_peaks",
+    "find_peaks",
+    "find_peaks_per_class",
+    "h_maxima_peaks_reference",
+    "merge_class_peaks",
+]

@@ -19,12 +19,14 @@ def _plateau_centroids(cand: np.ndarray, values: np.ndarray) -> tuple[np.ndarray
 
 
 def find_peaks(
-    prob: np.ndarray, xi: float = 0.5, min_distance: int = 3
+    prob: np.ndarray, xi: float = 0.5, min_distance: int = 3, top: float | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Local maxima of a map after suppressing values below ξ·max (MicroNet/KiNet decoding).
 
     A pixel is a peak when it equals the maximum of its (2·min_distance+1)² window and is
-    ≥ ξ·max(map) and > 0; a plateau of equal maxima gives one peak at its centroid.
+    ≥ ξ·top and > 0, where ``top`` is the map's maximum unless given (a whole image's
+    maximum when the map is one strip of it); a plateau of equal maxima gives one peak at
+    its centroid.
 
     Returns
     -------
@@ -34,7 +36,7 @@ def find_peaks(
     prob = np.asarray(prob, dtype=np.float32)
     if prob.ndim != 2:
         raise ValueError(f"expected a 2-D map, got shape {prob.shape}")
-    top = float(prob.max()) if prob.size else 0.0
+    top = (float(prob.max()) if prob.size else 0.0) if top is None else float(top)
     if not np.isfinite(top):
         raise ValueError("map contains NaN or infinite values")
     if top <= 0:
@@ -45,8 +47,48 @@ def find_peaks(
     return _plateau_centroids(cand, prob)
 
 
+def channel_peaks(
+    maps: np.ndarray, xi: float, min_distance: int, tops: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Peaks of every class map (ξ relative to that map's maximum, or to ``tops``), with
+    the values of *all* class maps at each peak's pixel.
+
+    Returns coords (N, 2), scores (N,), values (N, K).
+    """
+    maps = np.asarray(maps, dtype=np.float32)
+    coords, scores = [], []
+    for k, m in enumerate(maps):
+        c, s = find_peaks(m, xi, min_distance, None if tops is None else tops[k])
+        coords.append(c)
+        scores.append(s)
+    c = np.concatenate(coords) if coords else np.zeros((0, 2))
+    s = np.concatenate(scores) if scores else np.zeros(0)
+    rc = np.clip(np.rint(c).astype(np.intp), 0, np.array(maps.shape[1:]) - 1)
+    values = maps[:, rc[:, 0], rc[:, 1]].T.reshape(len(c), maps.shape[0])
+    return c, s, values
+
+
+def merge_class_peaks(
+    coords: np.ndarray, scores: np.ndarray, values: np.ndarray, min_distance: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Merge peaks of different class maps closer than ``min_distance`` (the highest wins)
+    and give each survivor the class whose map is largest at its pixel (KiNet)."""
+    if len(coords) == 0:
+        return coords, scores, np.zeros(0, dtype=np.intp)
+    order = np.argsort(-scores, kind="stable")
+    coords, scores, values = coords[order], scores[order], values[order]
+    keep = np.ones(len(coords), dtype=bool)
+    tree = cKDTree(coords)
+    for i in range(len(coords)):
+        if keep[i]:
+            for j in tree.query_ball_point(coords[i], r=min_distance - 1e-9):
+                if j > i:
+                    keep[j] = False
+    return coords[keep], scores[keep], values[keep].argmax(1)
+
+
 def find_peaks_per_class(
-    maps: np.ndarray, xi: float = 0.5, min_distance: int = 3
+    maps: np.ndarray, xi: float = 0.5, min_distance: int = 3, tops: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """KiNet decoding: peaks on every class map (ξ relative to that map's max), the class of
     a peak is the argmax across class maps at its pixel, and peaks of different maps closer
@@ -56,29 +98,8 @@ def find_peaks_per_class(
     -------
     coords (N, 2), scores (N,), class_index (N,)
     """
-    maps = np.asarray(maps, dtype=np.float32)
-    coords, scores = [], []
-    for m in maps:
-        c, s = find_peaks(m, xi, min_distance)
-        coords.append(c)
-        scores.append(s)
-    c = np.concatenate(coords) if coords else np.zeros((0, 2))
-    s = np.concatenate(scores) if scores else np.zeros(0)
-    if len(c) == 0:
-        return c, s, np.zeros(0, dtype=np.intp)
-    order = np.argsort(-s, kind="stable")
-    c, s = c[order], s[order]
-    keep = np.ones(len(c), dtype=bool)
-    tree = cKDTree(c)
-    for i in range(len(c)):
-        if keep[i]:
-            for j in tree.query_ball_point(c[i], r=min_distance - 1e-9):
-                if j > i:
-                    keep[j] = False
-    c, s = c[keep], s[keep]
-    rc = np.clip(np.rint(c).astype(np.intp), 0, np.array(maps.shape[1:]) - 1)
-    cls = maps[:, rc[:, 0], rc[:, 1]].argmax(0)
-    return c, s, cls
+    c, s, v = channel_peaks(maps, xi, min_distance, tops)
+    return merge_class_peaks(c, s, v, min_distance)
 
 
 def h_maxima_peaks_reference(image: np.ndarray, h: float) -> np.ndarray:
