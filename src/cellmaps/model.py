@@ -18,7 +18,7 @@ from cellmaps.nets import HeadSpec, apply_activation, build_net
 from cellmaps.postprocess import (
     find_peaks,
     find_peaks_per_class,
-    h_maxima_peaks_reference,
+    h_maxima_peaks,
     merge_class_peaks,
 )
 from cellmaps.recipes import validate_recipe
@@ -171,7 +171,7 @@ class Model:
         kind = self.decode_kind()
         xi = d["xi"] if xi is None else xi
         if kind == "hmaxima":
-            coords = h_maxima_peaks_reference(m[0], d["h"] if h is None else h)
+            coords = h_maxima_peaks(m[0], d["h"] if h is None else h)
             rc = np.clip(np.rint(coords).astype(int), 0, np.array(m.shape[1:]) - 1)
             return self.points(coords, m[0][rc[:, 0], rc[:, 1]].astype(np.float64))
         if m.shape[0] > 1:
