@@ -1,7 +1,6 @@
 """Post-processing (numpy): peak finding, h-maxima, per-class decoding."""
 
 from cellmaps.postprocess.hmaxima import h_maxima_mask, h_maxima_peaks
-
 from cellmaps.postprocess.peaks import (
     channel_peaks,
     find_peaks,
