@@ -52,6 +52,24 @@ def machine() -> dict:
     }
 
 
+def median_time(fn, repeats: int, warmup: int = 0):
+    """Median wall time of ``fn()`` over ``repeats`` runs (after ``warmup`` untimed runs),
+    and the last result."""
+    import time
+
+    import numpy as np
+
+    out = None
+    for _ in range(warmup):
+        out = fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        out = fn()
+        times.append(time.perf_counter() - t0)
+    return float(np.median(times)), out
+
+
 def write_results(name: str, payload: dict) -> Path:
     """Write results/<name>.json (atomically) and return its path."""
     path = RESULTS / f"{name}.json"

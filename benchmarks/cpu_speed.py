@@ -10,25 +10,18 @@ A base-16 U-Net (depth 4, two decoders, as DeepDistance) and the MicroNet residu
 from __future__ import annotations
 
 import argparse
-import time
 
-import numpy as np
 import torch
 
-from benchmarks._common import machine, machine_line, update_benchmarks_md, write_results
+from benchmarks._common import (
+    machine,
+    machine_line,
+    median_time,
+    update_benchmarks_md,
+    write_results,
+)
 from cellmaps.model import autocast, bf16_supported
 from cellmaps.nets import HeadSpec, build_net
-
-
-def timed(fn, repeats: int) -> float:
-    for _ in range(3):
-        fn()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times))
 
 
 def bench(kind: str, opts: dict, fast: bool, repeats: int, seed: int) -> dict:
@@ -56,7 +49,10 @@ def bench(kind: str, opts: dict, fast: bool, repeats: int, seed: int) -> dict:
         with torch.no_grad(), autocast(precision):
             net(x)
 
-    return {"train_step_s": timed(train_step, repeats), "inference_s": timed(infer, repeats)}
+    return {
+        "train_step_s": median_time(train_step, repeats, warmup=3)[0],
+        "inference_s": median_time(infer, repeats, warmup=3)[0],
+    }
 
 
 def main() -> None:

@@ -10,11 +10,16 @@ Gaussian (sd 2 px), with 10 % dropped and 10 % false detections added; radius 6 
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
-from benchmarks._common import machine, machine_line, update_benchmarks_md, write_results
+from benchmarks._common import (
+    machine,
+    machine_line,
+    median_time,
+    update_benchmarks_md,
+    write_results,
+)
 from cellmaps.metrics import match_hungarian, match_one_to_one
 
 
@@ -28,15 +33,6 @@ def make_points(n: int, density: float, rng: np.random.Generator) -> tuple[np.nd
     return truth, pred[rng.permutation(len(pred))]
 
 
-def timed(fn, repeats: int):
-    times, out = [], None
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        out = fn()
-        times.append(time.perf_counter() - t0)
-    return float(np.median(times)), out
-
-
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeats", type=int, default=3)
@@ -48,8 +44,8 @@ def main() -> None:
     rows = []
     for name, density in (("crchisto-like", base), ("dense (4x)", 4 * base)):
         truth, pred = make_points(args.n, density, rng)
-        t_h, m = timed(lambda t=truth, p=pred: match_hungarian(t, p, 6.0), args.repeats)
-        t_o, m1 = timed(lambda t=truth, p=pred: match_one_to_one(t, p, 6.0), args.repeats)
+        t_h, m = median_time(lambda t=truth, p=pred: match_hungarian(t, p, 6.0), args.repeats)
+        t_o, m1 = median_time(lambda t=truth, p=pred: match_one_to_one(t, p, 6.0), args.repeats)
         rows.append(
             {
                 "case": name,

@@ -10,11 +10,16 @@ light background plus noise; points = mask centroids, labelled with two classes.
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 
-from benchmarks._common import machine, machine_line, update_benchmarks_md, write_results
+from benchmarks._common import (
+    machine,
+    machine_line,
+    median_time,
+    update_benchmarks_md,
+    write_results,
+)
 from cellmaps.io.masks import mask_centroids
 from cellmaps.targets import TARGETS, Annotations, make_targets
 
@@ -47,12 +52,8 @@ def main() -> None:
     n_obj = len(np.unique(a.mask)) - 1
     rows = []
     for name in TARGETS:
-        times = []
-        for _ in range(args.repeats):
-            t0 = time.perf_counter()
-            make_targets([name], a)
-            times.append(time.perf_counter() - t0)
-        rows.append({"map": name, "seconds": float(np.median(times))})
+        seconds, _ = median_time(lambda name=name: make_targets([name], a), args.repeats)
+        rows.append({"map": name, "seconds": seconds})
         print(rows[-1])
     mach = machine()
     write_results(
