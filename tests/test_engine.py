@@ -477,3 +477,18 @@ def test_large_images_are_decoded_in_strips_exactly_like_the_whole_map():
     assert len(whole) > 50
     assert np.array_equal(np.sort(whole.coords, 0), np.sort(strips.coords, 0))
     assert np.allclose(np.sort(whole.scores), np.sort(strips.scores))
+
+
+def test_bundled_default_model_runs_on_the_sample_image(tmp_path, capsys):
+    from cellmaps.model import default_model_path, load_model
+
+    path = default_model_path()
+    assert path.stat().st_size <= 5_000_000
+    model = load_model()
+    assert model.training["n_images"] > 0 and "description" in model.training
+    out = tmp_path / "sample-results"
+    assert main(["predict", "--sample", "--out", str(out), "--quiet"]) == 0
+    pts = (out / "points" / "ihc.csv").read_text().splitlines()
+    assert pts[0] == "x,y,label,score" and len(pts) > 50  # the IHC sample holds hundreds of nuclei
+    assert (out / "overlays" / "ihc.png").is_file() and (out / "geojson" / "ihc.geojson").is_file()
+    assert (out / "counts.csv").read_text().splitlines()[1].startswith("ihc,")
