@@ -89,6 +89,13 @@ class Trainer:
         random.seed(seed)
         self.rng = np.random.default_rng(seed)
         self.net = net_from_recipe(recipe, data.in_channels)
+        weights = recipe["net"].get("encoder_weights")
+        if weights and init is None:
+            from cellmaps.nets import load_encoder_weights
+
+            if recipe["net"]["kind"] != "resnet_unet":
+                raise CellmapsInputError("net.encoder_weights needs net.kind resnet_unet")
+            load_encoder_weights(self.net, weights)
         if init is not None:
             self.net.load_state_dict(init.net.state_dict())
         freeze_blocks(self.net, freeze)
