@@ -492,3 +492,22 @@ def test_bundled_default_model_runs_on_the_sample_image(tmp_path, capsys):
     assert pts[0] == "x,y,label,score" and len(pts) > 50  # the IHC sample holds hundreds of nuclei
     assert (out / "overlays" / "ihc.png").is_file() and (out / "geojson" / "ihc.geojson").is_file()
     assert (out / "counts.csv").read_text().splitlines()[1].startswith("ihc,")
+
+
+def test_predict_names_a_bad_image_and_keeps_earlier_outputs(tmp_path, capsys):
+    import tifffile
+
+    model = tmp_path / "m.safetensors"
+    tiny_model().save(model)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(imgs / "a_good.png")
+    bad = np.zeros((40, 40, 3), np.float32)
+    bad[3, 4] = np.nan
+    tifffile.imwrite(imgs / "b_bad.tif", bad)
+    out = tmp_path / "out"
+    assert main(["predict", str(model), str(imgs), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "b_bad.tif" in err and "NaN" in err
+    assert (out / "points" / "a_good.csv").is_file()  # written before the failure, intact
+    assert not any(p.name.startswith(".") for p in (out / "points").iterdir())  # no temp files left

@@ -94,7 +94,12 @@ def predict_paths(
     labels_seen: list[str] = []
     for f in tqdm(files, desc="predict", unit="img", disable=not progress):
         image = read_image(f)
-        pts = m.detect(image, xi=xi, **inference)
+        try:
+            pts = m.detect(image, xi=xi, **inference)
+        except CellmapsInputError as exc:
+            if exc.path is None:  # name the file the problem came from
+                raise CellmapsInputError(exc.problem, f) from exc
+            raise
         write_points(out / "points" / f"{f.stem}.csv", pts)
         write_geojson(out / "geojson" / f"{f.stem}.geojson", points=pts)
         write_overlay(out / "overlays" / f"{f.stem}.png", image, pts)
