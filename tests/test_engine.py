@@ -511,3 +511,54 @@ def test_predict_names_a_bad_image_and_keeps_earlier_outputs(tmp_path, capsys):
     assert "b_bad.tif" in err and "NaN" in err
     assert (out / "points" / "a_good.csv").is_file()  # written before the failure, intact
     assert not any(p.name.startswith(".") for p in (out / "points").iterdir())  # no temp files left
+
+
+@pytest.fixture(scope="module")
+def tiny_mask_dataset(tmp_path_factory):
+    """Touching grey discs with instance masks and centroid points (train and val)."""
+    import tifffile
+
+    from cellmaps.io import mask_centroids
+
+    root = tmp_path_factory.mktemp("tinymasks")
+    for sub in ("images", "masks", "points"):
+        (root / sub).mkdir()
+    rng = np.random.default_rng(1)
+    yy, xx = np.mgrid[:72, :72]
+    splits = ["id,split,group"]
+    for k in range(3):
+        mask = np.zeros((72, 72), np.uint16)
+        for i, (r, c) in enumerate(rng.uniform(10, 62, size=(8, 2)), start=1):
+            mask[(yy - r) ** 2 + (xx - c) ** 2 <= 49] = i
+        img = np.where(mask > 0, 180, 60).astype(np.uint8) + rng.integers(0, 20, mask.shape).astype(
+            np.uint8
+        )
+        Image.fromarray(img).save(root / "images" / f"m{k}.png")
+        tifffile.imwrite(root / "masks" / f"m{k}.tif", mask)
+        cents, _ = mask_centroids(mask)
+        rows = ["x,y,label"] + [f"{c:.2f},{r:.2f},cell" for r, c in cents]
+        (root / "points" / f"m{k}.csv").write_text("\n".join(rows) + "\n")
+        splits.append(f"m{k},{'val' if k == 2 else 'train'},g")
+    (root / "splits.csv").write_text("\n".join(splits) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("name", list_recipes())
+def test_every_bundled_recipe_trains_tunes_and_detects(name, tiny_mask_dataset, tmp_path):
+    from cellmaps.training import train
+
+    r = load_recipe(name)
+    r["net"].update(base=4, depth=2)
+    r["training"].update(
+        iterations=3, batch=2, crop=48, val_every=3, checkpoint_every=3, precision="fp32"
+    )
+    if r["training"]["sampling"] == "tiles":
+        r["training"]["tile_stride"] = 24
+    r["inference"].update(tile=64, stride=48)
+    root = str(tiny_mask_dataset)
+    model = train(
+        r, [(root, "train", 1.0)], tmp_path / "m.safetensors", [(root, "val")], progress=False
+    )
+    assert Model.load(tmp_path / "m.safetensors").decode == model.decode
+    pts = model.detect(np.asarray(Image.open(tiny_mask_dataset / "images" / "m2.png")))
+    assert pts.coords.shape[1] == 2 and (pts.scores is not None)
