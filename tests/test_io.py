@@ -239,3 +239,12 @@ def test_every_shared_dataset_reads_cleanly(name):
             # README: one point per instance, at the mask centroid
             c, _ = mask_centroids(mask)
             assert len(c) == len(pts)
+
+
+def test_atomic_writes_get_normal_file_permissions(tmp_path):
+    import os
+
+    write_points(tmp_path / "p.csv", Points(np.array([[1.0, 1.0]])))
+    mask = os.umask(0)
+    os.umask(mask)
+    assert (tmp_path / "p.csv").stat().st_mode & 0o777 == 0o666 & ~mask
