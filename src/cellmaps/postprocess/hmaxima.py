@@ -111,23 +111,35 @@ def h_maxima_mask(image: np.ndarray, h: float) -> np.ndarray:
     keep[np.flatnonzero(flat_single)] = (fmax_c[flat_single] - rec_fast) >= h
     out.ravel()[idx[in_u]] = keep[cl_c]
 
-    # slow path: reconstruct every other region on its bounding box
+    # slow path: reconstruct every other region on a small crop. Within a region K only
+    # the pixels above L_K = min marker over K's candidates matter: anything a path carries
+    # through a pixel at or below L_K is ≤ L_K ≤ g(p) ≤ rec(p) for every candidate p.
     slow = np.ones(nc + 1, dtype=bool)
     slow[0] = False
     slow[flat_single] = False
     slow_comps = np.unique(comp_of[slow])
     if len(slow_comps):
         boxes = ndimage.find_objects(lab)
-        floor = min(g_c.min(), g_bg, f_min) - abs(h) - 1
+        level = np.full(n + 1, np.inf, dtype=f.dtype)
+        np.minimum.at(level, lab_c[in_u], g_c[in_u])
+        floor = f.dtype.type(min(g_c.min(), g_bg, f_min) - abs(h) - 1)
         for kc in slow_comps:
             sl = boxes[kc - 1]
-            inside = lab[sl] == kc
-            seed = np.where(inside, marker(f[sl]), floor).astype(f.dtype)
-            mask = np.where(inside, f[sl], floor).astype(f.dtype)
+            keep_px = (lab[sl] == kc) & (f[sl] > level[kc])
+            rows, cols = np.nonzero(keep_px)
+            sub = (slice(rows.min(), rows.max() + 1), slice(cols.min(), cols.max() + 1))
+            keep_px = keep_px[sub]
+            box = (
+                slice(sl[0].start + sub[0].start, sl[0].start + sub[0].stop),
+                slice(sl[1].start + sub[1].start, sl[1].start + sub[1].stop),
+            )
+            fb = f[box]
+            seed = np.where(keep_px, marker(fb), floor)
+            mask = np.where(keep_px, fb, floor)
             rec = np.maximum(reconstruction(seed, mask, method="dilation"), outside[kc])
-            test = inside & cand[sl]
-            hit = out[sl]
-            hit[test] = (f[sl][test] - rec[test]) >= h
+            test = keep_px & cand[box]
+            hit = out[box]
+            hit[test] = (fb[test] - rec[test]) >= h
     return out
 
 
