@@ -504,7 +504,7 @@ def test_predict_names_a_bad_image_and_keeps_earlier_outputs(tmp_path, capsys):
     Image.fromarray(np.full((40, 40, 3), 128, np.uint8)).save(imgs / "a_good.png")
     bad = np.zeros((40, 40, 3), np.float32)
     bad[3, 4] = np.nan
-    tifffile.imwrite(imgs / "b_bad.tif", bad)
+    tifffile.imwrite(imgs / "b_bad.tif", bad, photometric="rgb")
     out = tmp_path / "out"
     assert main(["predict", str(model), str(imgs), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
