@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 from cellmaps.errors import CellmapsInputError
 
@@ -125,7 +126,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(
-        f"wrote predictions for {len(summary)} image(s) to {args.out}/ "
+        f"wrote predictions for {len(summary)} image(s) to {Path(args.out)} "
         "(points/, geojson/, overlays/, counts.csv)"
     )
     return 0
