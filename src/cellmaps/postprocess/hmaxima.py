@@ -23,6 +23,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.morphology import reconstruction
 
+from cellmaps.postprocess.peaks import plateau_centroids
+
 EIGHT = np.ones((3, 3), dtype=bool)
 
 
@@ -147,10 +149,4 @@ def h_maxima_peaks(image: np.ndarray, h: float) -> np.ndarray:
     """h-maxima transform then regional maxima (DeepDistance §3.3): (N, 2) float (row, col)
     centroids of the plateaus of :func:`h_maxima_mask`, in raster order of their first
     pixel — the same set as ``skimage.morphology.h_maxima`` followed by 8-connected labelling."""
-    mask = h_maxima_mask(image, h)
-    lab, n = ndimage.label(mask, structure=EIGHT)
-    if n == 0:
-        return np.zeros((0, 2))
-    return np.asarray(
-        ndimage.center_of_mass(mask, lab, np.arange(1, n + 1)), dtype=np.float64
-    ).reshape(-1, 2)
+    return plateau_centroids(h_maxima_mask(image, h))[0]

@@ -7,15 +7,19 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 
-def _plateau_centroids(cand: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Centroid and maximum value of every 8-connected component of ``cand``."""
+def plateau_centroids(
+    cand: np.ndarray, values: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Centroid (row, col) of every 8-connected component of ``cand``, in raster order of
+    their first pixel, and the maximum of ``values`` over each (zeros without values)."""
     lab, n = ndimage.label(cand, structure=np.ones((3, 3)))
     if n == 0:
         return np.zeros((0, 2)), np.zeros(0)
     idx = np.arange(1, n + 1)
     cents = np.asarray(ndimage.center_of_mass(cand, lab, idx), dtype=np.float64).reshape(-1, 2)
-    scores = np.asarray(ndimage.maximum(values, lab, idx), dtype=np.float64)
-    return cents, scores
+    if values is None:
+        return cents, np.zeros(n)
+    return cents, np.asarray(ndimage.maximum(values, lab, idx), dtype=np.float64)
 
 
 def find_peaks(
@@ -44,7 +48,7 @@ def find_peaks(
     size = 2 * int(min_distance) + 1
     mx = ndimage.maximum_filter(prob, size=size, mode="constant", cval=-np.inf)
     cand = (prob == mx) & (prob >= xi * top) & (prob > 0)
-    return _plateau_centroids(cand, prob)
+    return plateau_centroids(cand, prob)
 
 
 def channel_peaks(
@@ -108,5 +112,5 @@ def h_maxima_peaks_reference(image: np.ndarray, h: float) -> np.ndarray:
     from skimage.morphology import h_maxima
 
     hm = h_maxima(np.asarray(image, dtype=np.float64), h)
-    cents, _ = _plateau_centroids(hm > 0, np.asarray(image, dtype=np.float64))
+    cents, _ = plateau_centroids(hm > 0, np.asarray(image, dtype=np.float64))
     return cents
