@@ -439,6 +439,23 @@ def test_cli_train_tune_predict_evaluate(tiny_dataset, tmp_path, capsys):
             == "FeatureCollection"
         )
     assert (out / "counts.csv").read_text().startswith("id,count")
+    val_out = tmp_path / "pred_val"
+    assert (
+        main(
+            [
+                "predict",
+                str(model),
+                str(tiny_dataset),
+                "--split",
+                "val",
+                "--out",
+                str(val_out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    assert sorted(p.name for p in (val_out / "points").iterdir()) == ["im3.csv"]
     assert main(["evaluate", "--truth", str(tiny_dataset), "--pred", str(out), "--quiet"]) == 0
     assert main(["predict", str(model), str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "no such image file or folder" in capsys.readouterr().err

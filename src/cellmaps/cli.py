@@ -124,6 +124,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         stride=args.stride,
         batch=args.batch,
         progress=not args.quiet,
+        split=args.split,
     )
     print(
         f"wrote predictions for {len(summary)} image(s) to {Path(args.out)} "
@@ -238,6 +239,7 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--sample", action="store_true", help="also run on scikit-image's IHC sample image"
     )
+    pr.add_argument("--split", help="for dataset folders: only this split of splits.csv")
     pr.add_argument("--xi", type=float, help="override the tuned threshold ξ")
     pr.add_argument("--tile", type=int)
     pr.add_argument("--stride", type=int)

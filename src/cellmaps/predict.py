@@ -27,11 +27,17 @@ def sample_image_path() -> Path:
     return path
 
 
-def collect_images(paths: list[str | os.PathLike]) -> list[Path]:
-    """Image files from files and folders (a dataset folder's images/ is used when present)."""
+def collect_images(paths: list[str | os.PathLike], split: str | None = None) -> list[Path]:
+    """Image files from files and folders (a dataset folder's images/ is used when present;
+    with ``split``, only that split of each dataset folder's splits.csv)."""
     out = []
     for p in map(Path, paths):
-        if p.is_dir():
+        if p.is_dir() and split is not None:
+            from cellmaps.io.dataset import Dataset
+
+            ds = Dataset(p)
+            out += [ds.image_path(i) for i in ds.ids(split) if ds.image_path(i) is not None]
+        elif p.is_dir():
             folder = p / "images" if (p / "images").is_dir() else p
             files = sorted(
                 f
@@ -78,6 +84,7 @@ def predict_paths(
     out: str | os.PathLike,
     xi: float | None = None,
     progress: bool = True,
+    split: str | None = None,
     **inference,
 ) -> list[dict]:
     """Detect objects in every image and write ``points/<id>.csv`` (x,y,label,score),
@@ -88,7 +95,7 @@ def predict_paths(
     from cellmaps.model import load_model
 
     m = load_model(model)
-    files = collect_images(paths)
+    files = collect_images(paths, split)
     out = Path(out)
     rows = []
     labels_seen: list[str] = []
