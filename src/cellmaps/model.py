@@ -16,6 +16,7 @@ from cellmaps.io.points import Points
 from cellmaps.modelfile import load_model_file, save_model_file
 from cellmaps.nets import HeadSpec, apply_activation, build_net
 from cellmaps.postprocess import (
+    channel_peaks,
     find_peaks,
     find_peaks_per_class,
     h_maxima_peaks,
@@ -230,17 +231,11 @@ class Model:
             m = self.predict_maps(image[a:b], False, **inference)[d["task"]]
             strip_top = m.reshape(m.shape[0], -1).max(1)
             tops = strip_top if tops is None else np.maximum(tops, strip_top)
-            for k in range(m.shape[0]):
-                c, s = find_peaks(m[k], 0.0, d["min_distance"])
-                c[:, 0] += a
-                inside = (c[:, 0] >= r0 - 0.5) & (c[:, 0] < r1 - 0.5)
-                rc = np.clip(
-                    np.rint(c[inside]).astype(np.intp) - [a, 0], 0, np.array(m.shape[1:]) - 1
-                )
-                coords.append(c[inside])
-                scores.append(s[inside])
-                values.append(m[:, rc[:, 0], rc[:, 1]].T)
-                chans.append(np.full(int(inside.sum()), k))
+            c, sc, v, ch = channel_peaks(m, 0.0, d["min_distance"])  # ξ applied below
+            c[:, 0] += a
+            inside = (c[:, 0] >= r0 - 0.5) & (c[:, 0] < r1 - 0.5)
+            for acc, arr in zip((coords, scores, values, chans), (c, sc, v, ch), strict=True):
+                acc.append(arr[inside])
         c, s, v, ch = (np.concatenate(x) for x in (coords, scores, values, chans))
         keep = s >= xi * tops[ch]
         c, s, v = c[keep], s[keep], v[keep]

@@ -53,23 +53,25 @@ def find_peaks(
 
 def channel_peaks(
     maps: np.ndarray, xi: float, min_distance: int, tops: np.ndarray | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Peaks of every class map (ξ relative to that map's maximum, or to ``tops``), with
-    the values of *all* class maps at each peak's pixel.
+    the values of *all* class maps at each peak's pixel and the map each peak came from.
 
-    Returns coords (N, 2), scores (N,), values (N, K).
+    Returns coords (N, 2), scores (N,), values (N, K), channel (N,).
     """
     maps = np.asarray(maps, dtype=np.float32)
-    coords, scores = [], []
+    coords, scores, chans = [], [], []
     for k, m in enumerate(maps):
         c, s = find_peaks(m, xi, min_distance, None if tops is None else tops[k])
         coords.append(c)
         scores.append(s)
+        chans.append(np.full(len(c), k, dtype=np.intp))
     c = np.concatenate(coords) if coords else np.zeros((0, 2))
     s = np.concatenate(scores) if scores else np.zeros(0)
+    ch = np.concatenate(chans) if chans else np.zeros(0, dtype=np.intp)
     rc = np.clip(np.rint(c).astype(np.intp), 0, np.array(maps.shape[1:]) - 1)
     values = maps[:, rc[:, 0], rc[:, 1]].T.reshape(len(c), maps.shape[0])
-    return c, s, values
+    return c, s, values, ch
 
 
 def merge_class_peaks(
@@ -102,7 +104,7 @@ def find_peaks_per_class(
     -------
     coords (N, 2), scores (N,), class_index (N,)
     """
-    c, s, v = channel_peaks(maps, xi, min_distance, tops)
+    c, s, v, _ = channel_peaks(maps, xi, min_distance, tops)
     return merge_class_peaks(c, s, v, min_distance)
 
 
