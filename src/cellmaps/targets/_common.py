@@ -7,23 +7,18 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from skimage.measure import regionprops
 
+from cellmaps.io.points import check_points_in_image
+
 #: Value marking "no label here" in integer label maps; losses skip these pixels.
 IGNORE_INDEX = 255
 
 
 def as_points(points: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(N, 2) float64 (row, col) points; raises if any lies outside ``shape``."""
+    """(N, 2) float64 (row, col) points; raises if any is not finite or lies outside ``shape``."""
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if not np.isfinite(pts).all():
         raise ValueError("point coordinates must be finite")
-    h, w = shape[:2]
-    if len(pts) and (
-        (pts[:, 0] < -0.5).any()
-        or (pts[:, 0] >= h - 0.5).any()
-        or (pts[:, 1] < -0.5).any()
-        or (pts[:, 1] >= w - 0.5).any()
-    ):
-        raise ValueError(f"points outside the {h}x{w} image")
+    check_points_in_image(pts, shape)
     return pts
 
 
