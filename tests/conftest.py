@@ -35,3 +35,8 @@ def monuseg() -> Path:
 @pytest.fixture
 def crchisto() -> Path:
     return shared_dataset("crchisto")
+
+
+@pytest.fixture
+def bcdata() -> Path:
+    return shared_dataset("bcdata_ki67")

@@ -193,11 +193,12 @@ def test_augmented_batches_keep_image_and_targets_aligned(tiny_dataset):
     r = tiny_recipe()
     r["augment"].update(rotate=30.0, elastic=2.0, color=0.0)
     data = load_training_data([(str(tiny_dataset), "train", 1.0)], r, progress=False)
-    x, t, w = make_batch(data, np.random.default_rng(1), 8, 48, r["augment"])
+    x, t, w, present = make_batch(data, np.random.default_rng(1), 8, 48, r["augment"])
     assert (
         x.shape == (8, 3, 48, 48)
         and t["proximity"].shape == (8, 1, 48, 48)
         and w.tolist() == [1.0] * 8
+        and present["proximity"].tolist() == [1.0] * 8
     )
     # proximity peaks sit on dark nucleus pixels after the same warp/flip as the image
     dark = x.mean(1) < 0  # standardised: nuclei are below the mean
@@ -252,7 +253,7 @@ def test_a_few_training_steps_lower_the_loss_on_a_real_crop(crchisto):
     data.mean, data.std = img.mean((1, 2)), img.std((1, 2))
     trainer = Trainer(r, data, "/tmp/unused.safetensors", progress=False)
     rng = np.random.default_rng(0)
-    x, t, w = make_batch(
+    x, t, w, _ = make_batch(
         data, rng, 2, 96, {**r["augment"], "rotate": 0.0, "elastic": 0.0, "color": 0.0}
     )
     from cellmaps.training.fit import task_losses
@@ -538,7 +539,7 @@ def tiny_mask_dataset(tmp_path_factory):
     from cellmaps.io import mask_centroids
 
     root = tmp_path_factory.mktemp("tinymasks")
-    for sub in ("images", "masks", "points"):
+    for sub in ("images", "masks", "points", "rois"):
         (root / sub).mkdir()
     rng = np.random.default_rng(1)
     yy, xx = np.mgrid[:72, :72]
@@ -553,7 +554,13 @@ def tiny_mask_dataset(tmp_path_factory):
         Image.fromarray(img).save(root / "images" / f"m{k}.png")
         tifffile.imwrite(root / "masks" / f"m{k}.tif", mask)
         cents, _ = mask_centroids(mask)
-        rows = ["x,y,label"] + [f"{c:.2f},{r:.2f},cell" for r, c in cents]
+        # two classes (for KiNet's per-class maps) and a left/right ROI, half annotated
+        rows = ["x,y,label"] + [
+            f"{c:.2f},{r:.2f},{'big' if i % 2 else 'small'}" for i, (r, c) in enumerate(cents)
+        ]
+        roi = np.where(xx < 36, 1, 2).astype(np.uint8)
+        roi[:36] = 0
+        Image.fromarray(roi).save(root / "rois" / f"m{k}.png")
         (root / "points" / f"m{k}.csv").write_text("\n".join(rows) + "\n")
         splits.append(f"m{k},{'val' if k == 2 else 'train'},g")
     (root / "splits.csv").write_text("\n".join(splits) + "\n")

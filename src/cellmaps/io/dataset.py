@@ -139,15 +139,21 @@ class Dataset:
         self._check_id(image_id)
         return self._images.get(image_id)
 
-    def has(self, kind: str, image_id: str) -> bool:
-        """Whether the id has a file of ``kind`` ∈ {'image', 'points', 'mask', 'roi'}."""
+    def file_path(self, kind: str, image_id: str) -> Path | None:
+        """Path of the id's file of ``kind`` ∈ {'image', 'points', 'mask', 'roi'}, or None."""
         table = {
             "image": self._images,
             "points": self._points,
             "mask": self._masks,
             "roi": self._rois,
         }
-        return image_id in table[kind]
+        if kind not in table:
+            raise ValueError(f"unknown file kind {kind!r}; known: {sorted(table)}")
+        return table[kind].get(image_id)
+
+    def has(self, kind: str, image_id: str) -> bool:
+        """Whether the id has a file of ``kind`` ∈ {'image', 'points', 'mask', 'roi'}."""
+        return self.file_path(kind, image_id) is not None
 
     def shape(self, image_id: str) -> tuple[int, int] | None:
         """(H, W) of the image (or of the mask when there is no image); None if neither exists."""

@@ -15,20 +15,35 @@ from torch import nn
 IGNORE_INDEX = 255
 
 
-def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error per sample (DeepDistance's regression loss)."""
-    return ((pred.float() - target) ** 2).flatten(1).mean(1)
+def mse(
+    pred: torch.Tensor, target: torch.Tensor, weights: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Mean squared error per sample (DeepDistance's regression loss); ``weights`` (B, 1,
+    H, W), when given, multiplies each pixel's error (0 = ignore)."""
+    err = (pred.float() - target) ** 2
+    if weights is not None:
+        err = err * weights
+    return err.flatten(1).mean(1)
 
 
-def weighted_mse(pred: torch.Tensor, target: torch.Tensor, lam: float = 5.0) -> torch.Tensor:
+def weighted_mse(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    lam: float = 5.0,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
     """Weighted MSE, MicroNet Eq. 2 / KiNet Eq. 2 (per class):
 
     L = ½ Σ_{u,v,s} (y + λ·ȳ_s)(ŷ − y)², normalised by the number of pixels H·W,
-    where ȳ_s is the mean of the target's channel s in this sample.
+    where ȳ_s is the mean of the target's channel s in this sample. ``weights`` (B, 1, H,
+    W), when given, multiplies each pixel's term (0 = ignore, e.g. around nuclei whose
+    class is unknown).
     """
     pred = pred.float()
     ybar = target.mean(dim=(2, 3), keepdim=True)
     per_pixel = 0.5 * (target + lam * ybar) * (pred - target) ** 2
+    if weights is not None:
+        per_pixel = per_pixel * weights
     return per_pixel.sum(dim=(1, 2, 3)) / (target.shape[-1] * target.shape[-2])
 
 

@@ -13,7 +13,12 @@ from cellmaps.targets.distance import (
     inner_distance,
     outer_distance,
 )
-from cellmaps.targets.proximity import proximity, proximity_per_class, repel_code
+from cellmaps.targets.proximity import (
+    known_class_weights,
+    proximity,
+    proximity_per_class,
+    repel_code,
+)
 from cellmaps.targets.roi import roi_labels
 from cellmaps.targets.separation import (
     class_balance_weights,
@@ -35,6 +40,7 @@ __all__ = [
     "filtered_repel",
     "foreground",
     "inner_distance",
+    "known_class_weights",
     "make_targets",
     "outer_distance",
     "proximity",

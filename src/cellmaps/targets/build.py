@@ -11,7 +11,12 @@ from cellmaps.errors import CellmapsInputError
 from cellmaps.io.masks import mask_centroids
 from cellmaps.io.points import UNCLASSIFIED_LABELS
 from cellmaps.targets.distance import boundary, foreground, inner_distance, outer_distance
-from cellmaps.targets.proximity import proximity, proximity_per_class, repel_code
+from cellmaps.targets.proximity import (
+    known_class_weights,
+    proximity,
+    proximity_per_class,
+    repel_code,
+)
 from cellmaps.targets.roi import roi_labels
 from cellmaps.targets.separation import separation, separation_weights, unet_weight_map
 from cellmaps.targets.weak import cluster_labels, filtered_repel, voronoi_labels
@@ -144,6 +149,15 @@ TARGETS: dict[str, TargetSpec] = {
                 a.points, a.labels, classes or a.classes(), a.shape, **o
             ),
             "proximity per class (KiNet)",
+        ),
+        TargetSpec(
+            "known_class_weights",
+            "classes",
+            "weights",
+            lambda a, classes=None, **o: known_class_weights(
+                a.points, a.labels, classes or a.classes(), a.shape, **o
+            ),
+            "0 around nuclei of unknown class",
         ),
         TargetSpec(
             "repel_code",

@@ -70,6 +70,34 @@ def proximity_per_class(
     )
 
 
+def known_class_weights(
+    points: np.ndarray,
+    labels: Sequence[str],
+    classes: Sequence[str],
+    shape: tuple[int, int],
+    d: float = 15.0,
+) -> np.ndarray:
+    """Pixel weights for per-class proximity regression: 0 within ``d`` of a point whose
+    label is not one of ``classes`` (e.g. CRCHisto's unclassified 'nucleus' points), 1
+    elsewhere.
+
+    Not in KiNet, whose data label every nucleus: where a nucleus of unknown class sits,
+    no class channel should be taught that it is empty, so its neighbourhood is ignored.
+
+    Returns
+    -------
+    (H, W) float32
+    """
+    pts = as_points(points, shape)
+    labels = np.asarray(labels, dtype=object)
+    if len(labels) != len(pts):
+        raise ValueError(f"{len(pts)} points but {len(labels)} labels")
+    unknown = pts[~np.isin(labels.astype(str), [str(c) for c in classes])]
+    out = np.ones(shape[:2], dtype=np.float32)
+    out[np.isfinite(distance_to_nearest_point(unknown, shape, d))] = 0.0
+    return out
+
+
 def repel_code(
     points: np.ndarray, shape: tuple[int, int], alpha: float = 0.05, r: float = 70.0
 ) -> np.ndarray:

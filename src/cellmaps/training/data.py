@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -11,7 +12,7 @@ from tqdm import tqdm
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io.dataset import Dataset
 from cellmaps.io.images import normalize_image
-from cellmaps.targets import IGNORE_INDEX, TARGETS, Annotations, make_targets
+from cellmaps.targets import IGNORE_INDEX, TARGETS, Annotations, available_targets, make_targets
 from cellmaps.training.augment import color_jitter, flip_rot, geometric_margin, sample_coords, warp
 
 
@@ -21,6 +22,9 @@ class Sample:
     image: np.ndarray  # (C, H, W) float32 in [0, 1] (normalised by dtype), not standardised
     targets: dict[str, np.ndarray]  # name -> (C, H, W) float32 or (1, H, W) uint8 labels
     weight: float = 1.0
+    # target maps this image's annotations cannot give (e.g. nucleus proximity for an image
+    # with only an ROI, KiNet Eq. 5): stored as blank maps, and their loss is zeroed
+    missing: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -40,6 +44,10 @@ class TrainingData:
     @property
     def in_channels(self) -> int:
         return self.samples[0].image.shape[0]
+
+
+# targets that take the list of classes (fixed over the whole training set)
+CLASS_AWARE_TARGETS = ("proximity_per_class", "known_class_weights")
 
 
 def task_target_names(task: dict) -> list[str]:
@@ -82,6 +90,7 @@ def load_training_data(
     per_class = any(t["target"] == "proximity_per_class" for t in tasks)
     classes = classes if classes is not None else (_classes_of(opened) if per_class else [])
     samples = []
+    unusable = []  # images without any annotation the recipe's tasks can use
     total = sum(len(ids) for _, ids, _ in opened)
     bar = tqdm(total=total, desc="targets", unit="img", disable=not progress, leave=False)
     for ds, ids, weight in opened:
@@ -102,9 +111,14 @@ def load_training_data(
             for t in tasks:
                 names += task_target_names(t)
                 opts[t["target"]] = dict(t["target_options"])
-                if t["target"] == "proximity_per_class":
-                    opts[t["target"]]["classes"] = classes
-            maps = make_targets(list(dict.fromkeys(names)), a, opts)
+                for name in task_target_names(t):
+                    if name in CLASS_AWARE_TARGETS:
+                        opts.setdefault(name, {})["classes"] = classes
+            maps, missing = _targets_or_blanks(list(dict.fromkeys(names)), a, opts, tasks)
+            if maps is None:
+                unusable.append((a, opts, names))
+                bar.update()
+                continue
             img = normalize_image(raw, ds.image_path(image_id))
             if recipe["training"]["hist_eq"]:
                 img = equalize(img)
@@ -113,10 +127,25 @@ def load_training_data(
                 m = m[None] if m.ndim == 2 else m
                 targets[name] = m if TARGETS[name].kind == "labels" else m.astype(np.float32)
             samples.append(
-                Sample(image_id, np.ascontiguousarray(img.transpose(2, 0, 1)), targets, weight)
+                Sample(
+                    image_id,
+                    np.ascontiguousarray(img.transpose(2, 0, 1)),
+                    targets,
+                    weight,
+                    frozenset(missing),
+                )
             )
             bar.update()
     bar.close()
+    if not samples:
+        a, opts, names = unusable[0]
+        make_targets(names, a, opts)  # raises, naming what the tasks need and the file
+    if unusable:
+        warnings.warn(
+            f"{len(unusable)} of {total} images have no annotation any task can use "
+            f"(e.g. {unusable[0][0].source}); they are left out",
+            stacklevel=2,
+        )
     chans = {s.image.shape[0] for s in samples}
     if len(chans) > 1:
         raise CellmapsInputError(f"training images have different channel counts {sorted(chans)}")
@@ -125,6 +154,31 @@ def load_training_data(
     data.mean = stack.mean(1).astype(np.float32)
     data.std = np.maximum(stack.std(1), 1e-6).astype(np.float32)
     return data
+
+
+def _targets_or_blanks(
+    names: list[str], a: Annotations, opts: dict, tasks: list[dict]
+) -> tuple[dict[str, np.ndarray] | None, list[str]]:
+    """The named target maps; maps the annotations cannot give become blank maps (listed
+    second) so that an image with, say, only an ROI still trains its other tasks (KiNet
+    Eq. 5: 1(y ≠ ∅)·L_NI). Maps are None when the image can give none of them."""
+    have = set(available_targets(a))
+    missing = [n for n in names if n not in have]
+    if len(missing) == len(names):
+        return None, missing
+    maps = make_targets([n for n in names if n in have], a, opts)
+    channels = {t["target"]: t["channels"] for t in tasks}
+    for name in missing:
+        kind = TARGETS[name].kind
+        c = channels.get(name, 1) if kind == "regression" else 1
+        if name == "proximity_per_class":
+            c = len(opts[name]["classes"])
+        if kind == "labels":
+            maps[name] = np.full(a.shape, IGNORE_INDEX, np.uint8)
+        else:
+            fill = 1.0 if kind == "weights" else 0.0
+            maps[name] = np.full((c, *a.shape) if c > 1 else a.shape, fill, np.float32)
+    return maps, missing
 
 
 def _window(arr: np.ndarray, r0: int, c0: int, size: int, fill) -> np.ndarray:
@@ -204,9 +258,10 @@ def make_batch(
     crop: int,
     aug: dict,
     tiles: list[tuple[int, int, int]] | None = None,
-) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor]:
-    """A batch of crops (standardised images, targets, per-sample weights): random crops
-    of randomly chosen images, or randomly chosen ``tiles`` from :func:`tile_origins`."""
+) -> tuple[torch.Tensor, dict[str, torch.Tensor], torch.Tensor, dict[str, torch.Tensor]]:
+    """A batch of crops: standardised images, targets, per-sample weights and, per target,
+    which samples have it (1) or lack the annotation for it (0). Random crops of randomly
+    chosen images, or randomly chosen ``tiles`` from :func:`tile_origins`."""
     if tiles:
         picks = [tiles[int(i)] for i in rng.integers(len(tiles), size=batch)]
     else:
@@ -221,4 +276,8 @@ def make_batch(
         weights.append(s.weight)
     x = torch.from_numpy(np.stack(imgs).astype(np.float32))
     t = {k: torch.from_numpy(np.stack(v)) for k, v in targets.items()}
-    return x, t, torch.tensor(weights, dtype=torch.float32)
+    present = {
+        k: torch.tensor([float(k not in data.samples[i].missing) for i, _, _ in picks])
+        for k in targets
+    }
+    return x, t, torch.tensor(weights, dtype=torch.float32), present

@@ -22,24 +22,50 @@ from cellmaps.training.data import TrainingData, make_batch
 from cellmaps.training.optim import build_optimizer
 
 
-def task_losses(out: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], tasks: list[dict]):
+def task_losses(
+    out: dict[str, torch.Tensor],
+    targets: dict[str, torch.Tensor],
+    tasks: list[dict],
+    present: dict[str, torch.Tensor] | None = None,
+):
     """Per-task, per-sample losses (B,) for a batch. Heads with a sigmoid/softmax/relu
-    activation get it applied except where the loss takes logits (BCE, CE)."""
+    activation get it applied except where the loss takes logits (BCE, CE). A sample whose
+    annotations lack a task's target (``present`` 0) contributes 0 to that task — the
+    indicator 1(y ≠ ∅) of KiNet Eq. 5."""
     from cellmaps.nets import apply_activation
 
     losses = {}
     for t in tasks:
         pred = out[t["name"]]
         kind = t["loss"]
+        w = targets[t["weights_map"]] if t.get("weights_map") else None
         if kind == "masked_cross_entropy":
-            losses[t["name"]] = LOSSES[kind](pred, targets[t["target"]][:, 0])
+            loss = LOSSES[kind](pred, targets[t["target"]][:, 0])
         elif kind == "weighted_bce":
-            w = targets[t["weights_map"]] if t.get("weights_map") else None
-            losses[t["name"]] = LOSSES[kind](pred, targets[t["target"]], w)
+            loss = LOSSES[kind](pred, targets[t["target"]], w)
         else:
             pred = apply_activation(pred.float(), t["activation"])
-            losses[t["name"]] = LOSSES[kind](pred, targets[t["target"]], **t["loss_options"])
+            opts = dict(t["loss_options"], **({"weights": w} if w is not None else {}))
+            loss = LOSSES[kind](pred, targets[t["target"]], **opts)
+        if present is not None:
+            loss = loss * present[t["target"]]
+        losses[t["name"]] = loss
     return losses
+
+
+def with_class_channels(recipe: dict, classes: list[str]) -> dict:
+    """The recipe with every per-class proximity head sized to the training data's classes
+    (KiNet: one output channel per nucleus class)."""
+    tasks = [
+        {**t, "channels": len(classes)} if t["target"] == "proximity_per_class" else t
+        for t in recipe["tasks"]
+    ]
+    if any(t["target"] == "proximity_per_class" for t in tasks) and len(classes) < 1:
+        raise CellmapsInputError(
+            "a per-class proximity task needs points with class labels; the training "
+            "points have none (only 'nucleus'/'cell' or no label)"
+        )
+    return {**recipe, "tasks": tasks}
 
 
 def freeze_blocks(net: torch.nn.Module, k: int) -> None:
@@ -76,6 +102,7 @@ class Trainer:
         freeze: int = 0,
         progress: bool = True,
     ) -> None:
+        recipe = with_class_channels(recipe, data.classes)
         self.recipe, self.data, self.val = recipe, data, val
         self.val_sources = val_sources or []
         self.out = Path(out)
@@ -177,13 +204,15 @@ class Trainer:
     # -- steps ------------------------------------------------------------------------------
     def step(self) -> dict[str, float]:
         tr, aug = self.recipe["training"], self.recipe["augment"]
-        x, targets, w = make_batch(self.data, self.rng, tr["batch"], tr["crop"], aug, self.tiles)
+        x, targets, w, present = make_batch(
+            self.data, self.rng, tr["batch"], tr["crop"], aug, self.tiles
+        )
         self.apply_stage_freezing()
         self.net.train()
         _set_frozen_bn_eval(self.net)
         with autocast(tr["precision"]):
             out = self.net(x.contiguous(memory_format=torch.channels_last))
-        per_sample = task_losses(out, targets, self.recipe["tasks"])
+        per_sample = task_losses(out, targets, self.recipe["tasks"], present)
         losses = {k: (v * w).sum() / w.sum() for k, v in per_sample.items()}
         total = self.combiner(losses, self.iteration)
         comb = self.recipe["combine"]
@@ -243,7 +272,8 @@ class Trainer:
                         }
                         with autocast(tr["precision"]):
                             out = self.net(x.contiguous(memory_format=torch.channels_last))
-                        ls = task_losses(out, t, self.recipe["tasks"])
+                        has = {k: torch.tensor([float(k not in s.missing)]) for k in t}
+                        ls = task_losses(out, t, self.recipe["tasks"], has)
                         weights = getattr(self.combiner, "weights", {})
                         total += float(sum(weights.get(k, 1.0) * v.mean() for k, v in ls.items()))
                         count += 1

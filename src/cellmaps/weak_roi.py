@@ -1,0 +1,132 @@
+"""``cellmaps weak-roi``: write a copy of a dataset folder with weak ROI annotation derived
+from its classified points (and, optionally, nucleus points kept for only part of the
+training images), for KiNet-style training when no pathologist outlined regions."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from tqdm import tqdm
+
+from cellmaps.errors import CellmapsInputError
+from cellmaps.io._atomic import atomic_path, write_text_atomic
+from cellmaps.io.dataset import Dataset
+from cellmaps.targets.roi import tumour_regions_from_points, weak_roi_annotation
+
+NOTICE = """# DERIVED DATA - weak ROIs computed by cellmaps, not drawn by a pathologist
+
+Source dataset: {src}
+Command: cellmaps weak-roi {src} --tumour {tumour} --out {out} --keep {keep} --sigma {sigma} \
+--points-share {share} --seed {seed}
+
+rois/<id>.png: 0 = not annotated, 1 = tumour, 2 = non-tumour. Tumour = where the Gaussian
+density (sigma {sigma} px) of points labelled {tumour} is at least half an isolated point's
+peak and exceeds the density of the other classified points; only a random {keep:.0%} of
+{block}-px blocks is annotated and an {margin}-px band along the tumour border is left out
+(cellmaps.targets.roi.tumour_regions_from_points / weak_roi_annotation).
+
+images/, masks/ and points/ link to the source files. {points_note}
+"""
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    if dst.is_symlink() or dst.exists():
+        dst.unlink()
+    os.symlink(src.resolve(), dst)
+
+
+def derive_weak_roi_dataset(
+    src: str | os.PathLike,
+    out: str | os.PathLike,
+    tumour_classes: list[str],
+    keep: float = 0.5,
+    sigma: float = 20.0,
+    block: int = 64,
+    margin: int = 8,
+    points_share: float = 1.0,
+    seed: int = 0,
+    progress: bool = True,
+) -> dict:
+    """Write ``out`` as a dataset folder: links to ``src``'s images/masks/points, a weak
+    ROI mask per image with points, ``splits.csv`` and ``DERIVED.md`` saying how.
+
+    With ``points_share`` < 1, only that share of the *train* split's images (chosen with
+    ``seed``) keeps its points file; the others keep only the ROI (KiNet §IV-D2's
+    limited fine-grained annotation). Returns a summary (images, kept points, ROI share).
+    """
+    ds = Dataset(src)
+    src, out = Path(src), Path(out)
+    if not 0.0 <= points_share <= 1.0 or not 0.0 < keep <= 1.0:
+        raise CellmapsInputError(
+            f"points_share must be in [0, 1] and keep in (0, 1], got {points_share} and {keep}"
+        )
+    if out.resolve() == src.resolve():
+        raise CellmapsInputError("the output folder must differ from the source dataset", out)
+    rng = np.random.default_rng(seed)
+    train = ds.ids("train") if ds.splits else []
+    n_keep = int(round(points_share * len(train)))
+    dropped = set(rng.permutation(train)[n_keep:].tolist()) if train else set()
+    ids = ds.ids()
+    found = set()
+    annotated = []
+    for image_id in tqdm(ids, desc="weak ROIs", unit="img", disable=not progress):
+        img_path = ds.image_path(image_id)
+        if img_path is None:
+            continue
+        _link(img_path, out / "images" / img_path.name)
+        mask_path = ds.file_path("mask", image_id)
+        if mask_path is not None:
+            _link(mask_path, out / "masks" / mask_path.name)
+        pts = ds.points(image_id)
+        if pts is None:
+            continue
+        found |= {str(x) for x in pts.labels}
+        if image_id not in dropped:
+            _link(ds.file_path("points", image_id), out / "points" / f"{image_id}.csv")
+        tumour = tumour_regions_from_points(
+            pts.coords, pts.labels, ds.shape(image_id), tumour_classes, sigma
+        )
+        roi = weak_roi_annotation(tumour, rng, keep, block, margin)
+        annotated.append(float((roi > 0).mean()))
+        with atomic_path(out / "rois" / f"{image_id}.png") as tmp:
+            Image.fromarray(roi).save(tmp, format="PNG")
+    missing = sorted(set(map(str, tumour_classes)) - found)
+    if missing:
+        raise CellmapsInputError(
+            f"no point in the dataset has the tumour label(s) {missing}; labels found: "
+            f"{sorted(found)}",
+            src,
+        )
+    if (src / "splits.csv").is_file():
+        write_text_atomic(out / "splits.csv", (src / "splits.csv").read_text())
+    note = (
+        f"points/ is missing for {len(dropped)} of the {len(train)} train images "
+        f"(points share {points_share:g}, seed {seed}): those train only the ROI task."
+        if dropped
+        else "Every image keeps its points."
+    )
+    write_text_atomic(
+        out / "DERIVED.md",
+        NOTICE.format(
+            src=src,
+            out=out,
+            tumour=",".join(tumour_classes),
+            keep=keep,
+            sigma=sigma,
+            share=points_share,
+            seed=seed,
+            block=block,
+            margin=margin,
+            points_note=note,
+        ),
+    )
+    return {
+        "images": len(annotated),
+        "train_with_points": len(train) - len(dropped),
+        "train_images": len(train),
+        "annotated_share": float(np.mean(annotated)) if annotated else 0.0,
+    }

@@ -1,0 +1,152 @@
+"""KiNet pieces: weak ROI derivation, the joint loss's indicator 1(y ≠ ∅), per-class
+heads sized from the data, and ignoring nuclei of unknown class."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cellmaps.errors import CellmapsInputError
+from cellmaps.io import Dataset
+from cellmaps.recipes import load_recipe
+from cellmaps.targets import known_class_weights
+from cellmaps.targets.roi import (
+    ROI_NON_TUMOUR,
+    ROI_TUMOUR,
+    tumour_regions_from_points,
+    weak_roi_annotation,
+)
+from cellmaps.training.data import load_training_data, make_batch
+from cellmaps.training.fit import Trainer, task_losses
+from cellmaps.weak_roi import derive_weak_roi_dataset
+
+torch.set_num_threads(2)
+
+
+def test_known_class_weights_zero_only_near_unclassified_points():
+    pts = np.array([[10.0, 10.0], [30.0, 30.0]])
+    w = known_class_weights(pts, ["a", "nucleus"], ["a"], (40, 40), d=5.0)
+    rr, cc = np.mgrid[:40, :40]
+    near_unknown = np.hypot(rr - 30, cc - 30) <= 5.0
+    assert np.array_equal(w == 0, near_unknown)
+    assert w[10, 10] == 1.0  # the classified point's neighbourhood is kept
+
+
+def test_tumour_regions_follow_the_denser_class():
+    # a cluster of tumour points on the left, of stroma points on the right
+    rng = np.random.default_rng(0)
+    left = rng.uniform([20, 10], [80, 40], size=(30, 2))
+    right = rng.uniform([20, 60], [80, 90], size=(30, 2))
+    pts = np.vstack([left, right, [[50.0, 50.0]]])
+    labels = ["epi"] * 30 + ["fib"] * 30 + ["nucleus"]
+    t = tumour_regions_from_points(pts, labels, (100, 100), ["epi"], sigma=6.0)
+    assert t[50, 25] and not t[50, 75]
+    assert not t[2, 2] and not t[98, 50]  # far from every tumour point
+    # the unclassified point counts for neither side; no tumour without tumour points
+    assert not tumour_regions_from_points(pts[30:], labels[30:], (100, 100), ["epi"]).any()
+
+
+def test_weak_roi_annotation_is_partial_and_skips_the_border():
+    tumour = np.zeros((128, 128), bool)
+    tumour[:, :64] = True
+    roi = weak_roi_annotation(tumour, np.random.default_rng(0), keep=0.5, block=32, margin=4)
+    assert set(np.unique(roi)) <= {0, ROI_TUMOUR, ROI_NON_TUMOUR}
+    assert (roi[:, :64] != ROI_NON_TUMOUR).all() and (roi[:, 64:] != ROI_TUMOUR).all()
+    # border pixels are tumour column 63; columns within 4 px of it stay unannotated
+    assert not roi[:, 59:68].any() and roi[:, 68].any() and roi[:, 58].any()
+    blocks = (roi.reshape(4, 32, 4, 32) > 0).any(axis=(1, 3))
+    assert 0 < blocks.sum() < 16  # part, not all, of the 16 blocks is annotated
+    all_kept = weak_roi_annotation(tumour, np.random.default_rng(0), keep=1.0, margin=0)
+    assert (all_kept > 0).all()
+
+
+def test_derived_dataset_marks_itself_and_drops_points_of_part_of_train(crchisto, tmp_path):
+    out = tmp_path / "crc_roi"
+    s = derive_weak_roi_dataset(crchisto, out, ["epithelial"], points_share=0.25, progress=False)
+    src, ds = Dataset(crchisto), Dataset(out)
+    train = src.ids("train")
+    assert s["train_images"] == len(train) and s["train_with_points"] == round(0.25 * len(train))
+    assert sum(ds.has("points", i) for i in train) == s["train_with_points"]
+    assert all(ds.has("points", i) for i in src.ids("test"))  # only train loses points
+    assert all(ds.has("roi", i) for i in src.ids())
+    assert "not drawn by a pathologist" in (out / "DERIVED.md").read_text()
+    i = src.ids("test")[0]
+    roi = ds.roi(i)
+    assert roi.shape == src.shape(i) and set(np.unique(roi)) <= {0, 1, 2}
+    # annotated pixels under epithelial points are tumour, under stroma/immune cells not
+    side = {"epithelial": [], "other": []}
+    for i in src.ids("test"):
+        p, roi = src.points(i), ds.roi(i)
+        rc = np.clip(np.rint(p.coords).astype(int), 0, np.array(roi.shape) - 1)
+        v = roi[rc[:, 0], rc[:, 1]]
+        side["epithelial"] += list(v[(p.labels == "epithelial") & (v > 0)])
+        side["other"] += list(v[np.isin(p.labels, ["fibroblast", "inflammatory"]) & (v > 0)])
+    assert np.mean(np.array(side["epithelial"]) == ROI_TUMOUR) > 0.95
+    assert np.mean(np.array(side["other"]) == ROI_NON_TUMOUR) > 0.95
+    with pytest.raises(CellmapsInputError, match="tumour label"):
+        derive_weak_roi_dataset(crchisto, tmp_path / "x", ["tumour"], progress=False)
+
+
+def _two_image_dataset(root, with_points):
+    """Two images with an ROI each; points (two classes) only where ``with_points``."""
+    for sub in ("images", "points", "rois"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[:64, :64]
+    for k, has_pts in enumerate(with_points):
+        pts = rng.uniform(8, 56, size=(6, 2))
+        img = np.full((64, 64, 3), 200, np.uint8)
+        for r, c in pts:
+            img[(yy - r) ** 2 + (xx - c) ** 2 <= 9] = 60
+        Image.fromarray(img).save(root / "images" / f"i{k}.png")
+        Image.fromarray(np.where(xx < 32, 1, 2).astype(np.uint8)).save(root / "rois" / f"i{k}.png")
+        if has_pts:
+            rows = ["x,y,label"] + [
+                f"{c},{r},{'p' if j % 2 else 'n'}" for j, (r, c) in enumerate(pts)
+            ]
+            (root / "points" / f"i{k}.csv").write_text("\n".join(rows) + "\n")
+    return root
+
+
+def small_kinet():
+    r = load_recipe("kinet")
+    r["net"].update(base=4, depth=2)
+    r["training"].update(iterations=2, batch=2, crop=48, precision="fp32")
+    return r
+
+
+def test_images_without_points_train_only_the_roi_task(tmp_path):
+    root = _two_image_dataset(tmp_path / "d", [True, False])
+    r = small_kinet()
+    data = load_training_data([(str(root), None, 1.0)], r, progress=False)
+    assert [s.missing for s in data.samples] == [
+        frozenset(),
+        {"proximity_per_class", "known_class_weights"},
+    ]
+    assert data.classes == ["n", "p"]
+    tr = Trainer(r, data, tmp_path / "m.safetensors", progress=False)
+    assert tr.recipe["tasks"][0]["channels"] == 2  # one channel per class
+    x, t, w, present = make_batch(data, np.random.default_rng(0), 6, 48, r["augment"])
+    out = tr.net(x)
+    losses = task_losses(out, t, tr.recipe["tasks"], present)
+    assert out["proximity"].shape == (6, 2, 48, 48) and out["roi"].shape == (6, 2, 48, 48)
+    no_points = present["proximity_per_class"] == 0
+    assert no_points.any() and (~no_points).any()
+    assert (losses["proximity"][no_points] == 0).all()
+    assert (losses["proximity"][~no_points] > 0).all()
+    assert (losses["roi"] > 0).all()  # every crop has annotated ROI pixels
+
+
+def test_images_no_task_can_use_are_left_out_with_a_warning(tmp_path):
+    root = _two_image_dataset(tmp_path / "d", [True, False])
+    r = small_kinet()
+    r["tasks"] = r["tasks"][:1]  # no ROI task: the image without points is useless
+    r["net"]["roi_head"] = None
+    with pytest.warns(UserWarning, match="1 of 2 images have no annotation"):
+        data = load_training_data([(str(root), None, 1.0)], r, progress=False)
+    assert [s.image_id for s in data.samples] == ["i0"]
+    only_roi = _two_image_dataset(tmp_path / "e", [False, False])
+    with pytest.raises(CellmapsInputError, match="needs points with class labels"):
+        load_training_data([(str(only_roi), None, 1.0)], r, progress=False)
