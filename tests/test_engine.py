@@ -377,6 +377,17 @@ def test_model_file_round_trip(tmp_path):
     a, b = m.predict_maps(img)["proximity"], back.predict_maps(img)["proximity"]
     assert np.array_equal(a, b)
     assert back.recipe == m.recipe and back.decode == m.decode
+    # float16 storage halves the file and changes the maps only at float16 precision
+    m.save(tmp_path / "h.safetensors", half=True)
+    half = Model.load(tmp_path / "h.safetensors")
+    size = (tmp_path / "h.safetensors").stat().st_size, (tmp_path / "m.safetensors").stat().st_size
+    float_bytes = sum(v.numel() * 4 for v in m.net.state_dict().values() if v.is_floating_point())
+    assert abs((size[1] - size[0]) - float_bytes / 2) < 1024  # only the header differs besides
+    assert all(
+        v.dtype == torch.float32 for v in half.net.state_dict().values() if v.is_floating_point()
+    )
+    c = half.predict_maps(img)["proximity"]
+    assert np.abs(c - a).max() <= 0.02 * np.abs(a).max()
 
 
 def test_pickled_truncated_and_foreign_model_files_are_refused(tmp_path):

@@ -107,10 +107,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 def _cmd_predict(args: argparse.Namespace) -> int:
     from cellmaps.predict import predict_paths, sample_image_path
 
-    paths = list(args.inputs)
-    model = None
-    if paths and paths[0].endswith(".safetensors"):
-        model = paths.pop(0)
+    model, paths = _split_model_arg(args.inputs)
     if args.sample:
         paths.append(str(sample_image_path()))
     if not paths:
@@ -129,6 +126,60 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     print(
         f"wrote predictions for {len(summary)} image(s) to {Path(args.out)} "
         "(points/, geojson/, overlays/, counts.csv)"
+    )
+    return 0
+
+
+def _split_model_arg(inputs: list[str]) -> tuple[str | None, list[str]]:
+    """``[MODEL.safetensors] IMAGES...`` → (model or None, images)."""
+    paths = list(inputs)
+    model = paths.pop(0) if paths and paths[0].endswith(".safetensors") else None
+    return model, paths
+
+
+def _cmd_ki67(args: argparse.Namespace) -> int:
+    from cellmaps.ki67 import format_index, score_ki67
+
+    model, paths = _split_model_arg(args.inputs)
+    if not paths:
+        raise CellmapsInputError("give Ki67 images or folders to score")
+    table = score_ki67(
+        model,
+        paths,
+        args.out,
+        xi=args.xi,
+        tile=args.tile,
+        stride=args.stride,
+        batch=args.batch,
+        progress=not args.quiet,
+        split=args.split,
+    )
+    pooled = table[-1]
+    print(
+        f"{len(table) - 1} image(s): {pooled['positive']} positive, {pooled['negative']} "
+        f"negative tumour nuclei, pooled Ki67 index {format_index(pooled['index'])}; "
+        f"wrote {Path(args.out) / 'ki67.csv'} (and points/, geojson/, overlays/)"
+    )
+    return 0
+
+
+def _cmd_weak_roi(args: argparse.Namespace) -> int:
+    from cellmaps.weak_roi import derive_weak_roi_dataset
+
+    s = derive_weak_roi_dataset(
+        args.dataset,
+        args.out,
+        [c.strip() for c in args.tumour.split(",") if c.strip()],
+        keep=args.keep,
+        sigma=args.sigma,
+        points_share=args.points_share,
+        seed=args.seed,
+        progress=not args.quiet,
+    )
+    print(
+        f"wrote weak ROIs for {s['images']} image(s) to {Path(args.out)} "
+        f"({s['annotated_share']:.0%} of pixels annotated; points kept for "
+        f"{s['train_with_points']} of {s['train_images']} train images); see DERIVED.md"
     )
     return 0
 
@@ -246,6 +297,48 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch", type=int)
     pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=_cmd_predict)
+
+    ki = sub.add_parser(
+        "ki67",
+        help="Ki67 labelling index of IHC images",
+        description="cellmaps ki67 [MODEL.safetensors] IMAGES_OR_DIRS... --out DIR. Detects "
+        "Ki67-positive and -negative tumour nuclei (bundled Ki67 model unless a model is "
+        "given) and writes DIR/ki67.csv (id,positive,negative,index per image and pooled), "
+        "points/, geojson/ (QuPath), overlays/.",
+    )
+    ki.add_argument("inputs", nargs="*", help="[model file] then image files or folders")
+    ki.add_argument("--out", required=True, help="output folder")
+    ki.add_argument("--split", help="for dataset folders: only this split of splits.csv")
+    ki.add_argument("--xi", type=float, help="override the tuned threshold ξ")
+    ki.add_argument("--tile", type=int)
+    ki.add_argument("--stride", type=int)
+    ki.add_argument("--batch", type=int)
+    ki.add_argument("--quiet", action="store_true")
+    ki.set_defaults(func=_cmd_ki67)
+
+    wr = sub.add_parser(
+        "weak-roi",
+        help="derive weak tumour / non-tumour ROIs from classified points (KiNet)",
+        description="Write DATASET's copy to --out with rois/ derived from the density of "
+        "tumour-class points vs other classified points, only part of each image annotated "
+        "(KiNet Fig. 3). Images, masks and points are linked, not copied; DERIVED.md says how.",
+    )
+    wr.add_argument("dataset", help="dataset folder with points/ carrying class labels")
+    wr.add_argument("--out", required=True, help="new dataset folder")
+    wr.add_argument(
+        "--tumour", required=True, help="comma-separated tumour class labels, e.g. epithelial"
+    )
+    wr.add_argument("--keep", type=float, default=0.5, help="share of 64-px blocks annotated")
+    wr.add_argument("--sigma", type=float, default=20.0, help="density smoothing (px)")
+    wr.add_argument(
+        "--points-share",
+        type=float,
+        default=1.0,
+        help="keep points for only this share of the train split (others: ROI only)",
+    )
+    wr.add_argument("--seed", type=int, default=0)
+    wr.add_argument("--quiet", action="store_true")
+    wr.set_defaults(func=_cmd_weak_roi)
     return parser
 
 

@@ -99,8 +99,13 @@ class Model:
             "training": self.training,
         }
 
-    def save(self, path: str | os.PathLike) -> None:
-        save_model_file(path, self.net.state_dict(), self.meta())
+    def save(self, path: str | os.PathLike, half: bool = False) -> None:
+        """Write the model file; ``half`` stores float weights as float16 (half the size,
+        for bundled models; they are float32 again once loaded)."""
+        state = self.net.state_dict()
+        if half:
+            state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
+        save_model_file(path, state, self.meta())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Model:
@@ -245,17 +250,26 @@ class Model:
         return self.points(c[order], s[order])
 
 
-def load_model(path: str | os.PathLike | None = None) -> Model:
-    """Load a model file; with no path, the bundled default nucleus detector."""
+def load_model(path: str | os.PathLike | Model | None = None) -> Model:
+    """Load a model file; with no path, the bundled default nucleus detector (a
+    :class:`Model` is returned as is)."""
+    if isinstance(path, Model):
+        return path
     if path is None:
         path = default_model_path()
     return Model.load(path)
 
 
-def default_model_path() -> Path:
-    path = Path(__file__).parent / "models" / "default.safetensors"
+def bundled_model_path(name: str = "default") -> Path:
+    """Path of a model shipped in the package: ``default`` (H&E/IHC nucleus detector) or
+    ``ki67`` (Ki67-positive / negative tumour nuclei)."""
+    path = Path(__file__).parent / "models" / f"{name}.safetensors"
     if not path.is_file():
         raise CellmapsInputError(
-            "the bundled default model is missing from this installation", path
+            f"the bundled {name!r} model is missing from this installation", path
         )
     return path
+
+
+def default_model_path() -> Path:
+    return bundled_model_path("default")

@@ -79,7 +79,7 @@ def write_overlay(path: Path, image: np.ndarray, points: Points) -> None:
 
 
 def predict_paths(
-    model: str | os.PathLike | None,
+    model,
     paths: list[str | os.PathLike],
     out: str | os.PathLike,
     xi: float | None = None,
@@ -90,7 +90,8 @@ def predict_paths(
     """Detect objects in every image and write ``points/<id>.csv`` (x,y,label,score),
     ``geojson/<id>.geojson`` (QuPath), ``overlays/<id>.png`` and ``counts.csv``.
 
-    Returns one row per image: id, count and count per label.
+    ``model`` is a model file, a loaded :class:`~cellmaps.model.Model` or None (the
+    bundled default). Returns one row per image: id, count and count per label.
     """
     from cellmaps.model import load_model
 

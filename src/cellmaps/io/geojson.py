@@ -34,8 +34,15 @@ class Polygon:
     object_id: int = 0
 
 
+#: QuPath's own colours for its Ki67 classes (red positive, blue negative)
+FIXED_COLORS = {"positive": [200, 0, 0], "negative": [112, 112, 225]}
+
+
 def class_color(name: str) -> list[int]:
-    """A stable RGB colour per class name (QuPath shows it on import)."""
+    """A stable RGB colour per class name (QuPath shows it on import); QuPath's colours
+    for 'positive' and 'negative'."""
+    if name.lower() in FIXED_COLORS:
+        return list(FIXED_COLORS[name.lower()])
     hue = (zlib.crc32(name.encode()) % 360) / 360.0
     return [int(round(255 * v)) for v in colorsys.hsv_to_rgb(hue, 0.8, 0.95)]
 

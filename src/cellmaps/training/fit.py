@@ -8,6 +8,7 @@ import csv
 import os
 import random
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -68,6 +69,30 @@ def with_class_channels(recipe: dict, classes: list[str]) -> dict:
     return {**recipe, "tasks": tasks}
 
 
+def load_matching_weights(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
+    """Start from another model's weights (fine-tuning): copy every tensor whose name and
+    shape match, keep the new net's initialisation for the rest (e.g. a head with a
+    different number of classes, a new ROI branch). Returns the names not copied; a
+    warning lists them, and nothing matching at all is an error."""
+    own = net.state_dict()
+    copied = {k: v for k, v in state.items() if k in own and own[k].shape == v.shape}
+    if not copied:
+        raise CellmapsInputError(
+            "the initial model shares no layer with this recipe's net (different net kind "
+            "or width?)"
+        )
+    net.load_state_dict(copied, strict=False)
+    fresh = sorted(k for k in own if k not in copied)
+    if fresh:
+        heads = sorted({k.split(".")[0] for k in fresh})
+        warnings.warn(
+            f"initial model: {len(copied)} tensors copied, {len(fresh)} newly initialised "
+            f"(in {', '.join(heads)})",
+            stacklevel=2,
+        )
+    return fresh
+
+
 def freeze_blocks(net: torch.nn.Module, k: int) -> None:
     """Freeze the first k numbered blocks (MicroNet's fine-tuning study)."""
     if k <= 0:
@@ -124,7 +149,7 @@ class Trainer:
                 raise CellmapsInputError("net.encoder_weights needs net.kind resnet_unet")
             load_encoder_weights(self.net, weights)
         if init is not None:
-            self.net.load_state_dict(init.net.state_dict())
+            load_matching_weights(self.net, init.net.state_dict())
         freeze_blocks(self.net, freeze)
         self.net = self.net.to(memory_format=torch.channels_last)
         names = [t["name"] for t in recipe["tasks"]]

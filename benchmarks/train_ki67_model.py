@@ -1,0 +1,119 @@
+"""Train the bundled Ki67 model (KiNet recipe on BCData's train split).
+
+    python -m benchmarks.train_ki67_model [--iterations 3000] [--seed 0]
+
+Recipe `kinet` with base width 12, fine-tuned from the bundled default H&E model
+(encoder and decoder; the two-class head and the ROI branch start fresh), on
+bcdata_ki67/train with weak ROIs derived from the points (`cellmaps weak-roi`, tumour =
+positive + negative cells, written to runs/bcdata_ki67_roi). ξ is tuned on
+bcdata_ki67/val. The file is stored in float16 to stay under 5 MB:
+src/cellmaps/models/ki67.safetensors. The test split is scored with `cellmaps ki67`'s own
+code path (Hungarian matching, r = 10 px): detection, class-weighted P/R/F1, per-image
+Ki67 index MAE and CCC. Writes results/ki67_model.json, docs/ki67_overlay.png and the
+'ki67_model' section of BENCHMARKS.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import tempfile
+from pathlib import Path
+
+from benchmarks._common import (
+    REPO,
+    SHARED_DATA,
+    machine,
+    machine_line,
+    update_benchmarks_md,
+    write_results,
+)
+from cellmaps.ki67 import score_ki67
+from cellmaps.metrics.evaluate import evaluate, json_ready
+from cellmaps.model import default_model_path
+from cellmaps.recipes import load_recipe
+from cellmaps.training import train
+from cellmaps.weak_roi import derive_weak_roi_dataset
+
+OUT = REPO / "src" / "cellmaps" / "models" / "ki67.safetensors"
+BCDATA = SHARED_DATA / "bcdata_ki67"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--iterations", type=int, default=3000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default=str(REPO / "runs" / "ki67_model.safetensors"))
+    ap.add_argument("--resume", action="store_true")
+    args = ap.parse_args()
+    roi_ds = REPO / "runs" / "bcdata_ki67_roi"
+    derive_weak_roi_dataset(BCDATA, roi_ds, ["positive", "negative"], seed=args.seed)
+    recipe = load_recipe("kinet")
+    recipe["net"]["base"] = 12
+    recipe["training"].update(iterations=args.iterations, seed=args.seed)
+    model = train(
+        recipe,
+        [(str(roi_ds), "train", 1.0)],
+        args.work,
+        [(str(roi_ds), "val")],
+        resume=args.resume,
+        init=default_model_path(),
+    )
+    model.training["description"] = (
+        "cellmaps Ki67 model: KiNet recipe (base 12) fine-tuned from the default H&E model on "
+        "BCData train (Ki67-positive / negative tumour nuclei, weak ROIs derived from the "
+        "points); xi tuned on BCData val"
+    )
+    model.save(OUT, half=True)
+    size_mb = OUT.stat().st_size / 1e6
+    with tempfile.TemporaryDirectory() as tmp:
+        score_ki67(OUT, [BCDATA], tmp, split="test", progress=False)
+        res = evaluate(BCDATA, tmp, split="test", radius=10.0)
+        first = sorted((Path(tmp) / "overlays").iterdir())[0]
+        shutil.copy(first, REPO / "docs" / "ki67_overlay.png")
+    s = res["summary"]
+    det, cls, ki = s, s["classification"]["weighted"], s["ki67"]
+    mach = machine()
+    write_results(
+        "ki67_model",
+        json_ready(
+            {
+                "machine": mach,
+                "seed": args.seed,
+                "recipe": model.recipe,
+                "training": model.training,
+                "decode": model.decode,
+                "size_mb": size_mb,
+                "test": s,
+                "overlay_image": first.stem,
+            }
+        ),
+    )
+    lines = [
+        "## Bundled Ki67 model (`benchmarks/train_ki67_model.py`)",
+        "",
+        f"`python -m benchmarks.train_ki67_model --iterations {args.iterations} --seed "
+        f"{args.seed}`. {machine_line(mach)}",
+        f"KiNet recipe, base 12, fine-tuned from the default model on bcdata_ki67/train "
+        f"({model.training['n_images']} images, weak ROIs derived from the points) for "
+        f"{model.training['iterations']} iterations ({model.training['elapsed_seconds'] / 60:.1f}"
+        f" min); ξ = {model.decode['xi']} tuned on bcdata_ki67/val. File: "
+        f"`src/cellmaps/models/ki67.safetensors` (float16), {size_mb:.1f} MB.",
+        "",
+        f"bcdata_ki67/test ({res['summary']['n_images']} images), Hungarian matching r = 10 px:",
+        "",
+        "| detection P | R | F1 | class-weighted P | R | F1 | Ki67 index MAE | CCC |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {det['precision']:.3f} | {det['recall']:.3f} | {det['f1']:.3f} | "
+        f"{cls['precision']:.3f} | {cls['recall']:.3f} | {cls['f1']:.3f} | "
+        f"{ki['index_mae']:.4f} | {ki['index_ccc']:.3f} |",
+        "",
+        f"Pooled index: truth {ki['pooled_truth']:.3f}, predicted {ki['pooled_pred']:.3f}. "
+        f"`docs/ki67_overlay.png`: {first.stem} (red = positive, blue = negative, as in QuPath).",
+    ]
+    update_benchmarks_md("ki67_model", "\n".join(lines))
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
