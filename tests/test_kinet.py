@@ -150,3 +150,70 @@ def test_images_no_task_can_use_are_left_out_with_a_warning(tmp_path):
     only_roi = _two_image_dataset(tmp_path / "e", [False, False])
     with pytest.raises(CellmapsInputError, match="needs points with class labels"):
         load_training_data([(str(only_roi), None, 1.0)], r, progress=False)
+
+
+# -- cellmaps ki67 ------------------------------------------------------------------------------
+def test_ki67_table_by_hand():
+    from cellmaps.ki67 import ki67_table
+
+    rows = [
+        {"id": "a", "count": 4, "positive": 1, "negative": 3},
+        {"id": "b", "count": 2, "positive": 2},
+        {"id": "c", "count": 0},
+    ]
+    t = ki67_table(rows)
+    assert [r["id"] for r in t] == ["a", "b", "c", "pooled"]
+    assert t[0]["index"] == 0.25 and t[1]["index"] == 1.0 and np.isnan(t[2]["index"])
+    assert (t[3]["positive"], t[3]["negative"], t[3]["index"]) == (3, 3, 0.5)
+
+
+def untrained_ki67_model(tmp_path):
+    from cellmaps.model import Model
+
+    r = small_kinet()
+    r["tasks"][0]["channels"] = 2
+    r["decode"]["xi"] = 0.3
+    r["inference"].update(tile=64, stride=48)
+    m = Model(r, 3, [0.5] * 3, [0.2] * 3, training={"classes": ["negative", "positive"]})
+    torch.manual_seed(0)
+    for p in m.net.parameters():  # random weights give many peaks in both channels
+        p.data.normal_(0, 0.3)
+    m.save(tmp_path / "ki.safetensors")
+    return tmp_path / "ki.safetensors"
+
+
+def test_ki67_command_counts_agree_with_the_points_it_writes(tmp_path, capsys):
+    from cellmaps.cli import main
+    from cellmaps.io import read_points
+
+    model = untrained_ki67_model(tmp_path)
+    root = _two_image_dataset(tmp_path / "d", [True, True])
+    out = tmp_path / "out"
+    assert main(["ki67", str(model), str(root), "--out", str(out), "--quiet"]) == 0
+    lines = (out / "ki67.csv").read_text().splitlines()
+    assert lines[0] == "id,positive,negative,index" and lines[-1].startswith("pooled,")
+    total = np.zeros(2, int)
+    for line in lines[1:-1]:
+        image_id, pos, neg, idx = line.split(",")
+        labels = read_points(out / "points" / f"{image_id}.csv").labels
+        assert (int(pos), int(neg)) == (np.sum(labels == "positive"), np.sum(labels == "negative"))
+        assert int(pos) + int(neg) > 0 and float(idx) == pytest.approx(
+            int(pos) / (int(pos) + int(neg)), abs=1e-4
+        )
+        assert (out / "overlays" / f"{image_id}.png").is_file()
+        assert (out / "geojson" / f"{image_id}.geojson").is_file()
+        total += [int(pos), int(neg)]
+    pooled = lines[-1].split(",")
+    assert [int(pooled[1]), int(pooled[2])] == total.tolist()
+    assert "pooled Ki67 index" in capsys.readouterr().out
+
+
+def test_ki67_command_refuses_a_model_without_ki67_classes(tmp_path, capsys):
+    from cellmaps.cli import main
+    from cellmaps.model import default_model_path
+
+    root = _two_image_dataset(tmp_path / "d", [True])
+    code = main(["ki67", str(default_model_path()), str(root), "--out", str(tmp_path / "o")])
+    err = capsys.readouterr().err
+    assert code == 2 and "not a Ki67 model" in err and "default.safetensors" in err
+    assert not (tmp_path / "o").exists()  # nothing written

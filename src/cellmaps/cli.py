@@ -86,7 +86,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from cellmaps.tune import tune_decoding
 
     model = Model.load(args.model)
-    best = tune_decoding(model, [(d, args.split) for d in args.data], progress=not args.quiet)
+    splits = [x.strip() for x in args.split.split(",") if x.strip()]
+    best = tune_decoding(
+        model, [(d, sp) for d in args.data for sp in splits], progress=not args.quiet
+    )
     for row in best["curve"]:
         print(
             f"{best['param']} = {row[best['param']]:.2f}, min distance {row['min_distance']}: "
@@ -94,7 +97,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         )
     model.decode[best["param"]] = best[best["param"]]
     model.decode["min_distance"] = best["min_distance"]
-    model.training["tuned_on"] = [{"folder": str(d), "split": args.split} for d in args.data]
+    model.training["tuned_on"] = [
+        {"folder": str(d), "split": sp} for d in args.data for sp in splits
+    ]
     model.training["tuned_f1"] = best["f1"]
     model.save(args.out or args.model)
     print(

@@ -17,6 +17,7 @@ from cellmaps.modelfile import load_model_file, save_model_file
 from cellmaps.nets import HeadSpec, apply_activation, build_net
 from cellmaps.postprocess import (
     channel_peaks,
+    component_centroids,
     find_peaks,
     find_peaks_per_class,
     h_maxima_peaks,
@@ -28,6 +29,7 @@ NET_KEYS = {
     "unet": ("base", "depth", "dropout", "decoders", "cross"),
     "residual_unet": ("base", "depth", "dropout", "mca_levels", "roi_head"),
     "resnet_unet": ("resnet_depth", "width", "decoder_base", "dropout"),
+    "cascade": ("base", "depth", "dropout"),
 }
 
 
@@ -169,6 +171,7 @@ class Model:
         xi: float | None = None,
         h: float | None = None,
         tops: np.ndarray | None = None,
+        min_area: int | None = None,
     ) -> Points:
         """Objects from predicted maps with the model's decoding (tuned ξ or h by default).
         ``tops`` overrides each class map's maximum for the ξ threshold (strips of a large image)."""
@@ -176,6 +179,11 @@ class Model:
         m = maps[d["task"]]
         kind = self.decode_kind()
         xi = d["xi"] if xi is None else xi
+        if kind == "components":
+            area = d["min_area"] if min_area is None else min_area
+            coords, _ = component_centroids(m[0], maps[d["boundary_task"]][0], int(area))
+            rc = np.clip(np.rint(coords).astype(int), 0, np.array(m.shape[1:]) - 1)
+            return self.points(coords, m[0][rc[:, 0], rc[:, 1]].astype(np.float64))
         if kind == "hmaxima":
             coords = h_maxima_peaks(m[0], d["h"] if h is None else h)
             rc = np.clip(np.rint(coords).astype(int), 0, np.array(m.shape[1:]) - 1)
@@ -189,7 +197,7 @@ class Model:
 
     def decode_kind(self) -> str:
         kind = self.task_decoders.get(self.decode["task"]) or self.decode["kind"]
-        if kind not in ("peaks", "peaks_per_class", "hmaxima", "none"):
+        if kind not in ("peaks", "peaks_per_class", "hmaxima", "components", "none"):
             raise ValueError(f"unknown decoding {kind!r}")
         return kind
 
@@ -222,7 +230,7 @@ class Model:
         are strip-sized; the ξ threshold uses the maximum over the whole image, so the
         result is the same decoding as on the whole map.
         """
-        if self.decode_kind() == "hmaxima" or image.shape[0] <= strip:
+        if self.decode_kind() in ("hmaxima", "components") or image.shape[0] <= strip:
             return self.decode_maps(self.predict_maps(image, progress, **inference), xi)
         d = self.decode
         xi = d["xi"] if xi is None else xi

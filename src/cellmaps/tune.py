@@ -11,18 +11,21 @@ from cellmaps.metrics import match_points, pool_detection
 
 XI_GRID = [round(x, 2) for x in np.arange(0.05, 0.96, 0.05)]
 H_GRID = [0.1, 0.2, 0.3, 0.4, 0.5]
+AREA_GRID = [5, 10, 20, 40, 80, 120, 160, 240]
 MIN_DISTANCE_GRID = [2, 3, 4, 5, 6]
 
 
 def tune_decoding(model, sources, grid=None, progress: bool = True, min_distances=None) -> dict:
     """Predict the maps of every validation image once, decode them at every value of the
-    grid (ξ for peak decoding, h for h-maxima) and, for peak decoding, every minimum peak
+    grid (ξ for peak decoding, h for h-maxima, the area threshold for connected
+    components) and, for peak decoding, every minimum peak
     distance in ``min_distances`` (default 2..6 px), match with the recipe's protocol and
     radius, and return the setting with the best pooled F1 (first of ties) and the curve."""
     ev = model.recipe["evaluate"]
     kind = model.task_decoders.get(model.decode["task"]) or model.decode["kind"]
-    param = "h" if kind == "hmaxima" else "xi"
-    grid = grid or model.decode.get("grid") or (H_GRID if param == "h" else XI_GRID)
+    param = {"hmaxima": "h", "components": "min_area"}.get(kind, "xi")
+    default = {"h": H_GRID, "min_area": AREA_GRID, "xi": XI_GRID}[param]
+    grid = grid or model.decode.get("grid") or default
     cached = []
     for root, split in sources:
         ds = Dataset(root)
@@ -32,7 +35,7 @@ def tune_decoding(model, sources, grid=None, progress: bool = True, min_distance
             pts = ds.points(image_id)
             truth = pts.coords if pts is not None else mask_centroids(ds.mask(image_id))[0]
             cached.append((truth, model.predict_maps(ds.image(image_id))))
-    if param == "h":
+    if param != "xi":
         min_distances = [model.decode["min_distance"]]
     elif min_distances is None:
         min_distances = MIN_DISTANCE_GRID
@@ -51,7 +54,8 @@ def tune_decoding(model, sources, grid=None, progress: bool = True, min_distance
                     )
                     for t, maps in cached
                 ]
-                curve.append({param: float(v), "min_distance": int(md), **pool_detection(ms)})
+                value = int(v) if param == "min_area" else float(v)
+                curve.append({param: value, "min_distance": int(md), **pool_detection(ms)})
     finally:
         model.decode["min_distance"] = saved
     best = max(curve, key=lambda r: r["f1"])

@@ -8,11 +8,12 @@ from collections.abc import Sequence
 from torch import nn
 
 from cellmaps.nets.blocks import ACTIVATIONS, HeadSpec, apply_activation
+from cellmaps.nets.cascade import CascadedUNet
 from cellmaps.nets.residual_unet import ResidualUNet
 from cellmaps.nets.resnet_unet import ResNetUNet, load_encoder_weights
 from cellmaps.nets.unet import MultiDecoderUNet
 
-NETS = ("unet", "residual_unet", "resnet_unet")
+NETS = ("unet", "residual_unet", "resnet_unet", "cascade")
 
 
 def build_net(kind: str, in_channels: int, heads: Sequence[HeadSpec], **options) -> nn.Module:
@@ -22,7 +23,8 @@ def build_net(kind: str, in_channels: int, heads: Sequence[HeadSpec], **options)
     head), ``cross`` ({j: i}), ``base``, ``depth``, ``dropout``. ``residual_unet`` takes
     ``base``, ``depth``, ``dropout``, ``mca_levels`` and ``roi_head`` (name of a head
     that becomes the sibling ROI branch). ``resnet_unet`` takes ``resnet_depth``,
-    ``width``, ``decoder_base``, ``dropout``.
+    ``width``, ``decoder_base``, ``dropout``. ``cascade`` (two U-Nets in series, the
+    second fed the first head's output) takes ``base``, ``depth``, ``dropout``.
     """
     heads = list(heads)
     by_name = {h.name: h for h in heads}
@@ -38,6 +40,8 @@ def build_net(kind: str, in_channels: int, heads: Sequence[HeadSpec], **options)
         return ResidualUNet(in_channels, main, roi_head=roi_spec, **options)
     if kind == "resnet_unet":
         return ResNetUNet(in_channels, heads, **options)
+    if kind == "cascade":
+        return CascadedUNet(in_channels, heads, **options)
     raise ValueError(f"unknown net {kind!r}; known: {NETS}")
 
 
@@ -45,6 +49,7 @@ __all__ = [
     "ACTIVATIONS",
     "NETS",
     "HeadSpec",
+    "CascadedUNet",
     "MultiDecoderUNet",
     "ResNetUNet",
     "ResidualUNet",

@@ -97,6 +97,8 @@ SCHEMA = {
         "xi": (NUM, 0.5),
         "h": (NUM, 0.2),
         "min_distance": (int, 3),
+        "min_area": (int, 20),
+        "boundary_task": ((str, type(None)), None),
         "grid": ((list, type(None)), None),
     },
     "evaluate": {
@@ -112,18 +114,18 @@ SCHEMA = {
 }
 
 CHOICES = {
-    "net.kind": ("unet", "residual_unet", "resnet_unet"),
+    "net.kind": ("unet", "residual_unet", "resnet_unet", "cascade"),
     "combine.kind": ("sum", "round_robin", "uncertainty", "staged"),
     "optimizer.kind": ("sgd", "adam", "adadelta", "ranger"),
     "schedule.monitor": ("loss", "f1"),
     "training.precision": ("auto", "bf16", "fp32"),
     "training.sampling": ("random", "tiles"),
-    "decode.kind": ("peaks", "hmaxima", "none"),
+    "decode.kind": ("peaks", "hmaxima", "components", "none"),
     "evaluate.protocol": ("hungarian", "one-to-one", "iou"),
     "inference.blend": ("mean", "gaussian"),
     "tasks.activation": ("identity", "relu", "sigmoid", "softmax"),
     "tasks.loss": ("mse", "weighted_mse", "masked_cross_entropy", "weighted_bce"),
-    "tasks.decode": (None, "peaks", "peaks_per_class", "hmaxima"),
+    "tasks.decode": (None, "peaks", "peaks_per_class", "hmaxima", "components"),
 }
 
 
@@ -201,6 +203,11 @@ def validate_recipe(data: dict, source: str = "recipe") -> dict:
         recipe["decode"]["task"] = names[0]
     elif recipe["decode"]["task"] not in names:
         raise CellmapsInputError(f"decode.task {recipe['decode']['task']!r} is not a task", source)
+    bt = recipe["decode"]["boundary_task"]
+    if recipe["decode"]["kind"] == "components" and bt not in names:
+        raise CellmapsInputError(
+            f"decode.kind components needs decode.boundary_task naming a task, got {bt!r}", source
+        )
     return recipe
 
 

@@ -471,7 +471,9 @@ def train(
         from cellmaps.tune import tune_decoding
 
         best = tune_decoding(model, val_sources, progress=progress)
-        model.decode.update({k: best[k] for k in ("xi", "h", "min_distance") if k in best})
+        model.decode.update(
+            {k: best[k] for k in ("xi", "h", "min_area", "min_distance") if k in best}
+        )
         model.training["tuned_on"] = [{"folder": str(r), "split": s} for r, s in val_sources]
         model.training["tuned_f1"] = best["f1"]
     model.save(out)
