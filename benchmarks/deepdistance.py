@@ -1,14 +1,25 @@
-"""DeepDistance recipes on live cells in phase contrast (Usiigaci) — first part of the
-DeepDistance benchmark (the comparison recipes and DSB 2018 are still to come).
+"""DeepDistance (seeds/deepdistance.md) at CPU scale: Table 2 on live cells and fluorescent
+nuclei, region-growing segmentation (§4.7) and Fig. 6/7.
 
-    python -m benchmarks.deepdistance [--recipe deepdistance-extended] [--iterations 3000] [--seed 0]
+    python -m benchmarks.deepdistance [--iterations 1500] [--base 16] [--crop 256] [--seed 0]
+                                      [--recipes all] [--datasets usiigaci,dsb]
 
-Split: Usiigaci's repository gives train 45 / val 5 and no test set, so this script makes a
-deterministic one — of the 45 train ids sorted by name, every 5th (the 1st, 6th, ...) is test
-(9 images), the rest train (36); the 5 val images stay val. The split is written with
-symlinks to the shared files under runs/ (nothing is copied). h is chosen from {0.1..0.5} by
-F-score on the val images; matching is DeepDistance's one-to-one rule with the threshold set
-to the median cell radius of the training masks (sqrt(area/π), rounded).
+Datasets and splits (symlinks under runs/, nothing copied):
+- usiigaci: Usiigaci's repository gives train 45 / val 5 and no test set, so of the 45
+  train ids sorted by name every 5th (the 1st, 6th, ...) is test (9 images), the rest
+  train (36); the 5 val images stay val.
+- dsb: dsb2018_fluo's group fluo_256x256 (84 train / 18 val / 18 test) is the dependent
+  set; the test images of every other group (other sizes, i.e. other acquisitions) are the
+  "independent" column, like the paper's unseen cell line.
+
+Every recipe (deepdistance, deepdistance-extended and the five comparison systems) is
+trained on the train split with early stopping on the val tiles, then h (or the component
+area threshold) is chosen on train + val by F-score (§4.3), and the test images are scored
+with the one-to-one rule (§4.2) at the dataset's median cell radius (from the train
+masks). deepdistance-extended's maps are also segmented by marker-controlled region
+growing and scored with Dice, AJI and CDS. Writes results/deepdistance.json,
+docs/deepdistance_maps.png (Fig. 6/7), docs/deepdistance_segmentation.png and the
+'deepdistance' section of BENCHMARKS.md. Finished models in runs/deepdistance/ are reused.
 """
 
 from __future__ import annotations
@@ -29,98 +40,298 @@ from benchmarks._common import (
 )
 from cellmaps.io import Dataset
 from cellmaps.metrics import match_points, pool_detection
+from cellmaps.metrics.segmentation import segmentation_scores
+from cellmaps.model import Model, segment_image
 from cellmaps.recipes import load_recipe
 from cellmaps.training import train
 from cellmaps.tune import tune_decoding
 
+WORK = REPO / "runs" / "deepdistance"
+RECIPES = [
+    "deepdistance",
+    "deepdistance-extended",
+    "single-inner",
+    "single-outer",
+    "single-classification",
+    "cascaded-classification-inner",
+    "multi-classification-boundary",
+]
+DSB_GROUP = "fluo_256x256"
 
-def make_split(src: Path, dst: Path) -> Path:
-    """A dataset folder of symlinks to ``src`` with the deterministic train/val/test split."""
-    ds = Dataset(src)
+
+# -- splits -------------------------------------------------------------------------------
+def _link_dataset(src: Path, dst: Path, rows: list[str]) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
     for sub in ("images", "masks", "points"):
         link = dst / sub
-        if not link.exists():
+        if not link.exists() and (src / sub).exists():
             os.symlink((src / sub).resolve(), link)
-    train_ids = sorted(i for i in ds.ids() if ds.split_of(i) == "train")
-    test = set(train_ids[::5])
-    rows = ["id,split,group"]
-    for i in ds.ids():
-        split = "test" if i in test else ds.split_of(i)
-        rows.append(f"{i},{split},{ds.group_of(i)}")
-    (dst / "splits.csv").write_text("\n".join(rows) + "\n")
+    (dst / "splits.csv").write_text("\n".join(["id,split,group", *rows]) + "\n")
     return dst
 
 
+def usiigaci_split(src: Path, dst: Path) -> Path:
+    """Every 5th of the sorted train ids becomes test."""
+    ds = Dataset(src)
+    train_ids = sorted(i for i in ds.ids() if ds.split_of(i) == "train")
+    test = set(train_ids[::5])
+    rows = [f"{i},{'test' if i in test else ds.split_of(i)},{ds.group_of(i)}" for i in ds.ids()]
+    return _link_dataset(src, dst, rows)
+
+
+def dsb_split(src: Path, dst: Path) -> Path:
+    """Group fluo_256x256 keeps its train/val/test; other groups' test images → 'indep'."""
+    ds = Dataset(src)
+    rows = []
+    for i in ds.ids():
+        split, group = ds.split_of(i), ds.group_of(i)
+        if group == DSB_GROUP:
+            rows.append(f"{i},{split},{group}")
+        elif split == "test":
+            rows.append(f"{i},indep,{group}")
+    return _link_dataset(src, dst, rows)
+
+
 def median_cell_radius(root: Path) -> float:
+    """Median sqrt(area/π) of the train masks' cells, rounded to a pixel."""
     ds = Dataset(root)
     areas = []
     for i in ds.ids("train"):
-        m = ds.mask(i)
-        areas += np.bincount(m.ravel())[1:][np.bincount(m.ravel())[1:] > 0].tolist()
+        counts = np.bincount(ds.mask(i).ravel())[1:]
+        areas += counts[counts > 0].tolist()
     return float(np.round(np.median(np.sqrt(np.array(areas) / np.pi))))
+
+
+# -- training and scoring -----------------------------------------------------------------
+def recipe_for(name: str, args, radius: float) -> dict:
+    r = load_recipe(name)
+    r["net"]["base"] = args.base
+    r["training"].update(
+        iterations=args.iterations, seed=args.seed, crop=args.crop, tile_stride=args.crop // 2
+    )
+    r["evaluate"]["radius"] = radius
+    r["inference"].update(tile=args.crop, stride=args.crop // 2)
+    return r
+
+
+def train_or_reuse(recipe: dict, root: Path, out: Path) -> Model:
+    """Train, then choose h (or the area threshold) on train + val (§4.3)."""
+    if out.is_file():
+        model = Model.load(out)
+        if "tuned_on_train_val" in model.training:
+            return model
+    else:
+        ckpt = out.with_name(out.name + ".ckpt")
+        model = train(
+            recipe, [(str(root), "train", 1.0)], out, [(str(root), "val")], resume=ckpt.is_file()
+        )
+    best = tune_decoding(model, [(str(root), "train"), (str(root), "val")], progress=False)
+    model.decode[best["param"]] = best[best["param"]]
+    model.training["tuned_on_train_val"] = {"param": best["param"], "f1": best["f1"]}
+    model.save(out)
+    return model
+
+
+def score_split(model: Model, root: Path, split: str, radius: float) -> dict:
+    ds = Dataset(root)
+    ms = [
+        match_points(ds.points(i).coords, model.detect(ds.image(i)).coords, radius, "one-to-one")
+        for i in ds.ids(split)
+    ]
+    return {"n_images": len(ms), **pool_detection(ms)}
+
+
+def score_segmentation(model: Model, root: Path, split: str) -> dict:
+    """Mean Dice, AJI and CDS of region-growing masks over the split's images."""
+    ds = Dataset(root)
+    rows = []
+    for i in ds.ids(split):
+        _, mask = segment_image(model, ds.image(i))
+        rows.append(segmentation_scores(ds.mask(i), mask))
+    return {k: float(np.mean([r[k] for r in rows])) for k in ("dice", "aji", "cds", "object_dice")}
+
+
+# -- figures ------------------------------------------------------------------------------
+def plot_maps(models: dict[str, Model], root: Path, image_id: str, path: Path) -> None:
+    """Fig. 6/7: true and estimated inner (top) and outer (bottom) distance maps."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from cellmaps.io._atomic import atomic_path
+    from cellmaps.targets import inner_distance, outer_distance
+
+    ds = Dataset(root)
+    img, mask = ds.image(image_id), ds.mask(image_id)
+    rows = [
+        ("inner", inner_distance(mask), ["single-inner", "deepdistance", "deepdistance-extended"]),
+        ("outer", outer_distance(mask), ["single-outer", "deepdistance", "deepdistance-extended"]),
+    ]
+    fig, axes = plt.subplots(2, 5, figsize=(17, 7))
+    for (task, truth, names), ax_row in zip(rows, axes, strict=True):
+        ax_row[0].imshow(img, cmap="gray")
+        ax_row[0].set_title(image_id)
+        ax_row[1].imshow(truth, cmap="magma", vmin=0, vmax=1)
+        ax_row[1].set_title(f"{task} distance from the mask")
+        for ax, name in zip(ax_row[2:], names, strict=True):
+            if name in models:
+                est = models[name].predict_maps(img)[task][0]
+                ax.imshow(est, cmap="magma", vmin=0, vmax=1)
+                ax.set_title(f"{name}: estimated {task}\n(max {est.max():.2f})")
+    for ax in axes.ravel():
+        ax.axis("off")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+
+
+def plot_segmentation(model: Model, root: Path, image_id: str, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from skimage.color import label2rgb
+    from skimage.segmentation import find_boundaries
+
+    from cellmaps.io._atomic import atomic_path
+
+    ds = Dataset(root)
+    img, truth = ds.image(image_id), ds.mask(image_id)
+    pts, mask = segment_image(model, img)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 5.5))
+    for ax, m, title in ((axes[0], truth, "annotated"), (axes[1], mask, "region growing")):
+        ax.imshow(label2rgb(m, image=img if img.ndim == 2 else img[..., 0], bg_label=0, alpha=0.3))
+        ax.contour(find_boundaries(m), levels=[0.5], colors="yellow", linewidths=0.5)
+        ax.set_title(f"{title} ({len(np.unique(m)) - 1} cells)")
+        ax.axis("off")
+    axes[1].plot(pts.coords[:, 1], pts.coords[:, 0], "c+", ms=5)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80, format="png")
+    plt.close(fig)
+
+
+# -- report -------------------------------------------------------------------------------
+def report(args, mach: dict, data: dict) -> str:
+    lines = [
+        "## DeepDistance (`benchmarks/deepdistance.py`)",
+        "",
+        f"`python -m benchmarks.deepdistance --iterations {args.iterations} --base {args.base} "
+        f"--crop {args.crop} --seed {args.seed}`. {machine_line(mach)}",
+        f"U-Net base {args.base} (paper: 64), {args.crop}² tiles cut at stride {args.crop // 2} "
+        f"(paper: 512² at 256), batch 2, AdaDelta, up to {args.iterations} iterations with early "
+        "stopping on the val tiles; h (area threshold for multi-classification-boundary) chosen "
+        "on train + val; one-to-one matching (§4.2) at the median cell radius of each dataset's "
+        "train masks: " + ", ".join(f"{k} {v['radius']:g} px" for k, v in data.items()) + ".",
+        "Splits: usiigaci 36 train / 5 val / 9 test (every 5th repository train id is test); dsb "
+        f"= dsb2018_fluo group {DSB_GROUP} (train / val / test), 'independent' = the test images "
+        "of every other dsb group.",
+        "",
+    ]
+    cols = [(k, s) for k, v in data.items() for s in v["splits"]]
+    head = " | ".join(f"{k} {s} F (P / R)" for k, s in cols)
+    lines += [f"| recipe | {head} | minutes |", "|---" * (len(cols) + 2) + "|"]
+    for name in RECIPES:
+        cells = []
+        minutes = []
+        for k, s in cols:
+            r = data[k]["recipes"].get(name)
+            if r is None:
+                cells.append("—")
+                continue
+            t = r["test"][s]
+            cells.append(f"{t['f1']:.3f} ({t['precision']:.3f} / {t['recall']:.3f})")
+            minutes.append(f"{r['minutes']:.0f}")
+        lines.append(
+            f"| {name} | " + " | ".join(cells) + f" | {' / '.join(dict.fromkeys(minutes))} |"
+        )
+    lines += [
+        "",
+        "Region-growing segmentation (§4.7) of deepdistance-extended's maps, mean per image:",
+        "",
+    ]
+    lines += ["| test split | Dice | AJI | CDS | object Dice |", "|---|---|---|---|---|"]
+    for k, v in data.items():
+        for s, seg in v.get("segmentation", {}).items():
+            lines.append(
+                f"| {k} {s} | {seg['dice']:.3f} | {seg['aji']:.3f} | {seg['cds']:.3f} | "
+                f"{seg['object_dice']:.3f} |"
+            )
+    lines += [
+        "",
+        "Figures: `docs/deepdistance_maps.png` (Fig. 6/7: true vs estimated inner and outer "
+        "distance, single- vs multi-task, one usiigaci test image), "
+        "`docs/deepdistance_segmentation.png`.",
+    ]
+    return "\n".join(lines)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--recipe", default="deepdistance-extended")
-    ap.add_argument("--iterations", type=int, default=3000)
+    ap.add_argument("--iterations", type=int, default=1500)
+    ap.add_argument("--base", type=int, default=16)
+    ap.add_argument("--crop", type=int, default=256)
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--recipes", default="all")
+    ap.add_argument("--datasets", default="usiigaci,dsb")
     args = ap.parse_args()
-    root = make_split(SHARED_DATA / "usiigaci_phc", REPO / "runs" / "usiigaci_split")
-    radius = median_cell_radius(root)
-    recipe = load_recipe(args.recipe)
-    recipe["training"].update(iterations=args.iterations, seed=args.seed)
-    recipe["evaluate"]["radius"] = radius
-    out = REPO / "runs" / f"{args.recipe}_usiigaci.safetensors"
-    model = train(
-        recipe, [(str(root), "train", 1.0)], out, [(str(root), "val")], resume=args.resume
-    )
-    best = tune_decoding(model, [(str(root), "val")], progress=False)
-    model.decode["h"] = best["h"]
-    model.save(out)
-    ds = Dataset(root)
-    ms = []
-    for i in ds.ids("test"):
-        pred = model.detect(ds.image(i))
-        ms.append(match_points(ds.points(i).coords, pred.coords, radius, "one-to-one"))
-    test = pool_detection(ms)
+    names = RECIPES if args.recipes == "all" else args.recipes.split(",")
+    roots = {
+        "usiigaci": (
+            lambda: usiigaci_split(SHARED_DATA / "usiigaci_phc", WORK / "usiigaci"),
+            ["test"],
+        ),
+        "dsb": (lambda: dsb_split(SHARED_DATA / "dsb2018_fluo", WORK / "dsb"), ["test", "indep"]),
+    }
+    tag = f"b{args.base}_c{args.crop}_{args.iterations}_s{args.seed}"
+    data = {}
+    models_for_fig = {}
+    for key in args.datasets.split(","):
+        make, splits = roots[key]
+        root = make()
+        radius = median_cell_radius(root)
+        data[key] = {"radius": radius, "splits": splits, "recipes": {}}
+        for name in names:
+            model = train_or_reuse(
+                recipe_for(name, args, radius), root, WORK / f"{key}_{name}_{tag}.safetensors"
+            )
+            res = {
+                "test": {s: score_split(model, root, s, radius) for s in splits},
+                "decode": model.decode,
+                "tuned": model.training["tuned_on_train_val"],
+                "iterations": model.training["iterations"],
+                "stop": model.training.get("stop_reason"),
+                "minutes": model.training["elapsed_seconds"] / 60,
+            }
+            data[key]["recipes"][name] = res
+            print(key, name, {s: round(v["f1"], 4) for s, v in res["test"].items()}, flush=True)
+            if key == "usiigaci":
+                models_for_fig[name] = model
+            if name == "deepdistance-extended":
+                data[key]["segmentation"] = {s: score_segmentation(model, root, s) for s in splits}
+                print(key, "segmentation", data[key]["segmentation"], flush=True)
+                if key == "usiigaci":
+                    plot_segmentation(
+                        model,
+                        root,
+                        Dataset(root).ids("test")[0],
+                        REPO / "docs" / "deepdistance_segmentation.png",
+                    )
+    if "usiigaci" in data:
+        root = WORK / "usiigaci"
+        plot_maps(
+            models_for_fig,
+            root,
+            Dataset(root).ids("test")[0],
+            REPO / "docs" / "deepdistance_maps.png",
+        )
     mach = machine()
-    key = f"deepdistance_usiigaci_{args.recipe}"
-    write_results(
-        key,
-        {
-            "machine": mach,
-            "seed": args.seed,
-            "recipe": recipe,
-            "training": model.training,
-            "radius": radius,
-            "h": best["h"],
-            "val_f1": best["f1"],
-            "test": test,
-            "split": "every 5th train id -> test",
-        },
-    )
-    lines = [
-        f"## DeepDistance on Usiigaci phase contrast: `{args.recipe}` (`benchmarks/deepdistance.py`)",
-        "",
-        f"`python -m benchmarks.deepdistance --recipe {args.recipe} --iterations {args.iterations} --seed {args.seed}`. "
-        f"{machine_line(mach)}",
-        f"Split 36 train / 5 val / 9 test (every 5th of the repository's train ids is test). Tiles "
-        f"{recipe['training']['crop']}² at stride {recipe['training']['tile_stride']} (paper: 512² at 256), batch "
-        f"{recipe['training']['batch']}, U-Net base {recipe['net']['base']}; {model.training['iterations']} iterations "
-        f"({model.training['elapsed_seconds'] / 60:.1f} min, stop: {model.training.get('stop_reason')}). h = {best['h']} "
-        f"chosen on val (F {best['f1']:.4f}); one-to-one matching at {radius:g} px (median cell radius).",
-        "",
-        "| test | TP | FP | FN | precision | recall | F |",
-        "|---|---|---|---|---|---|---|",
-        f"| {args.recipe} | {test['tp']} | {test['fp']} | {test['fn']} | {test['precision']:.4f} | {test['recall']:.4f} | **{test['f1']:.4f}** |",
-        "",
-        "Target (issue): F ≥ 0.92 for `deepdistance-extended`.",
-    ]
-    update_benchmarks_md(key, "\n".join(lines))
-    print("\n".join(lines))
+    write_results("deepdistance", {"machine": mach, "command": vars(args), "data": data})
+    text = report(args, mach, data)
+    update_benchmarks_md("deepdistance", text)
+    print(text)
 
 
 if __name__ == "__main__":

@@ -108,3 +108,68 @@ def test_majority_filter_removes_spurs_and_fills_holes():
     out = majority_filter(lab, 5)
     assert out[9, 9] == 1 and out[2, 10] == 0
     assert (out[6:14, 6:14] == 1).all() and out[0, 0] == 0
+
+
+def test_predict_masks_writes_instance_masks_evaluate_reads(tmp_path, capsys):
+    """`cellmaps predict --masks` on a (briefly trained) deepdistance-extended model writes
+    consecutive instance masks that `cellmaps evaluate` scores; a model without the outer
+    and cell tasks is refused by name."""
+    import tifffile
+    from PIL import Image
+
+    from cellmaps.cli import main
+    from cellmaps.recipes import load_recipe
+    from cellmaps.training import train
+
+    root = tmp_path / "d"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    yy, xx = np.mgrid[:64, :64]
+    for k, centres in enumerate([[(16, 16), (16, 40), (44, 30)], [(20, 20), (44, 44)]]):
+        mask = np.zeros((64, 64), np.uint16)
+        for i, (r, c) in enumerate(centres, start=1):
+            mask[(yy - r) ** 2 + (xx - c) ** 2 <= 81] = i
+        Image.fromarray(np.where(mask > 0, 200, 40).astype(np.uint8)).save(
+            root / "images" / f"m{k}.png"
+        )
+        tifffile.imwrite(root / "masks" / f"m{k}.tif", mask)
+    r = load_recipe("deepdistance-extended")
+    r["net"].update(base=4, depth=2)
+    r["training"].update(iterations=2, batch=1, crop=32, tile_stride=16, precision="fp32")
+    r["inference"].update(tile=64, stride=32)
+    train(r, [(str(root), None, 1.0)], tmp_path / "dd.safetensors", progress=False)
+    out = tmp_path / "pred"
+    assert (
+        main(
+            [
+                "predict",
+                str(tmp_path / "dd.safetensors"),
+                str(root),
+                "--out",
+                str(out),
+                "--masks",
+                "--quiet",
+            ]
+        )
+        == 0
+    )
+    for k in range(2):
+        m = tifffile.imread(out / "masks" / f"m{k}.tif")
+        ids = np.unique(m[m > 0])
+        assert m.shape == (64, 64) and np.array_equal(ids, np.arange(1, len(ids) + 1))
+    assert main(["evaluate", "--truth", str(root), "--pred", str(out), "--protocol", "iou"]) == 0
+    assert "aji" in capsys.readouterr().out.lower()
+    from cellmaps.model import default_model_path
+
+    code = main(
+        [
+            "predict",
+            str(default_model_path()),
+            str(root),
+            "--out",
+            str(tmp_path / "x"),
+            "--masks",
+            "--quiet",
+        ]
+    )
+    assert code == 2 and "outer_distance" in capsys.readouterr().err

@@ -127,6 +127,7 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         batch=args.batch,
         progress=not args.quiet,
         split=args.split,
+        masks=args.masks,
     )
     print(
         f"wrote predictions for {len(summary)} image(s) to {Path(args.out)} "
@@ -297,6 +298,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pr.add_argument("--split", help="for dataset folders: only this split of splits.csv")
     pr.add_argument("--xi", type=float, help="override the tuned threshold ξ")
+    pr.add_argument(
+        "--masks",
+        action="store_true",
+        help="also write masks/<id>.tif by marker-controlled region growing "
+        "(deepdistance-extended models)",
+    )
     pr.add_argument("--tile", type=int)
     pr.add_argument("--stride", type=int)
     pr.add_argument("--batch", type=int)

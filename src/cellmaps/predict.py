@@ -85,15 +85,19 @@ def predict_paths(
     xi: float | None = None,
     progress: bool = True,
     split: str | None = None,
+    masks: bool = False,
     **inference,
 ) -> list[dict]:
     """Detect objects in every image and write ``points/<id>.csv`` (x,y,label,score),
-    ``geojson/<id>.geojson`` (QuPath), ``overlays/<id>.png`` and ``counts.csv``.
+    ``geojson/<id>.geojson`` (QuPath), ``overlays/<id>.png`` and ``counts.csv``; with
+    ``masks``, also ``masks/<id>.tif`` instance masks by region growing (models with outer
+    distance and cell-pixel tasks, DeepDistance §4.7).
 
     ``model`` is a model file, a loaded :class:`~cellmaps.model.Model` or None (the
     bundled default). Returns one row per image: id, count and count per label.
     """
-    from cellmaps.model import load_model
+    from cellmaps.io.masks import write_mask
+    from cellmaps.model import load_model, segment_image
 
     m = load_model(model)
     files = collect_images(paths, split)
@@ -103,7 +107,11 @@ def predict_paths(
     for f in tqdm(files, desc="predict", unit="img", disable=not progress):
         image = read_image(f)
         try:
-            pts = m.detect(image, xi=xi, **inference)
+            if masks:
+                pts, mask = segment_image(m, image, **inference)
+                write_mask(out / "masks" / f"{f.stem}.tif", mask)
+            else:
+                pts = m.detect(image, xi=xi, **inference)
         except CellmapsInputError as exc:
             if exc.path is None:  # name the file the problem came from
                 raise CellmapsInputError(exc.problem, f) from exc
