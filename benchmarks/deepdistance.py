@@ -111,6 +111,8 @@ def recipe_for(name: str, args, radius: float) -> dict:
     )
     r["evaluate"]["radius"] = radius
     r["inference"].update(tile=args.crop, stride=args.crop // 2)
+    if args.optimizer == "adam":
+        r["optimizer"] = {**r["optimizer"], "kind": "adam", "lr": args.lr}
     return r
 
 
@@ -214,14 +216,22 @@ def plot_segmentation(model: Model, root: Path, image_id: str, path: Path) -> No
 
 
 # -- report -------------------------------------------------------------------------------
+def cli_args(args) -> list[str]:
+    out = []
+    for k, v in vars(args).items():
+        out += [f"--{k.replace('_', '-')}", str(v)]
+    return out
+
+
 def report(args, mach: dict, data: dict) -> str:
     lines = [
-        "## DeepDistance (`benchmarks/deepdistance.py`)",
+        f"## DeepDistance: {args.name} (`benchmarks/deepdistance.py`)",
         "",
-        f"`python -m benchmarks.deepdistance --iterations {args.iterations} --base {args.base} "
-        f"--crop {args.crop} --seed {args.seed}`. {machine_line(mach)}",
+        f"`python -m benchmarks.deepdistance {' '.join(cli_args(args))}`. {machine_line(mach)}",
         f"U-Net base {args.base} (paper: 64), {args.crop}² tiles cut at stride {args.crop // 2} "
-        f"(paper: 512² at 256), batch 2, AdaDelta, up to {args.iterations} iterations with early "
+        f"(paper: 512² at 256), batch 2, "
+        f"{'AdaDelta' if args.optimizer == 'adadelta' else f'Adam lr {args.lr:g} (paper: AdaDelta)'}"
+        f", up to {args.iterations} iterations with early "
         "stopping on the val tiles; h (area threshold for multi-classification-boundary) chosen "
         "on train + val; one-to-one matching (§4.2) at the median cell radius of each dataset's "
         "train masks: " + ", ".join(f"{k} {v['radius']:g} px" for k, v in data.items()) + ".",
@@ -276,6 +286,14 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--recipes", default="all")
     ap.add_argument("--datasets", default="usiigaci,dsb")
+    ap.add_argument(
+        "--optimizer",
+        choices=["adadelta", "adam"],
+        default="adadelta",
+        help="adadelta = the paper's; adam (with --lr) converges in fewer iterations",
+    )
+    ap.add_argument("--lr", type=float, default=1e-3, help="learning rate for --optimizer adam")
+    ap.add_argument("--name", default="deepdistance", help="results/NAME.json and its section")
     args = ap.parse_args()
     names = RECIPES if args.recipes == "all" else args.recipes.split(",")
     roots = {
@@ -285,7 +303,7 @@ def main() -> None:
         ),
         "dsb": (lambda: dsb_split(SHARED_DATA / "dsb2018_fluo", WORK / "dsb"), ["test", "indep"]),
     }
-    tag = f"b{args.base}_c{args.crop}_{args.iterations}_s{args.seed}"
+    tag = f"b{args.base}_c{args.crop}_{args.iterations}_s{args.seed}_{args.optimizer}"
     data = {}
     models_for_fig = {}
     for key in args.datasets.split(","):
@@ -328,9 +346,9 @@ def main() -> None:
             REPO / "docs" / "deepdistance_maps.png",
         )
     mach = machine()
-    write_results("deepdistance", {"machine": mach, "command": vars(args), "data": data})
+    write_results(args.name, {"machine": mach, "command": vars(args), "data": data})
     text = report(args, mach, data)
-    update_benchmarks_md("deepdistance", text)
+    update_benchmarks_md(args.name, text)
     print(text)
 
 

@@ -30,7 +30,7 @@ from benchmarks._common import (
 )
 from cellmaps.ki67 import score_ki67
 from cellmaps.metrics.evaluate import evaluate, json_ready
-from cellmaps.model import default_model_path
+from cellmaps.model import Model, default_model_path
 from cellmaps.recipes import load_recipe
 from cellmaps.training import train
 from cellmaps.weak_roi import derive_weak_roi_dataset
@@ -39,13 +39,7 @@ OUT = REPO / "src" / "cellmaps" / "models" / "ki67.safetensors"
 BCDATA = SHARED_DATA / "bcdata_ki67"
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--iterations", type=int, default=3000)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--work", default=str(REPO / "runs" / "ki67_model.safetensors"))
-    ap.add_argument("--resume", action="store_true")
-    args = ap.parse_args()
+def train_model(args) -> Model:
     roi_ds = REPO / "runs" / "bcdata_ki67_roi"
     derive_weak_roi_dataset(BCDATA, roi_ds, ["positive", "negative"], seed=args.seed)
     recipe = load_recipe("kinet")
@@ -64,7 +58,24 @@ def main() -> None:
         "BCData train (Ki67-positive / negative tumour nuclei, weak ROIs derived from the "
         "points); xi tuned on BCData val"
     )
-    model.save(OUT, half=True)
+    return model
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__)
+    ap.add_argument("--iterations", type=int, default=3000)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--work", default=str(REPO / "runs" / "ki67_model.safetensors"))
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument(
+        "--score-only", action="store_true", help="score the bundled model without training"
+    )
+    args = ap.parse_args()
+    if args.score_only:
+        model = Model.load(OUT)
+    else:
+        model = train_model(args)
+        model.save(OUT, half=True)
     size_mb = OUT.stat().st_size / 1e6
     with tempfile.TemporaryDirectory() as tmp:
         score_ki67(OUT, [BCDATA], tmp, split="test", progress=False)

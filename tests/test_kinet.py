@@ -217,3 +217,20 @@ def test_ki67_command_refuses_a_model_without_ki67_classes(tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2 and "not a Ki67 model" in err and "default.safetensors" in err
     assert not (tmp_path / "o").exists()  # nothing written
+
+
+def test_bundled_ki67_model_scores_a_bcdata_test_image(bcdata, tmp_path):
+    """The shipped Ki67 model on one held-out BCData image: index and counts near the truth."""
+    from cellmaps.ki67 import score_ki67
+    from cellmaps.model import bundled_model_path
+
+    assert bundled_model_path("ki67").stat().st_size <= 5_000_000
+    ds = Dataset(bcdata)
+    image_id = ds.ids("test")[0]
+    table = score_ki67(None, [ds.image_path(image_id)], tmp_path, progress=False)
+    truth = ds.points(image_id).labels
+    pos, neg = int(np.sum(truth == "positive")), int(np.sum(truth == "negative"))
+    row = table[0]
+    assert row["id"] == image_id
+    assert abs(row["index"] - pos / (pos + neg)) < 0.08
+    assert abs((row["positive"] + row["negative"]) - (pos + neg)) < 0.25 * (pos + neg)
