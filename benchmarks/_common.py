@@ -18,7 +18,7 @@ SHARED_DATA = Path(os.environ.get("CELLMAPS_SHARED_DATA", REPO.parent / "shared"
 
 sys.path.insert(0, str(REPO / "src"))
 
-from cellmaps.io._atomic import write_text_atomic  # noqa: E402
+from cellmaps.io._atomic import atomic_path, write_text_atomic  # noqa: E402
 from cellmaps.metrics.evaluate import json_ready  # noqa: E402
 
 
@@ -96,3 +96,12 @@ def machine_line(m: dict) -> str:
         f"Machine: {m['cpu']}, {m['cores_usable']} usable cores; Python {m['python']}, "
         f"numpy {m['numpy']}, scipy {m['scipy']}; commit {m['commit']}; {m['date']}."
     )
+
+
+def save_figure(fig, path: Path, dpi: int = 100) -> None:
+    """Write a matplotlib figure as PNG atomically and close it."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)

@@ -35,6 +35,7 @@ from benchmarks._common import (
     SHARED_DATA,
     machine,
     machine_line,
+    save_figure,
     update_benchmarks_md,
     write_results,
 )
@@ -111,6 +112,9 @@ def recipe_for(name: str, args, radius: float) -> dict:
     )
     r["evaluate"]["radius"] = radius
     r["inference"].update(tile=args.crop, stride=args.crop // 2)
+    for t in r["tasks"]:
+        if t["target"] == "inner_distance" and args.alpha is not None:
+            t["target_options"]["alpha"] = args.alpha
     if args.optimizer == "adam":
         r["optimizer"] = {**r["optimizer"], "kind": "adam", "lr": args.lr}
     return r
@@ -161,7 +165,6 @@ def plot_maps(models: dict[str, Model], root: Path, image_id: str, path: Path) -
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cellmaps.io._atomic import atomic_path
     from cellmaps.targets import inner_distance, outer_distance
 
     ds = Dataset(root)
@@ -184,9 +187,7 @@ def plot_maps(models: dict[str, Model], root: Path, image_id: str, path: Path) -
     for ax in axes.ravel():
         ax.axis("off")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
 
 
 def plot_segmentation(model: Model, root: Path, image_id: str, path: Path) -> None:
@@ -196,8 +197,6 @@ def plot_segmentation(model: Model, root: Path, image_id: str, path: Path) -> No
     import matplotlib.pyplot as plt
     from skimage.color import label2rgb
     from skimage.segmentation import find_boundaries
-
-    from cellmaps.io._atomic import atomic_path
 
     ds = Dataset(root)
     img, truth = ds.image(image_id), ds.mask(image_id)
@@ -210,9 +209,7 @@ def plot_segmentation(model: Model, root: Path, image_id: str, path: Path) -> No
         ax.axis("off")
     axes[1].plot(pts.coords[:, 1], pts.coords[:, 0], "c+", ms=5)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
 
 
 # -- report -------------------------------------------------------------------------------
@@ -293,6 +290,12 @@ def main() -> None:
         help="adadelta = the paper's; adam (with --lr) converges in fewer iterations",
     )
     ap.add_argument("--lr", type=float, default=1e-3, help="learning rate for --optimizer adam")
+    ap.add_argument(
+        "--alpha",
+        type=float,
+        default=None,
+        help="inner-distance decay α (default: the recipe's, the paper's 0.1)",
+    )
     ap.add_argument("--name", default="deepdistance", help="results/NAME.json and its section")
     args = ap.parse_args()
     names = RECIPES if args.recipes == "all" else args.recipes.split(",")
@@ -304,6 +307,8 @@ def main() -> None:
         "dsb": (lambda: dsb_split(SHARED_DATA / "dsb2018_fluo", WORK / "dsb"), ["test", "indep"]),
     }
     tag = f"b{args.base}_c{args.crop}_{args.iterations}_s{args.seed}_{args.optimizer}"
+    if args.alpha is not None:
+        tag += f"_a{args.alpha:g}"
     data = {}
     models_for_fig = {}
     for key in args.datasets.split(","):

@@ -34,6 +34,7 @@ from benchmarks._common import (
     SHARED_DATA,
     machine,
     machine_line,
+    save_figure,
     update_benchmarks_md,
     write_results,
 )
@@ -200,8 +201,6 @@ def plot_pr_curves(rows: list[dict], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cellmaps.io._atomic import atomic_path
-
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))
     panels = (("det", "detection"), ("cls", "classification"))
     for ax, (kind, title) in zip(axes, panels, strict=True):
@@ -214,9 +213,7 @@ def plot_pr_curves(rows: list[dict], path: Path) -> None:
         ax.legend(loc="lower left")
     fig.suptitle("KiNet precision-recall over ξ = 0..1 (test splits)")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_studies(studies: dict, path: Path) -> None:
@@ -224,8 +221,6 @@ def plot_studies(studies: dict, path: Path) -> None:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from cellmaps.io._atomic import atomic_path
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.8))
     for key, label in (("det_f1", "detection F1"), ("cls_f1", "class-weighted F1")):
@@ -249,9 +244,7 @@ def plot_studies(studies: dict, path: Path) -> None:
     axes[1].set(xticks=x, xticklabels=names, ylim=(0, 1), title="joint vs stage-wise (Fig. 7)")
     axes[1].legend(fontsize=7)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 def plot_example(model: Model, folder: Path, image_id: str, path: Path) -> None:
@@ -261,7 +254,6 @@ def plot_example(model: Model, folder: Path, image_id: str, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from cellmaps.io._atomic import atomic_path
     from cellmaps.io.geojson import class_color
     from cellmaps.io.images import to_uint8_rgb
 
@@ -294,9 +286,7 @@ def plot_example(model: Model, folder: Path, image_id: str, path: Path) -> None:
     for ax in axes:
         ax.axis("off")
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
 
 
 # -- report -----------------------------------------------------------------------------------

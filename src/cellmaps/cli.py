@@ -198,6 +198,18 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_prediction_args(p: argparse.ArgumentParser) -> None:
+    """Arguments shared by the commands that run a model on images."""
+    p.add_argument("inputs", nargs="*", help="[model file] then image files or folders")
+    p.add_argument("--out", required=True, help="output folder (prediction layout)")
+    p.add_argument("--split", help="for dataset folders: only this split of splits.csv")
+    p.add_argument("--xi", type=float, help="override the tuned threshold ξ")
+    p.add_argument("--tile", type=int, help="inference tile size (default: the model's)")
+    p.add_argument("--stride", type=int, help="inference tile stride")
+    p.add_argument("--batch", type=int, help="tiles per forward pass")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="cellmaps",
@@ -291,23 +303,16 @@ def build_parser() -> argparse.ArgumentParser:
         description="cellmaps predict [MODEL.safetensors] IMAGES_OR_DIRS... --out DIR. Without a "
         "model, the bundled default nucleus detector is used.",
     )
-    pr.add_argument("inputs", nargs="*", help="[model file] then image files or folders")
-    pr.add_argument("--out", required=True, help="output folder (prediction layout)")
+    _add_prediction_args(pr)
     pr.add_argument(
         "--sample", action="store_true", help="also run on scikit-image's IHC sample image"
     )
-    pr.add_argument("--split", help="for dataset folders: only this split of splits.csv")
-    pr.add_argument("--xi", type=float, help="override the tuned threshold ξ")
     pr.add_argument(
         "--masks",
         action="store_true",
         help="also write masks/<id>.tif by marker-controlled region growing "
         "(deepdistance-extended models)",
     )
-    pr.add_argument("--tile", type=int)
-    pr.add_argument("--stride", type=int)
-    pr.add_argument("--batch", type=int)
-    pr.add_argument("--quiet", action="store_true")
     pr.set_defaults(func=_cmd_predict)
 
     ki = sub.add_parser(
@@ -318,14 +323,7 @@ def build_parser() -> argparse.ArgumentParser:
         "given) and writes DIR/ki67.csv (id,positive,negative,index per image and pooled), "
         "points/, geojson/ (QuPath), overlays/.",
     )
-    ki.add_argument("inputs", nargs="*", help="[model file] then image files or folders")
-    ki.add_argument("--out", required=True, help="output folder")
-    ki.add_argument("--split", help="for dataset folders: only this split of splits.csv")
-    ki.add_argument("--xi", type=float, help="override the tuned threshold ξ")
-    ki.add_argument("--tile", type=int)
-    ki.add_argument("--stride", type=int)
-    ki.add_argument("--batch", type=int)
-    ki.add_argument("--quiet", action="store_true")
+    _add_prediction_args(ki)
     ki.set_defaults(func=_cmd_ki67)
 
     wr = sub.add_parser(
