@@ -262,9 +262,18 @@ def _task_with_target(model: Model, target: str) -> str | None:
     return next((t["name"] for t in model.recipe["tasks"] if t["target"] == target), None)
 
 
-def segment_image(model: Model, image: np.ndarray, progress: bool = False, **inference):
+def segment_image(
+    model: Model,
+    image: np.ndarray,
+    progress: bool = False,
+    outer_min: float = 0.5,
+    maps: dict[str, np.ndarray] | None = None,
+    **inference,
+):
     """Detections and an instance mask by DeepDistance's marker-controlled region growing
     (§4.7) on a model with outer-distance and cell-pixel tasks (``deepdistance-extended``).
+    ``outer_min`` is the outer distance above which markers widen (paper: 0.5); ``maps``
+    reuses already predicted maps.
 
     Returns
     -------
@@ -281,9 +290,12 @@ def segment_image(model: Model, image: np.ndarray, progress: bool = False, **inf
             "(cell-pixel) task, e.g. recipe deepdistance-extended; this model's tasks are "
             f"{[t['target'] for t in model.recipe['tasks']]}"
         )
-    maps = model.predict_maps(image, progress, **inference)
+    if maps is None:
+        maps = model.predict_maps(image, progress, **inference)
     pts = model.decode_maps(maps)
-    mask = region_growing_segmentation(pts.coords, maps[outer][0], maps[cells][0])
+    mask = region_growing_segmentation(
+        pts.coords, maps[outer][0], maps[cells][0], outer_min=outer_min
+    )
     return pts, mask
 
 
