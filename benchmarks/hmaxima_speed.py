@@ -70,9 +70,18 @@ def main() -> None:
             }
         )
         print(rows[-1])
+    floor = stage_times(f, args.repeats)
+    print(floor)
     mach = machine()
     write_results(
-        "hmaxima_speed", {"machine": mach, "seed": args.seed, "shape": list(f.shape), "rows": rows}
+        "hmaxima_speed",
+        {
+            "machine": mach,
+            "seed": args.seed,
+            "shape": list(f.shape),
+            "rows": rows,
+            "stages": floor,
+        },
     )
     lines = [
         "## h-maxima peak detection speed (`benchmarks/hmaxima_speed.py`)",
@@ -88,7 +97,48 @@ def main() -> None:
         f"| {r['h']} | {r['peaks']:,} | {r['skimage_s']:.2f} | {r['cellmaps_s']:.3f} | {r['speedup']:.1f}× | {'yes' if r['equal'] else 'NO'} |"
         for r in rows
     ]
+    best = max(r["speedup"] for r in rows)
+    need = min(r["skimage_s"] for r in rows) / 10
+    lines += [
+        "",
+        f"What limits it: the 10× target needs ≤ {need:.3f} s here (scikit-image takes "
+        f"{min(r['skimage_s'] for r in rows):.2f}–{max(r['skimage_s'] for r in rows):.2f} s on "
+        "this machine, not the issue's ~4 s). Three whole-image passes that any exact method "
+        "built on scipy needs already cost "
+        f"{floor['floor_s']:.3f} s (3×3 maximum filter {floor['maximum_filter_s']:.3f} s, "
+        f"labelling the pixels above the minimum {floor['label_s']:.3f} s, labelling the "
+        f"candidate maxima {floor['label_candidates_s']:.3f} s), and the exact reconstruction "
+        f"of the {floor['slow_regions']:,} regions holding several maxima the rest. Best "
+        f"measured: {best:.1f}×. Reaching 10× would take a compiled single-pass max-tree / "
+        "union-find in compiled code (numba or a C extension: a new dependency or build step "
+        "not taken yet); no installed library offers exact h-maxima faster than scikit-image.",
+    ]
     update_benchmarks_md("hmaxima_speed", "\n".join(lines))
+
+
+def stage_times(f: np.ndarray, repeats: int) -> dict:
+    """Time the whole-image passes h_maxima_mask makes before any reconstruction."""
+    from scipy import ndimage
+
+    from cellmaps.postprocess.hmaxima import EIGHT
+
+    t_mx, mx = median_time(
+        lambda: ndimage.maximum_filter(f, footprint=EIGHT, mode="constant", cval=-np.inf),
+        repeats,
+    )
+    t_lab, (lab, _) = median_time(lambda: ndimage.label(f > f.min(), structure=EIGHT), repeats)
+    cand = f >= mx
+    t_cl, (cl, nc) = median_time(lambda: ndimage.label(cand & (lab > 0), structure=EIGHT), repeats)
+    comp_of = np.zeros(nc + 1, np.intp)
+    comp_of[cl.ravel()] = lab.ravel()
+    per_comp = np.bincount(comp_of[1:], minlength=int(lab.max()) + 1)
+    return {
+        "maximum_filter_s": t_mx,
+        "label_s": t_lab,
+        "label_candidates_s": t_cl,
+        "floor_s": t_mx + t_lab + t_cl,
+        "slow_regions": int((per_comp[1:] > 1).sum()),
+    }
 
 
 if __name__ == "__main__":
