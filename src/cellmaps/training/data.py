@@ -90,7 +90,8 @@ def load_training_data(
     per_class = any(t["target"] == "proximity_per_class" for t in tasks)
     classes = classes if classes is not None else (_classes_of(opened) if per_class else [])
     samples = []
-    unusable = []  # images without any annotation the recipe's tasks can use
+    unusable = 0  # images without any annotation the recipe's tasks can use
+    first_unusable = None  # (annotations, options, names) of the first, for the message
     total = sum(len(ids) for _, ids, _ in opened)
     bar = tqdm(total=total, desc="targets", unit="img", disable=not progress, leave=False)
     for ds, ids, weight in opened:
@@ -116,7 +117,8 @@ def load_training_data(
                         opts.setdefault(name, {})["classes"] = classes
             maps, missing = _targets_or_blanks(list(dict.fromkeys(names)), a, opts, tasks)
             if maps is None:
-                unusable.append((a, opts, names))
+                unusable += 1
+                first_unusable = first_unusable or (a, opts, names)
                 bar.update()
                 continue
             img = normalize_image(raw, ds.image_path(image_id))
@@ -138,12 +140,12 @@ def load_training_data(
             bar.update()
     bar.close()
     if not samples:
-        a, opts, names = unusable[0]
+        a, opts, names = first_unusable
         make_targets(names, a, opts)  # raises, naming what the tasks need and the file
     if unusable:
         warnings.warn(
-            f"{len(unusable)} of {total} images have no annotation any task can use "
-            f"(e.g. {unusable[0][0].source}); they are left out",
+            f"{unusable} of {total} images have no annotation any task can use "
+            f"(e.g. {first_unusable[0].source}); they are left out",
             stacklevel=2,
         )
     chans = {s.image.shape[0] for s in samples}
