@@ -120,6 +120,26 @@ def recipe_for(name: str, args, radius: float, alpha: float | None = None) -> di
     return r
 
 
+def model_path(args, key: str, name: str) -> Path:
+    alphas = {k: float(v) for k, v in (x.split("=") for x in args.alpha.split(",") if x)}
+    tag = f"b{args.base}_c{args.crop}_{args.iterations}_s{args.seed}_{args.optimizer}"
+    alpha = alphas.get(key)
+    suffix = f"_a{alpha:g}" if alpha is not None else ""
+    return WORK / f"{key}_{name}_{tag}{suffix}.safetensors"
+
+
+def redraw_maps(args) -> None:
+    """Fig. 6/7 again from the finished usiigaci models (for --report-only)."""
+    names = ["single-inner", "single-outer", "deepdistance", "deepdistance-extended"]
+    paths = {n: model_path(args, "usiigaci", n) for n in names}
+    if all(p.is_file() for p in paths.values()):
+        root = WORK / "usiigaci"
+        models = {n: Model.load(p) for n, p in paths.items()}
+        plot_maps(
+            models, root, Dataset(root).ids("test")[0], REPO / "docs" / "deepdistance_maps.png"
+        )
+
+
 def train_or_reuse(recipe: dict, root: Path, out: Path) -> Model:
     """Train, then choose h (or the area threshold) on train + val (§4.3)."""
     if out.is_file():
@@ -189,8 +209,18 @@ def plot_maps(models: dict[str, Model], root: Path, image_id: str, path: Path) -
 
     ds = Dataset(root)
     img, mask = ds.image(image_id), ds.mask(image_id)
+    alpha = next(
+        t["target_options"].get("alpha", 0.1)
+        for m in models.values()
+        for t in m.recipe["tasks"]
+        if t["target"] == "inner_distance"
+    )
     rows = [
-        ("inner", inner_distance(mask), ["single-inner", "deepdistance", "deepdistance-extended"]),
+        (
+            "inner",
+            inner_distance(mask, alpha),
+            ["single-inner", "deepdistance", "deepdistance-extended"],
+        ),
         ("outer", outer_distance(mask), ["single-outer", "deepdistance", "deepdistance-extended"]),
     ]
     fig, axes = plt.subplots(2, 5, figsize=(17, 7))
@@ -198,7 +228,9 @@ def plot_maps(models: dict[str, Model], root: Path, image_id: str, path: Path) -
         ax_row[0].imshow(img, cmap="gray")
         ax_row[0].set_title(image_id)
         ax_row[1].imshow(truth, cmap="magma", vmin=0, vmax=1)
-        ax_row[1].set_title(f"{task} distance from the mask")
+        ax_row[1].set_title(
+            f"{task} distance from the mask" + (f" (α {alpha:g})" if task == "inner" else "")
+        )
         for ax, name in zip(ax_row[2:], names, strict=True):
             if name in models:
                 est = models[name].predict_maps(img)[task][0]
@@ -416,6 +448,7 @@ def main() -> None:
         saved = json.loads((RESULTS / f"{args.name}.json").read_text())
         run_args = SimpleNamespace(**{**saved["command"], "report_only": False})
         update_benchmarks_md(args.name, report(run_args, saved["machine"], saved["data"]))
+        redraw_maps(run_args)
         return
     names = RECIPES if args.recipes == "all" else args.recipes.split(",")
     roots = {
@@ -426,7 +459,6 @@ def main() -> None:
         "dsb": (lambda: dsb_split(SHARED_DATA / "dsb2018_fluo", WORK / "dsb"), ["test", "indep"]),
     }
     alphas = {k: float(v) for k, v in (x.split("=") for x in args.alpha.split(",") if x)}
-    tag = f"b{args.base}_c{args.crop}_{args.iterations}_s{args.seed}_{args.optimizer}"
     data = {}
     models_for_fig = {}
     for key in args.datasets.split(","):
@@ -435,12 +467,9 @@ def main() -> None:
         radius = median_cell_radius(root)
         alpha = alphas.get(key)
         data[key] = {"radius": radius, "splits": splits, "recipes": {}, "alpha": alpha or 0.1}
-        suffix = f"_a{alpha:g}" if alpha is not None else ""
         for name in names:
             model = train_or_reuse(
-                recipe_for(name, args, radius, alpha),
-                root,
-                WORK / f"{key}_{name}_{tag}{suffix}.safetensors",
+                recipe_for(name, args, radius, alpha), root, model_path(args, key, name)
             )
             res = {
                 "test": {s: score_split(model, root, s, radius) for s in splits},
