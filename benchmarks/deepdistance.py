@@ -451,6 +451,7 @@ def main() -> None:
         redraw_maps(run_args)
         return
     names = RECIPES if args.recipes == "all" else args.recipes.split(",")
+    figures = args.name == "deepdistance"  # probes (other names) leave the docs figures alone
     roots = {
         "usiigaci": (
             lambda: usiigaci_split(SHARED_DATA / "usiigaci_phc", WORK / "usiigaci"),
@@ -490,7 +491,7 @@ def main() -> None:
                     s: score_segmentation(model, root, s, chosen["outer_min"]) for s in splits
                 }
                 print(key, "segmentation", data[key]["segmentation"], flush=True)
-                if key == "usiigaci":
+                if key == "usiigaci" and figures:
                     plot_segmentation(
                         model,
                         root,
@@ -498,7 +499,7 @@ def main() -> None:
                         REPO / "docs" / "deepdistance_segmentation.png",
                         chosen["outer_min"],
                     )
-    if "usiigaci" in data:
+    if "usiigaci" in data and figures and len(models_for_fig) == len(RECIPES):
         root = WORK / "usiigaci"
         plot_maps(
             models_for_fig,
