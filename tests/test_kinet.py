@@ -234,3 +234,17 @@ def test_bundled_ki67_model_scores_a_bcdata_test_image(bcdata, tmp_path):
     assert row["id"] == image_id
     assert abs(row["index"] - pos / (pos + neg)) < 0.08
     assert abs((row["positive"] + row["negative"]) - (pos + neg)) < 0.25 * (pos + neg)
+
+
+def test_weak_roi_command_writes_a_marked_dataset_copy(tmp_path, capsys):
+    from cellmaps.cli import main
+
+    root = _two_image_dataset(tmp_path / "d", [True, True])
+    out = tmp_path / "roi"
+    assert main(["weak-roi", str(root), "--out", str(out), "--tumour", "p", "--quiet"]) == 0
+    assert "see DERIVED.md" in capsys.readouterr().out
+    ds = Dataset(out)
+    assert ds.ids() == ["i0", "i1"] and all(ds.has("roi", i) for i in ds.ids())
+    assert (out / "images" / "i0.png").is_symlink()  # linked, not copied
+    code = main(["weak-roi", str(root), "--out", str(root), "--tumour", "p", "--quiet"])
+    assert code == 2 and "must differ" in capsys.readouterr().err
