@@ -317,6 +317,48 @@ def targets_lines(main_row: dict, ki_row: dict) -> list[str]:
     return out
 
 
+def limits_lines(args, main_row: dict) -> list[str]:
+    """What holds the crchisto scores below the targets, from this run's validation log and
+    the MicroNet benchmark (results/micronet_crchisto.json)."""
+    import csv
+    import json
+
+    from benchmarks._common import RESULTS
+
+    out = []
+    log = WORK / f"crchisto_kinet_{args.iterations}.log.csv"
+    if log.is_file():
+        rows = list(csv.DictReader(log.open()))
+        f1 = [(int(r["iteration"]), float(r["val_f1"])) for r in rows if r.get("val_f1")]
+        lrs = sorted({float(r["lr"]) for r in rows})
+        if f1:
+            out.append(
+                "- Training length: validation detection F1 went "
+                + ", ".join(f"{v:.3f} ({i})" for i, v in f1[-4:])
+                + " over the last checks and the learning rate never dropped (rates used: "
+                + ", ".join(f"{x:g}" for x in lrs)
+                + "); the paper trains up to 10⁵ iterations."
+            )
+    micronet = RESULTS / "micronet_crchisto.json"
+    if micronet.is_file():
+        m = json.loads(micronet.read_text())
+        out.append(
+            f"- The same net and loss for detection alone (MicroNet benchmark) reached test "
+            f"F1 {m['test']['r6']['f1']:.3f} after {m['training']['iterations']} iterations, "
+            f"against {main_row['detection']['f1']:.3f} here after {args.iterations}."
+        )
+    pc = main_row["classification"]["per_class"]
+    worst = min(pc, key=lambda c: pc[c]["f1"])
+    out.append(
+        "- Classification: per-class F1 above; the weakest class is "
+        f"{worst} (F1 {pc[worst]['f1']:.3f}, {pc[worst]['support']} test nuclei). CRCHisto "
+        "labels only part of its nuclei with a class (the others are left out of both the "
+        "class maps' loss and the class scores), so each class map learns from fewer "
+        "examples than the detector."
+    )
+    return out
+
+
 def report(args, mach: dict, main_row: dict, ki_row: dict, studies: dict, training: dict) -> str:
     lines = [
         "## KiNet (`benchmarks/kinet.py`)",
@@ -355,6 +397,10 @@ def report(args, mach: dict, main_row: dict, ki_row: dict, studies: dict, traini
         "Targets (issue):",
         "",
         *targets_lines(main_row, ki_row),
+        "",
+        "What limits the crchisto scores at this budget:",
+        "",
+        *limits_lines(args, main_row),
         "",
         f"Studies (crchisto test, base {args.study_base}, {args.study_iterations} iterations "
         "each, ξ tuned on val; `docs/kinet_studies.png`):",
