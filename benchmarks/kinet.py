@@ -333,11 +333,11 @@ def limits_lines(args, main_row: dict) -> list[str]:
         lrs = sorted({float(r["lr"]) for r in rows})
         if f1:
             out.append(
-                "- Training length: validation detection F1 went "
-                + ", ".join(f"{v:.3f} ({i})" for i, v in f1[-4:])
-                + " over the last checks and the learning rate never dropped (rates used: "
+                "- Training length: the last validation checks gave detection F1 "
+                + ", ".join(f"{v:.3f} (iteration {i})" for i, v in f1[-4:])
+                + "; the plateau rule never lowered the learning rate (rates used: "
                 + ", ".join(f"{x:g}" for x in lrs)
-                + "); the paper trains up to 10⁵ iterations."
+                + "), and the paper trains up to 10⁵ iterations."
             )
     micronet = RESULTS / "micronet_crchisto.json"
     if micronet.is_file():
