@@ -109,7 +109,7 @@ def main() -> None:
         f"labelling the pixels above the minimum {floor['label_s']:.3f} s, labelling the "
         f"candidate maxima {floor['label_candidates_s']:.3f} s), and the exact reconstruction "
         f"of the {floor['slow_regions']:,} regions holding several maxima the rest. Best "
-        f"measured: {best:.1f}×. Reaching 10× would take a compiled single-pass max-tree / "
+        f"measured: {best:.1f}×. Reaching 10× would take a single-pass max-tree / "
         "union-find in compiled code (numba or a C extension: a new dependency or build step "
         "not taken yet); no installed library offers exact h-maxima faster than scikit-image.",
     ]
