@@ -98,6 +98,15 @@ def machine_line(m: dict) -> str:
     )
 
 
+def read_results(name: str) -> tuple[dict, object]:
+    """results/<name>.json and its recorded command-line arguments (as a namespace), for a
+    script's --report-only mode."""
+    from types import SimpleNamespace
+
+    saved = json.loads((RESULTS / f"{name}.json").read_text())
+    return saved, SimpleNamespace(**{**saved["command"], "report_only": False})
+
+
 def save_figure(fig, path: Path, dpi: int = 100) -> None:
     """Write a matplotlib figure as PNG atomically and close it."""
     import matplotlib.pyplot as plt

@@ -35,6 +35,7 @@ from benchmarks._common import (
     SHARED_DATA,
     machine,
     machine_line,
+    read_results,
     save_figure,
     update_benchmarks_md,
     write_results,
@@ -120,10 +121,14 @@ def recipe_for(name: str, args, radius: float, alpha: float | None = None) -> di
     return r
 
 
+def dataset_alphas(args) -> dict[str, float]:
+    """``--alpha usiigaci=0.01,...`` → {dataset: α}."""
+    return {k: float(v) for k, v in (x.split("=") for x in args.alpha.split(",") if x)}
+
+
 def model_path(args, key: str, name: str) -> Path:
-    alphas = {k: float(v) for k, v in (x.split("=") for x in args.alpha.split(",") if x)}
     tag = f"b{args.base}_c{args.crop}_{args.iterations}_s{args.seed}_{args.optimizer}"
-    alpha = alphas.get(key)
+    alpha = dataset_alphas(args).get(key)
     suffix = f"_a{alpha:g}" if alpha is not None else ""
     return WORK / f"{key}_{name}_{tag}{suffix}.safetensors"
 
@@ -440,13 +445,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.report_only:
-        import json
-        from types import SimpleNamespace
-
-        from benchmarks._common import RESULTS
-
-        saved = json.loads((RESULTS / f"{args.name}.json").read_text())
-        run_args = SimpleNamespace(**{**saved["command"], "report_only": False})
+        saved, run_args = read_results(args.name)
         update_benchmarks_md(args.name, report(run_args, saved["machine"], saved["data"]))
         redraw_maps(run_args)
         return
@@ -459,7 +458,7 @@ def main() -> None:
         ),
         "dsb": (lambda: dsb_split(SHARED_DATA / "dsb2018_fluo", WORK / "dsb"), ["test", "indep"]),
     }
-    alphas = {k: float(v) for k, v in (x.split("=") for x in args.alpha.split(",") if x)}
+    alphas = dataset_alphas(args)
     data = {}
     models_for_fig = {}
     for key in args.datasets.split(","):

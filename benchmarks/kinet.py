@@ -34,6 +34,7 @@ from benchmarks._common import (
     SHARED_DATA,
     machine,
     machine_line,
+    read_results,
     save_figure,
     update_benchmarks_md,
     write_results,
@@ -464,13 +465,7 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.report_only:
-        import json
-        from types import SimpleNamespace
-
-        from benchmarks._common import RESULTS
-
-        r = json.loads((RESULTS / "kinet.json").read_text())
-        run_args = SimpleNamespace(**r["command"])
+        r, run_args = read_results("kinet")
         text = report(
             run_args, r["machine"], r["crchisto"], r["bcdata_ki67"], r["studies"], r["training"]
         )

@@ -117,23 +117,24 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         paths.append(str(sample_image_path()))
     if not paths:
         raise CellmapsInputError("give images or folders to predict on (or --sample)")
-    summary = predict_paths(
-        model,
-        paths,
-        args.out,
-        xi=args.xi,
-        tile=args.tile,
-        stride=args.stride,
-        batch=args.batch,
-        progress=not args.quiet,
-        split=args.split,
-        masks=args.masks,
-    )
+    summary = predict_paths(model, paths, args.out, masks=args.masks, **_prediction_options(args))
     print(
         f"wrote predictions for {len(summary)} image(s) to {Path(args.out)} "
         "(points/, geojson/, overlays/, counts.csv)"
     )
     return 0
+
+
+def _prediction_options(args: argparse.Namespace) -> dict:
+    """Keyword arguments of predict_paths / score_ki67 from :func:`_add_prediction_args`."""
+    return {
+        "xi": args.xi,
+        "tile": args.tile,
+        "stride": args.stride,
+        "batch": args.batch,
+        "progress": not args.quiet,
+        "split": args.split,
+    }
 
 
 def _split_model_arg(inputs: list[str]) -> tuple[str | None, list[str]]:
@@ -149,17 +150,7 @@ def _cmd_ki67(args: argparse.Namespace) -> int:
     model, paths = _split_model_arg(args.inputs)
     if not paths:
         raise CellmapsInputError("give Ki67 images or folders to score")
-    table = score_ki67(
-        model,
-        paths,
-        args.out,
-        xi=args.xi,
-        tile=args.tile,
-        stride=args.stride,
-        batch=args.batch,
-        progress=not args.quiet,
-        split=args.split,
-    )
+    table = score_ki67(model, paths, args.out, **_prediction_options(args))
     pooled = table[-1]
     print(
         f"{len(table) - 1} image(s): {pooled['positive']} positive, {pooled['negative']} "
