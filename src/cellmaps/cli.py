@@ -9,6 +9,9 @@ from pathlib import Path
 
 from cellmaps.errors import CellmapsInputError
 
+# kept here (not imported from cellmaps.training.optim) so `cellmaps --help` needs no torch
+SCHEDULE_CHOICES = ("plateau", "constant", "cosine", "onecycle")
+
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from cellmaps.io._atomic import write_text_atomic
@@ -64,15 +67,22 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.precision:
         recipe["training"]["precision"] = args.precision
     val = [(d, args.val_split) for d in (args.val_data or args.data)] if args.val_split else None
+    if args.schedule:
+        recipe["optimizer"]["schedule"] = args.schedule
+    if args.train_object_size:
+        recipe["training"]["object_size"] = args.train_object_size
+    sources = _data_sources(args)
     model = train(
         recipe,
-        _data_sources(args),
+        sources,
         args.out,
         val,
         args.resume,
         args.init,
         args.freeze,
         not args.quiet,
+        object_sizes=[args.object_size] * len(sources) if args.object_size else None,
+        pixel_size=args.pixel_size,
     )
     print(
         f"wrote {args.out} ({model.training.get('iterations')} iterations, "
@@ -83,7 +93,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from cellmaps.model import Model
-    from cellmaps.tune import tune_decoding
+    from cellmaps.tune import apply_tuning, tune_decoding
 
     model = Model.load(args.model)
     splits = [x.strip() for x in args.split.split(",") if x.strip()]
@@ -95,12 +105,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             f"{best['param']} = {row[best['param']]:.2f}, min distance {row['min_distance']}: "
             f"P {row['precision']:.4f} R {row['recall']:.4f} F1 {row['f1']:.4f}"
         )
-    model.decode[best["param"]] = best[best["param"]]
-    model.decode["min_distance"] = best["min_distance"]
-    model.training["tuned_on"] = [
-        {"folder": str(d), "split": sp} for d in args.data for sp in splits
-    ]
-    model.training["tuned_f1"] = best["f1"]
+    apply_tuning(model, best, [(d, sp) for d in args.data for sp in splits])
     model.save(args.out or args.model)
     print(
         f"best {best['param']} = {best[best['param']]} (F1 {best['f1']:.4f}); "
@@ -134,6 +139,8 @@ def _prediction_options(args: argparse.Namespace) -> dict:
         "batch": args.batch,
         "progress": not args.quiet,
         "split": args.split,
+        "object_size": args.object_size,
+        "pixel_size": args.pixel_size,
     }
 
 
@@ -198,7 +205,35 @@ def _add_prediction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=int, help="inference tile size (default: the model's)")
     p.add_argument("--stride", type=int, help="inference tile stride")
     p.add_argument("--batch", type=int, help="tiles per forward pass")
+    _add_scale_args(p, "the input images")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _positive(text: str) -> float:
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return v
+
+
+def _add_scale_args(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--object-size",
+        type=_positive,
+        help=f"median object (nucleus/cell) radius in px of {what}; the image is resampled "
+        "so its objects match the model's and results are mapped back to input pixels",
+    )
+    p.add_argument(
+        "--pixel-size",
+        type=_positive,
+        help=f"µm per pixel of {what} (models trained with --pixel-size know their object "
+        "size in µm)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -275,6 +310,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--checkpoint-every", type=int)
     tr.add_argument("--seed", type=int)
     tr.add_argument("--precision", choices=["auto", "bf16", "fp32"])
+    tr.add_argument(
+        "--schedule",
+        choices=list(SCHEDULE_CHOICES),
+        help="learning-rate schedule (default: the recipe's optimizer.schedule)",
+    )
+    tr.add_argument(
+        "--train-object-size",
+        type=_positive,
+        help="resample the training images so their median object radius becomes this many "
+        "px (default: the recipe's training.object_size; none = train at the data's scale)",
+    )
+    _add_scale_args(tr, "the training images (default: measured from masks or points)")
     tr.add_argument("--quiet", action="store_true")
     tr.set_defaults(func=_cmd_train)
 

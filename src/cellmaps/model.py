@@ -13,8 +13,16 @@ from tqdm import tqdm
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io.images import normalize_image
 from cellmaps.io.points import Points
+from cellmaps.io.scale import (
+    base_image,
+    equalize,
+    from_scaled_coords,
+    rescale_image,
+    scale_factor,
+    standardize,
+)
 from cellmaps.modelfile import load_model_file, save_model_file
-from cellmaps.nets import HeadSpec, apply_activation, build_net
+from cellmaps.nets import HeadSpec, apply_activation, net_from_config
 from cellmaps.postprocess import (
     channel_peaks,
     component_centroids,
@@ -25,12 +33,7 @@ from cellmaps.postprocess import (
 )
 from cellmaps.recipes import validate_recipe
 
-NET_KEYS = {
-    "unet": ("base", "depth", "dropout", "decoders", "cross"),
-    "residual_unet": ("base", "depth", "dropout", "mca_levels", "roi_head"),
-    "resnet_unet": ("resnet_depth", "width", "decoder_base", "dropout"),
-    "cascade": ("base", "depth", "dropout"),
-}
+__all__ = ["Maps", "Model", "equalize", "load_model", "segment_image"]
 
 
 def head_specs(recipe: dict) -> list[HeadSpec]:
@@ -38,10 +41,23 @@ def head_specs(recipe: dict) -> list[HeadSpec]:
 
 
 def net_from_recipe(recipe: dict, in_channels: int) -> torch.nn.Module:
-    net_cfg = recipe["net"]
-    kind = net_cfg["kind"]
-    opts = {k: net_cfg[k] for k in NET_KEYS[kind] if net_cfg.get(k) is not None}
-    return build_net(kind, in_channels, head_specs(recipe), **opts)
+    """The recipe's net (``net.kind`` from :data:`cellmaps.nets.NETS`) with its heads."""
+    return net_from_config(recipe["net"], in_channels, head_specs(recipe))
+
+
+class Maps(dict):
+    """Predicted maps (name → (C, h, w) float32) at the net's scale, remembering the input
+    image's shape so detections and masks can be mapped back to input pixels."""
+
+    input_shape: tuple[int, int] | None = None
+
+    @property
+    def net_shape(self) -> tuple[int, int]:
+        return next(iter(self.values())).shape[-2:]
+
+    @property
+    def rescaled(self) -> bool:
+        return self.input_shape is not None and tuple(self.input_shape) != tuple(self.net_shape)
 
 
 def bf16_supported() -> bool:
@@ -56,15 +72,6 @@ def autocast(precision: str):
     """bf16 autocast on CPUs that support it ('auto'), always ('bf16') or never ('fp32')."""
     use = precision == "bf16" or (precision == "auto" and bf16_supported())
     return torch.autocast("cpu", dtype=torch.bfloat16) if use else contextlib.nullcontext()
-
-
-def equalize(image: np.ndarray) -> np.ndarray:
-    """Per-channel histogram equalisation of a float (H, W, C) image (DeepSplit §3.2)."""
-    from skimage.exposure import equalize_hist
-
-    return np.stack([equalize_hist(image[..., c]) for c in range(image.shape[-1])], -1).astype(
-        np.float32
-    )
 
 
 class Model:
@@ -129,23 +136,49 @@ class Model:
         return model
 
     # -- prediction -----------------------------------------------------------------------------
-    def prepare(self, image: np.ndarray, source: str | None = None) -> np.ndarray:
-        """Image as stored → normalised (C, H, W) float32 for the net."""
-        img = normalize_image(image, source)
-        c = img.shape[-1]
-        if c != self.in_channels:
-            if c == 1:
-                img = np.repeat(img, self.in_channels, axis=-1)
-            elif self.in_channels == 1:
-                img = img.mean(-1, keepdims=True)
-            else:
+    def prepare(
+        self, image: np.ndarray, source: str | None = None, factor: float = 1.0
+    ) -> np.ndarray:
+        """Image as stored → standardised (C, H, W) float32 for the net, resampled by
+        ``factor`` (the same :func:`~cellmaps.io.scale.base_image` and
+        :func:`~cellmaps.io.scale.standardize` as training)."""
+        hist_eq = self.recipe["training"]["hist_eq"]
+        img = base_image(image, hist_eq, factor, self.in_channels, source)
+        return standardize(img, self.mean, self.std)
+
+    # -- object scale ---------------------------------------------------------------------------
+    @property
+    def object_size(self) -> float | None:
+        """Median object radius (px) in the pixels the net was trained on."""
+        return self.training.get("object_size")
+
+    def input_scale(self, object_size: float | None = None, pixel_size: float | None = None):
+        """Factor from input pixels to the net's pixels.
+
+        ``object_size``: the median object radius (px) in the input; ``pixel_size``: the
+        input's µm per pixel, for models that know their object size in µm. Without either,
+        inputs are taken to be like the training images (factor = net object size /
+        training-image object size; 1 for models trained without resampling)."""
+        net = self.object_size
+        if object_size is None and pixel_size is not None:
+            um = self.training.get("object_size_um")
+            if um is None:
                 raise CellmapsInputError(
-                    f"image has {c} channels, the model expects {self.in_channels}", source
+                    "--pixel-size needs a model that knows its object size in µm (train with "
+                    "--pixel-size); give --object-size in px instead"
                 )
-        if self.recipe["training"]["hist_eq"]:
-            img = equalize(img)
-        img = (img - self.mean) / self.std
-        return np.ascontiguousarray(img.transpose(2, 0, 1))
+            if not (np.isfinite(pixel_size) and pixel_size > 0):
+                raise CellmapsInputError(f"pixel size must be positive, got {pixel_size}")
+            object_size = um / pixel_size
+        if object_size is not None:
+            if net is None:
+                raise CellmapsInputError(
+                    "this model does not record the object size it was trained at "
+                    "(retrain it with this version of cellmaps)"
+                )
+            return scale_factor(net, object_size)
+        data = self.training.get("data_object_size")
+        return 1.0 if net is None or data is None else scale_factor(net, data)
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Net outputs with each head's activation applied (no grad)."""
@@ -155,15 +188,31 @@ class Model:
         return {k: apply_activation(v.float(), self.activations[k]) for k, v in out.items()}
 
     def predict_maps(
-        self, image: np.ndarray, progress: bool = False, **inference
-    ) -> dict[str, np.ndarray]:
-        """Every head's map for an image of any size (see :func:`cellmaps.inference.predict_tiled`)."""
+        self,
+        image: np.ndarray,
+        progress: bool = False,
+        object_size: float | None = None,
+        pixel_size: float | None = None,
+        scale: float | None = None,
+        **inference,
+    ) -> Maps:
+        """Every head's map for an image of any size (see
+        :func:`cellmaps.inference.predict_tiled`), at the net's scale: the image is resampled
+        by :meth:`input_scale` (or ``scale``) first; :meth:`decode_maps` maps detections back
+        to input pixels."""
         from cellmaps.inference import predict_tiled
 
+        factor = self.input_scale(object_size, pixel_size) if scale is None else scale
         opts = dict(self.recipe["inference"])
         opts.update({k: v for k, v in inference.items() if v is not None})
         self.net = self.net.to(memory_format=torch.channels_last)
-        return predict_tiled(self.forward, self.prepare(image), progress=progress, **opts)
+        maps = Maps(
+            predict_tiled(
+                self.forward, self.prepare(image, factor=factor), progress=progress, **opts
+            )
+        )
+        maps.input_shape = tuple(np.asarray(image).shape[:2])
+        return maps
 
     def decode_maps(
         self,
@@ -173,32 +222,51 @@ class Model:
         tops: np.ndarray | None = None,
         min_area: int | None = None,
     ) -> Points:
-        """Objects from predicted maps with the model's decoding (tuned ξ or h by default).
-        ``tops`` overrides each class map's maximum for the ξ threshold (strips of a large image)."""
+        """Objects from predicted maps with the model's decoding (tuned ξ or h by default),
+        in input pixels when ``maps`` came from :meth:`predict_maps` on a resampled image.
+        ``tops`` overrides each class map's maximum for the ξ threshold (strips of a large
+        image)."""
         d = self.decode
-        m = maps[d["task"]]
-        kind = self.decode_kind()
-        xi = d["xi"] if xi is None else xi
-        if kind == "components":
-            area = d["min_area"] if min_area is None else min_area
-            coords, _ = component_centroids(m[0], maps[d["boundary_task"]][0], int(area))
-            rc = np.clip(np.rint(coords).astype(int), 0, np.array(m.shape[1:]) - 1)
-            return self.points(coords, m[0][rc[:, 0], rc[:, 1]].astype(np.float64))
-        if kind == "hmaxima":
-            coords = h_maxima_peaks(m[0], d["h"] if h is None else h)
-            rc = np.clip(np.rint(coords).astype(int), 0, np.array(m.shape[1:]) - 1)
-            return self.points(coords, m[0][rc[:, 0], rc[:, 1]].astype(np.float64))
+        params = {
+            "xi": d["xi"] if xi is None else xi,
+            "h": d["h"] if h is None else h,
+            "min_area": d["min_area"] if min_area is None else min_area,
+            "tops": tops,
+        }
+        pts = DECODERS[self.decode_kind()](self, maps, **params)
+        if isinstance(maps, Maps) and maps.rescaled:
+            coords = from_scaled_coords(pts.coords, maps.input_shape, maps.net_shape)
+            pts = Points(coords, pts.labels, pts.scores)
+        return pts
+
+    def _scored(self, m: np.ndarray, coords: np.ndarray) -> Points:
+        rc = np.clip(np.rint(coords).astype(int), 0, np.array(m.shape[-2:]) - 1)
+        return self.points(coords, m[rc[:, 0], rc[:, 1]].astype(np.float64))
+
+    def _decode_components(self, maps, min_area, **_) -> Points:
+        """Connected components of cells minus boundary above ``min_area`` px."""
+        m = maps[self.decode["task"]][0]
+        coords, _ = component_centroids(m, maps[self.decode["boundary_task"]][0], int(min_area))
+        return self._scored(m, coords)
+
+    def _decode_hmaxima(self, maps, h, **_) -> Points:
+        """h-maxima + regional maxima (DeepDistance §3.3)."""
+        m = maps[self.decode["task"]][0]
+        return self._scored(m, h_maxima_peaks(m, h))
+
+    def _decode_peaks(self, maps, xi, tops=None, **_) -> Points:
+        """Local maxima above ξ·max, ``min_distance`` apart; per-class maps give classes."""
+        m = maps[self.decode["task"]]
+        md = self.decode["min_distance"]
         if m.shape[0] > 1:
-            coords, scores, cls = find_peaks_per_class(m, xi, d["min_distance"], tops)
-            return self.points(coords, scores, cls)
-        top = None if tops is None else tops[0]
-        coords, scores = find_peaks(m[0], xi, d["min_distance"], top)
+            return self.points(*find_peaks_per_class(m, xi, md, tops))
+        coords, scores = find_peaks(m[0], xi, md, None if tops is None else tops[0])
         return self.points(coords, scores)
 
     def decode_kind(self) -> str:
         kind = self.task_decoders.get(self.decode["task"]) or self.decode["kind"]
-        if kind not in ("peaks", "peaks_per_class", "hmaxima", "components", "none"):
-            raise ValueError(f"unknown decoding {kind!r}")
+        if kind not in DECODERS:
+            raise ValueError(f"unknown decoding {kind!r}; known: {sorted(DECODERS)}")
         return kind
 
     def points(
@@ -221,17 +289,30 @@ class Model:
         progress: bool = False,
         strip: int = 2048,
         xi: float | None = None,
+        object_size: float | None = None,
+        pixel_size: float | None = None,
         **inference,
     ) -> Points:
-        """Detect objects in an image of any size.
+        """Detect objects in an image of any size, in input pixels.
 
-        Images taller than ``strip`` rows are processed in horizontal strips (each with
-        enough overlap for the tiles and the peak window), so the float maps in memory
-        are strip-sized; the ξ threshold uses the maximum over the whole image, so the
-        result is the same decoding as on the whole map.
+        The image is first resampled so its objects match the model's
+        (:meth:`input_scale`: ``object_size`` = median object radius of the input in px,
+        or ``pixel_size`` in µm/px). Images taller than ``strip`` rows (after resampling)
+        are processed in horizontal strips (each with enough overlap for the tiles and the
+        peak window), so the float maps in memory are strip-sized; the ξ threshold uses the
+        maximum over the whole image, so the result is the same decoding as on the whole map.
         """
+        factor = self.input_scale(object_size, pixel_size)
+        if factor == 1.0:
+            return self._detect_net_scale(image, progress, strip, xi, **inference)
+        small = rescale_image(normalize_image(image), factor)
+        pts = self._detect_net_scale(small, progress, strip, xi, **inference)
+        coords = from_scaled_coords(pts.coords, image.shape[:2], small.shape[:2])
+        return Points(coords, pts.labels, pts.scores)
+
+    def _detect_net_scale(self, image, progress, strip, xi, **inference) -> Points:
         if self.decode_kind() in ("hmaxima", "components") or image.shape[0] <= strip:
-            return self.decode_maps(self.predict_maps(image, progress, **inference), xi)
+            return self.decode_maps(self.predict_maps(image, progress, scale=1.0, **inference), xi)
         d = self.decode
         xi = d["xi"] if xi is None else xi
         tile = inference.get("tile") or self.recipe["inference"]["tile"]
@@ -241,7 +322,7 @@ class Model:
         for r0 in tqdm(starts, desc="strips", unit="strip", disable=not progress, leave=False):
             r1 = min(r0 + strip, image.shape[0])
             a, b = max(r0 - overlap, 0), min(r1 + overlap, image.shape[0])
-            m = self.predict_maps(image[a:b], False, **inference)[d["task"]]
+            m = self.predict_maps(image[a:b], False, scale=1.0, **inference)[d["task"]]
             strip_top = m.reshape(m.shape[0], -1).max(1)
             tops = strip_top if tops is None else np.maximum(tops, strip_top)
             c, sc, v, ch = channel_peaks(m, 0.0, d["min_distance"])  # ξ applied below
@@ -256,6 +337,17 @@ class Model:
             return self.points(*merge_class_peaks(c, s, v, d["min_distance"]))
         order = np.lexsort((c[:, 1], c[:, 0]))
         return self.points(c[order], s[order])
+
+
+# The one place a decoder is named: ``decode.kind`` / ``tasks[].decode`` choices come from
+# here. Each takes (model, maps, xi=, h=, min_area=, tops=) and returns Points in net pixels.
+DECODERS = {
+    "peaks": Model._decode_peaks,
+    "peaks_per_class": Model._decode_peaks,
+    "hmaxima": Model._decode_hmaxima,
+    "components": Model._decode_components,
+    "none": Model._decode_peaks,
+}
 
 
 def _task_with_target(model: Model, target: str) -> str | None:
@@ -292,11 +384,20 @@ def segment_image(
         )
     if maps is None:
         maps = model.predict_maps(image, progress, **inference)
-    pts = model.decode_maps(maps)
+    net_pts = Model.decode_maps(model, dict(maps))  # net pixels (a plain dict is not mapped)
     mask = region_growing_segmentation(
-        pts.coords, maps[outer][0], maps[cells][0], outer_min=outer_min
+        net_pts.coords, maps[outer][0], maps[cells][0], outer_min=outer_min
     )
-    return pts, mask
+    if isinstance(maps, Maps) and maps.rescaled:
+        mask = _resize_labels_to(mask, maps.input_shape)
+    return model.decode_maps(maps), mask
+
+
+def _resize_labels_to(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of a label image to ``shape`` (net → input pixels)."""
+    from skimage.transform import resize
+
+    return resize(mask, shape, order=0, preserve_range=True, anti_aliasing=False).astype(mask.dtype)
 
 
 def load_model(path: str | os.PathLike | Model | None = None) -> Model:

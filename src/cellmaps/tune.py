@@ -60,3 +60,41 @@ def tune_decoding(model, sources, grid=None, progress: bool = True, min_distance
         model.decode["min_distance"] = saved
     best = max(curve, key=lambda r: r["f1"])
     return {**best, "param": param, "curve": curve}
+
+
+DECODE_KEYS = ("xi", "h", "min_area", "min_distance")
+
+
+def apply_tuning(model, best: dict, sources) -> None:
+    """Store a :func:`tune_decoding` result in the model: the tuned decoding parameter and
+    minimum peak distance in ``model.decode``, and where it was tuned and its F1 in
+    ``model.training`` (``tuned_on``, ``tuned_param``, ``tuned_f1``). The one write-back
+    used by ``cellmaps tune``, :func:`cellmaps.training.train` and the benchmarks."""
+    model.decode.update({k: best[k] for k in DECODE_KEYS if k in best})
+    model.training["tuned_on"] = [{"folder": str(r), "split": s} for r, s in sources]
+    model.training["tuned_param"] = best["param"]
+    model.training["tuned_f1"] = best["f1"]
+
+
+def score_split(
+    model,
+    root,
+    split: str | None,
+    radius: float | None = None,
+    protocol: str | None = None,
+    object_size: float | None = None,
+) -> dict:
+    """Pooled detection scores (TP, FP, FN, precision, recall, F1, distances) of ``model``
+    on every image of a dataset split, matched by the recipe's protocol and radius unless
+    given. Truth is the points, or the mask centroids where an image has no points."""
+    ev = model.recipe["evaluate"]
+    radius = ev["radius"] if radius is None else radius
+    protocol = ev["protocol"] if protocol is None else protocol
+    ds = Dataset(root)
+    matches = []
+    for image_id in ds.ids(split):
+        pts = ds.points(image_id)
+        truth = pts.coords if pts is not None else mask_centroids(ds.mask(image_id))[0]
+        found = model.detect(ds.image(image_id), object_size=object_size).coords
+        matches.append(match_points(truth, found, radius, protocol))
+    return {"n_images": len(matches), **pool_detection(matches)}

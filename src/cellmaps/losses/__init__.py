@@ -166,17 +166,25 @@ class Staged(Combiner):
         return sum(w.get(k, 0.0) * v for k, v in losses.items())
 
 
+def _staged(tasks, weights, stages) -> Staged:
+    if not stages:
+        raise ValueError("combine kind 'staged' needs 'stages'")
+    return Staged(stages)
+
+
+# name -> builder(task names, task weights, stages); the recipe schema's choices come from here
+COMBINERS = {
+    "sum": lambda tasks, weights, stages: WeightedSum(weights),
+    "round_robin": lambda tasks, weights, stages: RoundRobin(tasks),
+    "uncertainty": lambda tasks, weights, stages: UncertaintyWeighting(tasks),
+    "staged": _staged,
+}
+
+
 def build_combiner(
     kind: str, tasks: Sequence[str], weights: dict[str, float], stages=None
 ) -> Combiner:
-    if kind == "sum":
-        return WeightedSum(weights)
-    if kind == "round_robin":
-        return RoundRobin(tasks)
-    if kind == "uncertainty":
-        return UncertaintyWeighting(tasks)
-    if kind == "staged":
-        if not stages:
-            raise ValueError("combine kind 'staged' needs 'stages'")
-        return Staged(stages)
-    raise ValueError(f"unknown combiner {kind!r}")
+    """The combiner named ``kind`` (one of :data:`COMBINERS`)."""
+    if kind not in COMBINERS:
+        raise ValueError(f"unknown combiner {kind!r}; known: {sorted(COMBINERS)}")
+    return COMBINERS[kind](list(tasks), weights, stages)

@@ -3,7 +3,8 @@ ResNet-encoder U-Net, and a registry that builds them from a recipe's ``net`` se
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
 from torch import nn
 
@@ -13,7 +14,40 @@ from cellmaps.nets.residual_unet import ResidualUNet
 from cellmaps.nets.resnet_unet import ResNetUNet, load_encoder_weights
 from cellmaps.nets.unet import MultiDecoderUNet
 
-NETS = ("unet", "residual_unet", "resnet_unet", "cascade")
+
+def _build_unet(in_channels, heads, **options):
+    by_name = {h.name: h for h in heads}
+    groups = options.pop("decoders", None) or [[h.name] for h in heads]
+    decoders = [[by_name[n] for n in g] for g in groups]
+    cross = {int(k): int(v) for k, v in (options.pop("cross", None) or {}).items()}
+    return MultiDecoderUNet(in_channels, decoders, cross=cross, **options)
+
+
+def _build_residual_unet(in_channels, heads, **options):
+    roi = options.pop("roi_head", None)
+    roi_spec = next((h for h in heads if h.name == roi), None) if roi else None
+    main = [h for h in heads if h is not roi_spec]
+    return ResidualUNet(in_channels, main, roi_head=roi_spec, **options)
+
+
+@dataclass(frozen=True)
+class NetEntry:
+    """A registered net: its builder and the recipe ``net`` keys it takes."""
+
+    build: Callable[..., nn.Module]
+    options: tuple[str, ...]
+
+
+# The one place a net is named: the recipe schema's ``net.kind`` choices and the options
+# passed from a recipe both come from here.
+NETS: dict[str, NetEntry] = {
+    "unet": NetEntry(_build_unet, ("base", "depth", "dropout", "decoders", "cross")),
+    "residual_unet": NetEntry(
+        _build_residual_unet, ("base", "depth", "dropout", "mca_levels", "roi_head")
+    ),
+    "resnet_unet": NetEntry(ResNetUNet, ("resnet_depth", "width", "decoder_base", "dropout")),
+    "cascade": NetEntry(CascadedUNet, ("base", "depth", "dropout")),
+}
 
 
 def build_net(kind: str, in_channels: int, heads: Sequence[HeadSpec], **options) -> nn.Module:
@@ -26,23 +60,16 @@ def build_net(kind: str, in_channels: int, heads: Sequence[HeadSpec], **options)
     ``width``, ``decoder_base``, ``dropout``. ``cascade`` (two U-Nets in series, the
     second fed the first head's output) takes ``base``, ``depth``, ``dropout``.
     """
-    heads = list(heads)
-    by_name = {h.name: h for h in heads}
-    if kind == "unet":
-        groups = options.pop("decoders", None) or [[h.name] for h in heads]
-        decoders = [[by_name[n] for n in g] for g in groups]
-        cross = {int(k): int(v) for k, v in (options.pop("cross", None) or {}).items()}
-        return MultiDecoderUNet(in_channels, decoders, cross=cross, **options)
-    if kind == "residual_unet":
-        roi = options.pop("roi_head", None)
-        roi_spec = by_name.get(roi) if roi else None
-        main = [h for h in heads if h is not roi_spec]
-        return ResidualUNet(in_channels, main, roi_head=roi_spec, **options)
-    if kind == "resnet_unet":
-        return ResNetUNet(in_channels, heads, **options)
-    if kind == "cascade":
-        return CascadedUNet(in_channels, heads, **options)
-    raise ValueError(f"unknown net {kind!r}; known: {NETS}")
+    if kind not in NETS:
+        raise ValueError(f"unknown net {kind!r}; known: {sorted(NETS)}")
+    return NETS[kind].build(in_channels, list(heads), **options)
+
+
+def net_from_config(net_cfg: dict, in_channels: int, heads: Sequence[HeadSpec]) -> nn.Module:
+    """Build the net of a recipe's ``net`` section (only the keys its kind takes)."""
+    entry = NETS[net_cfg["kind"]]
+    opts = {k: net_cfg[k] for k in entry.options if net_cfg.get(k) is not None}
+    return build_net(net_cfg["kind"], in_channels, heads, **opts)
 
 
 __all__ = [
@@ -51,9 +78,11 @@ __all__ = [
     "HeadSpec",
     "CascadedUNet",
     "MultiDecoderUNet",
+    "NetEntry",
     "ResNetUNet",
     "ResidualUNet",
     "apply_activation",
     "build_net",
     "load_encoder_weights",
+    "net_from_config",
 ]

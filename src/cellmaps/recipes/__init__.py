@@ -18,6 +18,7 @@ RECIPE_DIR = Path(__file__).parent
 
 # A schema is a dict: key -> (type or tuple of types, default) | nested dict | [item-schema].
 NUM = (int, float)
+NUM_OR_NONE = (int, float, type(None))
 TASK = {
     "name": (str, None),
     "target": (str, None),
@@ -62,6 +63,11 @@ SCHEMA = {
         "momentum": (NUM, 0.9),
         "nesterov": (bool, True),
         "weight_decay": (NUM, 1e-6),
+        # learning rate by iteration (cellmaps.training.optim.lr_factor)
+        "schedule": (str, "plateau"),
+        "warmup": (NUM, 0.0),  # share of the run with a linear warm-up
+        "final_lr": (NUM, 0.01),  # cosine / onecycle end at final_lr x lr
+        "grad_clip": (NUM_OR_NONE, None),  # max global gradient norm
     },
     "schedule": {
         "plateau_factor": (NUM, 0.1),
@@ -81,6 +87,12 @@ SCHEMA = {
         "hist_eq": (bool, False),
         "sampling": (str, "random"),
         "tile_stride": ((int, type(None)), None),
+        # train at this median object radius (px) by resampling images and annotations;
+        # null = train at the data's own scale (the measured size is recorded either way)
+        "object_size": (NUM_OR_NONE, None),
+        # decay of an exponential moving average of the weights, used for validation and
+        # saved as the model (e.g. 0.999); null = off
+        "ema": (NUM_OR_NONE, None),
     },
     "augment": {
         "flip": (bool, True),
@@ -113,20 +125,39 @@ SCHEMA = {
     },
 }
 
-CHOICES = {
-    "net.kind": ("unet", "residual_unet", "resnet_unet", "cascade"),
-    "combine.kind": ("sum", "round_robin", "uncertainty", "staged"),
-    "optimizer.kind": ("sgd", "adam", "adadelta", "ranger"),
+# Choices that are data, not code; the choices of nets, optimisers, schedules, combiners,
+# losses and decoders come from their registries (see registry_choices).
+STATIC_CHOICES = {
     "schedule.monitor": ("loss", "f1"),
     "training.precision": ("auto", "bf16", "fp32"),
     "training.sampling": ("random", "tiles"),
-    "decode.kind": ("peaks", "hmaxima", "components", "none"),
     "evaluate.protocol": ("hungarian", "one-to-one", "iou"),
     "inference.blend": ("mean", "gaussian"),
-    "tasks.activation": ("identity", "relu", "sigmoid", "softmax"),
-    "tasks.loss": ("mse", "weighted_mse", "masked_cross_entropy", "weighted_bce"),
-    "tasks.decode": (None, "peaks", "peaks_per_class", "hmaxima", "components"),
 }
+
+
+def registry_choices() -> dict[str, tuple]:
+    """Allowed values of every recipe key with a fixed set of choices: the static ones and
+    the names registered in :data:`cellmaps.nets.NETS`, :data:`cellmaps.losses.LOSSES` /
+    ``COMBINERS``, :data:`cellmaps.training.optim.OPTIMIZERS` / ``SCHEDULES``,
+    :data:`cellmaps.nets.ACTIVATIONS` and :data:`cellmaps.model.DECODERS`, so a new entry
+    there is a new recipe choice with no edit here."""
+    from cellmaps.losses import COMBINERS, LOSSES
+    from cellmaps.model import DECODERS
+    from cellmaps.nets import ACTIVATIONS, NETS
+    from cellmaps.training.optim import OPTIMIZERS, SCHEDULES
+
+    return {
+        **STATIC_CHOICES,
+        "net.kind": tuple(NETS),
+        "combine.kind": tuple(COMBINERS),
+        "optimizer.kind": tuple(OPTIMIZERS),
+        "optimizer.schedule": tuple(SCHEDULES),
+        "decode.kind": tuple(DECODERS),
+        "tasks.activation": tuple(ACTIVATIONS),
+        "tasks.loss": tuple(LOSSES),
+        "tasks.decode": (None, *DECODERS),
+    }
 
 
 def _type_name(t) -> str:
@@ -171,9 +202,10 @@ def _validate(value, schema, path: str, source: str):
             source,
         )
     generic = ".".join(part.split("[")[0] for part in path.split("."))
-    if generic in CHOICES and value not in CHOICES[generic]:
+    choices = registry_choices()
+    if generic in choices and value not in choices[generic]:
         raise CellmapsInputError(
-            f"recipe key '{path}' must be one of {CHOICES[generic]}, got {value!r}", source
+            f"recipe key '{path}' must be one of {choices[generic]}, got {value!r}", source
         )
     return value
 
@@ -203,12 +235,41 @@ def validate_recipe(data: dict, source: str = "recipe") -> dict:
         recipe["decode"]["task"] = names[0]
     elif recipe["decode"]["task"] not in names:
         raise CellmapsInputError(f"decode.task {recipe['decode']['task']!r} is not a task", source)
+    _check_ranges(recipe, source)
     bt = recipe["decode"]["boundary_task"]
     if recipe["decode"]["kind"] == "components" and bt not in names:
         raise CellmapsInputError(
             f"decode.kind components needs decode.boundary_task naming a task, got {bt!r}", source
         )
     return recipe
+
+
+def _check_ranges(recipe: dict, source: str) -> None:
+    """Refuse numbers outside their meaning (a negative warm-up, an EMA decay of 1, ...)."""
+    opt, tr = recipe["optimizer"], recipe["training"]
+    rules = [
+        ("optimizer.lr", opt["lr"], opt["lr"] > 0, "> 0"),
+        ("optimizer.warmup", opt["warmup"], 0 <= opt["warmup"] < 1, "in [0, 1)"),
+        ("optimizer.final_lr", opt["final_lr"], 0 <= opt["final_lr"] <= 1, "in [0, 1]"),
+        (
+            "optimizer.grad_clip",
+            opt["grad_clip"],
+            opt["grad_clip"] is None or opt["grad_clip"] > 0,
+            "> 0 or null",
+        ),
+        ("training.ema", tr["ema"], tr["ema"] is None or 0 < tr["ema"] < 1, "in (0, 1) or null"),
+        (
+            "training.object_size",
+            tr["object_size"],
+            tr["object_size"] is None or tr["object_size"] > 0,
+            "> 0 or null",
+        ),
+        ("training.iterations", tr["iterations"], tr["iterations"] > 0, "> 0"),
+        ("training.batch", tr["batch"], tr["batch"] > 0, "> 0"),
+    ]
+    for key, value, ok, want in rules:
+        if not ok:
+            raise CellmapsInputError(f"recipe key '{key}' must be {want}, got {value!r}", source)
 
 
 def recipe_path(name_or_path: str | os.PathLike) -> Path:

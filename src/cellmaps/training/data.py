@@ -11,7 +11,14 @@ from tqdm import tqdm
 
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io.dataset import Dataset
-from cellmaps.io.images import normalize_image
+from cellmaps.io.scale import (
+    base_image,
+    median_object_radius,
+    rescale_labels,
+    scale_factor,
+    standardize,
+    to_scaled_coords,
+)
 from cellmaps.targets import IGNORE_INDEX, TARGETS, Annotations, available_targets, make_targets
 from cellmaps.training.augment import color_jitter, flip_rot, geometric_margin, sample_coords, warp
 
@@ -40,6 +47,9 @@ class TrainingData:
     classes: list[str] = field(default_factory=list)
     mean: np.ndarray | None = None
     std: np.ndarray | None = None
+    # median object radius (px): per source folder in its own pixels, and in the net's
+    object_sizes: list[dict] = field(default_factory=list)
+    object_size: float | None = None
 
     @property
     def in_channels(self) -> int:
@@ -69,16 +79,82 @@ def _classes_of(ds_list: list[tuple[Dataset, list[str], float]]) -> list[str]:
     return sorted(found)
 
 
+def measure_object_size(ds: Dataset, ids: list[str]) -> tuple[float, str]:
+    """Median object radius (px) of a dataset's images: from their instance masks, else
+    from half the nearest-neighbour spacing of their points (see
+    :func:`cellmaps.io.scale.median_object_radius`)."""
+    masks = [ds.mask(i) for i in ids]
+    if any(m is not None for m in masks):
+        return median_object_radius(masks=masks)
+    pts = [ds.points(i) for i in ids]
+    return median_object_radius(points=[p.coords for p in pts if p is not None])
+
+
+def source_scales(
+    opened: list[tuple[Dataset, list[str], float]],
+    canonical: float | None,
+    sizes: list[float | None] | None = None,
+) -> list[dict]:
+    """Per source: its measured (or given) median object radius and the factor that
+    brings it to the ``canonical`` radius (1 without one)."""
+    out = []
+    for k, (ds, ids, _) in enumerate(opened):
+        given = sizes[k] if sizes and k < len(sizes) else None
+        if given is not None:
+            scale_factor(1.0, float(given))  # refuses sizes that are not positive
+            radius, how = float(given), "given"
+        else:
+            try:
+                radius, how = measure_object_size(ds, ids)
+            except CellmapsInputError as exc:
+                if canonical is not None:  # resampling needs the size
+                    raise CellmapsInputError(exc.problem, ds.root) from exc
+                radius, how = None, "unknown"
+        factor = 1.0 if canonical is None else scale_factor(canonical, radius)
+        out.append(
+            {"folder": str(ds.root), "radius": radius, "measured_from": how, "factor": factor}
+        )
+    return out
+
+
+def rescaled_annotations(a: Annotations, factor: float) -> Annotations:
+    """Image and annotations resampled by ``factor`` (image bilinear/area, masks and ROIs
+    nearest, points moved to the new pixel grid); the image becomes float32 in [0, 1]."""
+    if factor == 1.0:
+        return a
+    from cellmaps.io.images import normalize_image
+    from cellmaps.io.scale import rescale_image
+
+    img = rescale_image(normalize_image(a.image, a.source), factor)
+    shape = a.shape
+    pts = None if a.points is None else to_scaled_coords(a.points, shape, img.shape[:2])
+    if pts is not None:  # keep points inside the new grid after rounding of the size
+        pts = np.clip(pts, -0.5, np.array(img.shape[:2]) - 0.5 - 1e-6)
+    return Annotations(
+        image=img,
+        points=pts,
+        labels=a.labels,
+        mask=rescale_labels(a.mask, factor),
+        roi=rescale_labels(a.roi, factor),
+        source=a.source,
+    )
+
+
 def load_training_data(
     sources: list[tuple[str, str | None, float]],
     recipe: dict,
     progress: bool = True,
     classes: list[str] | None = None,
+    object_sizes: list[float | None] | None = None,
+    scales: list[dict] | None = None,
 ) -> TrainingData:
     """Read every image of the given (dataset folder, split, weight) sources and compute
-    the recipe's target maps once."""
-    from cellmaps.model import equalize
+    the recipe's target maps once.
 
+    With ``training.object_size`` in the recipe, each source's images and annotations are
+    resampled so its median object radius (measured, or given in ``object_sizes``) becomes
+    that size before the targets are computed. ``scales`` reuses the factors of another
+    call (validation data resampled like the training data)."""
     opened = []
     for root, split, weight in sources:
         ds = Dataset(root)
@@ -86,6 +162,9 @@ def load_training_data(
         if not ids:
             raise CellmapsInputError(f"no images in split {split!r}", root)
         opened.append((ds, ids, float(weight)))
+    canonical = recipe["training"]["object_size"]
+    if scales is None:
+        scales = source_scales(opened, canonical, object_sizes)
     tasks = recipe["tasks"]
     per_class = any(t["target"] == "proximity_per_class" for t in tasks)
     classes = classes if classes is not None else (_classes_of(opened) if per_class else [])
@@ -94,7 +173,7 @@ def load_training_data(
     first_unusable = None  # (annotations, options, names) of the first, for the message
     total = sum(len(ids) for _, ids, _ in opened)
     bar = tqdm(total=total, desc="targets", unit="img", disable=not progress, leave=False)
-    for ds, ids, weight in opened:
+    for (ds, ids, weight), sc in zip(opened, scales, strict=True):
         for image_id in ids:
             raw = ds.image(image_id)
             shape = raw.shape[:2]
@@ -107,6 +186,7 @@ def load_training_data(
                 roi=ds.roi(image_id),
                 source=str(ds.image_path(image_id)),
             )
+            a = rescaled_annotations(a, sc["factor"])
             opts = {}
             names = []
             for t in tasks:
@@ -121,22 +201,12 @@ def load_training_data(
                 first_unusable = first_unusable or (a, opts, names)
                 bar.update()
                 continue
-            img = normalize_image(raw, ds.image_path(image_id))
-            if recipe["training"]["hist_eq"]:
-                img = equalize(img)
+            img = base_image(a.image, recipe["training"]["hist_eq"], source=a.source)
             targets = {}
             for name, m in maps.items():
                 m = m[None] if m.ndim == 2 else m
                 targets[name] = m if TARGETS[name].kind == "labels" else m.astype(np.float32)
-            samples.append(
-                Sample(
-                    image_id,
-                    np.ascontiguousarray(img.transpose(2, 0, 1)),
-                    targets,
-                    weight,
-                    frozenset(missing),
-                )
-            )
+            samples.append(Sample(image_id, img, targets, weight, frozenset(missing)))
             bar.update()
     bar.close()
     if not samples:
@@ -151,7 +221,9 @@ def load_training_data(
     chans = {s.image.shape[0] for s in samples}
     if len(chans) > 1:
         raise CellmapsInputError(f"training images have different channel counts {sorted(chans)}")
-    data = TrainingData(samples, tasks, classes)
+    data = TrainingData(samples, tasks, classes, object_sizes=scales)
+    if scales[0]["radius"] is not None:
+        data.object_size = scales[0]["radius"] * scales[0]["factor"]
     stack = np.concatenate([s.image.reshape(s.image.shape[0], -1) for s in samples], axis=1)
     data.mean = stack.mean(1).astype(np.float32)
     data.std = np.maximum(stack.std(1), 1e-6).astype(np.float32)
@@ -272,7 +344,7 @@ def make_batch(
     for i, r, c in picks:
         s = data.samples[i]
         img, maps = random_crop(s, rng, crop, aug, None if r is None else (r, c))
-        imgs.append((img - data.mean[:, None, None]) / data.std[:, None, None])
+        imgs.append(standardize(img, data.mean, data.std))
         for k, v in maps.items():
             targets.setdefault(k, []).append(v)
         weights.append(s.weight)

@@ -1,5 +1,7 @@
-"""The training loop: crops → net → task losses → combined loss → step; validation,
-LR plateau, early stopping, checkpoints every N steps and exact resume."""
+"""The training loop: crops → net → task losses → combined loss → step; learning rate by
+iteration (warm-up, cosine / one-cycle, or the plateau rule), gradient clipping, an
+exponential moving average of the weights, validation on whole images, early stopping,
+checkpoints every N steps and exact resume."""
 
 from __future__ import annotations
 
@@ -16,11 +18,32 @@ import torch
 from tqdm import tqdm
 
 from cellmaps.errors import CellmapsInputError
+from cellmaps.inference import tile_starts
 from cellmaps.io._atomic import atomic_path
+from cellmaps.io.scale import standardize
 from cellmaps.losses import LOSSES, build_combiner, correlation_penalty
 from cellmaps.model import Model, autocast, net_from_recipe
 from cellmaps.training.data import TrainingData, make_batch
-from cellmaps.training.optim import build_optimizer
+from cellmaps.training.optim import build_optimizer, lr_factor
+
+
+def validation_windows(h: int, w: int, crop: int) -> list[tuple[int, int, int, int]]:
+    """(row, col, height, width) windows of at most crop × crop that cover an h × w image:
+    the inference tiling (:func:`cellmaps.inference.tile_starts`) at stride ``crop``, whose
+    last window of a row or column ends at the image edge, so every pixel is seen."""
+    return [
+        (r, c, min(crop, h), min(crop, w))
+        for r in tile_starts(h, crop, crop)
+        for c in tile_starts(w, crop, crop)
+    ]
+
+
+def ema_net(net: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
+    """An exponential moving average of ``net``'s weights and buffers:
+    θ_ema ← decay·θ_ema + (1 − decay)·θ after every step (torch's AveragedModel)."""
+    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+
+    return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
 def task_losses(
@@ -126,8 +149,10 @@ class Trainer:
         init: Model | None = None,
         freeze: int = 0,
         progress: bool = True,
+        pixel_size: float | None = None,
     ) -> None:
         recipe = with_class_channels(recipe, data.classes)
+        self.pixel_size = pixel_size
         self.recipe, self.data, self.val = recipe, data, val
         self.val_sources = val_sources or []
         self.out = Path(out)
@@ -162,12 +187,18 @@ class Trainer:
         sch = recipe["schedule"]
         self.monitor_max = sch["monitor"] == "f1"
         inner = getattr(self.opt, "inner", self.opt)
+        self.base_lrs = [g["lr"] for g in inner.param_groups]
+        # the plateau rule runs for every schedule but only changes the rate for 'plateau'
         self.sched = torch.optim.lr_scheduler.ReduceLROnPlateau(
             inner,
             mode="max" if self.monitor_max else "min",
             factor=sch["plateau_factor"],
             patience=sch["plateau_patience"],
         )
+        self.ema = ema_net(self.net, tr["ema"]) if tr["ema"] else None
+        from cellmaps.provenance import code_version
+
+        self.code = code_version()
         self.tiles = None
         if tr["sampling"] == "tiles":
             from cellmaps.training.data import tile_origins
@@ -189,6 +220,8 @@ class Trainer:
             "combiner": self.combiner.state_dict(),
             "opt": self.opt.state_dict(),
             "sched": self.sched.state_dict(),
+            "ema": None if self.ema is None else self.ema.state_dict(),
+            "code": self.code,
             "rng": self.rng.bit_generator.state,
             "torch_rng": torch.get_rng_state(),
             "py_rng": list(random.getstate()[1]),
@@ -215,6 +248,9 @@ class Trainer:
         self.combiner.load_state_dict(st["combiner"])
         self.opt.load_state_dict(st["opt"])
         self.sched.load_state_dict(st["sched"])
+        if self.ema is not None and st.get("ema") is not None:
+            self.ema.load_state_dict(st["ema"])
+        self.code = st.get("code", self.code)  # the run's code version is its start's
         self.rng.bit_generator.state = st["rng"]
         torch.set_rng_state(st["torch_rng"])
         random.setstate((3, tuple(st["py_rng"]), None))
@@ -251,12 +287,38 @@ class Trainer:
             raise FloatingPointError(f"loss became {total.item()} at iteration {self.iteration}")
         self.opt.zero_grad()
         total.backward()
+        grad_norm = self.clip_gradients()
+        self.set_lr()
         self.opt.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.net)
         self.iteration += 1
         return {
             "loss": float(total.detach()),
             **{f"loss_{k}": float(v.detach()) for k, v in losses.items()},
+            "grad_norm": grad_norm,
         }
+
+    def clip_gradients(self) -> float:
+        """Global gradient norm before clipping; clipped to ``optimizer.grad_clip`` if set."""
+        params = [p for p in self.net.parameters() if p.grad is not None]
+        clip = self.recipe["optimizer"]["grad_clip"]
+        norm = torch.nn.utils.clip_grad_norm_(params, clip if clip else float("inf"))
+        return float(norm)
+
+    def set_lr(self) -> None:
+        """Learning rate of this step: base × :func:`lr_factor`; after the warm-up, the
+        plateau schedule leaves the rate to the plateau rule."""
+        opt = self.recipe["optimizer"]
+        kind, total = opt["schedule"], self.recipe["training"]["iterations"]
+        n_warm = int(round(opt["warmup"] * total))
+        if kind == "plateau" and self.iteration >= n_warm:
+            return
+        f = lr_factor(kind, self.iteration, total, opt["warmup"], opt["final_lr"])
+        for g, base in zip(
+            getattr(self.opt, "inner", self.opt).param_groups, self.base_lrs, strict=True
+        ):
+            g["lr"] = base * f
 
     def apply_stage_freezing(self) -> None:
         """Staged training: parameters whose names start with a prefix in the current
@@ -269,39 +331,46 @@ class Trainer:
         for name, p in self.net.named_parameters():
             p.requires_grad_(not (frozen and name.startswith(frozen)))
 
+    @property
+    def eval_net(self) -> torch.nn.Module:
+        """The weights validated and saved: the moving average when on, else the net."""
+        return self.net if self.ema is None else self.ema.module
+
     def validate(self) -> dict[str, float]:
-        """Validation loss on fixed crops (every val image cut into crop-sized tiles) and,
-        when the recipe monitors F1, detection F1 on the whole validation images."""
+        """Validation loss over every pixel of every validation image (crop-sized windows
+        by :func:`validation_windows`) and, when the recipe monitors F1, detection F1 on
+        the whole validation images."""
         if self.val is None:
             return {}
         tr = self.recipe["training"]
-        crop = tr["crop"]
-        self.net.eval()
+        net = self.eval_net
+        net.eval()
+        weights = getattr(self.combiner, "weights", {})
         total, count = 0.0, 0
         with torch.no_grad():
             for s in self.val.samples:
                 _, h, w = s.image.shape
-                for r in range(0, max(h - crop, 0) + 1, crop):
-                    for c in range(0, max(w - crop, 0) + 1, crop):
-                        img = s.image[:, r : r + crop, c : c + crop]
-                        x = torch.from_numpy(
-                            ((img - self.data.mean[:, None, None]) / self.data.std[:, None, None])[
-                                None
-                            ]
+                has = {k: torch.tensor([float(k not in s.missing)]) for k in s.targets}
+                for r, c, hh, ww in validation_windows(h, w, tr["crop"]):
+                    img = standardize(
+                        s.image[:, r : r + hh, c : c + ww], self.data.mean, self.data.std
+                    )
+                    x = torch.from_numpy(img[None])
+                    t = {
+                        k: torch.from_numpy(
+                            np.ascontiguousarray(v[None, :, r : r + hh, c : c + ww])
                         )
-                        t = {
-                            k: torch.from_numpy(
-                                np.ascontiguousarray(v[None, :, r : r + crop, c : c + crop])
-                            )
-                            for k, v in s.targets.items()
-                        }
-                        with autocast(tr["precision"]):
-                            out = self.net(x.contiguous(memory_format=torch.channels_last))
-                        has = {k: torch.tensor([float(k not in s.missing)]) for k in t}
-                        ls = task_losses(out, t, self.recipe["tasks"], has)
-                        weights = getattr(self.combiner, "weights", {})
-                        total += float(sum(weights.get(k, 1.0) * v.mean() for k, v in ls.items()))
-                        count += 1
+                        for k, v in s.targets.items()
+                    }
+                    with autocast(tr["precision"]):
+                        out = net(x.contiguous(memory_format=torch.channels_last))
+                    ls = task_losses(out, t, self.recipe["tasks"], has)
+                    # weighted by the window's area so the mean is per pixel of the images
+                    area = hh * ww
+                    total += area * float(
+                        sum(weights.get(k, 1.0) * v.mean() for k, v in ls.items())
+                    )
+                    count += area
         res = {"val_loss": total / max(count, 1)}
         if self.recipe["schedule"]["monitor"] == "f1" and self.val_sources:
             res["val_f1"] = self.validation_f1()
@@ -315,7 +384,7 @@ class Trainer:
             self.data.std.tolist(),
             training=self.summary(),
         )
-        m.net.load_state_dict(copy.deepcopy(self.net.state_dict()))
+        m.net.load_state_dict(copy.deepcopy(self.eval_net.state_dict()))
         return m
 
     def validation_f1(self) -> float:
@@ -330,14 +399,25 @@ class Trainer:
         return best["f1"]
 
     def summary(self) -> dict:
-        return {
+        """What the model file records about its training (see README, 'Training')."""
+        scales = self.data.object_sizes
+        first = scales[0] if scales else {}
+        out = {
             "classes": self.data.classes,
             "label": "nucleus",
             "n_images": len(self.data.samples),
             "iterations": self.iteration,
             "seed": self.recipe["training"]["seed"],
             "elapsed_seconds": round(self.elapsed(), 1),
+            "code": self.code,
+            # median object radius in the net's pixels, and in the training images' pixels
+            "object_size": self.data.object_size,
+            "data_object_size": first.get("radius"),
+            "object_sizes": scales,
         }
+        if self.pixel_size and first.get("radius"):
+            out["object_size_um"] = first["radius"] * self.pixel_size
+        return out
 
     # -- loop --------------------------------------------------------------------------------
     def fit(self) -> Model:
@@ -368,7 +448,8 @@ class Trainer:
                 self.rows.append(row)
                 if self.observe(row):
                     stop_reason = "early stopping"
-                if self.current_lr() < sch["min_lr"]:
+                plateau = self.recipe["optimizer"]["schedule"] == "plateau"
+                if plateau and self.current_lr() < sch["min_lr"]:
                     stop_reason = "learning rate below min_lr"
                 self.write_log()
             if self.iteration % tr["checkpoint_every"] == 0 or stop_reason != "iterations":
@@ -395,7 +476,7 @@ class Trainer:
         better = self.best is None or (value > self.best if self.monitor_max else value < self.best)
         if better:
             self.best = value
-            self.best_state = copy.deepcopy(self.net.state_dict())
+            self.best_state = copy.deepcopy(self.eval_net.state_dict())
             self.bad_rounds = 0
         else:
             self.bad_rounds += 1
@@ -416,17 +497,19 @@ class Trainer:
 
 
 def plot_loss_curve(rows: list[dict], path: Path) -> None:
+    """Training and validation loss (and validation F1) above, learning rate below."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     it = [r["iteration"] for r in rows]
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig, (ax, ax_lr) = plt.subplots(
+        2, 1, figsize=(6, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
     ax.plot(it, [r["loss"] for r in rows], label="train loss")
     if "val_loss" in rows[0]:
         ax.plot(it, [r["val_loss"] for r in rows], label="validation loss")
-    ax.set_xlabel("iteration")
     ax.set_yscale("log")
     ax.legend(loc="upper left")
     if "val_f1" in rows[0]:
@@ -434,6 +517,10 @@ def plot_loss_curve(rows: list[dict], path: Path) -> None:
         ax2.plot(it, [r.get("val_f1") for r in rows], "g--", label="validation F1")
         ax2.set_ylabel("validation F1")
         ax2.legend(loc="upper right")
+    ax_lr.plot(it, [r["lr"] for r in rows], "k-")
+    ax_lr.set_ylabel("learning rate")
+    ax_lr.set_yscale("log")
+    ax_lr.set_xlabel("iteration")
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=100, format="png")
@@ -449,32 +536,47 @@ def train(
     init: str | os.PathLike | None = None,
     freeze: int = 0,
     progress: bool = True,
+    object_sizes: list[float | None] | None = None,
+    pixel_size: float | None = None,
 ) -> Model:
     """Train a recipe and write the model file ``out`` (plus ``out.ckpt``, a CSV log and a
-    loss-curve PNG next to it). With ``resume`` the run continues from ``out.ckpt``."""
-    from cellmaps.training.data import load_training_data
+    loss / learning-rate PNG next to it). With ``resume`` the run continues from ``out.ckpt``.
 
-    data = load_training_data(sources, recipe, progress)
+    ``object_sizes`` gives the median object radius (px) of each source instead of measuring
+    it; ``pixel_size`` (µm/px of the training images) lets the model take ``--pixel-size``
+    at prediction. The validation images are resampled like the training images, ξ (or h)
+    is tuned on them at the end (:func:`cellmaps.tune.apply_tuning`).
+    """
+    from cellmaps.training.data import load_training_data
+    from cellmaps.tune import apply_tuning, tune_decoding
+
+    data = load_training_data(sources, recipe, progress, object_sizes=object_sizes)
     val = None
     if val_sources:
+        val_scales = _validation_scales(data, val_sources)
         val = load_training_data(
-            [(r, s, 1.0) for r, s in val_sources], recipe, progress, classes=data.classes
+            [(r, s, 1.0) for r, s in val_sources],
+            recipe,
+            progress,
+            classes=data.classes,
+            scales=val_scales,
         )
     init_model = Model.load(init) if init else None
-    trainer = Trainer(recipe, data, out, val, val_sources, init_model, freeze, progress)
+    trainer = Trainer(recipe, data, out, val, val_sources, init_model, freeze, progress, pixel_size)
     if resume:
         trainer.resume()
     model = trainer.fit()
     model.training["data"] = [{"folder": str(r), "split": s, "weight": w} for r, s, w in sources]
     model.training["n_images"] = len(data.samples)
     if val_sources:
-        from cellmaps.tune import tune_decoding
-
-        best = tune_decoding(model, val_sources, progress=progress)
-        model.decode.update(
-            {k: best[k] for k in ("xi", "h", "min_area", "min_distance") if k in best}
-        )
-        model.training["tuned_on"] = [{"folder": str(r), "split": s} for r, s in val_sources]
-        model.training["tuned_f1"] = best["f1"]
+        apply_tuning(model, tune_decoding(model, val_sources, progress=progress), val_sources)
     model.save(out)
     return model
+
+
+def _validation_scales(data: TrainingData, val_sources) -> list[dict]:
+    """Resampling of each validation folder: that of the training source with the same
+    folder, else the first training source's."""
+    by_folder = {Path(s["folder"]).resolve(): s for s in data.object_sizes}
+    first = data.object_sizes[0]
+    return [by_folder.get(Path(r).resolve(), first) for r, _ in val_sources]

@@ -1,0 +1,389 @@
+"""The training engine of the 'training that converges' issue: schedules by iteration, EMA,
+gradient clipping, object scale (measuring, resampling, mapping back), whole-image
+validation, registries, reproducible runs (code version, cache key), score_split and
+apply_tuning."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from cellmaps.errors import CellmapsInputError
+from cellmaps.io.scale import (
+    from_scaled_coords,
+    median_object_radius,
+    rescale_image,
+    rescale_labels,
+    to_scaled_coords,
+)
+from cellmaps.metrics import match_points
+from cellmaps.model import Model, load_model
+from cellmaps.recipes import load_recipe, registry_choices, validate_recipe
+from cellmaps.training.data import load_training_data
+from cellmaps.training.fit import Trainer, ema_net, validation_windows
+from cellmaps.training.optim import SCHEDULES, lr_factor
+from tests.test_engine import tiny_dataset, tiny_mask_dataset, tiny_recipe  # noqa: F401
+
+
+# -- schedules ----------------------------------------------------------------------------------
+def test_cosine_schedule_by_hand():
+    # 101 iterations, 10 % warm-up → 10 warm-up steps, then 90 steps of half a cosine
+    f = [lr_factor("cosine", i, 101, warmup=0.1, final=0.01) for i in range(101)]
+    assert f[0] == pytest.approx(1 / 10) and f[4] == pytest.approx(5 / 10)
+    assert f[9] == pytest.approx(1.0) and f[10] == pytest.approx(1.0)
+    assert f[55] == pytest.approx(0.01 + 0.99 * 0.5)  # half way through the cosine
+    assert f[100] == pytest.approx(0.01)  # the last step runs at final_lr
+    # 25 % into the cosine: 0.01 + 0.99 · (1 + cos(π/4)) / 2
+    assert f[10 + 22] == pytest.approx(0.01 + 0.99 * (1 + math.cos(math.pi * 22 / 90)) / 2)
+    assert all(a >= b for a, b in zip(f[10:], f[11:], strict=False))  # decays monotonically
+
+
+def test_onecycle_constant_and_plateau_schedules_by_hand():
+    f = [lr_factor("onecycle", i, 100) for i in range(100)]  # 30 % warm-up from lr/25
+    assert f[0] == pytest.approx(0.04) and f[15] == pytest.approx(0.04 + 0.96 * 15 / 30)
+    assert f[30] == pytest.approx(1.0) and f[99] == pytest.approx(0.01)
+    assert [lr_factor("constant", i, 10) for i in (0, 5, 9)] == [1.0, 1.0, 1.0]
+    assert lr_factor("plateau", 1, 10, warmup=0.5) == pytest.approx(2 / 5)
+    assert lr_factor("plateau", 7, 10, warmup=0.5) == 1.0
+    with pytest.raises(ValueError, match="unknown schedule"):
+        lr_factor("step", 0, 10)
+
+
+def test_trainer_follows_the_cosine_schedule_and_clips_gradients(tiny_dataset, tmp_path):  # noqa: F811
+    r = tiny_recipe(iterations=8, val_every=2)
+    r["optimizer"].update(schedule="cosine", warmup=0.25, final_lr=0.1, grad_clip=0.5)
+    r = validate_recipe(r)
+    data = load_training_data([(str(tiny_dataset), "train", 1.0)], r, progress=False)
+    tr = Trainer(r, data, tmp_path / "c.safetensors", progress=False)
+    seen, norms = [], []
+    for _ in range(8):
+        out = tr.step()
+        seen.append(tr.current_lr())
+        norms.append(out["grad_norm"])
+        grads = [p.grad for p in tr.net.parameters() if p.grad is not None]
+        clipped = torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))
+        assert float(clipped) <= 0.5 + 1e-4  # the step used the clipped gradient
+    lr = r["optimizer"]["lr"]
+    want = [lr * lr_factor("cosine", i, 8, 0.25, 0.1) for i in range(8)]
+    assert seen == pytest.approx(want)
+    assert seen[0] == pytest.approx(lr / 2) and seen[-1] == pytest.approx(lr * 0.1)
+    assert max(norms) > 0.5  # the raw norm was above the clip, so clipping was exercised
+
+
+def test_cosine_run_is_not_stopped_by_the_plateau_min_lr(tiny_dataset, tmp_path):  # noqa: F811
+    r = tiny_recipe(iterations=6, val_every=2)
+    r["optimizer"].update(schedule="cosine", final_lr=0.001)  # ends below schedule.min_lr
+    data = load_training_data([(str(tiny_dataset), "train", 1.0)], r, progress=False)
+    model = Trainer(validate_recipe(r), data, tmp_path / "m.safetensors", progress=False).fit()
+    assert model.training["stop_reason"] == "iterations" and model.training["iterations"] == 6
+
+
+# -- EMA ------------------------------------------------------------------------------------------
+def test_ema_by_hand():
+    net = torch.nn.Linear(2, 1, bias=False)
+    ema = ema_net(net, 0.9)
+    with torch.no_grad():
+        net.weight.fill_(1.0)
+    ema.update_parameters(net)  # the first update copies the weights
+    with torch.no_grad():
+        net.weight.fill_(3.0)
+    ema.update_parameters(net)  # 0.9 · 1 + 0.1 · 3
+    assert torch.allclose(ema.module.weight, torch.full((1, 2), 1.2))
+
+
+def test_ema_weights_are_validated_saved_and_resumed(tiny_dataset, tmp_path):  # noqa: F811
+    r = tiny_recipe(iterations=6, ema=0.5)
+    data = load_training_data([(str(tiny_dataset), "train", 1.0)], r, progress=False)
+    tr = Trainer(validate_recipe(r), data, tmp_path / "e.safetensors", progress=False)
+    model = tr.fit()
+    ema, raw = tr.ema.module.state_dict(), tr.net.state_dict()
+    saved = model.net.state_dict()
+    assert any(not torch.equal(ema[k], raw[k]) for k in raw)  # the average differs
+    assert all(torch.equal(saved[k], ema[k]) for k in saved) or tr.best_state is not None
+    best = tr.best_state
+    assert all(torch.equal(saved[k], best[k]) for k in saved)
+    # resume continues the average bit for bit
+    half = Trainer(
+        validate_recipe(tiny_recipe(iterations=3, ema=0.5)),
+        data,
+        tmp_path / "h.safetensors",
+        progress=False,
+    )
+    half.fit()
+    resumed = Trainer(validate_recipe(r), data, tmp_path / "h.safetensors", progress=False)
+    resumed.resume()
+    resumed.fit()
+    a = resumed.ema.module.state_dict()
+    assert all(torch.equal(a[k], ema[k]) for k in a)
+
+
+# -- validation sees every pixel --------------------------------------------------------------------
+@pytest.mark.parametrize(
+    "h,w,crop", [(500, 500, 200), (200, 200, 200), (150, 333, 200), (401, 199, 64), (7, 9, 4)]
+)
+def test_validation_windows_cover_every_pixel(h, w, crop):
+    seen = np.zeros((h, w), int)
+    for r, c, hh, ww in validation_windows(h, w, crop):
+        assert 0 <= r and 0 <= c and r + hh <= h and c + ww <= w and hh <= crop and ww <= crop
+        seen[r : r + hh, c : c + ww] += 1
+    assert seen.min() >= 1
+
+
+def test_validation_loss_counts_the_bottom_right_remainder(tiny_dataset, tmp_path):  # noqa: F811
+    """A validation image whose only target signal is in the bottom-right remainder (past
+    the last full crop) must change the validation loss."""
+    r = validate_recipe(tiny_recipe())
+    data = load_training_data([(str(tiny_dataset), "train", 1.0)], r, progress=False)
+    val = load_training_data([(str(tiny_dataset), "val", 1.0)], r, progress=False)
+    tr = Trainer(r, data, tmp_path / "v.safetensors", val=val, progress=False)
+    s = val.samples[0]
+    s.targets["proximity"][:] = 0.0
+    base = tr.validate()["val_loss"]
+    s.targets["proximity"][:, -5:, -5:] = 10.0  # 80x90 image, crop 48: rows/cols past 48
+    assert tr.validate()["val_loss"] > base
+
+
+# -- object scale -----------------------------------------------------------------------------------
+def _discs(shape, centres, radius):
+    yy, xx = np.mgrid[: shape[0], : shape[1]]
+    mask = np.zeros(shape, np.uint16)
+    for i, (r, c) in enumerate(centres, start=1):
+        mask[(yy - r) ** 2 + (xx - c) ** 2 <= radius**2] = i
+    return mask
+
+
+def test_object_size_from_masks_and_from_point_spacing():
+    mask = _discs((120, 120), [(20, 20), (20, 70), (80, 40)], 9)
+    radius, how = median_object_radius(masks=[mask])
+    assert how == "mask" and radius == pytest.approx(9, abs=0.3)  # sqrt(area/π) of a 9-px disc
+    grid = np.array([(r, c) for r in range(0, 100, 12) for c in range(0, 100, 12)], float)
+    radius, how = median_object_radius(points=[grid])
+    assert how == "points" and radius == pytest.approx(6.0)  # half the 12-px spacing
+    with pytest.raises(CellmapsInputError, match="--object-size"):
+        median_object_radius(points=[np.zeros((1, 2))])
+
+
+def test_coordinates_map_to_the_resampled_grid_and_back():
+    pts = np.array([[0.0, 0.0], [10.0, 3.5], [99.0, 49.0]])
+    there = to_scaled_coords(pts, (100, 50), (200, 100))
+    assert np.allclose(there, pts * 2 + 0.5)  # pixel centres: a 2x enlargement
+    assert np.allclose(from_scaled_coords(there, (100, 50), (200, 100)), pts)
+
+
+def test_integer_reduction_inverts_a_nearest_enlargement():
+    rng = np.random.default_rng(0)
+    img = rng.random((30, 40, 3)).astype(np.float32)
+    big = np.repeat(np.repeat(img, 3, 0), 3, 1)
+    assert np.allclose(rescale_image(big, 1 / 3), img, atol=1e-6)
+    labels = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    assert (rescale_labels(np.repeat(np.repeat(labels, 2, 0), 2, 1), 0.5) == labels).all()
+    assert rescale_image(img, 1.5).shape == (45, 60, 3)
+
+
+def _ihc_crop() -> np.ndarray:
+    from cellmaps.io import read_image
+    from cellmaps.predict import sample_image_path
+
+    return read_image(sample_image_path())[:256, :256]
+
+
+def test_two_times_larger_image_with_doubled_object_size_finds_the_same_objects():
+    """The issue's test: a model run on an image resized 2x with --object-size doubled finds
+    the same objects, coordinates x2 within 1 px, as on the original."""
+    model = load_model()
+    model.training.setdefault("object_size", 6.0)  # bundled models made before recording it
+    r = model.object_size
+    img = _ihc_crop()
+    small = model.detect(img, object_size=r)
+    assert len(small) > 20
+    big_img = np.repeat(np.repeat(img, 2, 0), 2, 1)
+    big = model.detect(big_img, object_size=2 * r)
+    assert len(big) == len(small)
+    m = match_points(small.coords * 2 + 0.5, big.coords, 1.0)  # pixel-centre convention
+    assert m.tp == len(small)
+    # without the object size the same enlarged image is seen at the wrong scale
+    naive = model.detect(big_img, object_size=r)
+    assert match_points(small.coords * 2 + 0.5, naive.coords, 1.0).tp < 0.8 * len(small)
+
+
+def test_non_integer_rescaling_keeps_the_objects():
+    from skimage.transform import resize
+
+    model = load_model()
+    model.training.setdefault("object_size", 6.0)
+    r = model.object_size
+    img = _ihc_crop()
+    ref = model.detect(img, object_size=r)
+    big_img = (resize(img, (384, 384), order=1, preserve_range=True)).astype(np.uint8)
+    big = model.detect(big_img, object_size=1.5 * r)
+    m = match_points(to_scaled_coords(ref.coords, (256, 256), (384, 384)), big.coords, 3.0)
+    assert m.tp >= 0.9 * max(len(ref), len(big))
+
+
+def test_models_without_a_recorded_object_size_refuse_it_clearly():
+    model = load_model()
+    model.training.pop("object_size", None)
+    with pytest.raises(CellmapsInputError, match="does not record the object size"):
+        model.detect(_ihc_crop(), object_size=5.0)
+    with pytest.raises(CellmapsInputError, match="object size in µm"):
+        model.input_scale(pixel_size=0.5)
+
+
+@pytest.fixture(scope="module")
+def big_cell_dataset(tmp_path_factory):
+    """Bright discs of radius 10 px on a dark background with masks (train and val)."""
+    import tifffile
+
+    root = tmp_path_factory.mktemp("bigcells")
+    for sub in ("images", "masks"):
+        (root / sub).mkdir()
+    rng = np.random.default_rng(3)
+    splits = ["id,split,group"]
+    for k in range(3):
+        cents = [(r, c) for r in (20, 60, 100) for c in (20, 60, 100)]
+        cents = [(r + rng.uniform(-3, 3), c + rng.uniform(-3, 3)) for r, c in cents]
+        mask = _discs((120, 120), cents, 10)
+        img = (np.where(mask > 0, 200, 30) + rng.integers(0, 10, mask.shape)).astype(np.uint8)
+        Image.fromarray(img).save(root / "images" / f"b{k}.png")
+        tifffile.imwrite(root / "masks" / f"b{k}.tif", mask)
+        splits.append(f"b{k},{'val' if k == 2 else 'train'},g")
+    (root / "splits.csv").write_text("\n".join(splits) + "\n")
+    return root
+
+
+def test_training_at_a_canonical_object_size_resamples_and_records_it(big_cell_dataset, tmp_path):
+    from cellmaps.training import train
+
+    r = load_recipe("deepdistance-extended")
+    r["net"].update(base=4, depth=2)
+    r["training"].update(
+        iterations=3,
+        batch=2,
+        crop=32,
+        val_every=3,
+        checkpoint_every=3,
+        precision="fp32",
+        tile_stride=16,
+        object_size=5.0,
+    )
+    r["inference"].update(tile=32, stride=16)
+    data = load_training_data([(str(big_cell_dataset), "train", 1.0)], r, progress=False)
+    assert data.samples[0].image.shape[1:] == (60, 60)  # radius ~10 → 5: half the size
+    sc = data.object_sizes[0]
+    assert sc["measured_from"] == "mask" and sc["radius"] == pytest.approx(10, abs=0.5)
+    root = str(big_cell_dataset)
+    model = train(
+        r, [(root, "train", 1.0)], tmp_path / "m.safetensors", [(root, "val")], progress=False
+    )
+    loaded = Model.load(tmp_path / "m.safetensors")
+    assert loaded.object_size == pytest.approx(5.0)
+    assert loaded.training["data_object_size"] == pytest.approx(sc["radius"])
+    assert loaded.input_scale() == pytest.approx(5.0 / sc["radius"])
+    assert loaded.input_scale(object_size=20.0) == pytest.approx(0.25)
+    maps = loaded.predict_maps(np.asarray(Image.open(big_cell_dataset / "images" / "b2.png")))
+    assert maps.net_shape == (60, 60) and maps.input_shape == (120, 120)
+    pts = loaded.detect(np.asarray(Image.open(big_cell_dataset / "images" / "b2.png")))
+    assert len(pts) == 0 or (pts.coords.max() < 120 and pts.coords.min() > -1)
+    assert model.training["code"]["commit"] is None or len(model.training["code"]["commit"]) == 40
+
+
+# -- registries, recipe ranges ------------------------------------------------------------------------
+def test_recipe_choices_come_from_the_registries():
+    from cellmaps import nets
+    from cellmaps.cli import SCHEDULE_CHOICES
+    from cellmaps.nets import NETS, NetEntry
+
+    assert tuple(SCHEDULE_CHOICES) == tuple(SCHEDULES)
+    assert registry_choices()["net.kind"] == tuple(NETS)
+    r = load_recipe("micronet")
+    r["net"]["kind"] = "tiny_linear"
+    with pytest.raises(CellmapsInputError, match="net.kind"):
+        validate_recipe(r)
+
+    class TinyLinear(torch.nn.Module):
+        def __init__(self, in_channels, heads, **_):
+            super().__init__()
+            self.heads = torch.nn.ModuleDict(
+                {h.name: torch.nn.Conv2d(in_channels, h.channels, 1) for h in heads}
+            )
+
+        def forward(self, x):
+            return {k: m(x) for k, m in self.heads.items()}
+
+    NETS["tiny_linear"] = NetEntry(TinyLinear, ())
+    try:  # one registry entry is a new recipe choice: nothing else to edit
+        model = Model(validate_recipe(r), 3, [0.5] * 3, [0.2] * 3)
+        assert isinstance(model.net, TinyLinear)
+        assert model.predict_maps(np.zeros((20, 20, 3), np.uint8))["proximity"].shape == (1, 20, 20)
+    finally:
+        del nets.NETS["tiny_linear"]
+
+
+@pytest.mark.parametrize(
+    "section,key,value",
+    [
+        ("optimizer", "warmup", 1.5),
+        ("optimizer", "grad_clip", -1.0),
+        ("training", "ema", 1.0),
+        ("training", "object_size", 0.0),
+        ("optimizer", "schedule", "linear"),
+        ("optimizer", "kind", "lbfgs"),
+    ],
+)
+def test_recipe_refuses_bad_engine_settings(section, key, value):
+    r = load_recipe("micronet")
+    r[section][key] = value
+    with pytest.raises(CellmapsInputError, match=f"{section}.{key}"):
+        validate_recipe(r)
+
+
+# -- reproducible runs ------------------------------------------------------------------------------
+def test_cache_key_changes_with_recipe_data_and_code():
+    from cellmaps.provenance import cache_key, code_version
+
+    r = load_recipe("micronet")
+    code = {"source_hash": "abc"}
+    data = [("crchisto", "train", 1.0)]
+    k = cache_key(r, data, code)
+    assert k == cache_key(load_recipe("micronet"), list(data), dict(code))  # stable
+    r2 = load_recipe("micronet")
+    r2["training"]["iterations"] += 1
+    assert cache_key(r2, data, code) != k
+    assert cache_key(r, [("crchisto", "val", 1.0)], code) != k
+    assert cache_key(r, data, {"source_hash": "abd"}) != k
+    v = code_version()
+    assert set(v) == {"commit", "dirty", "source_hash", "version"}
+    if v["commit"] is not None:  # in a git checkout
+        assert (
+            len(v["commit"]) == 40 and isinstance(v["dirty"], bool) and len(v["source_hash"]) == 16
+        )
+
+
+def test_score_split_equals_predict_and_evaluate(tiny_mask_dataset, tmp_path):  # noqa: F811
+    from cellmaps.metrics import evaluate
+    from cellmaps.predict import predict_paths
+    from cellmaps.training import train
+    from cellmaps.tune import apply_tuning, score_split, tune_decoding
+
+    r = load_recipe("micronet")
+    r["net"].update(base=4, depth=2)
+    r["training"].update(iterations=4, batch=2, crop=48, val_every=4, precision="fp32")
+    r["inference"].update(tile=64, stride=48)
+    root = str(tiny_mask_dataset)
+    model = train(
+        r, [(root, "train", 1.0)], tmp_path / "m.safetensors", [(root, "val")], progress=False
+    )
+    best = tune_decoding(model, [(root, "train")], grid=[0.3], progress=False)
+    apply_tuning(model, best, [(root, "train")])
+    assert model.decode["xi"] == 0.3 and model.decode["min_distance"] == best["min_distance"]
+    assert model.training["tuned_on"] == [{"folder": root, "split": "train"}]
+    assert model.training["tuned_param"] == "xi" and model.training["tuned_f1"] == best["f1"]
+    s = score_split(model, root, "train", radius=6.0, protocol="hungarian")
+    predict_paths(model, [root], tmp_path / "pred", split="train", progress=False)
+    ev = evaluate(root, tmp_path / "pred", split="train", radius=6.0, progress=False)
+    det = ev["summary"]
+    assert (s["tp"], s["fp"], s["fn"]) == (det["tp"], det["fp"], det["fn"])
