@@ -41,6 +41,9 @@ def machine() -> dict:
     import numpy
     import scipy
 
+    from cellmaps.provenance import code_version
+
+    code = code_version()
     return {
         "cpu": cpu,
         "cores_usable": len(os.sched_getaffinity(0)),
@@ -48,6 +51,8 @@ def machine() -> dict:
         "numpy": numpy.__version__,
         "scipy": scipy.__version__,
         "commit": commit,
+        "dirty": code["dirty"],
+        "source_hash": code["source_hash"],
         "date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
     }
 
@@ -92,10 +97,44 @@ def update_benchmarks_md(section: str, markdown: str) -> None:
 
 
 def machine_line(m: dict) -> str:
+    dirty = " (+ uncommitted changes)" if m.get("dirty") else ""
     return (
         f"Machine: {m['cpu']}, {m['cores_usable']} usable cores; Python {m['python']}, "
-        f"numpy {m['numpy']}, scipy {m['scipy']}; commit {m['commit']}; {m['date']}."
+        f"numpy {m['numpy']}, scipy {m['scipy']}; commit {m['commit']}{dirty}; {m['date']}."
     )
+
+
+def cached_train(
+    recipe: dict,
+    sources: list[tuple[str, str | None, float]],
+    val_sources: list[tuple[str, str | None]] | None,
+    work: Path,
+    name: str,
+    progress: bool = False,
+    **train_options,
+):
+    """Train a recipe, or reuse the model an earlier run trained from the same recipe, data
+    and code version (:func:`cellmaps.provenance.cache_key`; the file name carries the key
+    and the model file records it). A killed run resumes from its checkpoint."""
+    from cellmaps.model import Model
+    from cellmaps.provenance import cache_key
+    from cellmaps.training import train
+
+    data = {"sources": sources, "val": val_sources, **train_options}
+    key = cache_key(recipe, data)
+    out = Path(work) / f"{name}-{key}.safetensors"
+    if out.is_file():
+        model = Model.load(out)
+        if model.training.get("cache_key") == key:
+            return model
+    out.parent.mkdir(parents=True, exist_ok=True)
+    ckpt = out.with_name(out.name + ".ckpt")
+    model = train(
+        recipe, sources, out, val_sources, resume=ckpt.is_file(), progress=progress, **train_options
+    )
+    model.training["cache_key"] = key
+    model.save(out)
+    return model
 
 
 def read_results(name: str) -> tuple[dict, object]:
