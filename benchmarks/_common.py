@@ -115,7 +115,8 @@ def cached_train(
 ):
     """Train a recipe, or reuse the model an earlier run trained from the same recipe, data
     and code version (:func:`cellmaps.provenance.cache_key`; the file name carries the key
-    and the model file records it). A killed run resumes from its checkpoint."""
+    and the model file records it). A killed run resumes from its checkpoint. The model's
+    ``path`` attribute says where it is."""
     from cellmaps.model import Model
     from cellmaps.provenance import cache_key
     from cellmaps.training import train
@@ -126,6 +127,7 @@ def cached_train(
     if out.is_file():
         model = Model.load(out)
         if model.training.get("cache_key") == key:
+            model.path = out
             return model
     out.parent.mkdir(parents=True, exist_ok=True)
     ckpt = out.with_name(out.name + ".ckpt")
@@ -134,6 +136,7 @@ def cached_train(
     )
     model.training["cache_key"] = key
     model.save(out)
+    model.path = out  # where it is cached (not stored in the file)
     return model
 
 
@@ -153,3 +156,37 @@ def save_figure(fig, path: Path, dpi: int = 100) -> None:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")
     plt.close(fig)
+
+
+def training_log(model_path: Path) -> list[dict]:
+    """The rows of a trained model's ``<stem>.log.csv`` (iteration, lr, losses, val_*)."""
+    import csv
+
+    path = Path(model_path).with_name(Path(model_path).stem + ".log.csv")
+    if not path.is_file():
+        return []
+    with path.open(newline="") as fh:
+        return [
+            {k: float(v) if v not in ("", None) else None for k, v in r.items()}
+            for r in csv.DictReader(fh)
+        ]
+
+
+def save_training_curves(model_path: Path, png: Path) -> list[dict]:
+    """Copy a run's loss / validation / learning-rate curves into ``png`` (docs/) from its
+    log, and return the log rows (for the report)."""
+    from cellmaps.training.fit import plot_loss_curve
+
+    rows = training_log(model_path)
+    if rows:
+        plot_loss_curve(rows, png)
+    return rows
+
+
+def lr_summary(rows: list[dict]) -> str:
+    """'LR 0.01 → 0.0001 (dropped 3 times)' from a run's log rows, computed, never typed."""
+    if not rows:
+        return "no log"
+    lrs = [r["lr"] for r in rows]
+    drops = sum(1 for a, b in zip(lrs, lrs[1:], strict=False) if b < a * 0.999)
+    return f"LR {lrs[0]:.3g} → {lrs[-1]:.3g} at the logged validations ({drops} decreases)"

@@ -33,6 +33,7 @@ import numpy as np
 from benchmarks._common import (
     REPO,
     SHARED_DATA,
+    cached_train,
     machine,
     machine_line,
     read_results,
@@ -41,12 +42,10 @@ from benchmarks._common import (
     write_results,
 )
 from cellmaps.io import Dataset
-from cellmaps.metrics import match_points, pool_detection
 from cellmaps.metrics.segmentation import segmentation_scores
 from cellmaps.model import Model, segment_image
 from cellmaps.recipes import load_recipe
-from cellmaps.training import train
-from cellmaps.tune import tune_decoding
+from cellmaps.tune import apply_tuning, score_split, tune_decoding
 
 WORK = REPO / "runs" / "deepdistance"
 RECIPES = [
@@ -105,12 +104,20 @@ def median_cell_radius(root: Path) -> float:
 
 
 # -- training and scoring -----------------------------------------------------------------
-def recipe_for(name: str, args, radius: float, alpha: float | None = None) -> dict:
+def recipe_for(
+    name: str, args, radius: float, alpha: float | None = None, object_size: float | None = None
+) -> dict:
+    """The bundled recipe at the benchmark's size: base width, tiles, iterations, seed,
+    matching radius; optional α, optimiser, schedule and canonical object size."""
     r = load_recipe(name)
     r["net"]["base"] = args.base
     r["training"].update(
         iterations=args.iterations, seed=args.seed, crop=args.crop, tile_stride=args.crop // 2
     )
+    if object_size is not None:
+        r["training"]["object_size"] = object_size
+    if getattr(args, "schedule", None):
+        r["optimizer"]["schedule"] = args.schedule
     r["evaluate"]["radius"] = radius
     r["inference"].update(tile=args.crop, stride=args.crop // 2)
     for t in r["tasks"]:
@@ -121,23 +128,21 @@ def recipe_for(name: str, args, radius: float, alpha: float | None = None) -> di
     return r
 
 
+def dataset_values(text: str) -> dict[str, float]:
+    """``usiigaci=0.01,dsb=0.1`` → {dataset: value} (for --alpha and --object-size)."""
+    return {k: float(v) for k, v in (x.split("=") for x in text.split(",") if x)}
+
+
 def dataset_alphas(args) -> dict[str, float]:
-    """``--alpha usiigaci=0.01,...`` → {dataset: α}."""
-    return {k: float(v) for k, v in (x.split("=") for x in args.alpha.split(",") if x)}
+    return dataset_values(args.alpha)
 
 
-def model_path(args, key: str, name: str) -> Path:
-    tag = f"b{args.base}_c{args.crop}_{args.iterations}_s{args.seed}_{args.optimizer}"
-    alpha = dataset_alphas(args).get(key)
-    suffix = f"_a{alpha:g}" if alpha is not None else ""
-    return WORK / f"{key}_{name}_{tag}{suffix}.safetensors"
-
-
-def redraw_maps(args) -> None:
+def redraw_maps(saved: dict) -> None:
     """Fig. 6/7 again from the finished usiigaci models (for --report-only)."""
     names = ["single-inner", "single-outer", "deepdistance", "deepdistance-extended"]
-    paths = {n: model_path(args, "usiigaci", n) for n in names}
-    if all(p.is_file() for p in paths.values()):
+    recipes = saved["data"].get("usiigaci", {}).get("recipes", {})
+    paths = {n: Path(recipes[n]["model"]) for n in names if "model" in recipes.get(n, {})}
+    if len(paths) == len(names) and all(p.is_file() for p in paths.values()):
         root = WORK / "usiigaci"
         models = {n: Model.load(p) for n, p in paths.items()}
         plot_maps(
@@ -145,31 +150,18 @@ def redraw_maps(args) -> None:
         )
 
 
-def train_or_reuse(recipe: dict, root: Path, out: Path) -> Model:
-    """Train, then choose h (or the area threshold) on train + val (§4.3)."""
-    if out.is_file():
-        model = Model.load(out)
-        if "tuned_on_train_val" in model.training:
-            return model
-    else:
-        ckpt = out.with_name(out.name + ".ckpt")
-        model = train(
-            recipe, [(str(root), "train", 1.0)], out, [(str(root), "val")], resume=ckpt.is_file()
-        )
-    best = tune_decoding(model, [(str(root), "train"), (str(root), "val")], progress=False)
-    model.decode[best["param"]] = best[best["param"]]
-    model.training["tuned_on_train_val"] = {"param": best["param"], "f1": best["f1"]}
-    model.save(out)
+def train_or_reuse(recipe: dict, root: Path, key: str, name: str) -> Model:
+    """Train (or reuse the model trained from the same recipe, data and code), then choose
+    h (or the area threshold) on train + val (§4.3)."""
+    sources = [(str(root), "train", 1.0)]
+    model = cached_train(recipe, sources, [(str(root), "val")], WORK, f"{key}_{name}")
+    if "tuned_on_train_val" not in model.training:
+        both = [(str(root), "train"), (str(root), "val")]
+        best = tune_decoding(model, both, progress=False)
+        apply_tuning(model, best, both)
+        model.training["tuned_on_train_val"] = {"param": best["param"], "f1": best["f1"]}
+        model.save(model.path)
     return model
-
-
-def score_split(model: Model, root: Path, split: str, radius: float) -> dict:
-    ds = Dataset(root)
-    ms = [
-        match_points(ds.points(i).coords, model.detect(ds.image(i)).coords, radius, "one-to-one")
-        for i in ds.ids(split)
-    ]
-    return {"n_images": len(ms), **pool_detection(ms)}
 
 
 OUTER_MIN_GRID = (0.5, 0.4, 0.3, 0.2, 0.1)
@@ -437,6 +429,17 @@ def main() -> None:
         help="inner-distance decay α per dataset, e.g. usiigaci=0.01 (default: the recipe's, "
         "the paper's 0.1)",
     )
+    ap.add_argument(
+        "--object-size",
+        default="",
+        help="canonical object radius (px) to train at per dataset, e.g. usiigaci=8 (images "
+        "and masks resampled; default: the data's own scale)",
+    )
+    ap.add_argument(
+        "--schedule",
+        default="",
+        help="learning-rate schedule (default: the recipe's optimizer.schedule)",
+    )
     ap.add_argument("--name", default="deepdistance", help="results/NAME.json and its section")
     ap.add_argument(
         "--report-only",
@@ -447,7 +450,7 @@ def main() -> None:
     if args.report_only:
         saved, run_args = read_results(args.name)
         update_benchmarks_md(args.name, report(run_args, saved["machine"], saved["data"]))
-        redraw_maps(run_args)
+        redraw_maps(saved)
         return
     names = RECIPES if args.recipes == "all" else args.recipes.split(",")
     figures = args.name == "deepdistance"  # probes (other names) leave the docs figures alone
@@ -459,6 +462,7 @@ def main() -> None:
         "dsb": (lambda: dsb_split(SHARED_DATA / "dsb2018_fluo", WORK / "dsb"), ["test", "indep"]),
     }
     alphas = dataset_alphas(args)
+    sizes = dataset_values(args.object_size)
     data = {}
     models_for_fig = {}
     for key in args.datasets.split(","):
@@ -466,13 +470,21 @@ def main() -> None:
         root = make()
         radius = median_cell_radius(root)
         alpha = alphas.get(key)
-        data[key] = {"radius": radius, "splits": splits, "recipes": {}, "alpha": alpha or 0.1}
+        size = sizes.get(key)
+        data[key] = {
+            "radius": radius,
+            "splits": splits,
+            "recipes": {},
+            "alpha": alpha or 0.1,
+            "object_size": size,
+        }
         for name in names:
-            model = train_or_reuse(
-                recipe_for(name, args, radius, alpha), root, model_path(args, key, name)
-            )
+            model = train_or_reuse(recipe_for(name, args, radius, alpha, size), root, key, name)
             res = {
-                "test": {s: score_split(model, root, s, radius) for s in splits},
+                "model": str(model.path),
+                "code": model.training.get("code"),
+                "factor": (model.training.get("object_sizes") or [{}])[0].get("factor", 1.0),
+                "test": {s: score_split(model, root, s, radius, "one-to-one") for s in splits},
                 "decode": model.decode,
                 "tuned": model.training["tuned_on_train_val"],
                 "iterations": model.training["iterations"],
