@@ -161,6 +161,14 @@ def test_object_size_from_masks_and_from_point_spacing():
     grid = np.array([(r, c) for r in range(0, 100, 12) for c in range(0, 100, 12)], float)
     radius, how = median_object_radius(points=[grid])
     assert how == "points" and radius == pytest.approx(6.0)  # half the 12-px spacing
+    # sparse points: the lower quartile of the spacing, not the median
+    spaced = np.array(
+        [[0, 0], [0, 10], [0, 20], [0, 30], [100, 100], [100, 200], [200, 300]], float
+    )
+    nn = np.array([10, 10, 10, 10, 100, 100, 141.42])  # nearest neighbours, by hand
+    assert median_object_radius(points=[spaced])[0] == pytest.approx(
+        np.percentile(nn, 25) / 2, abs=0.01
+    )
     with pytest.raises(CellmapsInputError, match="--object-size"):
         median_object_radius(points=[np.zeros((1, 2))])
 
@@ -193,7 +201,6 @@ def test_two_times_larger_image_with_doubled_object_size_finds_the_same_objects(
     """The issue's test: a model run on an image resized 2x with --object-size doubled finds
     the same objects, coordinates x2 within 1 px, as on the original."""
     model = load_model()
-    model.training.setdefault("object_size", 6.0)  # bundled models made before recording it
     r = model.object_size
     img = _ihc_crop()
     small = model.detect(img, object_size=r)
@@ -212,7 +219,6 @@ def test_non_integer_rescaling_keeps_the_objects():
     from skimage.transform import resize
 
     model = load_model()
-    model.training.setdefault("object_size", 6.0)
     r = model.object_size
     img = _ihc_crop()
     ref = model.detect(img, object_size=r)

@@ -3,6 +3,7 @@ for trained models made of the recipe, the data and the code version."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import subprocess
@@ -21,12 +22,15 @@ def _git(*args: str, cwd: Path = PACKAGE_DIR) -> str | None:
     return out.stdout
 
 
+@functools.cache
 def code_version() -> dict:
     """``{"commit", "dirty", "source_hash", "version"}`` of the cellmaps code that runs.
 
     ``commit`` is the checkout's HEAD (None outside a git checkout), ``dirty`` whether the
     package's files differ from it, and ``source_hash`` a digest of the package's git tree
     plus any uncommitted changes to it, so two runs with the same hash ran the same code.
+    Read once per process (the training module reads it when imported), so edits made
+    while a run goes on are not attributed to it.
     """
     from cellmaps import __version__
 

@@ -36,15 +36,21 @@ def nearest_neighbour_distances(points: np.ndarray) -> np.ndarray:
     return d[:, 1]
 
 
+POINT_SPACING_PERCENTILE = 25.0
+
+
 def median_object_radius(
     masks: list[np.ndarray] | None = None, points: list[np.ndarray] | None = None
 ) -> tuple[float, str]:
     """Median object radius (px) and how it was measured.
 
     From instance masks when any are given: the median equivalent-disc radius over all
-    objects. Otherwise from points: half the median nearest-neighbour spacing, which equals
-    the radius for touching objects and over-estimates it for sparse ones (give
-    ``--object-size`` then).
+    objects. Otherwise from points: half the lower quartile of the nearest-neighbour
+    spacing (touching objects are 2r apart; the lower quartile keeps sparse regions out).
+    On the train splits of the shared datasets with masks, this estimate from the mask
+    centroids gives 11.8 / 7.8 / 19.6 px against mask radii of 12.0 / 8.0 / 23.6 px
+    (MoNuSeg, DSB 2018, Usiigaci); the median spacing gave 14.8 / 12.0 / 28.6. Give
+    ``--object-size`` where cells never touch.
     """
     masks = [m for m in (masks or []) if m is not None]
     if masks:
@@ -55,7 +61,7 @@ def median_object_radius(
     if points:
         nn = np.concatenate([nearest_neighbour_distances(p) for p in points])
         if len(nn):
-            return float(np.median(nn) / 2.0), "points"
+            return float(np.percentile(nn, POINT_SPACING_PERCENTILE) / 2.0), "points"
     raise CellmapsInputError(
         "cannot measure the object size: no instance masks and no image with two or more "
         "points (give the object radius in px with --object-size)"

@@ -24,7 +24,10 @@ from cellmaps.io.scale import standardize
 from cellmaps.losses import LOSSES, build_combiner, correlation_penalty
 from cellmaps.model import Model, autocast, net_from_recipe
 from cellmaps.training.data import TrainingData, make_batch
+from cellmaps.provenance import code_version
 from cellmaps.training.optim import build_optimizer, lr_factor
+
+code_version()  # the code this process runs: read now, before anything edits the files
 
 
 def validation_windows(h: int, w: int, crop: int) -> list[tuple[int, int, int, int]]:
@@ -196,9 +199,7 @@ class Trainer:
             patience=sch["plateau_patience"],
         )
         self.ema = ema_net(self.net, tr["ema"]) if tr["ema"] else None
-        from cellmaps.provenance import code_version
-
-        self.code = code_version()
+        self.code = dict(code_version())
         self.tiles = None
         if tr["sampling"] == "tiles":
             from cellmaps.training.data import tile_origins
