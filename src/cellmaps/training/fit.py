@@ -23,8 +23,8 @@ from cellmaps.io._atomic import atomic_path
 from cellmaps.io.scale import standardize
 from cellmaps.losses import LOSSES, build_combiner, correlation_penalty
 from cellmaps.model import Model, autocast, net_from_recipe
-from cellmaps.training.data import TrainingData, make_batch
 from cellmaps.provenance import code_version
+from cellmaps.training.data import TrainingData, make_batch
 from cellmaps.training.optim import build_optimizer, lr_factor
 
 code_version()  # the code this process runs: read now, before anything edits the files
