@@ -25,28 +25,18 @@ from benchmarks._common import (
     update_benchmarks_md,
     write_results,
 )
-from cellmaps.io import Dataset
-from cellmaps.metrics import match_points, pool_detection
 from cellmaps.model import Model
 from cellmaps.recipes import load_recipe
 from cellmaps.training import train
+from cellmaps.tune import score_split
 
 OUT = REPO / "src" / "cellmaps" / "models" / "default.safetensors"
 
 
 def score(model: Model, name: str, split: str, radius: float) -> dict:
-    ds = Dataset(SHARED_DATA / name)
-    ms = []
-    for image_id in ds.ids(split):
-        pred = model.detect(ds.image(image_id))
-        ms.append(match_points(ds.points(image_id).coords, pred.coords, radius))
-    return {
-        "dataset": name,
-        "split": split,
-        "radius": radius,
-        "n_images": len(ms),
-        **pool_detection(ms),
-    }
+    """Pooled Hungarian detection scores on a shared dataset's split (cellmaps.tune.score_split)."""
+    res = score_split(model, SHARED_DATA / name, split, radius, "hungarian")
+    return {"dataset": name, "split": split, "radius": radius, **res}
 
 
 def main() -> None:

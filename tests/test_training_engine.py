@@ -391,3 +391,25 @@ def test_score_split_equals_predict_and_evaluate(tiny_mask_dataset, tmp_path):  
     ev = evaluate(root, tmp_path / "pred", split="train", radius=6.0, progress=False)
     det = ev["summary"]
     assert (s["tp"], s["fp"], s["fn"]) == (det["tp"], det["fp"], det["fn"])
+
+
+def test_cli_predict_takes_the_object_size(tmp_path, capsys):
+    from cellmaps.cli import main
+    from cellmaps.io import read_image, read_points
+    from cellmaps.predict import sample_image_path
+
+    model = load_model()
+    size = 2 * model.object_size  # objects twice as large: the image is halved for the net
+    assert (
+        main(["predict", "--sample", "--object-size", str(size), "--out", str(tmp_path), "--quiet"])
+        == 0
+    )
+    pts = read_points(tmp_path / "points" / "ihc.csv")
+    img = read_image(sample_image_path())
+    want = model.detect(img, object_size=size)
+    assert len(pts) == len(want) and len(pts) > 10
+    assert np.allclose(np.sort(pts.coords, 0), np.sort(want.coords, 0), atol=0.01)
+    assert match_points(want.coords, model.detect(img).coords, 3.0).tp < len(want)  # it mattered
+    with pytest.raises(SystemExit):
+        main(["predict", "--sample", "--object-size", "-3", "--out", str(tmp_path)])
+    assert "must be a positive number" in capsys.readouterr().err
