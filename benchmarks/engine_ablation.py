@@ -11,7 +11,8 @@ Variants (each a short run of the system's recipe at the given budget, seed 0):
   cells of 25 px: images and annotations resampled ×0.32) on 128² crops (400² of the
   original, more than the old 256² crops, at a quarter of the cost per step), the inner
   distance back at the paper's α 0.1 (the usiigaci α 0.01 only compensated for 25-px cells);
-- ``both``: schedule + scale; ``both-ema``: + EMA of the weights (decay 0.998).
+- ``both``: schedule + scale; ``schedule-ema`` / ``both-ema``: + EMA of the weights
+  (decay 0.998).
 
 The score is the validation F at the decoding threshold tuned on validation (what training
 stores as ``tuned_f1``); test splits are never touched. Writes results/engine_ablation_<system>.json
@@ -40,7 +41,7 @@ from benchmarks._common import (
 from cellmaps.recipes import load_recipe
 
 WORK = REPO / "runs" / "ablation"
-VARIANTS = ("old", "schedule", "scale", "both", "both-ema")
+VARIANTS = ("old", "schedule", "schedule-ema", "scale", "both", "both-ema")
 
 
 def system_setup(system: str, iterations: int) -> tuple[dict, Path, dict]:
@@ -67,7 +68,7 @@ def system_setup(system: str, iterations: int) -> tuple[dict, Path, dict]:
 
 def variant_recipe(base: dict, variant: str, opts: dict) -> dict | None:
     r = copy.deepcopy(base)
-    if variant in ("schedule", "both", "both-ema"):
+    if variant in ("schedule", "schedule-ema", "both", "both-ema"):
         r["optimizer"].update(schedule="cosine", warmup=0.05, final_lr=0.01, grad_clip=5.0)
     if variant in ("scale", "both", "both-ema"):
         if opts.get("object_size") is None:
@@ -79,7 +80,7 @@ def variant_recipe(base: dict, variant: str, opts: dict) -> dict | None:
         for t in r["tasks"]:
             if t["target"] == "inner_distance" and opts.get("alpha_at_scale"):
                 t["target_options"]["alpha"] = opts["alpha_at_scale"]
-    if variant == "both-ema":
+    if variant.endswith("-ema"):
         r["training"]["ema"] = 0.998
     return r
 
