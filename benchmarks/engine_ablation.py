@@ -87,6 +87,29 @@ def variant_recipe(base: dict, variant: str, opts: dict) -> dict | None:
     return r
 
 
+def code_tag(code: dict | None) -> str:
+    """'abc1234' (+ '*' when the tree had uncommitted changes) of a run's code version."""
+    if not code or not code.get("commit"):
+        return "?"
+    return code["commit"][:7] + ("*" if code.get("dirty") else "")
+
+
+def merged_rows(name: str, rows: list[dict], iterations: int) -> list[dict]:
+    """This run's rows plus the earlier run's rows of other variants at the same budget
+    (each row keeps the code version it was trained with), in VARIANTS order."""
+    import json
+
+    from benchmarks._common import RESULTS
+
+    path = RESULTS / f"{name}.json"
+    done = {r["variant"] for r in rows}
+    if path.is_file():
+        old = json.loads(path.read_text())
+        if old["command"]["iterations"] == iterations:
+            rows = rows + [r for r in old["rows"] if r["variant"] not in done]
+    return sorted(rows, key=lambda r: VARIANTS.index(r["variant"]))
+
+
 def report(args, mach: dict, rows: list[dict]) -> str:
     best = max(rows, key=lambda r: r["val_f1"])
     old = next((r for r in rows if r["variant"] == "old"), None)
@@ -96,16 +119,17 @@ def report(args, mach: dict, rows: list[dict]) -> str:
         f"`python -m benchmarks.engine_ablation --system {args.system} --iterations "
         f"{args.iterations}`. {machine_line(mach)} Seed 0; each variant trained for "
         f"{args.iterations} iterations; score = validation F at the threshold tuned on "
-        "validation (test never used).",
+        "validation (test never used). Code: the commit each run started from (* = with "
+        "uncommitted changes).",
         "",
-        "| variant | schedule | peak lr | object size (px, net) | crop | EMA | val F | minutes | stop |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| variant | schedule | peak lr | object size (px, net) | crop | EMA | val F | minutes | stop | code |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['variant']} | {r['schedule']} | {r.get('lr', '')} | {r['object_size'] or 'data scale'} "
             f"({r['factor']:.2f}×) | {r.get('crop', '')} | {r['ema'] or 'off'} | "
-            f"{r['val_f1']:.3f} | {r['minutes']:.1f} | {r['stop']} |"
+            f"{r['val_f1']:.3f} | {r['minutes']:.1f} | {r['stop']} | {code_tag(r.get('code'))} |"
         )
     lines += [
         "",
@@ -167,6 +191,7 @@ def main() -> None:
             }
         )
         print(variant, round(rows[-1]["val_f1"], 4), flush=True)
+    rows = merged_rows(name, rows, args.iterations)
     mach = machine()
     write_results(name, {"machine": mach, "command": vars(args), "rows": rows})
     text = report(args, mach, rows)
