@@ -11,8 +11,8 @@ Variants (each a short run of the system's recipe at the given budget, seed 0):
   cells of 25 px: images and annotations resampled ×0.32) on 128² crops (400² of the
   original, more than the old 256² crops, at a quarter of the cost per step), the inner
   distance back at the paper's α 0.1 (the usiigaci α 0.01 only compensated for 25-px cells);
-- ``both``: schedule + scale; ``schedule-ema`` / ``both-ema``: + EMA of the weights
-  (decay 0.998); ``both-hi``: both with a 3× higher peak learning rate.
+- ``both``: schedule + scale; ``schedule-ema`` / ``scale-ema`` / ``both-ema``: + EMA of the
+  weights (decay 0.998); ``both-hi``: both with a 3× higher peak learning rate.
 
 The score is the validation F at the decoding threshold tuned on validation (what training
 stores as ``tuned_f1``); test splits are never touched. Writes results/engine_ablation_<system>.json
@@ -41,7 +41,7 @@ from benchmarks._common import (
 from cellmaps.recipes import load_recipe
 
 WORK = REPO / "runs" / "ablation"
-VARIANTS = ("old", "schedule", "schedule-ema", "scale", "both", "both-ema", "both-hi")
+VARIANTS = ("old", "schedule", "schedule-ema", "scale", "scale-ema", "both", "both-ema", "both-hi")
 
 
 def system_setup(system: str, iterations: int) -> tuple[dict, Path, dict]:
@@ -72,7 +72,7 @@ def variant_recipe(base: dict, variant: str, opts: dict) -> dict | None:
         r["optimizer"].update(schedule="cosine", warmup=0.05, final_lr=0.01, grad_clip=5.0)
     if variant == "both-hi":  # the decay lowers the mean rate: start 3x higher
         r["optimizer"]["lr"] *= 3
-    if variant in ("scale", "both", "both-ema", "both-hi"):
+    if variant in ("scale", "scale-ema", "both", "both-ema", "both-hi"):
         if opts.get("object_size") is None:
             return None  # the system's objects are already at a size the net handles
         r["training"]["object_size"] = opts["object_size"]
