@@ -125,6 +125,8 @@ def recipe_for(
             t["target_options"]["alpha"] = alpha
     if args.optimizer == "adam":
         r["optimizer"] = {**r["optimizer"], "kind": "adam", "lr": args.lr}
+    elif args.optimizer == "adadelta":
+        r["optimizer"] = {**r["optimizer"], "kind": "adadelta", "lr": 1.0}
     return r
 
 
@@ -431,15 +433,15 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--iterations", type=int, default=1500)
     ap.add_argument("--base", type=int, default=16)
-    ap.add_argument("--crop", type=int, default=256)
+    ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--recipes", default="all")
     ap.add_argument("--datasets", default="usiigaci,dsb")
     ap.add_argument(
         "--optimizer",
-        choices=["adadelta", "adam"],
-        default="adadelta",
-        help="adadelta = the paper's; adam (with --lr) converges in fewer iterations",
+        choices=["", "adadelta", "adam"],
+        default="",
+        help="default: the recipe's (Adam); adadelta = the paper's; adam takes --lr",
     )
     ap.add_argument("--lr", type=float, default=1e-3, help="learning rate for --optimizer adam")
     ap.add_argument(
@@ -490,12 +492,13 @@ def main() -> None:
         radius = median_cell_radius(root)
         alpha = alphas.get(key)
         size = sizes.get(key)
+        recipe_size = load_recipe("deepdistance-extended")["training"]["object_size"]
         data[key] = {
             "radius": radius,
             "splits": splits,
             "recipes": {},
             "alpha": alpha or 0.1,
-            "object_size": size,
+            "object_size": size if size is not None else recipe_size,
         }
         for name in names:
             model = train_or_reuse(recipe_for(name, args, radius, alpha, size), root, key, name)

@@ -57,6 +57,7 @@ def system_setup(system: str, iterations: int) -> tuple[dict, Path, dict]:
         )
         recipe = recipe_for("deepdistance-extended", args, radius, alpha=0.01)
         recipe["optimizer"]["schedule"] = "constant"  # the old benchmark: Adam, no schedule
+        recipe["training"]["object_size"] = None  # ... at the data's scale
         return recipe, root, {"object_size": 8.0, "alpha_at_scale": 0.1, "crop_at_scale": 128}
     if system == "micronet":
         recipe = load_recipe("micronet")
