@@ -413,3 +413,22 @@ def test_cli_predict_takes_the_object_size(tmp_path, capsys):
     with pytest.raises(SystemExit):
         main(["predict", "--sample", "--object-size", "-3", "--out", str(tmp_path)])
     assert "must be a positive number" in capsys.readouterr().err
+
+
+def test_relu_heads_train_through_a_leaky_relu_and_predict_with_relu():
+    from cellmaps.training.fit import task_losses, training_activation
+
+    pred = torch.full((1, 1, 4, 4), -1.0, requires_grad=True)  # a head below 0 everywhere
+    task = {"name": "inner", "target": "t", "loss": "mse", "activation": "relu", "loss_options": {}}
+    loss = task_losses({"inner": pred}, {"t": torch.ones(1, 1, 4, 4)}, [task])["inner"].sum()
+    loss.backward()
+    assert pred.grad is not None and float(pred.grad.abs().sum()) > 0  # it can recover
+    assert torch.allclose(
+        training_activation(torch.tensor([-2.0, 3.0]), "relu"), torch.tensor([-0.02, 3.0])
+    )
+    from cellmaps.nets import apply_activation
+
+    # prediction keeps the plain ReLU (Model.forward applies apply_activation)
+    assert torch.equal(
+        apply_activation(torch.tensor([-2.0, 3.0]), "relu"), torch.tensor([0.0, 3.0])
+    )

@@ -49,6 +49,21 @@ def ema_net(net: torch.nn.Module, decay: float) -> torch.optim.swa_utils.Average
     return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
+LEAKY_SLOPE = 0.01
+
+
+def training_activation(pred: torch.Tensor, activation: str) -> torch.Tensor:
+    """A head's activation as the loss sees it. ReLU heads train through a leaky ReLU
+    (slope 0.01 below 0) and predict with the ReLU: with a plain ReLU a regression head whose
+    outputs all fall below 0 gets no gradient and stays dead (seen on DeepDistance's sparse
+    inner-distance maps: a head at 0 everywhere after 250 steps, test F 0)."""
+    from cellmaps.nets import apply_activation
+
+    if activation == "relu":
+        return torch.nn.functional.leaky_relu(pred, LEAKY_SLOPE)
+    return apply_activation(pred, activation)
+
+
 def task_losses(
     out: dict[str, torch.Tensor],
     targets: dict[str, torch.Tensor],
@@ -59,8 +74,6 @@ def task_losses(
     activation get it applied except where the loss takes logits (BCE, CE). A sample whose
     annotations lack a task's target (``present`` 0) contributes 0 to that task — the
     indicator 1(y ≠ ∅) of KiNet Eq. 5."""
-    from cellmaps.nets import apply_activation
-
     losses = {}
     for t in tasks:
         pred = out[t["name"]]
@@ -71,7 +84,7 @@ def task_losses(
         elif kind == "weighted_bce":
             loss = LOSSES[kind](pred, targets[t["target"]], w)
         else:
-            pred = apply_activation(pred.float(), t["activation"])
+            pred = training_activation(pred.float(), t["activation"])
             opts = dict(t["loss_options"], **({"weights": w} if w is not None else {}))
             loss = LOSSES[kind](pred, targets[t["target"]], **opts)
         if present is not None:
