@@ -139,6 +139,28 @@ def dataset_alphas(args) -> dict[str, float]:
     return dataset_values(args.alpha)
 
 
+def draw_curves(data: dict) -> list[str]:
+    """docs/deepdistance_curves_<dataset>.png: loss, validation loss and learning rate of
+    deepdistance-extended's run on each dataset (from its log next to the cached model);
+    returns report lines naming them with the run's LR summary."""
+    from benchmarks._common import lr_summary, save_training_curves
+
+    lines = []
+    for key, v in data.items():
+        r = v["recipes"].get("deepdistance-extended")
+        if not r or "model" not in r:
+            continue
+        png = REPO / "docs" / f"deepdistance_curves_{key}.png"
+        rows = save_training_curves(Path(r["model"]), png)
+        if rows:
+            vl = [x["val_loss"] for x in rows if x.get("val_loss") is not None]
+            lines.append(
+                f"- {key}: `docs/{png.name}` — {lr_summary(rows)}; validation loss "
+                f"{vl[0]:.4f} → {vl[-1]:.4f} (best {min(vl):.4f})."
+            )
+    return lines
+
+
 def redraw_maps(saved: dict) -> None:
     """Fig. 6/7 again from the finished usiigaci models (for --report-only)."""
     names = ["single-inner", "single-outer", "deepdistance", "deepdistance-extended"]
@@ -420,6 +442,10 @@ def report(args, mach: dict, data: dict) -> str:
                 f"| {k} {s} | {seg['dice']:.3f} | {seg['aji']:.3f} | {seg['cds']:.3f} | "
                 f"{seg['object_dice']:.3f} |"
             )
+    curves = draw_curves(data)
+    if curves:
+        lines += ["", "Training curves of deepdistance-extended (loss, validation loss, LR):", ""]
+        lines += curves
     lines += [
         "",
         "Figures: `docs/deepdistance_maps.png` (Fig. 6/7: true vs estimated inner and outer "
