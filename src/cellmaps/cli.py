@@ -98,7 +98,11 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     model = Model.load(args.model)
     splits = [x.strip() for x in args.split.split(",") if x.strip()]
     best = tune_decoding(
-        model, [(d, sp) for d in args.data for sp in splits], progress=not args.quiet
+        model,
+        [(d, sp) for d in args.data for sp in splits],
+        progress=not args.quiet,
+        object_size=args.object_size,
+        pixel_size=args.pixel_size,
     )
     for row in best["curve"]:
         print(
@@ -332,6 +336,7 @@ def build_parser() -> argparse.ArgumentParser:
     tu.add_argument("--data", action="append", required=True, help="dataset folder (repeatable)")
     tu.add_argument("--split", default="val")
     tu.add_argument("--out", help="write the tuned model here (default: overwrite MODEL)")
+    _add_scale_args(tu, "the tuning images")
     tu.add_argument("--quiet", action="store_true")
     tu.set_defaults(func=_cmd_tune)
 

@@ -15,12 +15,21 @@ AREA_GRID = [5, 10, 20, 40, 80, 120, 160, 240]
 MIN_DISTANCE_GRID = [2, 3, 4, 5, 6]
 
 
-def tune_decoding(model, sources, grid=None, progress: bool = True, min_distances=None) -> dict:
+def tune_decoding(
+    model,
+    sources,
+    grid=None,
+    progress: bool = True,
+    min_distances=None,
+    object_size: float | None = None,
+    pixel_size: float | None = None,
+) -> dict:
     """Predict the maps of every validation image once, decode them at every value of the
     grid (ξ for peak decoding, h for h-maxima, the area threshold for connected
     components) and, for peak decoding, every minimum peak
     distance in ``min_distances`` (default 2..6 px), match with the recipe's protocol and
-    radius, and return the setting with the best pooled F1 (first of ties) and the curve."""
+    radius, and return the setting with the best pooled F1 (first of ties) and the curve.
+    ``object_size`` / ``pixel_size`` describe the images as in :meth:`Model.predict_maps`."""
     ev = model.recipe["evaluate"]
     kind = model.task_decoders.get(model.decode["task"]) or model.decode["kind"]
     param = {"hmaxima": "h", "components": "min_area"}.get(kind, "xi")
@@ -34,7 +43,10 @@ def tune_decoding(model, sources, grid=None, progress: bool = True, min_distance
         ):
             pts = ds.points(image_id)
             truth = pts.coords if pts is not None else mask_centroids(ds.mask(image_id))[0]
-            cached.append((truth, model.predict_maps(ds.image(image_id))))
+            maps = model.predict_maps(
+                ds.image(image_id), object_size=object_size, pixel_size=pixel_size
+            )
+            cached.append((truth, maps))
     if param != "xi":
         min_distances = [model.decode["min_distance"]]
     elif min_distances is None:
