@@ -432,3 +432,26 @@ def test_relu_heads_train_through_a_leaky_relu_and_predict_with_relu():
     assert torch.equal(
         apply_activation(torch.tensor([-2.0, 3.0]), "relu"), torch.tensor([0.0, 3.0])
     )
+
+
+def test_region_growing_on_rescaled_maps_returns_an_input_sized_mask():
+    from cellmaps.metrics.segmentation import segmentation_scores
+    from cellmaps.model import Maps, segment_image
+    from cellmaps.targets import foreground, inner_distance, outer_distance
+
+    small = _discs((60, 60), [(15, 15), (15, 44), (44, 30)], 9)  # the net's pixels
+    big = np.repeat(np.repeat(small, 2, 0), 2, 1)  # the input: objects twice as large
+    model = Model(load_recipe("deepdistance-extended"), 1, [0.5], [0.2])
+    model.decode["h"] = 0.1
+    maps = Maps(
+        inner=inner_distance(small, 0.1)[None],
+        outer=outer_distance(small)[None],
+        cells=foreground(small).astype(np.float32)[None],
+    )
+    maps.input_shape = big.shape
+    pts, mask = segment_image(model, None, maps=maps, outer_min=0.3)
+    assert mask.shape == big.shape and len(pts) == 3
+    assert np.allclose(
+        np.sort(pts.coords, 0), np.sort([(30.5, 30.5), (30.5, 88.5), (88.5, 60.5)], 0), atol=1.5
+    )
+    assert segmentation_scores(big, mask)["aji"] > 0.7

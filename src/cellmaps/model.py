@@ -384,20 +384,22 @@ def segment_image(
         )
     if maps is None:
         maps = model.predict_maps(image, progress, **inference)
-    net_pts = Model.decode_maps(model, dict(maps))  # net pixels (a plain dict is not mapped)
-    mask = region_growing_segmentation(
-        net_pts.coords, maps[outer][0], maps[cells][0], outer_min=outer_min
-    )
+    pts = model.decode_maps(maps)  # input pixels
+    outer_map, cell_map = maps[outer][0], maps[cells][0]
     if isinstance(maps, Maps) and maps.rescaled:
-        mask = _resize_labels_to(mask, maps.input_shape)
-    return model.decode_maps(maps), mask
+        # §4.7's sizes (50-px markers, 5×5 majority filter) are in image pixels: grow the
+        # regions on the maps brought back to the input's size
+        outer_map = _resize_map_to(outer_map, maps.input_shape)
+        cell_map = _resize_map_to(cell_map, maps.input_shape)
+    mask = region_growing_segmentation(pts.coords, outer_map, cell_map, outer_min=outer_min)
+    return pts, mask
 
 
-def _resize_labels_to(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of a label image to ``shape`` (net → input pixels)."""
+def _resize_map_to(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Bilinear resize of a float map to ``shape`` (net → input pixels)."""
     from skimage.transform import resize
 
-    return resize(mask, shape, order=0, preserve_range=True, anti_aliasing=False).astype(mask.dtype)
+    return resize(m, shape, order=1, preserve_range=True, anti_aliasing=False).astype(np.float32)
 
 
 def load_model(path: str | os.PathLike | Model | None = None) -> Model:
