@@ -222,7 +222,7 @@ def train_or_reuse(recipe: dict, root: Path, key: str, name: str) -> Model:
     return model
 
 
-OUTER_MIN_GRID = (0.5, 0.4, 0.3, 0.2, 0.1)
+OUTER_MIN_GRID = (0.5, 0.4, 0.3, 0.2, 0.1, 0.05)
 
 
 def score_segmentation(model: Model, root: Path, split: str, outer_min: float) -> dict:
