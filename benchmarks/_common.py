@@ -6,7 +6,6 @@ import json
 import os
 import platform
 import re
-import subprocess
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,7 +22,8 @@ from cellmaps.metrics.evaluate import json_ready  # noqa: E402
 
 
 def machine() -> dict:
-    """CPU model, usable cores, Python and library versions, git commit."""
+    """CPU model, usable cores, Python and library versions, and the git commit (and dirty
+    flag) of the code this process runs, read when it started, not when it ends."""
     cpu = platform.processor() or ""
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -32,18 +32,13 @@ def machine() -> dict:
                 break
     except OSError:
         pass
-    try:
-        commit = subprocess.run(
-            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
-        ).stdout.strip()
-    except OSError:
-        commit = ""
     import numpy
     import scipy
 
     from cellmaps.provenance import code_version
 
-    code = code_version()
+    code = code_version()  # read when cellmaps.training was imported: the run's start
+    commit = (code["commit"] or "")[:7]
     return {
         "cpu": cpu,
         "cores_usable": len(os.sched_getaffinity(0)),

@@ -325,7 +325,7 @@ def plot_segmentation(
 def cli_args(args) -> list[str]:
     out = []
     for k, v in vars(args).items():
-        if k != "report_only":
+        if k not in ("report_only", "segmentation_only") and v not in ("", None):
             out += [f"--{k.replace('_', '-')}", str(v)]
     return out
 
@@ -382,11 +382,10 @@ def probe_lines() -> list[str]:
     if not rows:
         return []
     return [
-        "α (inner-distance decay) and the optimiser for usiigaci were chosen by the train + "
-        "val F of these probe runs (`--name deepdistance_probe_*`, their own sections below; "
-        "test F is shown, never used); the paper's α = 0.1 makes a ~3-px spike on 25-px cells "
-        "that our short runs cannot fit, 0.01 gives the same decay relative to the cell radius "
-        "as 0.1 on dsb's 7-px nuclei (α·r² ≈ 5–6):",
+        "Earlier probe runs (old engine, usiigaci at its own scale; `--name deepdistance_probe_*`, "
+        "their own sections below; test F shown, never used) chose Adam over AdaDelta and an α "
+        "of 0.01 for usiigaci's 25-px cells; training at an 8-px object size now gives the "
+        "paper's α = 0.1 the same reach on every dataset:",
         "",
         "| probe | dataset | recipe | α | optimiser | iterations | train + val F | test F |",
         "|---|---|---|---|---|---|---|---|",
@@ -424,6 +423,15 @@ def report(args, mach: dict, data: dict) -> str:
         "of every other dsb group.",
         "",
     ]
+    commits = sorted(
+        {
+            (r.get("code") or {}).get("commit", "?")[:7]
+            + ("*" if (r.get("code") or {}).get("dirty") else "")
+            for v in data.values()
+            for r in v["recipes"].values()
+        }
+    )
+    lines += [f"Models trained from commit(s) {', '.join(commits)} (* = uncommitted changes).", ""]
     cols = [(k, s) for k, v in data.items() for s in v["splits"]]
     head = " | ".join(f"{k} {s} F (P / R)" for k, s in cols)
     lines += [f"| recipe | {head} | minutes |", "|---" * (len(cols) + 2) + "|"]
