@@ -90,6 +90,19 @@ ROWS = [
 ]
 
 
+def trained_commit(name: str, d: dict | None) -> str | None:
+    """The commit the results' models were trained from (recorded by the engine), else the
+    commit in the results' machine line."""
+    code = None
+    if name == "deepdistance":
+        code = _get(d, "data", "usiigaci", "recipes", "deepdistance-extended", "code")
+    elif name in ("micronet_crchisto", "kinet"):
+        code = _get(d, "training", "code")
+    if code and code.get("commit"):
+        return code["commit"][:7] + ("*" if code.get("dirty") else "")
+    return _get(d, "machine", "commit")
+
+
 def minutes(name: str, d: dict | None) -> str:
     """Training minutes recorded in a results file (sum over its trained models)."""
     if d is None:
@@ -135,14 +148,14 @@ def main() -> None:
         "curves; the engine ablation sections say which change moved the figure. "
         + step_time_note(args.baseline),
         "",
-        "| run | old | new | new run's commit | training minutes (new) | target | paper | reached |",
+        "| run | old | new | trained from | training minutes (new) | target | paper | reached |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for label, name, path, target, paper in ROWS:
         old_d, new_d = results_at(args.baseline, name), results_at(None, name)
         old, new = _get(old_d, *path), _get(new_d, *path)
-        old_commit = _get(old_d, "machine", "commit")
-        new_commit = _get(new_d, "machine", "commit")
+        old_commit = trained_commit(name, old_d)
+        new_commit = trained_commit(name, new_d)
         rerun = new_d is not None and new_commit != old_commit
         cells = [
             label,
