@@ -304,6 +304,8 @@ class Trainer:
         grad_norm = self.clip_gradients()
         self.set_lr()
         self.opt.step()
+        if self.ema is not None:
+            self.ema.update_parameters(self.net)
         self.iteration += 1
         return {
             "loss": float(total.detach()),
