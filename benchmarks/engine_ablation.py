@@ -128,7 +128,7 @@ def report(args, mach: dict, rows: list[dict]) -> str:
     ]
     for r in rows:
         lines.append(
-            f"| {r['variant']} | {r['schedule']} | {r.get('lr', '')} | {r['object_size'] or 'data scale'} "
+            f"| {r['variant']} | {r['schedule']} | {r.get('lr', '?')} | {r['object_size'] or 'data scale'} "
             f"({r['factor']:.2f}×) | {r.get('crop', '')} | {r['ema'] or 'off'} | "
             f"{r['val_f1']:.3f} | {r['minutes']:.1f} | {r['stop']} | {code_tag(r.get('code'))} |"
         )
