@@ -47,10 +47,9 @@ def median_object_radius(
     From instance masks when any are given: the median equivalent-disc radius over all
     objects. Otherwise from points: half the lower quartile of the nearest-neighbour
     spacing (touching objects are 2r apart; the lower quartile keeps sparse regions out).
-    On the train splits of the shared datasets with masks, this estimate from the mask
-    centroids gives 11.8 / 7.8 / 19.6 px against mask radii of 12.0 / 8.0 / 23.6 px
-    (MoNuSeg, DSB 2018, Usiigaci); the median spacing gave 14.8 / 12.0 / 28.6. Give
-    ``--object-size`` where cells never touch.
+    ``benchmarks/object_size_check.py`` compares it with the mask radius on the shared
+    datasets with masks (closer than half the median spacing). Give ``--object-size``
+    where cells never touch.
     """
     masks = [m for m in (masks or []) if m is not None]
     if masks:
