@@ -165,7 +165,7 @@ def _type_name(t) -> str:
     return " or ".join("null" if x is type(None) else x.__name__ for x in ts)
 
 
-def _validate(value, schema, path: str, source: str):
+def _validate(value, schema, path: str, source: str, choices: dict):
     if isinstance(schema, dict):
         if value is None or value is _MISSING:
             value = {}
@@ -180,12 +180,14 @@ def _validate(value, schema, path: str, source: str):
         out = {}
         for key, sub in schema.items():
             p = f"{path}.{key}" if path else key
-            out[key] = _validate(value.get(key, _MISSING), sub, p, source)
+            out[key] = _validate(value.get(key, _MISSING), sub, p, source, choices)
         return out
     if isinstance(schema, list):
         if value is _MISSING or not isinstance(value, list) or not value:
             raise CellmapsInputError(f"recipe key '{path}' must be a non-empty list", source)
-        return [_validate(v, schema[0], f"{path}[{i}]", source) for i, v in enumerate(value)]
+        return [
+            _validate(v, schema[0], f"{path}[{i}]", source, choices) for i, v in enumerate(value)
+        ]
     types, default = schema
     if value is _MISSING:
         if default is None and not (isinstance(types, tuple) and type(None) in types):
@@ -202,7 +204,6 @@ def _validate(value, schema, path: str, source: str):
             source,
         )
     generic = ".".join(part.split("[")[0] for part in path.split("."))
-    choices = registry_choices()
     if generic in choices and value not in choices[generic]:
         raise CellmapsInputError(
             f"recipe key '{path}' must be one of {choices[generic]}, got {value!r}", source
@@ -219,7 +220,7 @@ _MISSING = _Missing()
 
 def validate_recipe(data: dict, source: str = "recipe") -> dict:
     """Validate a recipe mapping and fill defaults; raise naming the first bad key."""
-    recipe = _validate(data, SCHEMA, "", source)
+    recipe = _validate(data, SCHEMA, "", source, registry_choices())  # read once per recipe
     names = [t["name"] for t in recipe["tasks"]]
     if len(set(names)) != len(names):
         raise CellmapsInputError(f"task names must be unique, got {names}", source)
