@@ -162,10 +162,8 @@ def test_object_size_from_masks_and_from_point_spacing():
     radius, how = median_object_radius(points=[grid])
     assert how == "points" and radius == pytest.approx(6.0)  # half the 12-px spacing
     # sparse points: the lower quartile of the spacing, not the median
-    spaced = np.array(
-        [[0, 0], [0, 10], [0, 20], [0, 30], [100, 100], [100, 200], [200, 300]], float
-    )
-    nn = np.array([10, 10, 10, 10, 100, 100, 141.42])  # nearest neighbours, by hand
+    spaced = np.array([[0, 0], [0, 10], [100, 100], [100, 200], [200, 300], [300, 100]], float)
+    nn = np.array([10, 10, 100, 100, 141.42, 200])  # nearest neighbours, by hand (median 100)
     assert median_object_radius(points=[spaced])[0] == pytest.approx(
         np.percentile(nn, 25) / 2, abs=0.01
     )
