@@ -499,7 +499,9 @@ def test_large_images_are_decoded_in_strips_exactly_like_the_whole_map():
     rng = np.random.default_rng(0)
     img = ndimage.gaussian_filter(rng.random((700, 90)), 2).astype(np.float32)
     m.predict_maps = lambda image, progress=False, **kw: {  # a local (σ = 1) "net"
-        "proximity": ndimage.gaussian_filter(np.asarray(image, np.float32), 1)[None]
+        "proximity": ndimage.gaussian_filter(np.atleast_3d(image)[..., 0].astype(np.float32), 1)[
+            None
+        ]
     }
     whole = m.decode_maps(m.predict_maps(img))
     strips = m.detect(img, strip=128)

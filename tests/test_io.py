@@ -42,7 +42,7 @@ def test_xy_rowcol_conversion_is_a_swap_and_round_trips():
 @pytest.mark.parametrize("suffix", [".png", ".tif"])
 @pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
 @pytest.mark.parametrize("channels", [None, 3])
-def test_image_round_trip_keeps_pixels_and_normalises_by_dtype_max(
+def test_image_round_trip_keeps_pixels_and_normalises_full_range_data_by_dtype_max(
     tmp_path, suffix, dtype, channels
 ):
     rng = np.random.default_rng(0)
@@ -248,3 +248,91 @@ def test_atomic_writes_get_normal_file_permissions(tmp_path):
     mask = os.umask(0)
     os.umask(mask)
     assert (tmp_path / "p.csv").stat().st_mode & 0o777 == 0o666 & ~mask
+
+
+# -- intensity: the bit-depth rule -------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("maximum", "is_float", "expected"),
+    [
+        (255, False, 255.0),
+        (0, False, 255.0),
+        (256, False, 1023.0),
+        (4095, False, 4095.0),
+        (4096, False, 16383.0),
+        (65535, False, 65535.0),
+        (70000, False, 131071.0),
+        (1.0, True, 1.0),
+        (0.2, True, 1.0),
+        (1.5, True, 255.0),
+        (200.0, True, 255.0),
+        (3000.0, True, 4095.0),
+    ],
+)
+def test_intensity_range_is_the_smallest_bit_depth_holding_the_maximum(maximum, is_float, expected):
+    from cellmaps.io.images import intensity_range
+
+    assert intensity_range(maximum, is_float) == expected
+
+
+def same_image_in_five_containers(img8: np.ndarray) -> dict[str, np.ndarray]:
+    """An 8-bit image as a camera or an export might store it."""
+    v = img8.astype(np.float64)
+    return {
+        "uint8": img8,
+        "8-bit in uint16": img8.astype(np.uint16),
+        "12-bit in uint16": np.rint(v * 4095 / 255).astype(np.uint16),
+        "uint16 full range": (v * 257).astype(np.uint16),
+        "float 0-1": (v / 255).astype(np.float32),
+        "float 0-255": v.astype(np.float32),
+    }
+
+
+def test_normalisation_does_not_depend_on_the_container_type():
+    rng = np.random.default_rng(0)
+    img8 = rng.integers(0, 256, (16, 20, 3)).astype(np.uint8)
+    img8[0, 0] = 255  # the data's full range is used, as in a real exposure
+    want = img8 / 255.0
+    for name, img in same_image_in_five_containers(img8).items():
+        got = normalize_image(img)[..., :3]
+        assert np.abs(got - want).max() <= 0.5 / 4095 + 1e-6, name
+
+
+def test_detections_are_the_same_whatever_the_container_type(crchisto):
+    from cellmaps.io import Dataset
+    from cellmaps.model import Model, bundled_model_path
+
+    model = Model.load(bundled_model_path("default"))
+    img8 = Dataset(crchisto).image("crc_img1")[:192, :192]
+    assert img8.dtype == np.uint8 and img8.max() == 255
+    ref = model.detect(img8)
+    assert len(ref) > 8
+    for name, img in same_image_in_five_containers(img8).items():
+        got = model.detect(img)
+        assert len(got) == len(ref), name
+        assert np.abs(got.coords - ref.coords).max() <= 1.0, name
+
+
+def test_strips_of_a_large_image_share_one_intensity_range():
+    """A 12-bit image whose top half is dim (max < 256) decoded in strips gives the same
+    detections as the whole map: the image is normalised once, not strip by strip (the dim
+    strips would otherwise be taken as 8-bit data and brightened 16×)."""
+    from scipy import ndimage
+
+    from cellmaps.model import Model
+    from cellmaps.recipes import load_recipe
+
+    r = load_recipe("micronet")
+    r["net"].update(base=4, depth=2)
+    m = Model(r, 1, [0.1], [0.2])
+    m.decode.update(xi=0.3, min_distance=3)
+    rng = np.random.default_rng(0)
+    field = ndimage.gaussian_filter(rng.random((600, 80)), 2)
+    field = (field - field.min()) / np.ptp(field)
+    img = np.where(np.arange(600)[:, None] < 300, field * 200, field * 4000).astype(np.uint16)
+    m.predict_maps = lambda image, progress=False, **kw: {  # the real input path, a local "net"
+        "proximity": ndimage.gaussian_filter(m.prepare(image)[0], 1)[None]
+    }
+    whole = m.decode_maps(m.predict_maps(img))
+    strips = m.detect(img, strip=128, tile=32)  # strip windows of 128 + 2 × 40 rows
+    assert len(whole) > 20
+    assert np.array_equal(np.sort(whole.coords, 0), np.sort(strips.coords, 0))

@@ -248,3 +248,35 @@ def test_weak_roi_command_writes_a_marked_dataset_copy(tmp_path, capsys):
     assert (out / "images" / "i0.png").is_symlink()  # linked, not copied
     code = main(["weak-roi", str(root), "--out", str(root), "--tumour", "p", "--quiet"])
     assert code == 2 and "must differ" in capsys.readouterr().err
+
+
+def test_ki67_tables_quote_image_names_with_commas_and_refuse_reserved_names(tmp_path, capsys):
+    import csv
+
+    from PIL import Image
+
+    from cellmaps.cli import main
+
+    model = untrained_ki67_model(tmp_path)
+    rng = np.random.default_rng(0)
+    images = tmp_path / "imgs"
+    images.mkdir()
+    for name in ("a,b", 'say "hi"'):
+        Image.fromarray(rng.integers(0, 256, (48, 48, 3)).astype(np.uint8)).save(
+            images / f"{name}.png"
+        )
+    out = tmp_path / "out"
+    assert main(["ki67", str(model), str(images), "--out", str(out), "--quiet"]) == 0
+    for table, width in (("ki67.csv", 4), ("counts.csv", None)):
+        with (out / table).open(newline="") as fh:
+            rows = list(csv.reader(fh))
+        width = width or len(rows[0])
+        assert all(len(r) == width for r in rows), table
+        assert sorted(r[0] for r in rows[1:] if r[0] != "pooled") == ["a,b", 'say "hi"']
+    # an image named like the summary row is refused before anything is written
+    Image.fromarray(np.zeros((48, 48, 3), np.uint8)).save(images / "pooled.png")
+    out2 = tmp_path / "out2"
+    assert main(["ki67", str(model), str(images), "--out", str(out2), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "pooled.png" in err and "reserved" in err
+    assert not (out2 / "ki67.csv").exists() and not (out2 / "points").exists()

@@ -93,7 +93,7 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from cellmaps.model import Model
-    from cellmaps.tune import apply_tuning, tune_decoding
+    from cellmaps.tune import FLOOR_SAFETY, FLOOR_TOLERANCE, apply_tuning, tune_decoding
 
     model = Model.load(args.model)
     splits = [x.strip() for x in args.split.split(",") if x.strip()]
@@ -112,7 +112,9 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     apply_tuning(model, best, [(d, sp) for d in args.data for sp in splits])
     model.save(args.out or args.model)
     print(
-        f"best {best['param']} = {best[best['param']]} (F1 {best['f1']:.4f}); "
+        f"best {best['param']} = {best[best['param']]} (F1 {best['f1']:.4f}); evidence floor "
+        f"{best['min_score']:.3g} ({FLOOR_SAFETY} × {best['floor_edge']:.3g}, the highest "
+        f"keeping F1 within {FLOOR_TOLERANCE} of the best); "
         f"wrote {args.out or args.model}"
     )
     return 0
@@ -138,6 +140,7 @@ def _prediction_options(args: argparse.Namespace) -> dict:
     """Keyword arguments of predict_paths / score_ki67 from :func:`_add_prediction_args`."""
     return {
         "xi": args.xi,
+        "min_score": args.min_score,
         "tile": args.tile,
         "stride": args.stride,
         "batch": args.batch,
@@ -206,6 +209,11 @@ def _add_prediction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", required=True, help="output folder (prediction layout)")
     p.add_argument("--split", help="for dataset folders: only this split of splits.csv")
     p.add_argument("--xi", type=float, help="override the tuned threshold ξ")
+    p.add_argument(
+        "--min-score",
+        type=float,
+        help="override the model's absolute evidence floor (map value a detection needs; 0 = none)",
+    )
     p.add_argument("--tile", type=int, help="inference tile size (default: the model's)")
     p.add_argument("--stride", type=int, help="inference tile stride")
     p.add_argument("--batch", type=int, help="tiles per forward pass")

@@ -6,7 +6,7 @@ import os
 from pathlib import Path
 
 from cellmaps.errors import CellmapsInputError
-from cellmaps.io._atomic import write_text_atomic
+from cellmaps.io._atomic import write_csv_atomic
 from cellmaps.metrics.counts import ki67_index
 
 POSITIVE, NEGATIVE = "positive", "negative"
@@ -53,6 +53,7 @@ def score_ki67(
     xi: float | None = None,
     progress: bool = True,
     split: str | None = None,
+    min_score: float | None = None,
     **inference,
 ) -> list[dict]:
     """Detect and classify tumour nuclei in every image, write the prediction layout
@@ -61,10 +62,21 @@ def score_ki67(
     from cellmaps.predict import predict_paths
 
     m = load_ki67_model(model)
-    rows = predict_paths(m, paths, out, xi=xi, progress=progress, split=split, **inference)
+    rows = predict_paths(
+        m,
+        paths,
+        out,
+        xi=xi,
+        progress=progress,
+        split=split,
+        min_score=min_score,
+        reserved_ids=("pooled",),
+        **inference,
+    )
     table = ki67_table(rows)
-    lines = ["id,positive,negative,index"] + [
-        f"{r['id']},{r[POSITIVE]},{r[NEGATIVE]},{format_index(r['index'])}" for r in table
-    ]
-    write_text_atomic(Path(out) / "ki67.csv", "\n".join(lines) + "\n")
+    write_csv_atomic(
+        Path(out) / "ki67.csv",
+        ["id", "positive", "negative", "index"],
+        [[r["id"], r[POSITIVE], r[NEGATIVE], format_index(r["index"])] for r in table],
+    )
     return table

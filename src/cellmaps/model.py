@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from cellmaps.errors import CellmapsInputError
-from cellmaps.io.images import normalize_image
+from cellmaps.io.images import INTENSITY_RULE, normalize_image
 from cellmaps.io.points import Points
 from cellmaps.io.scale import (
     base_image,
@@ -132,6 +132,13 @@ class Model:
             model.net.load_state_dict(state)
         except (KeyError, RuntimeError) as exc:
             raise CellmapsInputError(f"model file does not match its recipe ({exc})", path) from exc
+        rule = model.training.get("intensity_rule", INTENSITY_RULE)
+        if rule != INTENSITY_RULE:
+            raise CellmapsInputError(
+                f"model was trained with the intensity rule {rule!r}; this cellmaps applies "
+                f"{INTENSITY_RULE!r} (use the cellmaps version that trained it)",
+                path,
+            )
         model.net.eval()
         return model
 
@@ -221,11 +228,12 @@ class Model:
         h: float | None = None,
         tops: np.ndarray | None = None,
         min_area: int | None = None,
+        min_score: float | None = None,
     ) -> Points:
         """Objects from predicted maps with the model's decoding (tuned ξ or h by default),
         in input pixels when ``maps`` came from :meth:`predict_maps` on a resampled image.
         ``tops`` overrides each class map's maximum for the ξ threshold (strips of a large
-        image)."""
+        image); ``min_score`` overrides the absolute evidence floor (``decode.min_score``)."""
         d = self.decode
         params = {
             "xi": d["xi"] if xi is None else xi,
@@ -234,6 +242,7 @@ class Model:
             "tops": tops,
         }
         pts = DECODERS[self.decode_kind()](self, maps, **params)
+        pts = above_floor(pts, d["min_score"] if min_score is None else min_score)
         if isinstance(maps, Maps) and maps.rescaled:
             coords = from_scaled_coords(pts.coords, maps.input_shape, maps.net_shape)
             pts = Points(coords, pts.labels, pts.scores)
@@ -303,14 +312,30 @@ class Model:
         maximum over the whole image, so the result is the same decoding as on the whole map.
         """
         factor = self.input_scale(object_size, pixel_size)
-        if factor == 1.0:
+        if factor == 1.0 and np.asarray(image).shape[0] <= strip:
             return self._detect_net_scale(image, progress, strip, xi, **inference)
-        small = rescale_image(normalize_image(image), factor)
+        # normalised once for the whole image, so every strip gets the same intensity range
+        full = normalize_image(image)
+        if factor == 1.0:
+            return self._detect_net_scale(full, progress, strip, xi, **inference)
+        small = rescale_image(full, factor)
         pts = self._detect_net_scale(small, progress, strip, xi, **inference)
         coords = from_scaled_coords(pts.coords, image.shape[:2], small.shape[:2])
         return Points(coords, pts.labels, pts.scores)
 
     def _detect_net_scale(self, image, progress, strip, xi, **inference) -> Points:
+        pts = self._decode_net_scale(image, progress, strip, xi, **inference)
+        return self._drop_flat(pts, image)
+
+    def _drop_flat(self, pts: Points, image: np.ndarray) -> Points:
+        """Leave out detections where the input is flat (``decode.min_contrast``)."""
+        floor = self.decode["min_contrast"]
+        if floor <= 0 or len(pts) == 0:
+            return pts
+        window = 2 * max(3, round(self.object_size or 3)) + 1
+        return pts.subset(local_contrast(normalize_image(image), window, pts.coords) >= floor)
+
+    def _decode_net_scale(self, image, progress, strip, xi, **inference) -> Points:
         if self.decode_kind() in ("hmaxima", "components") or image.shape[0] <= strip:
             return self.decode_maps(self.predict_maps(image, progress, scale=1.0, **inference), xi)
         d = self.decode
@@ -331,12 +356,40 @@ class Model:
             for acc, arr in zip((coords, scores, values, chans), (c, sc, v, ch), strict=True):
                 acc.append(arr[inside])
         c, s, v, ch = (np.concatenate(x) for x in (coords, scores, values, chans))
-        keep = s >= xi * tops[ch]
+        keep = (s >= xi * tops[ch]) & (s >= d["min_score"])
         c, s, v = c[keep], s[keep], v[keep]
         if len(tops) > 1:
             return self.points(*merge_class_peaks(c, s, v, d["min_distance"]))
         order = np.lexsort((c[:, 1], c[:, 0]))
         return self.points(c[order], s[order])
+
+
+def above_floor(pts: Points, min_score: float) -> Points:
+    """The detections whose map value reaches the absolute evidence floor ``min_score``.
+
+    ξ is relative to each image's own maximum, so an empty image (black, white, flat, noise)
+    still has peaks above ξ·max; the floor, chosen on validation images, removes them."""
+    if min_score <= 0 or len(pts) == 0 or pts.scores is None:
+        return pts
+    return pts.subset(pts.scores >= min_score)
+
+
+def local_contrast(image: np.ndarray, window: int, coords: np.ndarray) -> np.ndarray:
+    """Standard deviation of a normalised (H, W, C) image over the ``window``² square around
+    each (row, col), the largest over channels. An exactly flat region (scanner padding, a
+    black, white or grey image) has 0: nothing there can be an object."""
+    from scipy import ndimage
+
+    img = np.asarray(image, np.float32)
+    rc = np.clip(np.rint(coords).astype(np.intp), 0, np.array(img.shape[:2]) - 1)
+    out = np.zeros(len(rc), np.float32)
+    for c in range(img.shape[2]):
+        ch = img[..., c]
+        mean = ndimage.uniform_filter(ch, window, mode="reflect")
+        sq = ndimage.uniform_filter(ch * ch, window, mode="reflect")
+        var = np.maximum(sq[rc[:, 0], rc[:, 1]] - mean[rc[:, 0], rc[:, 1]] ** 2, 0.0)
+        out = np.maximum(out, np.sqrt(var))
+    return out
 
 
 # The one place a decoder is named: ``decode.kind`` / ``tasks[].decode`` choices come from

@@ -10,7 +10,7 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from cellmaps.errors import CellmapsInputError
-from cellmaps.io._atomic import atomic_path, write_text_atomic
+from cellmaps.io._atomic import atomic_path, write_csv_atomic
 from cellmaps.io.geojson import class_color, write_geojson
 from cellmaps.io.images import IMAGE_SUFFIXES, read_image, to_uint8_rgb
 from cellmaps.io.points import Points, write_points
@@ -86,6 +86,8 @@ def predict_paths(
     progress: bool = True,
     split: str | None = None,
     masks: bool = False,
+    min_score: float | None = None,
+    reserved_ids: tuple[str, ...] = (),
     **inference,
 ) -> list[dict]:
     """Detect objects in every image and write ``points/<id>.csv`` (x,y,label,score),
@@ -94,13 +96,27 @@ def predict_paths(
     distance and cell-pixel tasks, DeepDistance §4.7).
 
     ``model`` is a model file, a loaded :class:`~cellmaps.model.Model` or None (the
-    bundled default). Returns one row per image: id, count and count per label.
+    bundled default). ``xi`` and ``min_score`` override the model's relative threshold and
+    absolute evidence floor. Returns one row per image: id, count and count per label.
     """
     from cellmaps.io.masks import write_mask
     from cellmaps.model import load_model, segment_image
 
     m = load_model(model)
+    if xi is not None and not (np.isfinite(xi) and 0 <= xi <= 1):
+        raise CellmapsInputError(f"xi must be a number in [0, 1], got {xi!r}")
+    if min_score is not None:
+        if not (np.isfinite(min_score) and min_score >= 0):
+            raise CellmapsInputError(f"min_score must be a number >= 0, got {min_score!r}")
+        m.decode["min_score"] = float(min_score)
     files = collect_images(paths, split)
+    for f in files:
+        if f.stem in reserved_ids:
+            raise CellmapsInputError(
+                f"the image name {f.stem!r} is reserved for the summary row of the output "
+                "table; rename the image",
+                f,
+            )
     out = Path(out)
     rows = []
     labels_seen: list[str] = []
@@ -126,6 +142,5 @@ def predict_paths(
         labels_seen += [k for k in counts if k not in labels_seen]
         rows.append({"id": f.stem, "count": len(pts), **counts})
     header = ["id", "count", *labels_seen]
-    lines = [",".join(header)] + [",".join(str(r.get(k, 0)) for k in header) for r in rows]
-    write_text_atomic(out / "counts.csv", "\n".join(lines) + "\n")
+    write_csv_atomic(out / "counts.csv", header, [[r.get(k, 0) for k in header] for r in rows])
     return rows

@@ -13,6 +13,14 @@ XI_GRID = [round(x, 2) for x in np.arange(0.05, 0.96, 0.05)]
 H_GRID = [0.1, 0.2, 0.3, 0.4, 0.5]
 AREA_GRID = [5, 10, 20, 40, 80, 120, 160, 240]
 MIN_DISTANCE_GRID = [2, 3, 4, 5, 6]
+# Evidence floor candidates, as fractions of the median per-image maximum of the decoded map
+FLOOR_FRACTIONS = [round(x, 2) for x in np.arange(0.0, 0.81, 0.05)]
+# The floor is FLOOR_SAFETY × the highest candidate whose validation F1 is within
+# FLOOR_TOLERANCE of the best: the highest such candidate sits where validation detections
+# start to be lost, and images of another stain or scanner give weaker maps (the default
+# model's peaks on scikit-image's IHC sample: half of them lie below that edge).
+FLOOR_TOLERANCE = 0.005
+FLOOR_SAFETY = 0.5
 
 
 def tune_decoding(
@@ -23,12 +31,15 @@ def tune_decoding(
     min_distances=None,
     object_size: float | None = None,
     pixel_size: float | None = None,
+    evidence_floor: bool = True,
 ) -> dict:
     """Predict the maps of every validation image once, decode them at every value of the
     grid (ξ for peak decoding, h for h-maxima, the area threshold for connected
     components) and, for peak decoding, every minimum peak
     distance in ``min_distances`` (default 2..6 px), match with the recipe's protocol and
     radius, and return the setting with the best pooled F1 (first of ties) and the curve.
+    The sweep decodes without an evidence floor; with ``evidence_floor`` the floor is then
+    chosen by :func:`choose_evidence_floor` (``min_score`` in the result).
     ``object_size`` / ``pixel_size`` describe the images as in :meth:`Model.predict_maps`."""
     ev = model.recipe["evaluate"]
     kind = model.task_decoders.get(model.decode["task"]) or model.decode["kind"]
@@ -60,7 +71,7 @@ def tune_decoding(
                 ms = [
                     match_points(
                         t,
-                        model.decode_maps(maps, **{param: v}).coords,
+                        model.decode_maps(maps, **{param: v}, min_score=0.0).coords,
                         ev["radius"],
                         ev["protocol"],
                     )
@@ -71,10 +82,55 @@ def tune_decoding(
     finally:
         model.decode["min_distance"] = saved
     best = max(curve, key=lambda r: r["f1"])
-    return {**best, "param": param, "curve": curve}
+    if not evidence_floor:
+        return {**best, "param": param, "curve": curve}
+    floor = choose_evidence_floor(model, cached, best, param)
+    return {
+        **best,
+        "min_score": floor["min_score"],
+        "param": param,
+        "curve": curve,
+        "floor_edge": floor["edge"],
+        "floor_curve": floor["curve"],
+    }
 
 
-DECODE_KEYS = ("xi", "h", "min_area", "min_distance")
+def choose_evidence_floor(model, cached, best: dict, param: str) -> dict:
+    """The absolute evidence floor (``decode.min_score``): ``FLOOR_SAFETY`` × the highest
+    candidate (the "edge") whose pooled validation F1, at the chosen ξ / h / area and peak
+    distance, stays within ``FLOOR_TOLERANCE`` of the best F1 — so it costs nothing on the
+    validation images and leaves room for the weaker maps of other stains. Candidates are
+    ``FLOOR_FRACTIONS`` of the median per-image maximum of the decoded map.
+
+    ``cached`` holds (truth coords, maps) per validation image. Returns the floor, the edge
+    and the curve of (min_score, F1)."""
+    ev = model.recipe["evaluate"]
+    task = model.decode["task"]
+    top = float(np.median([float(np.max(maps[task])) for _, maps in cached]))
+    saved = model.decode["min_distance"]
+    model.decode["min_distance"] = int(best["min_distance"])
+    try:
+        curve = []
+        for frac in FLOOR_FRACTIONS:
+            floor = max(frac * top, 0.0)
+            ms = [
+                match_points(
+                    t,
+                    model.decode_maps(maps, **{param: best[param]}, min_score=floor).coords,
+                    ev["radius"],
+                    ev["protocol"],
+                )
+                for t, maps in cached
+            ]
+            curve.append({"min_score": floor, "f1": pool_detection(ms)["f1"]})
+    finally:
+        model.decode["min_distance"] = saved
+    ok = [r for r in curve if r["f1"] >= best["f1"] - FLOOR_TOLERANCE]
+    edge = max(r["min_score"] for r in ok) if ok else 0.0
+    return {"min_score": FLOOR_SAFETY * edge, "edge": edge, "curve": curve}
+
+
+DECODE_KEYS = ("xi", "h", "min_area", "min_distance", "min_score")
 
 
 def apply_tuning(model, best: dict, sources) -> None:

@@ -4,10 +4,14 @@ Conventions
 -----------
 ``read_image`` returns the pixels in their stored dtype with shape (H, W) or (H, W, C).
 PNG alpha channels (RGBA, LA) are dropped because they carry no image content.
-``normalize_image`` is the one normalisation to float32 used everywhere in cellmaps:
-integer images are divided by the maximum of their dtype (uint8 → /255, uint16 → /65535),
-so 0 stays 0 and the dtype's full range maps to [0, 1]; float images are kept as they are
-(they must be finite). The result always has a channel axis: (H, W, C).
+``normalize_image`` is the one normalisation to float32 used everywhere in cellmaps (the
+"bit-depth" rule, :func:`intensity_range`): an image is divided by the full range of the
+smallest of 8, 10, 12, 14 or 16 bits (then 2^k − 1) that holds its maximum, whatever its
+container type — so 8-bit data stored as uint16, 12-bit camera data in uint16, full-range
+uint16 and float data in 0–255 all map to [0, 1] like the 8-bit original; float images whose
+maximum is at most 1 are kept as they are (they must be finite). 0 stays 0. On uint8 images
+this is the old rule (÷ 255), which is what every model before it was trained on.
+The result always has a channel axis: (H, W, C).
 Per-channel standardisation for a net is a separate step, recorded in the model file.
 """
 
@@ -131,10 +135,31 @@ def image_shape(path: str | os.PathLike) -> tuple[int, int]:
         raise CellmapsInputError(f"cannot read image ({exc})", path) from exc
 
 
+BIT_DEPTHS = (8, 10, 12, 14, 16)
+INTENSITY_RULE = "bit-depth"  # recorded in each trained model (training.intensity_rule)
+
+
+def intensity_range(maximum: float, is_float: bool) -> float:
+    """The value that maps to 1: the full range 2^d − 1 of the smallest bit depth d in
+    ``BIT_DEPTHS`` (or beyond, d = ⌈log2(max + 1)⌉) that holds ``maximum``; 1 for float
+    data whose maximum is at most 1.
+
+    Written here because the container type (uint16, float) says nothing about the data's
+    real range: cameras store 12-bit data in uint16, and exported floats are often 0–255.
+    """
+    if is_float and maximum <= 1.0:
+        return 1.0
+    for depth in BIT_DEPTHS:
+        if maximum <= 2**depth - 1:
+            return float(2**depth - 1)
+    return float(2 ** int(np.ceil(np.log2(maximum + 1))) - 1)
+
+
 def normalize_image(image: np.ndarray, path: str | os.PathLike | None = None) -> np.ndarray:
     """Convert an image to float32 (H, W, C) by the cellmaps convention (see module doc).
 
-    Integer dtypes are divided by their maximum value; floats are kept; booleans map to 0/1.
+    Integer and float images are divided by :func:`intensity_range` of their maximum;
+    float images with maximum ≤ 1 are kept; booleans map to 0/1.
 
     Raises
     ------
@@ -148,13 +173,17 @@ def normalize_image(image: np.ndarray, path: str | os.PathLike | None = None) ->
         out = image.astype(np.float32)
     elif np.issubdtype(image.dtype, np.integer):
         info = np.iinfo(image.dtype)
-        if info.min < 0 and image.min() < 0:
+        if info.min < 0 and image.size and image.min() < 0:
             raise CellmapsInputError(f"negative pixel values in {image.dtype} image", path)
-        out = image.astype(np.float32) / np.float32(info.max)
+        top = float(image.max()) if image.size else 0.0
+        out = image.astype(np.float32) / np.float32(intensity_range(top, is_float=False))
     elif np.issubdtype(image.dtype, np.floating):
         out = image.astype(np.float32)
         if not np.isfinite(out).all():
             raise CellmapsInputError("image contains NaN or infinite values", path)
+        top = float(out.max()) if out.size else 0.0
+        if top > 1.0:
+            out /= np.float32(intensity_range(top, is_float=True))
     else:
         raise CellmapsInputError(f"unsupported image dtype {image.dtype}", path)
     if out.ndim == 2:

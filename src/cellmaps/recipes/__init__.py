@@ -110,6 +110,12 @@ SCHEMA = {
         "h": (NUM, 0.2),
         "min_distance": (int, 3),
         "min_area": (int, 20),
+        # absolute evidence floor: a detection's map value must reach it besides the
+        # relative ξ (chosen on validation by `cellmaps tune`; 0 = no floor)
+        "min_score": (NUM, 0.0),
+        # no detection where the input's local standard deviation (normalised intensities,
+        # window of about twice the object radius) is below this: flat padding or background
+        "min_contrast": (NUM, 0.002),
         "boundary_task": ((str, type(None)), None),
         "grid": ((list, type(None)), None),
     },
@@ -247,7 +253,7 @@ def validate_recipe(data: dict, source: str = "recipe") -> dict:
 
 def _check_ranges(recipe: dict, source: str) -> None:
     """Refuse numbers outside their meaning (a negative warm-up, an EMA decay of 1, ...)."""
-    opt, tr = recipe["optimizer"], recipe["training"]
+    opt, tr, dec = recipe["optimizer"], recipe["training"], recipe["decode"]
     rules = [
         ("optimizer.lr", opt["lr"], opt["lr"] > 0, "> 0"),
         ("optimizer.warmup", opt["warmup"], 0 <= opt["warmup"] < 1, "in [0, 1)"),
@@ -266,6 +272,9 @@ def _check_ranges(recipe: dict, source: str) -> None:
             "> 0 or null",
         ),
         ("training.iterations", tr["iterations"], tr["iterations"] > 0, "> 0"),
+        ("decode.xi", dec["xi"], 0 <= dec["xi"] <= 1, "in [0, 1]"),
+        ("decode.min_score", dec["min_score"], 0 <= dec["min_score"] < float("inf"), ">= 0"),
+        ("decode.min_contrast", dec["min_contrast"], 0 <= dec["min_contrast"] < 1, "in [0, 1)"),
         ("training.batch", tr["batch"], tr["batch"] > 0, "> 0"),
     ]
     for key, value, ok, want in rules:

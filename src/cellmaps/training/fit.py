@@ -20,6 +20,7 @@ from tqdm import tqdm
 from cellmaps.errors import CellmapsInputError
 from cellmaps.inference import tile_starts
 from cellmaps.io._atomic import atomic_path
+from cellmaps.io.images import INTENSITY_RULE
 from cellmaps.io.scale import standardize
 from cellmaps.losses import LOSSES, build_combiner, correlation_penalty
 from cellmaps.model import Model, autocast, net_from_recipe
@@ -409,6 +410,7 @@ class Trainer:
             self.val_sources,
             progress=False,
             min_distances=[self.recipe["decode"]["min_distance"]],
+            evidence_floor=False,
         )
         return best["f1"]
 
@@ -428,6 +430,7 @@ class Trainer:
             "object_size": self.data.object_size,
             "data_object_size": first.get("radius"),
             "object_sizes": scales,
+            "intensity_rule": INTENSITY_RULE,  # how stored pixels became [0, 1] (io.images)
         }
         if self.pixel_size and first.get("radius"):
             out["object_size_um"] = first["radius"] * self.pixel_size

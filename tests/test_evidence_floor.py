@@ -1,0 +1,181 @@
+"""The absolute evidence floor (decode.min_score): a detection needs its map value above it,
+besides the relative ξ; the floor is chosen on validation and kept in the model file."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cellmaps.errors import CellmapsInputError
+from cellmaps.io import Dataset, Points
+from cellmaps.model import Model, above_floor, bundled_model_path
+from cellmaps.recipes import load_recipe, validate_recipe
+from cellmaps.tune import FLOOR_FRACTIONS, FLOOR_SAFETY, choose_evidence_floor
+
+
+def peak_model(min_score: float = 0.0) -> Model:
+    r = load_recipe("micronet")
+    r["net"].update(base=4, depth=2)
+    r["decode"].update(xi=0.1, min_distance=3, min_score=min_score)
+    return Model(validate_recipe(r), 3, [0.5] * 3, [0.2] * 3, training={"label": "nucleus"})
+
+
+def bump_map(shape, peaks: dict[tuple[int, int], float]) -> dict:
+    """A proximity-like map: a cone of the given height at each (row, col)."""
+    rr, cc = np.mgrid[: shape[0], : shape[1]]
+    m = np.zeros(shape, np.float32)
+    for (r, c), h in peaks.items():
+        m = np.maximum(m, h * np.clip(1 - np.hypot(rr - r, cc - c) / 5, 0, None))
+    return {"proximity": m[None]}
+
+
+def test_above_floor_keeps_scores_at_or_above_it():
+    pts = Points(np.array([[1, 1], [2, 2], [3, 3]]), scores=np.array([1.0, 2.0, 3.0]))
+    assert above_floor(pts, 2.0).scores.tolist() == [2.0, 3.0]
+    assert len(above_floor(pts, 0.0)) == 3
+    assert len(above_floor(pts, 3.5)) == 0
+
+
+def test_decode_applies_floor_besides_relative_xi():
+    # three peaks of heights 4, 1.5 and 0.3: ξ 0.1 of the max 4 keeps all but 0.3
+    maps = bump_map((40, 60), {(10, 10): 4.0, (10, 40): 1.5, (30, 30): 0.3})
+    assert len(peak_model(0.0).decode_maps(maps)) == 2
+    kept = peak_model(2.0).decode_maps(maps)
+    assert kept.coords.tolist() == [[10.0, 10.0]]
+    # a weak image alone: relative ξ finds its peaks, the floor removes them
+    weak = bump_map((40, 60), {(10, 40): 1.5, (30, 30): 0.9})
+    assert len(peak_model(0.0).decode_maps(weak)) == 2
+    assert len(peak_model(2.0).decode_maps(weak)) == 0
+    # an explicit override wins over the model's floor
+    assert len(peak_model(2.0).decode_maps(weak, min_score=0.0)) == 2
+
+
+def test_floor_applies_on_the_strip_path_of_large_images(monkeypatch):
+    """Images taller than ``strip`` are decoded strip by strip: the floor must apply there
+    too, and give the same detections as the whole map. The 'net' here returns the image's
+    first channel as the map (a smooth random field with many peaks)."""
+    from scipy import ndimage
+
+    model = peak_model(0.0)
+    field = ndimage.gaussian_filter(np.random.default_rng(0).normal(size=(300, 80)), 3)
+    image = np.repeat(((field - field.min()) / np.ptp(field))[..., None], 3, axis=2)
+
+    def fake_maps(img, *_, **__):
+        return {"proximity": 4 * np.asarray(img, np.float32)[None, ..., 0]}
+
+    monkeypatch.setattr(model, "predict_maps", fake_maps)
+    all_pts = model.detect(image, strip=4096)
+    assert len(all_pts) > 10
+    cut = float(np.median(all_pts.scores))
+    model.decode["min_score"] = cut
+    whole = model.detect(image, strip=4096)
+    strips = model.detect(image, strip=64)
+    assert len(whole) == int((all_pts.scores >= cut).sum()) < len(all_pts)
+    assert np.allclose(strips.coords, whole.coords)
+
+
+def test_choose_evidence_floor_is_highest_candidate_within_tolerance():
+    model = peak_model()
+    truth = np.array([[10.0, 10.0], [10.0, 40.0]])
+    best = {"xi": 0.2, "min_distance": 3, "f1": 1.0}
+    # true nuclei give peaks of 4 and 2.1; a spurious bump of 0.5 is below ξ·max anyway.
+    # Candidates are FLOOR_FRACTIONS of the median image maximum (4): 0, 0.2, ..., 3.2;
+    # above 2.1 the weaker nucleus is lost (F1 2/3), so the highest keeping F1 1 (the edge)
+    # is 2.0, and the floor is FLOOR_SAFETY times it.
+    maps = bump_map((40, 60), {(10, 10): 4.0, (10, 40): 2.1, (30, 30): 0.5})
+    out = choose_evidence_floor(model, [(truth, maps)], best, "xi")
+    assert out["edge"] == pytest.approx(2.0)
+    assert out["min_score"] == pytest.approx(FLOOR_SAFETY * 2.0)
+    assert [round(c["min_score"], 6) for c in out["curve"]] == [
+        round(f * 4.0, 6) for f in FLOOR_FRACTIONS
+    ]
+    assert [c["f1"] for c in out["curve"] if c["min_score"] > 2.1] == pytest.approx(
+        [2 / 3] * sum(f * 4 > 2.1 for f in FLOOR_FRACTIONS)
+    )
+    # both nuclei strong: every candidate keeps F1 1, the highest (0.8 * 4) is chosen
+    maps = bump_map((40, 60), {(10, 10): 4.0, (10, 40): 3.5, (30, 30): 0.5})
+    out = choose_evidence_floor(model, [(truth, maps)], best, "xi")
+    assert out["edge"] == pytest.approx(max(FLOOR_FRACTIONS) * 4.0)
+
+
+def test_recipe_refuses_negative_or_nan_floor_and_xi_outside_unit_interval():
+    for key, bad in (("min_score", -1.0), ("min_score", float("nan")), ("xi", 1.5)):
+        r = load_recipe("micronet")
+        r["decode"][key] = bad
+        with pytest.raises(CellmapsInputError, match=f"decode.{key}"):
+            validate_recipe(r, "r.yaml")
+
+
+def test_predict_refuses_bad_overrides(tmp_path):
+    from cellmaps.predict import predict_paths
+
+    img = tmp_path / "a.png"
+    from PIL import Image
+
+    Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(img)
+    with pytest.raises(CellmapsInputError, match="min_score"):
+        predict_paths(peak_model(), [img], tmp_path / "out", min_score=-1, progress=False)
+    with pytest.raises(CellmapsInputError, match="xi"):
+        predict_paths(peak_model(), [img], tmp_path / "out", xi=float("nan"), progress=False)
+
+
+# -- the bundled models -----------------------------------------------------------------------
+EMPTY = {
+    "black": np.zeros((1024, 1024, 3), np.uint8),
+    "white": np.full((1024, 1024, 3), 255, np.uint8),
+    "grey": np.full((1024, 1024, 3), 128, np.uint8),
+}
+
+
+@pytest.mark.parametrize("name", ["default", "ki67"])
+def test_bundled_models_find_nothing_on_empty_images(name):
+    model = Model.load(bundled_model_path(name))
+    assert model.decode["min_score"] > 0, "bundled model has no evidence floor"
+    for kind, image in EMPTY.items():
+        assert len(model.detect(image)) == 0, f"{name} on a {kind} image"
+
+
+def test_default_model_finds_one_nucleus_pasted_on_background(crchisto):
+    """An isolated nucleus from a crchisto test image, pasted onto a flat background of
+    the image's own background colour (its brightest decile), gives exactly one detection
+    at the nucleus."""
+    ds = Dataset(crchisto)
+    model = Model.load(bundled_model_path("default"))
+    image_id = ds.ids("test")[0]
+    image, pts = ds.image(image_id), ds.points(image_id).coords
+    d = np.hypot(*(pts[:, None] - pts[None]).transpose(2, 0, 1))
+    np.fill_diagonal(d, np.inf)
+    inside = np.all((pts > 20) & (pts < np.array(image.shape[:2]) - 20), axis=1)
+    r, c = np.rint(pts[np.argmax(np.where(inside, d.min(1), -1))]).astype(int)
+    grey = image.mean(2)
+    bg = image[grey >= np.quantile(grey, 0.9)].mean(0).astype(np.uint8)
+    canvas = np.broadcast_to(bg, (256, 256, 3)).copy()
+    canvas[128 - 7 : 128 + 8, 128 - 7 : 128 + 8] = image[r - 7 : r + 8, c - 7 : c + 8]
+    found = model.detect(canvas)
+    assert len(found) == 1
+    assert np.hypot(*(found.coords[0] - 128)) <= 4
+
+
+def test_local_contrast_is_the_window_standard_deviation():
+    from cellmaps.model import local_contrast
+
+    rng = np.random.default_rng(0)
+    img = rng.random((30, 40, 2)).astype(np.float32)
+    img[..., 1] *= 0.1  # the second channel has less contrast: the first one decides
+    coords = np.array([[5, 5], [10, 20], [24, 33]])
+    want = [img[r - 3 : r + 4, c - 3 : c + 4, 0].std() for r, c in coords]
+    assert np.allclose(local_contrast(img, 7, coords), want, atol=1e-5)
+    assert np.allclose(local_contrast(np.full((20, 20, 3), 0.7, np.float32), 7, coords[:1]), 0)
+
+
+def test_no_detections_where_the_input_is_flat(monkeypatch):
+    """Left half flat grey, right half textured; the map has a bump in each half."""
+    model = peak_model(0.0)
+    image = np.full((40, 80, 3), 128, np.uint8)
+    image[:, 40:] = np.random.default_rng(0).integers(0, 256, (40, 40, 3))
+    maps = bump_map((40, 80), {(20, 15): 3.0, (20, 60): 3.0})
+    monkeypatch.setattr(model, "predict_maps", lambda *a, **k: maps)
+    model.decode["min_contrast"] = 0.0
+    assert len(model.detect(image)) == 2
+    model.decode["min_contrast"] = 0.002
+    assert model.detect(image).coords.tolist() == [[20.0, 60.0]]
