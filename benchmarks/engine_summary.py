@@ -117,6 +117,18 @@ def minutes(name: str, d: dict | None) -> str:
     return "—"
 
 
+def iterations(name: str, d: dict | None) -> str:
+    """Training iterations of the run behind a results file."""
+    if d is None:
+        return "—"
+    if name in ("micronet_crchisto", "kinet"):
+        return f"{_get(d, 'training', 'iterations')}"
+    if name == "deepdistance":
+        its = _get(d, "data", "usiigaci", "recipes", "deepdistance-extended", "iterations")
+        return f"{its} each" if its else "—"
+    return "—"
+
+
 def step_time_note(baseline: str) -> str:
     """Seconds per training step of deepdistance-extended on usiigaci in the old and new runs
     (the machines differ: the old one ran bf16 natively), computed from the results."""
@@ -148,8 +160,9 @@ def main() -> None:
         "curves; the engine ablation sections say which change moved the figure. "
         + step_time_note(args.baseline),
         "",
-        "| run | old | new | trained from | training minutes (new) | target | paper | reached |",
-        "|---|---|---|---|---|---|---|---|",
+        "| run | old | new | iterations old → new | trained from | training minutes (new) "
+        "| target | paper | reached |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for label, name, path, target, paper in ROWS:
         old_d, new_d = results_at(args.baseline, name), results_at(None, name)
@@ -161,6 +174,7 @@ def main() -> None:
             label,
             "—" if old is None else f"{old:.3f}",
             f"{new:.3f}" if rerun and new is not None else "not rerun yet",
+            f"{iterations(name, old_d)} → {iterations(name, new_d) if rerun else '—'}",
             new_commit if rerun else "—",
             minutes(name, new_d) if rerun else "—",
             f"≥ {target}",
