@@ -208,15 +208,15 @@ def _add_prediction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("inputs", nargs="*", help="[model file] then image files or folders")
     p.add_argument("--out", required=True, help="output folder (prediction layout)")
     p.add_argument("--split", help="for dataset folders: only this split of splits.csv")
-    p.add_argument("--xi", type=float, help="override the tuned threshold ξ")
+    p.add_argument("--xi", type=_unit_interval, help="override the tuned threshold ξ (0..1)")
     p.add_argument(
         "--min-score",
-        type=float,
+        type=_non_negative,
         help="override the model's absolute evidence floor (map value a detection needs; 0 = none)",
     )
-    p.add_argument("--tile", type=int, help="inference tile size (default: the model's)")
-    p.add_argument("--stride", type=int, help="inference tile stride")
-    p.add_argument("--batch", type=int, help="tiles per forward pass")
+    p.add_argument("--tile", type=_positive_int, help="inference tile size (default: the model's)")
+    p.add_argument("--stride", type=_positive_int, help="inference tile stride")
+    p.add_argument("--batch", type=_positive_int, help="tiles per forward pass")
     _add_scale_args(p, "the input images")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -230,6 +230,43 @@ def _positive(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not (math.isfinite(v) and v > 0):
         raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
+    return v
+
+
+def _positive_int(text: str) -> int:
+    """argparse type: a whole number ≥ 1 (tile, stride, batch, iterations, ...)."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
+    return v
+
+
+def _unit_interval(text: str) -> float:
+    """argparse type: a finite number in [0, 1] (ξ)."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(v) and 0 <= v <= 1):
+        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
+    return v
+
+
+def _non_negative(text: str) -> float:
+    """argparse type: a finite number ≥ 0."""
+    import math
+
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not (math.isfinite(v) and v >= 0):
+        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
     return v
 
 
@@ -268,9 +305,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--split", help="only images of this split (train/val/test)")
     ev.add_argument("--group", help="only images of this group")
     ev.add_argument("--protocol", default="hungarian", choices=["hungarian", "one-to-one", "iou"])
-    ev.add_argument("--radius", type=float, default=6.0, help="matching radius in px (default 6)")
     ev.add_argument(
-        "--iou", type=float, default=0.5, help="IoU threshold for instance matching (default 0.5)"
+        "--radius", type=_positive, default=6.0, help="matching radius in px (default 6)"
+    )
+    ev.add_argument(
+        "--iou",
+        type=_unit_interval,
+        default=0.5,
+        help="IoU threshold for instance matching (default 0.5)",
     )
     ev.add_argument("--json", help="write the full result (summary, per_group, per_image) here")
     ev.add_argument("--plot", help="write a PNG with the PR curve, per-image F1 and counts")
@@ -315,11 +357,11 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     tr.add_argument("--init", help="start from this model's weights (fine-tuning)")
     tr.add_argument("--freeze", type=int, default=0, help="freeze the first K numbered blocks")
-    tr.add_argument("--iterations", type=int)
-    tr.add_argument("--batch", type=int)
-    tr.add_argument("--crop", type=int)
-    tr.add_argument("--val-every", type=int)
-    tr.add_argument("--checkpoint-every", type=int)
+    tr.add_argument("--iterations", type=_positive_int)
+    tr.add_argument("--batch", type=_positive_int)
+    tr.add_argument("--crop", type=_positive_int)
+    tr.add_argument("--val-every", type=_positive_int)
+    tr.add_argument("--checkpoint-every", type=_positive_int)
     tr.add_argument("--seed", type=int)
     tr.add_argument("--precision", choices=["auto", "bf16", "fp32"])
     tr.add_argument(
