@@ -41,3 +41,25 @@ def test_bad_option_values_get_one_line_naming_the_option(tmp_path, capsys, argv
     assert option in err and message in err
     assert "Traceback" not in err
     assert not (tmp_path / "o").exists()
+
+
+def test_train_checks_its_output_before_training(tmp_path, capsys):
+    """--out an existing model, a folder, or inside a missing folder: refused at once (exit
+    2), the existing model left untouched; no dataset is even read (the --data is missing)."""
+    model = tmp_path / "m.safetensors"
+    model.write_bytes(b"an earlier model")
+    cases = [
+        (str(model), "a model is already there; pass --overwrite"),
+        (str(tmp_path), "is a folder"),
+        (str(tmp_path / "nope" / "m.safetensors"), "does not exist"),
+    ]
+    for out, message in cases:
+        argv = ["train", "--recipe", "micronet", "--data", str(tmp_path / "none"), "--out", out]
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err, out
+    assert model.read_bytes() == b"an earlier model"
+    # with --overwrite the output is accepted and the next problem (the data) is reported
+    argv = ["train", "--recipe", "micronet", "--data", str(tmp_path / "none"), "--out"]
+    assert main([*argv, str(model), "--overwrite"]) == 2
+    assert "already there" not in capsys.readouterr().err

@@ -56,10 +56,31 @@ def _data_sources(args: argparse.Namespace) -> list[tuple[str, str | None, float
     return [(d, args.split, w) for d, w in zip(args.data, weights, strict=True)]
 
 
+def check_model_output(out: str, overwrite: bool, resume: bool) -> None:
+    """Refuse, before any training, a ``--out`` that cannot take the model: a folder, a
+    folder that does not exist or cannot be written, or an existing model (unless
+    ``--overwrite`` or ``--resume``)."""
+    import os
+
+    path = Path(out)
+    if path.is_dir():
+        raise CellmapsInputError("is a folder; give a model file name (.safetensors)", path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if not parent.is_dir():
+        raise CellmapsInputError(f"folder {parent} does not exist", path)
+    if not os.access(parent, os.W_OK):
+        raise CellmapsInputError(f"cannot write into {parent}", path)
+    if path.exists() and not (overwrite or resume):
+        raise CellmapsInputError(
+            "a model is already there; pass --overwrite to replace it (or --resume)", path
+        )
+
+
 def _cmd_train(args: argparse.Namespace) -> int:
     from cellmaps.recipes import load_recipe
     from cellmaps.training import train
 
+    check_model_output(args.out, args.overwrite, args.resume)
     recipe = load_recipe(args.recipe)
     for key in ("iterations", "seed", "batch", "crop", "val_every", "checkpoint_every"):
         if getattr(args, key) is not None:
@@ -355,6 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--out", required=True, help="model file to write (.safetensors)")
     tr.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
+    tr.add_argument("--overwrite", action="store_true", help="replace an existing OUT model")
     tr.add_argument("--init", help="start from this model's weights (fine-tuning)")
     tr.add_argument("--freeze", type=int, default=0, help="freeze the first K numbered blocks")
     tr.add_argument("--iterations", type=_positive_int)
