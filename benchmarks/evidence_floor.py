@@ -63,12 +63,8 @@ def counts_on_empty(
 ) -> dict:
     """Detections per image with the given evidence floor and flat-region rule (the
     model's ξ)."""
-    saved = dict(model.decode)
-    model.decode.update(min_score=min_score, min_contrast=min_contrast)
-    try:
+    with model.decoding(min_score=min_score, min_contrast=min_contrast):
         return {k: len(model.detect(im)) for k, im in images.items()}
-    finally:
-        model.decode.update(saved)
 
 
 def map_maxima(model: Model, images: dict[str, np.ndarray]) -> dict:
@@ -82,12 +78,9 @@ def map_maxima(model: Model, images: dict[str, np.ndarray]) -> dict:
 
 
 def test_f1(model: Model, root: Path, min_score: float) -> float:
-    saved = model.decode["min_score"]
-    model.decode["min_score"] = min_score
-    try:
+    """Pooled test-split F1 with the given evidence floor."""
+    with model.decoding(min_score=min_score):
         return score_split(model, root, "test")["f1"]
-    finally:
-        model.decode["min_score"] = saved
 
 
 def run_model(name: str, dataset: str, images: dict[str, np.ndarray]) -> dict:

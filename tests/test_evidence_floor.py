@@ -179,3 +179,14 @@ def test_no_detections_where_the_input_is_flat(monkeypatch):
     assert len(model.detect(image)) == 2
     model.decode["min_contrast"] = 0.002
     assert model.detect(image).coords.tolist() == [[20.0, 60.0]]
+
+
+def test_decoding_overrides_are_undone_after_the_block_even_on_error():
+    model = peak_model(1.5)
+    before = dict(model.decode)
+    with model.decoding(min_score=0.0, min_distance=6):
+        assert model.decode["min_score"] == 0.0 and model.decode["min_distance"] == 6
+    assert model.decode == before
+    with pytest.raises(RuntimeError), model.decoding(xi=0.9):
+        raise RuntimeError("decoding failed")
+    assert model.decode == before

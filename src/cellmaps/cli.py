@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -242,53 +243,27 @@ def _add_prediction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
-def _positive(text: str) -> float:
-    import math
+def _checked_number(convert, ok, want: str, kind: str = "number"):
+    """An argparse type: ``convert`` the text, refuse it unless ``ok`` (one line naming
+    what is wanted)."""
 
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(v) and v > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}")
-    return v
+    def parse(text: str):
+        try:
+            v = convert(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"not a {kind}: {text!r}") from None
+        if not ok(v):
+            raise argparse.ArgumentTypeError(f"must be {want}, got {text!r}")
+        return v
 
-
-def _positive_int(text: str) -> int:
-    """argparse type: a whole number ≥ 1 (tile, stride, batch, iterations, ...)."""
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a whole number: {text!r}") from None
-    if v < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {text!r}")
-    return v
+    return parse
 
 
-def _unit_interval(text: str) -> float:
-    """argparse type: a finite number in [0, 1] (ξ)."""
-    import math
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(v) and 0 <= v <= 1):
-        raise argparse.ArgumentTypeError(f"must be a number in [0, 1], got {text!r}")
-    return v
-
-
-def _non_negative(text: str) -> float:
-    """argparse type: a finite number ≥ 0."""
-    import math
-
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not (math.isfinite(v) and v >= 0):
-        raise argparse.ArgumentTypeError(f"must be a number >= 0, got {text!r}")
-    return v
+_positive = _checked_number(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
+_non_negative = _checked_number(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
+_unit_interval = _checked_number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")  # ξ, IoU
+# tile, stride, batch, iterations, ...
+_positive_int = _checked_number(int, lambda v: v >= 1, "at least 1", kind="whole number")
 
 
 def _add_scale_args(p: argparse.ArgumentParser, what: str) -> None:

@@ -221,6 +221,18 @@ class Model:
         maps.input_shape = tuple(np.asarray(image).shape[:2])
         return maps
 
+    @contextlib.contextmanager
+    def decoding(self, **overrides):
+        """Decode with other ``decode`` settings inside a ``with`` block; the model's own
+        are restored afterwards (tuning sweeps, benchmarks)."""
+        saved = dict(self.decode)
+        self.decode.update(overrides)
+        try:
+            yield self
+        finally:
+            self.decode.clear()
+            self.decode.update(saved)
+
     def decode_maps(
         self,
         maps: dict[str, np.ndarray],
@@ -312,9 +324,8 @@ class Model:
         maximum over the whole image, so the result is the same decoding as on the whole map.
         """
         factor = self.input_scale(object_size, pixel_size)
-        if factor == 1.0 and np.asarray(image).shape[0] <= strip:
-            return self._detect_net_scale(image, progress, strip, xi, **inference)
-        # normalised once for the whole image, so every strip gets the same intensity range
+        # normalised once for the whole image: every strip gets the same intensity range,
+        # and the flat-region rule reads the same pixels
         full = normalize_image(image)
         if factor == 1.0:
             return self._detect_net_scale(full, progress, strip, xi, **inference)
@@ -324,16 +335,17 @@ class Model:
         return Points(coords, pts.labels, pts.scores)
 
     def _detect_net_scale(self, image, progress, strip, xi, **inference) -> Points:
+        """Detections in a normalised image already at the net's scale."""
         pts = self._decode_net_scale(image, progress, strip, xi, **inference)
         return self._drop_flat(pts, image)
 
     def _drop_flat(self, pts: Points, image: np.ndarray) -> Points:
-        """Leave out detections where the input is flat (``decode.min_contrast``)."""
+        """Leave out detections where the normalised input is flat (``decode.min_contrast``)."""
         floor = self.decode["min_contrast"]
         if floor <= 0 or len(pts) == 0:
             return pts
         window = 2 * max(3, round(self.object_size or 3)) + 1
-        return pts.subset(local_contrast(normalize_image(image), window, pts.coords) >= floor)
+        return pts.subset(local_contrast(image, window, pts.coords) >= floor)
 
     def _decode_net_scale(self, image, progress, strip, xi, **inference) -> Points:
         if self.decode_kind() in ("hmaxima", "components") or image.shape[0] <= strip:
@@ -378,7 +390,7 @@ def local_contrast(image: np.ndarray, window: int, coords: np.ndarray) -> np.nda
     """Standard deviation of a normalised (H, W, C) image over the ``window``² square around
     each (row, col), the largest over channels (mirrored at the borders). An exactly flat
     region (scanner padding, a black, white or grey image) has 0: nothing there can be an
-    object. Only the windows at ``coords`` are read, not the whole image."""
+    object. The standard deviation is computed only for the windows at ``coords``."""
     img = np.asarray(image, np.float32)
     half = window // 2
     rc = np.clip(np.rint(coords).astype(np.intp), 0, np.array(img.shape[:2]) - 1)

@@ -41,7 +41,6 @@ def tune_decoding(
     The sweep decodes without an evidence floor; with ``evidence_floor`` the floor is then
     chosen by :func:`choose_evidence_floor` (``min_score`` in the result).
     ``object_size`` / ``pixel_size`` describe the images as in :meth:`Model.predict_maps`."""
-    ev = model.recipe["evaluate"]
     kind = model.task_decoders.get(model.decode["task"]) or model.decode["kind"]
     param = {"hmaxima": "h", "components": "min_area"}.get(kind, "xi")
     default = {"h": H_GRID, "min_area": AREA_GRID, "xi": XI_GRID}[param]
@@ -63,24 +62,12 @@ def tune_decoding(
     elif min_distances is None:
         min_distances = MIN_DISTANCE_GRID
     curve = []
-    saved = model.decode["min_distance"]
-    try:
-        for md in min_distances:
-            model.decode["min_distance"] = int(md)
+    for md in min_distances:
+        with model.decoding(min_distance=int(md)):
             for v in grid:
-                ms = [
-                    match_points(
-                        t,
-                        model.decode_maps(maps, **{param: v}, min_score=0.0).coords,
-                        ev["radius"],
-                        ev["protocol"],
-                    )
-                    for t, maps in cached
-                ]
                 value = int(v) if param == "min_area" else float(v)
-                curve.append({param: value, "min_distance": int(md), **pool_detection(ms)})
-    finally:
-        model.decode["min_distance"] = saved
+                scores = pooled_scores(model, cached, **{param: v}, min_score=0.0)
+                curve.append({param: value, "min_distance": int(md), **scores})
     best = max(curve, key=lambda r: r["f1"])
     if not evidence_floor:
         return {**best, "param": param, "curve": curve}
@@ -95,6 +82,18 @@ def tune_decoding(
     }
 
 
+def pooled_scores(model, cached, **decode) -> dict:
+    """Pooled detection scores over cached (truth coords, maps) pairs, each map decoded by
+    ``model.decode_maps(maps, **decode)`` and matched with the recipe's protocol and radius."""
+    ev = model.recipe["evaluate"]
+    return pool_detection(
+        [
+            match_points(t, model.decode_maps(maps, **decode).coords, ev["radius"], ev["protocol"])
+            for t, maps in cached
+        ]
+    )
+
+
 def choose_evidence_floor(model, cached, best: dict, param: str) -> dict:
     """The absolute evidence floor (``decode.min_score``): ``FLOOR_SAFETY`` × the highest
     candidate (the "edge") whose pooled validation F1, at the chosen ξ / h / area and peak
@@ -104,27 +103,17 @@ def choose_evidence_floor(model, cached, best: dict, param: str) -> dict:
 
     ``cached`` holds (truth coords, maps) per validation image. Returns the floor, the edge
     and the curve of (min_score, F1)."""
-    ev = model.recipe["evaluate"]
     task = model.decode["task"]
     top = float(np.median([float(np.max(maps[task])) for _, maps in cached]))
-    saved = model.decode["min_distance"]
-    model.decode["min_distance"] = int(best["min_distance"])
-    try:
-        curve = []
-        for frac in FLOOR_FRACTIONS:
-            floor = max(frac * top, 0.0)
-            ms = [
-                match_points(
-                    t,
-                    model.decode_maps(maps, **{param: best[param]}, min_score=floor).coords,
-                    ev["radius"],
-                    ev["protocol"],
-                )
-                for t, maps in cached
-            ]
-            curve.append({"min_score": floor, "f1": pool_detection(ms)["f1"]})
-    finally:
-        model.decode["min_distance"] = saved
+    with model.decoding(min_distance=int(best["min_distance"])):
+        floors = [max(frac * top, 0.0) for frac in FLOOR_FRACTIONS]
+        curve = [
+            {
+                "min_score": f,
+                "f1": pooled_scores(model, cached, **{param: best[param]}, min_score=f)["f1"],
+            }
+            for f in floors
+        ]
     ok = [r for r in curve if r["f1"] >= best["f1"] - FLOOR_TOLERANCE]
     edge = max(r["min_score"] for r in ok) if ok else 0.0
     return {"min_score": FLOOR_SAFETY * edge, "edge": edge, "curve": curve}
