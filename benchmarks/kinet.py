@@ -557,7 +557,13 @@ def main() -> None:
     folders = {s: WORK / f"crchisto_roi_{s}" for s in SHARES}
     for s, folder in folders.items():
         derive_weak_roi_dataset(
-            CRC, folder, ["epithelial"], points_share=s / 100, seed=args.seed, progress=False
+            CRC,
+            folder,
+            ["epithelial"],
+            points_share=s / 100,
+            seed=args.seed,
+            progress=False,
+            overwrite=True,
         )
     main_model = train_or_reuse(
         kinet_recipe(args.iterations, args.seed), folders[100], f"crchisto_kinet_{args.iterations}"

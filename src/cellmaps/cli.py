@@ -170,6 +170,9 @@ def _prediction_options(args: argparse.Namespace) -> dict:
         "split": args.split,
         "object_size": args.object_size,
         "pixel_size": args.pixel_size,
+        "overwrite": args.overwrite,
+        "resume": args.resume,
+        "skip_bad": args.skip_bad,
     }
 
 
@@ -208,6 +211,7 @@ def _cmd_weak_roi(args: argparse.Namespace) -> int:
         points_share=args.points_share,
         seed=args.seed,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     print(
         f"wrote weak ROIs for {s['images']} image(s) to {Path(args.out)} "
@@ -240,6 +244,23 @@ def _add_prediction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=_positive_int, help="inference tile stride")
     p.add_argument("--batch", type=_positive_int, help="tiles per forward pass")
     _add_scale_args(p, "the input images")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a run stopped in OUT (same model and options): finished images are skipped",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="OUT holds another run: remove its outputs (points/, geojson/, overlays/, "
+        "masks/, the tables) and start again",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="go on past images that cannot be read or processed; they are listed at the "
+        "end and in OUT/skipped.csv",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -437,19 +458,62 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep points for only this share of the train split (others: ROI only)",
     )
     wr.add_argument("--seed", type=int, default=0)
+    wr.add_argument("--overwrite", action="store_true", help="replace an existing OUT folder")
     wr.add_argument("--quiet", action="store_true")
     wr.set_defaults(func=_cmd_weak_roi)
+    for command in sub.choices.values():
+        command.add_argument(
+            "--debug", action="store_true", help="show the traceback of an unexpected error"
+        )
     return parser
 
 
+EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _error(args: argparse.Namespace, message: str) -> None:
+    print(f"cellmaps {args.command}: error: {message}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit codes: 0 done, 2 bad input (one line naming the file and the
+    problem), 1 internal error (one line; ``--debug`` shows the traceback), 130 stopped by
+    Ctrl-C."""
+    from cellmaps.batch import BatchInterrupted
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         return args.func(args)
     except CellmapsInputError as exc:
-        print(f"cellmaps {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        _error(args, str(exc))
+        return EXIT_INPUT
+    except BatchInterrupted as exc:
+        _error(args, str(exc))
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        _error(args, "interrupted (files already written are complete)")
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        if args.debug:
+            raise
+        _error(args, "out of memory; try a smaller --tile/--batch or a smaller image")
+        return EXIT_INPUT
+    except OSError as exc:
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(args, f"{where}{exc.strerror or exc}")
+        return EXIT_INPUT
+    except Exception as exc:  # one line for a user; the traceback with --debug
+        if args.debug:
+            raise
+        _error(
+            args,
+            f"internal error ({type(exc).__name__}: {exc}); run again with --debug for "
+            "the traceback and report it",
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":
