@@ -60,10 +60,13 @@ def test_image_round_trip_keeps_pixels_and_normalises_full_range_data_by_dtype_m
 
 def test_rgba_png_drops_alpha_and_jpeg_reads(tmp_path):
     rgba = np.zeros((5, 6, 4), np.uint8)
-    rgba[..., 0] = 200
-    rgba[..., 3] = 255
+    rgba[..., 0], rgba[..., 1], rgba[..., 2] = 200, 100, 50
+    rgba[..., 3] = np.arange(6, dtype=np.uint8) * 40  # alpha varies: it must not be read
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
-    assert read_image(tmp_path / "a.png").shape == (5, 6, 3)
+    assert np.array_equal(read_image(tmp_path / "a.png"), rgba[..., :3])
+    la = np.stack([np.full((5, 6), 90, np.uint8), rgba[..., 3]], -1)
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    assert np.array_equal(read_image(tmp_path / "la.png"), la[..., 0])
     Image.fromarray(rgba[..., :3]).save(tmp_path / "a.jpg")
     assert read_image(tmp_path / "a.jpg").shape == (5, 6, 3)
 

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -61,7 +63,6 @@ def check_model_output(out: str, overwrite: bool, resume: bool) -> None:
     """Refuse, before any training, a ``--out`` that cannot take the model: a folder, a
     folder that does not exist or cannot be written, or an existing model (unless
     ``--overwrite`` or ``--resume``)."""
-    import os
 
     path = Path(out)
     if path.is_dir():
@@ -173,6 +174,7 @@ def _prediction_options(args: argparse.Namespace) -> dict:
         "overwrite": args.overwrite,
         "resume": args.resume,
         "skip_bad": args.skip_bad,
+        "channels": args.channels,
     }
 
 
@@ -261,7 +263,28 @@ def _add_prediction_args(p: argparse.ArgumentParser) -> None:
         help="go on past images that cannot be read or processed; they are listed at the "
         "end and in OUT/skipped.csv",
     )
+    p.add_argument(
+        "--channels",
+        type=_channel_list,
+        help="image channels to use, counted from 0 and in the model's order (e.g. 0,2); "
+        "default: all (grey is repeated, colour averaged when the model wants 1 channel)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        help="largest PNG/JPEG (H × W) to read into memory (default 268435456; also "
+        "$CELLMAPS_MAX_PIXELS)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _channel_list(text: str) -> list[int]:
+    from cellmaps.io.images import parse_channels
+
+    try:
+        return parse_channels(text)
+    except CellmapsInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _checked_number(convert, ok, want: str, kind: str = "number"):
@@ -468,6 +491,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _pixel_limit(limit: int | None):
+    """``--max-pixels`` for the length of one command (then the environment as it was)."""
+    name = "CELLMAPS_MAX_PIXELS"  # cellmaps.io.images.MAX_PIXELS_VARIABLE, kept torch-free
+    before = os.environ.get(name)
+    if limit is not None:
+        os.environ[name] = str(limit)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
 EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 
@@ -484,7 +523,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with _pixel_limit(getattr(args, "max_pixels", None)):
+            return args.func(args)
     except CellmapsInputError as exc:
         _error(args, str(exc))
         return EXIT_INPUT

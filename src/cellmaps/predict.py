@@ -12,7 +12,7 @@ from tqdm import tqdm
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io._atomic import atomic_path, write_csv_atomic
 from cellmaps.io.geojson import class_color, write_geojson
-from cellmaps.io.images import IMAGE_SUFFIXES, read_image, to_uint8_rgb
+from cellmaps.io.images import IMAGE_SUFFIXES, read_image, select_channels, to_uint8_rgb
 from cellmaps.io.points import Points, write_points
 
 
@@ -85,12 +85,14 @@ def _label_counts(pts: Points) -> dict[str, int]:
     }
 
 
-def _predict_one(m, f: Path, out: Path, xi, masks: bool, inference: dict) -> dict[str, int]:
+def _predict_one(
+    m, f: Path, out: Path, xi, masks: bool, channels: list[int] | None, inference: dict
+) -> dict[str, int]:
     """Detect in one image and write its outputs (each atomically); returns its counts."""
     from cellmaps.io.masks import write_mask
     from cellmaps.model import segment_image
 
-    image = read_image(f)
+    image = select_channels(read_image(f), channels, f)
     try:
         if masks:
             pts, mask = segment_image(m, image, **inference)
@@ -115,10 +117,10 @@ def _write_counts(out: Path, rows: list[dict]) -> None:
     write_csv_atomic(out / "counts.csv", header, [[r.get(k, 0) for k in header] for r in rows])
 
 
-def _run_record(m, xi, masks: bool, split, inference: dict) -> dict:
+def _run_record(m, xi, masks: bool, split, channels, inference: dict) -> dict:
     from cellmaps import __version__
 
-    settings = {"xi": xi, "masks": masks, "split": split}
+    settings = {"xi": xi, "masks": masks, "split": split, "channels": channels}
     settings.update({k: v for k, v in inference.items() if k != "progress"})
     return {"cellmaps": __version__, "model": m.fingerprint(), "settings": settings}
 
@@ -136,6 +138,7 @@ def predict_paths(
     overwrite: bool = False,
     resume: bool = False,
     skip_bad: bool = False,
+    channels: list[int] | None = None,
     write_tables=None,
     **inference,
 ) -> list[dict]:
@@ -152,6 +155,7 @@ def predict_paths(
     image that cannot be read or processed is listed in ``skipped.csv`` and the run goes
     on; without it the run stops at that image with its error (finished images are kept).
     Ctrl-C stops after the current image (:class:`~cellmaps.batch.BatchInterrupted`).
+    ``channels`` picks image channels (0-based) before the model sees them.
     ``write_tables(out, rows)``, if given, writes further tables whenever counts.csv is.
 
     Returns one row per image processed or resumed: id, count and count per label.
@@ -181,7 +185,7 @@ def predict_paths(
                 "table; rename the image",
                 f,
             )
-    out = start_run(out, _run_record(m, xi, masks, split, inference), overwrite, resume)
+    out = start_run(out, _run_record(m, xi, masks, split, channels, inference), overwrite, resume)
     rows: list[dict] = []
 
     def tables() -> None:
@@ -198,7 +202,7 @@ def predict_paths(
                 counts = _label_counts(read_points(out / "points" / f"{f.stem}.csv"))
             else:
                 try:
-                    counts = _predict_one(m, f, out, xi, masks, inference)
+                    counts = _predict_one(m, f, out, xi, masks, channels, inference)
                 except CellmapsInputError as exc:
                     if not skip_bad:
                         raise
