@@ -14,6 +14,7 @@ from cellmaps.errors import CellmapsInputError
 
 # kept here (not imported from cellmaps.training.optim) so `cellmaps --help` needs no torch
 SCHEDULE_CHOICES = ("plateau", "constant", "cosine", "onecycle")
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -181,7 +182,14 @@ def _prediction_options(args: argparse.Namespace) -> dict:
 def _split_model_arg(inputs: list[str]) -> tuple[str | None, list[str]]:
     """``[MODEL.safetensors] IMAGES...`` → (model or None, images)."""
     paths = list(inputs)
-    model = paths.pop(0) if paths and paths[0].endswith(".safetensors") else None
+    if paths and Path(paths[0]).suffix.lower() in TORCH_SUFFIXES:
+        raise CellmapsInputError(
+            "PyTorch files are not read as models (loading them can run code); give a "
+            "cellmaps model file (.safetensors, written by `cellmaps train`)",
+            paths[0],
+        )
+    is_model = bool(paths) and Path(paths[0]).suffix.lower() == ".safetensors"
+    model = paths.pop(0) if is_model else None
     return model, paths
 
 
@@ -511,7 +519,8 @@ EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 1, 2, 130
 
 
 def _error(args: argparse.Namespace, message: str) -> None:
-    print(f"cellmaps {args.command}: error: {message}", file=sys.stderr)
+    """One line on stderr (messages from libraries can hold line breaks)."""
+    print(f"cellmaps {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
 
 
 def main(argv: list[str] | None = None) -> int:

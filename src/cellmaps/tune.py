@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
+from cellmaps.errors import CellmapsInputError
 from cellmaps.io.dataset import Dataset
 from cellmaps.io.masks import mask_centroids
 from cellmaps.metrics import match_points, pool_detection
@@ -48,9 +49,14 @@ def tune_decoding(
     cached = []
     for root, split in sources:
         ds = Dataset(root)
-        for image_id in tqdm(
-            ds.ids(split), desc="tune: predict", disable=not progress, leave=False
-        ):
+        annotated = [i for i in ds.ids(split) if ds.has("points", i) or ds.has("mask", i)]
+        if not annotated:
+            raise CellmapsInputError(
+                f"no image{f' of split {split!r}' if split else ''} has an annotation (points "
+                "or a mask) to tune against",
+                root,
+            )
+        for image_id in tqdm(annotated, desc="tune: predict", disable=not progress, leave=False):
             pts = ds.points(image_id)
             truth = pts.coords if pts is not None else mask_centroids(ds.mask(image_id))[0]
             maps = model.predict_maps(

@@ -177,16 +177,14 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 if im.mode in ("RGBA", "LA", "PA", "P"):
                     im = im.convert("RGB" if im.mode in ("RGBA", "PA", "P") else "L")
                 data = np.asarray(im)
-    except CellmapsInputError:
+    except (CellmapsInputError, MemoryError):
         raise
-    except (
-        UnidentifiedImageError,
-        OSError,
-        ValueError,
-        tifffile.TiffFileError,
-        imagecodecs.PngError,
-    ) as exc:
-        raise CellmapsInputError(f"cannot read image ({exc})", path) from exc
+    except Exception as exc:
+        # the decoders (Pillow, libpng, libtiff codecs via imagecodecs, tifffile) raise many
+        # unrelated types for damaged files (DeflateError on a TIFF cut short, ...)
+        raise CellmapsInputError(
+            f"cannot read image ({type(exc).__name__}: {exc}); is the file complete?", path
+        ) from exc
     if data.ndim not in (2, 3) or data.size == 0:
         raise CellmapsInputError(f"expected a 2-D image, got array of shape {data.shape}", path)
     return data

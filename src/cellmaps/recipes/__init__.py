@@ -292,14 +292,63 @@ def recipe_path(name_or_path: str | os.PathLike) -> Path:
     raise CellmapsInputError(f"no recipe named {str(name_or_path)!r}; known: {list_recipes()}")
 
 
+MAX_RECIPE_NODES = 100_000  # a real recipe has a few hundred values
+
+
+def expanded_yaml_size(node: yaml.Node, memo: dict[int, int], path: Path) -> int:
+    """Number of values ``node`` stands for once every alias is expanded, computed on the
+    composed graph (each shared node once), so an alias bomb ("billion laughs") is measured
+    without being built. Written here because PyYAML has no such limit."""
+    key = id(node)
+    if key in memo:
+        if memo[key] < 0:
+            raise CellmapsInputError("recipe YAML refers to itself through an alias", path)
+        return memo[key]
+    memo[key] = -1  # being counted: meeting it again means a cycle
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(expanded_yaml_size(child, memo, path) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(
+            expanded_yaml_size(k, memo, path) + expanded_yaml_size(v, memo, path)
+            for k, v in node.value
+        )
+    else:
+        size = 1
+    memo[key] = size
+    return size
+
+
+def read_recipe_yaml(path: Path) -> dict:
+    """Parse a recipe file with the safe loader (no Python tags), refusing files that expand
+    to more than :data:`MAX_RECIPE_NODES` values (alias bombs) before building them."""
+    from cellmaps.io.text import read_utf8_text
+
+    text = read_utf8_text(path, "recipe")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            size = expanded_yaml_size(node, {}, path)
+            if size > MAX_RECIPE_NODES:
+                raise CellmapsInputError(
+                    f"recipe expands to {size:,} values through YAML aliases (limit "
+                    f"{MAX_RECIPE_NODES:,}); write the values out",
+                    path,
+                )
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(exc).split())  # one line, without the source excerpt's layout
+        raise CellmapsInputError(f"not valid YAML ({problem})", path) from exc
+    if data is not None and not isinstance(data, dict):
+        raise CellmapsInputError(
+            f"a recipe is a YAML mapping (key: value), got {type(data).__name__}", path
+        )
+    return data or {}
+
+
 def load_recipe(name_or_path: str | os.PathLike) -> dict:
     """Load a bundled recipe by name, or a YAML file by path, and validate it."""
     path = recipe_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise CellmapsInputError(f"not valid YAML ({exc})", path) from exc
-    return validate_recipe(data or {}, str(path))
+    return validate_recipe(read_recipe_yaml(path), str(path))
 
 
 def list_recipes() -> list[str]:
