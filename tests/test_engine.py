@@ -438,8 +438,13 @@ def test_cli_train_tune_predict_evaluate(tiny_dataset, tmp_path, capsys):
         and (tmp_path / "m.loss.png").is_file()
         and (tmp_path / "m.log.csv").is_file()
     )
+    m = Model.load(model)
+    m.decode["xi"] = 0.987  # not on the tuning grid: tune must replace it
+    m.save(model)
     assert main(["tune", str(model), "--data", str(tiny_dataset), "--split", "val", "--quiet"]) == 0
-    assert "best xi" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    best_xi = float(printed.split("best xi = ")[1].split()[0])
+    assert Model.load(model).decode["xi"] == pytest.approx(best_xi)  # stored in the model
     out = tmp_path / "pred"
     assert main(["predict", str(model), str(tiny_dataset), "--out", str(out), "--quiet"]) == 0
     for k in range(4):
@@ -468,7 +473,16 @@ def test_cli_train_tune_predict_evaluate(tiny_dataset, tmp_path, capsys):
         == 0
     )
     assert sorted(p.name for p in (val_out / "points").iterdir()) == ["im3.csv"]
-    assert main(["evaluate", "--truth", str(tiny_dataset), "--pred", str(out), "--quiet"]) == 0
+    report = tmp_path / "eval.json"
+    argv = ["evaluate", "--truth", str(tiny_dataset), "--pred", str(out), "--json", str(report)]
+    assert main([*argv, "--quiet"]) == 0
+    s = json.loads(report.read_text())["summary"]
+    assert s["n_images"] == 4 and s["tp"] + s["fn"] == 40  # 10 discs in each of 4 images
+    n_pred = sum(
+        len((out / "points" / f"im{k}.csv").read_text().splitlines()) - 1 for k in range(4)
+    )
+    assert s["tp"] + s["fp"] == n_pred
+    assert s["f1"] == pytest.approx(2 * s["tp"] / (2 * s["tp"] + s["fp"] + s["fn"]))
     assert main(["predict", str(model), str(tmp_path / "nothing"), "--out", str(out)]) == 2
     assert "no such image file or folder" in capsys.readouterr().err
 
