@@ -522,3 +522,18 @@ def test_bad_file_gets_one_line_naming_the_problem(tmp_path, capsys, case):
     leftovers = [p for p in after if p not in before]
     assert all(p.name == "cellmaps-run.json" for p in leftovers), leftovers  # no partial files
     assert not [p for p in tmp_path.rglob(".*tmp*")]
+
+
+def test_every_option_of_every_command_has_help_text():
+    import argparse
+
+    from cellmaps.cli import build_parser
+
+    sub = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    missing = [
+        f"{name} {'/'.join(action.option_strings) or action.dest}"
+        for name, parser in sub.choices.items()
+        for action in parser._actions
+        if not isinstance(action, argparse._HelpAction) and not action.help
+    ]
+    assert missing == []

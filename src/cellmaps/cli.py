@@ -352,7 +352,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--pred", required=True, help="prediction folder (points/ and/or masks/)")
     ev.add_argument("--split", help="only images of this split (train/val/test)")
     ev.add_argument("--group", help="only images of this group")
-    ev.add_argument("--protocol", default="hungarian", choices=["hungarian", "one-to-one", "iou"])
+    ev.add_argument(
+        "--protocol",
+        default="hungarian",
+        choices=["hungarian", "one-to-one", "iou"],
+        help="matching: hungarian (optimal assignment within --radius, default), one-to-one "
+        "(DeepDistance: each the other's only partner within --radius) or iou (instance "
+        "masks, --iou)",
+    )
     ev.add_argument(
         "--radius", type=_positive, default=6.0, help="matching radius in px (default 6)"
     )
@@ -390,7 +397,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     tr.add_argument("--data", action="append", required=True, help="dataset folder (repeatable)")
     tr.add_argument(
-        "--weight", action="append", type=float, help="loss weight of the matching --data"
+        "--weight", action="append", type=_positive, help="loss weight of the matching --data"
     )
     tr.add_argument("--split", default="train", help="split to train on (default train)")
     tr.add_argument(
@@ -405,14 +412,35 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     tr.add_argument("--overwrite", action="store_true", help="replace an existing OUT model")
     tr.add_argument("--init", help="start from this model's weights (fine-tuning)")
-    tr.add_argument("--freeze", type=int, default=0, help="freeze the first K numbered blocks")
-    tr.add_argument("--iterations", type=_positive_int)
-    tr.add_argument("--batch", type=_positive_int)
-    tr.add_argument("--crop", type=_positive_int)
-    tr.add_argument("--val-every", type=_positive_int)
-    tr.add_argument("--checkpoint-every", type=_positive_int)
-    tr.add_argument("--seed", type=int)
-    tr.add_argument("--precision", choices=["auto", "bf16", "fp32"])
+    tr.add_argument(
+        "--freeze",
+        type=_checked_number(int, lambda v: v >= 0, "0 or more", kind="whole number"),
+        default=0,
+        help="freeze the first K numbered blocks",
+    )
+    tr.add_argument(
+        "--iterations", type=_positive_int, help="training steps (default: the recipe's)"
+    )
+    tr.add_argument("--batch", type=_positive_int, help="crops per step (default: the recipe's)")
+    tr.add_argument(
+        "--crop", type=_positive_int, help="training crop side in px (default: the recipe's)"
+    )
+    tr.add_argument(
+        "--val-every",
+        type=_positive_int,
+        help="validate (F1 on the validation split) every N steps",
+    )
+    tr.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        help="write OUT.ckpt every N steps (what --resume continues from)",
+    )
+    tr.add_argument("--seed", type=int, help="random seed (same seed, same data: same model)")
+    tr.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        help="auto = bf16 where the CPU supports it natively, else fp32",
+    )
     tr.add_argument(
         "--schedule",
         choices=list(SCHEDULE_CHOICES),
@@ -425,18 +453,22 @@ def build_parser() -> argparse.ArgumentParser:
         "px (default: the recipe's training.object_size; none = train at the data's scale)",
     )
     _add_scale_args(tr, "the training images (default: measured from masks or points)")
-    tr.add_argument("--quiet", action="store_true")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
     tr.set_defaults(func=_cmd_train)
 
     tu = sub.add_parser(
         "tune", help="choose the decoding threshold by best F1 and store it in the model"
     )
-    tu.add_argument("model")
+    tu.add_argument("model", help="model file (.safetensors) to tune")
     tu.add_argument("--data", action="append", required=True, help="dataset folder (repeatable)")
-    tu.add_argument("--split", default="val")
+    tu.add_argument(
+        "--split",
+        default="val",
+        help="split(s) to tune on, comma-separated (default val; never the test split)",
+    )
     tu.add_argument("--out", help="write the tuned model here (default: overwrite MODEL)")
     _add_scale_args(tu, "the tuning images")
-    tu.add_argument("--quiet", action="store_true")
+    tu.add_argument("--quiet", action="store_true", help="no progress bars")
     tu.set_defaults(func=_cmd_tune)
 
     pr = sub.add_parser(
@@ -488,9 +520,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="keep points for only this share of the train split (others: ROI only)",
     )
-    wr.add_argument("--seed", type=int, default=0)
+    wr.add_argument("--seed", type=int, default=0, help="seed of the block and image choice")
     wr.add_argument("--overwrite", action="store_true", help="replace an existing OUT folder")
-    wr.add_argument("--quiet", action="store_true")
+    wr.add_argument("--quiet", action="store_true", help="no progress bar")
     wr.set_defaults(func=_cmd_weak_roi)
     for command in sub.choices.values():
         command.add_argument(

@@ -68,12 +68,20 @@ def tune_decoding(
     elif min_distances is None:
         min_distances = MIN_DISTANCE_GRID
     curve = []
+    sweep = tqdm(
+        total=len(min_distances) * len(grid),
+        desc=f"tune: {param} sweep",
+        disable=not progress,
+        leave=False,
+    )
     for md in min_distances:
         with model.decoding(min_distance=int(md)):
             for v in grid:
                 value = int(v) if param == "min_area" else float(v)
                 scores = pooled_scores(model, cached, **{param: v}, min_score=0.0)
                 curve.append({param: value, "min_distance": int(md), **scores})
+                sweep.update()
+    sweep.close()
     best = max(curve, key=lambda r: r["f1"])
     if not evidence_floor:
         return {**best, "param": param, "curve": curve}
