@@ -217,3 +217,21 @@ def test_ki67_index():
     assert np.isnan(ki67_index(0, 0))
     assert np.allclose(ki67_index(np.array([1, 0]), np.array([1, 4])), [0.5, 0.0])
     assert pooled_ki67_index([3, 1], [1, 3]) == 0.5
+
+
+def test_mean_average_precision_by_hand():
+    """Two truth squares; the prediction copies one exactly and covers the other at IoU 80/120
+    = 2/3. AP (TP/(TP+FP+FN)) is 1 at τ = 0.5, 0.55, 0.6, 0.65 and 1/3 at the six thresholds
+    from 0.7 to 0.95, so mAP = (4 · 1 + 6 · 1/3) / 10 = 0.6."""
+    from cellmaps.metrics.segmentation import mean_average_precision
+
+    truth = np.zeros((30, 30), np.int32)
+    truth[0:10, 0:10] = 1
+    truth[15:25, 15:25] = 2
+    pred = np.zeros_like(truth)
+    pred[0:10, 0:10] = 5
+    pred[15:25, 17:27] = 9
+    assert mean_average_precision(truth, pred) == pytest.approx(0.6)
+    assert mean_average_precision(truth, truth) == 1.0
+    assert mean_average_precision(truth, pred, taus=[0.5]) == 1.0
+    assert mean_average_precision(truth, np.zeros_like(truth)) == 0.0

@@ -453,3 +453,27 @@ def test_region_growing_on_rescaled_maps_returns_an_input_sized_mask():
         np.sort(pts.coords, 0), np.sort([(30.5, 30.5), (30.5, 88.5), (88.5, 60.5)], 0), atol=1.5
     )
     assert segmentation_scores(big, mask)["aji"] > 0.7
+
+
+def test_bf16_path_gives_the_fp32_maps_within_bf16_precision():
+    """precision 'bf16' runs the net under bf16 autocast (emulated where the CPU lacks it);
+    its maps match fp32 to bf16's ~3 significant digits and are not identical (it ran)."""
+    import torch
+
+    from cellmaps.model import autocast
+    from tests.test_evidence_floor import peak_model
+
+    torch.manual_seed(0)
+    net = peak_model().net.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = net(x)
+        with autocast("bf16"):
+            low = net(x)
+        with autocast("fp32"):
+            same = net(x)
+    for k in ref:
+        assert low[k].dtype == torch.bfloat16
+        assert torch.equal(same[k], ref[k])
+        err = (low[k].float() - ref[k]).abs().max() / ref[k].abs().max()
+        assert 0 < err < 0.05
