@@ -220,9 +220,9 @@ def test_ki67_index():
 
 
 def test_mean_average_precision_by_hand():
-    """Two truth squares; the prediction copies one exactly and covers the other at IoU 80/120
-    = 2/3. AP (TP/(TP+FP+FN)) is 1 at τ = 0.5, 0.55, 0.6, 0.65 and 1/3 at the six thresholds
-    from 0.7 to 0.95, so mAP = (4 · 1 + 6 · 1/3) / 10 = 0.6."""
+    """Two truth squares; the prediction copies one exactly and covers the other at IoU 90/110
+    = 0.82. AP (TP/(TP+FP+FN)) is 1 at the seven thresholds τ = 0.5, 0.55, …, 0.8 and 1/3 at
+    0.85, 0.9 and 0.95, so mAP = (7 · 1 + 3 · 1/3) / 10 = 0.8."""
     from cellmaps.metrics.segmentation import mean_average_precision
 
     truth = np.zeros((30, 30), np.int32)
@@ -230,8 +230,8 @@ def test_mean_average_precision_by_hand():
     truth[15:25, 15:25] = 2
     pred = np.zeros_like(truth)
     pred[0:10, 0:10] = 5
-    pred[15:25, 17:27] = 9
-    assert mean_average_precision(truth, pred) == pytest.approx(0.6)
+    pred[15:25, 16:26] = 9
+    assert mean_average_precision(truth, pred) == pytest.approx(0.8)
     assert mean_average_precision(truth, truth) == 1.0
     assert mean_average_precision(truth, pred, taus=[0.5]) == 1.0
     assert mean_average_precision(truth, np.zeros_like(truth)) == 0.0
