@@ -102,6 +102,16 @@ SCHEMA = {
         "scale": (NUM, 0.0),
         "elastic": (NUM, 0.0),
         "color": (NUM, 0.0),
+        # brightfield stain amounts: each of H / E / DAB scaled by U(1 - a, 1 + a), shifted
+        # by U(-a, a)/4 of its 99th percentile (3-channel images only; 0.1-0.3 is typical)
+        "stain": (NUM, 0.0),
+        "gamma": (NUM, 0.0),  # gamma exp(U(-g, g)), half of the crops
+        "blur": (NUM, 0.0),  # Gaussian blur sigma ~ U(0, blur) px, half of the crops
+        "noise": (NUM, 0.0),  # Gaussian noise sigma ~ U(0, noise), half of the crops
+        "jpeg": (NUM, 0.0),  # share of crops saved as JPEG at quality 30-90
+        # share of crops replaced by empty images (flat, uniform or Gaussian noise) whose
+        # targets are 0: teaches the model that nothing there means no detection
+        "empty": (NUM, 0.0),
     },
     "decode": {
         "kind": (str, "peaks"),
@@ -277,6 +287,12 @@ def _check_ranges(recipe: dict, source: str) -> None:
         ("decode.min_contrast", dec["min_contrast"], 0 <= dec["min_contrast"] < 1, "in [0, 1)"),
         ("training.batch", tr["batch"], tr["batch"] > 0, "> 0"),
     ]
+    aug = recipe["augment"]
+    rules += [
+        (f"augment.{k}", aug[k], 0 <= aug[k] <= 1, "in [0, 1]")
+        for k in ("stain", "jpeg", "empty", "noise")
+    ]
+    rules += [(f"augment.{k}", aug[k], 0 <= aug[k] < 10, "in [0, 10)") for k in ("gamma", "blur")]
     for key, value, ok, want in rules:
         if not ok:
             raise CellmapsInputError(f"recipe key '{key}' must be {want}, got {value!r}", source)

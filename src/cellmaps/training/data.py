@@ -20,7 +20,16 @@ from cellmaps.io.scale import (
     to_scaled_coords,
 )
 from cellmaps.targets import IGNORE_INDEX, TARGETS, Annotations, available_targets, make_targets
-from cellmaps.training.augment import color_jitter, flip_rot, geometric_margin, sample_coords, warp
+from cellmaps.training.augment import (
+    acquisition_jitter,
+    color_jitter,
+    empty_image,
+    flip_rot,
+    geometric_margin,
+    sample_coords,
+    stain_jitter,
+    warp,
+)
 
 
 @dataclass
@@ -321,8 +330,25 @@ def random_crop(
         win = _window(t, r0, c0, size, IGNORE_INDEX if is_label else 0)
         maps.append(warp(win, coords, 0 if is_label else 1))
     arrs = flip_rot([img, *maps], rng, aug)
-    img = color_jitter(arrs[0], rng, aug["color"])
+    img = stain_jitter(arrs[0], rng, aug["stain"])
+    img = acquisition_jitter(img, rng, aug)
+    img = color_jitter(img, rng, aug["color"])
     return img, dict(zip(names, arrs[1:], strict=True))
+
+
+def empty_crop(
+    sample: Sample, rng: np.random.Generator, crop: int
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A negative example shaped like ``sample``'s crops: an image with nothing in it
+    (:func:`~cellmaps.training.augment.empty_image`) and targets that say so — 0 for every
+    regression map, the ignore value for label maps (their background class is
+    recipe-specific)."""
+    img = empty_image(rng, sample.image.shape[0], crop)
+    maps = {}
+    for name, t in sample.targets.items():
+        fill = IGNORE_INDEX if t.dtype == np.uint8 else 0
+        maps[name] = np.full((t.shape[0], crop, crop), fill, t.dtype)
+    return img, maps
 
 
 def make_batch(
@@ -343,7 +369,10 @@ def make_batch(
     imgs, targets, weights = [], {}, []
     for i, r, c in picks:
         s = data.samples[i]
-        img, maps = random_crop(s, rng, crop, aug, None if r is None else (r, c))
+        if aug["empty"] and rng.random() < aug["empty"]:
+            img, maps = empty_crop(s, rng, crop)
+        else:
+            img, maps = random_crop(s, rng, crop, aug, None if r is None else (r, c))
         imgs.append(standardize(img, data.mean, data.std))
         for k, v in maps.items():
             targets.setdefault(k, []).append(v)
