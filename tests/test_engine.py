@@ -632,5 +632,41 @@ def test_every_bundled_recipe_trains_tunes_and_detects(name, tiny_mask_dataset, 
         r, [(root, "train", 1.0)], tmp_path / "m.safetensors", [(root, "val")], progress=False
     )
     assert Model.load(tmp_path / "m.safetensors").decode == model.decode
-    pts = model.detect(np.asarray(Image.open(tiny_mask_dataset / "images" / "m2.png")))
+    image = np.asarray(Image.open(tiny_mask_dataset / "images" / "m2.png"))
+    pts = model.detect(image)
     assert pts.coords.shape[1] == 2 and (pts.scores is not None)
+    # Three steps train nothing, so the quality floor is on the rest of the pipeline: with the
+    # net's maps replaced by the maps it is trained to give (the recipe's targets of this
+    # validation image) the recipe's decoding at its default setting must find every disc
+    # it can tell apart — all of them, or for a decoder of the foreground alone (touching
+    # discs are one region) every disc that touches no other.
+    from skimage.measure import label
+
+    from cellmaps.io import Dataset
+    from cellmaps.metrics import match_points
+    from cellmaps.training.data import load_training_data
+
+    data = load_training_data(
+        [(root, "val", 1.0)], r, progress=False, classes=model.training.get("classes")
+    )
+    targets = data.samples[0].targets
+    ideal = {}
+    for t in r["tasks"]:
+        m = targets[t["target"]].astype(np.float32)
+        ideal[t["name"]] = (
+            m
+            if t["activation"] != "softmax"
+            else np.zeros((t["channels"], *m.shape[1:]), np.float32)
+        )
+    model.predict_maps = lambda *_a, **_k: ideal
+    model.decode = dict(load_recipe(name)["decode"], min_score=0.0)
+    found = model.detect(image)
+    ds = Dataset(tiny_mask_dataset)
+    truth, mask = ds.points("m2").coords, ds.mask("m2")
+    tp = match_points(truth, found.coords, 6.0).tp
+    if r["decode"].get("task") == "cells" and not r["decode"].get("boundary_task"):
+        regions = label(mask > 0)
+        alone = sum(len(np.unique(mask[regions == k])) == 1 for k in range(1, regions.max() + 1))
+        assert 0 < alone < len(truth) and tp >= alone, (tp, alone)
+    else:
+        assert tp == len(truth) == 8, (tp, len(found))

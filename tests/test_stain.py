@@ -88,10 +88,10 @@ def test_empty_images_have_no_structure_beyond_noise():
         e = empty_image(rng, 3, 32)
         assert e.shape == (3, 32, 32) and e.min() >= 0 and e.max() <= 1
         # no object: neighbouring pixels are uncorrelated (noise) or equal (flat)
-        d = e[:, :, 1:] - e[:, :, :-1]
-        if d.std() > 0:
-            a, b = e[:, :, 1:].ravel() - e.mean(), e[:, :, :-1].ravel() - e.mean()
-            assert abs(np.corrcoef(a, b)[0, 1]) < 0.2
+        for ch in e:
+            left, right = ch[:, :-1].ravel().astype(float), ch[:, 1:].ravel().astype(float)
+            if min(left.std(), right.std()) > 1e-6:  # flat (or clipped flat): nothing to see
+                assert abs(np.corrcoef(left, right)[0, 1]) < 0.2
 
 
 def test_empty_crops_in_a_batch_have_zero_regression_targets(tiny_dataset):  # noqa: F811
