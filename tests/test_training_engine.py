@@ -477,3 +477,45 @@ def test_bf16_path_gives_the_fp32_maps_within_bf16_precision():
         assert torch.equal(same[k], ref[k])
         err = (low[k].float() - ref[k]).abs().max() / ref[k].abs().max()
         assert 0 < err < 0.05
+
+
+def test_subsample_ids_is_seeded_keeps_order_and_at_least_one():
+    from cellmaps.training.data import subsample_ids
+
+    ids = [f"i{k}" for k in range(10)]
+    a = subsample_ids(ids, 0.4, seed=0)
+    assert len(a) == 4 and a == sorted(a, key=ids.index) and set(a) <= set(ids)
+    assert subsample_ids(ids, 0.4, seed=0) == a and subsample_ids(ids, 0.4, seed=1) != a
+    assert subsample_ids(ids, 0.01, seed=0) != [] and subsample_ids(ids, 1.0, seed=3) == ids
+    with pytest.raises(CellmapsInputError, match=r"in \(0, 1\]"):
+        subsample_ids(ids, 0.0, seed=0)
+
+
+def test_train_sources_from_fraction_aux_and_gamma():
+    from cellmaps.cli import _data_sources, build_parser
+
+    def sources(*extra):
+        argv = ["train", "--recipe", "micronet", "--data", "T", "--out", "m.safetensors"]
+        return _data_sources(build_parser().parse_args([*argv, *extra]))
+
+    assert sources() == [("T", "train", 1.0, 1.0)]
+    assert sources("--fraction", "0.2", "--aux", "A", "--aux-fraction", "0.05", "--gamma", "5") == [
+        ("T", "train", 5.0, 0.2),
+        ("A", "train", 1.0, 0.05),
+    ]
+    with pytest.raises(CellmapsInputError, match="give --aux"):
+        sources("--gamma", "5")
+    with pytest.raises(CellmapsInputError, match="not both"):
+        sources("--aux", "A", "--gamma", "5", "--weight", "2")
+    with pytest.raises(SystemExit):
+        sources("--fraction", "0")
+
+
+def test_a_source_fraction_trains_on_that_share_of_its_images(tiny_dataset):  # noqa: F811
+    from cellmaps.training.data import load_training_data
+
+    r = tiny_recipe()
+    full = load_training_data([(str(tiny_dataset), "train", 1.0)], r, progress=False)
+    part = load_training_data([(str(tiny_dataset), "train", 1.0, 0.34)], r, progress=False)
+    assert len(full.samples) == 3 and len(part.samples) == 1
+    assert part.samples[0].image_id in {s.image_id for s in full.samples}

@@ -52,12 +52,22 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_sources(args: argparse.Namespace) -> list[tuple[str, str | None, float]]:
+def _data_sources(args: argparse.Namespace) -> list[tuple[str, str | None, float, float]]:
+    """(folder, split, loss weight, share of its images) per training source: the --data
+    folders (weights from --weight, or all --gamma with --aux; share --fraction), then the
+    --aux folders (weight 1, share --aux-fraction) — MicroNet's L = γ·L_target + L_aux."""
     weights = args.weight or []
     if len(weights) > len(args.data):
         raise CellmapsInputError("more --weight values than --data folders")
-    weights = weights + [1.0] * (len(args.data) - len(weights))
-    return [(d, args.split, w) for d, w in zip(args.data, weights, strict=True)]
+    if args.gamma is not None and weights:
+        raise CellmapsInputError("give --gamma (with --aux) or --weight, not both")
+    if args.gamma is not None and not args.aux:
+        raise CellmapsInputError("--gamma weighs the target data against --aux data; give --aux")
+    default = args.gamma if args.gamma is not None else 1.0
+    weights = weights + [default] * (len(args.data) - len(weights))
+    out = [(d, args.split, w, args.fraction) for d, w in zip(args.data, weights, strict=True)]
+    out += [(a, args.split, 1.0, args.aux_fraction) for a in args.aux or []]
+    return out
 
 
 def check_model_output(out: str, overwrite: bool, resume: bool) -> None:
@@ -313,6 +323,7 @@ def _checked_number(convert, ok, want: str, kind: str = "number"):
 
 _positive = _checked_number(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
 _non_negative = _checked_number(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
+_fraction = _checked_number(float, lambda v: 0 < v <= 1, "a share in (0, 1]")
 _unit_interval = _checked_number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")  # ξ, IoU
 # tile, stride, batch, iterations, ...
 _positive_int = _checked_number(int, lambda v: v >= 1, "at least 1", kind="whole number")
@@ -400,6 +411,28 @@ def build_parser() -> argparse.ArgumentParser:
         "--weight", action="append", type=_positive, help="loss weight of the matching --data"
     )
     tr.add_argument("--split", default="train", help="split to train on (default train)")
+    tr.add_argument(
+        "--fraction",
+        type=_fraction,
+        default=1.0,
+        help="train on a seeded share of the --data images, in (0, 1] (fine-tuning studies)",
+    )
+    tr.add_argument(
+        "--aux",
+        action="append",
+        help="auxiliary dataset folder mixed into training (repeatable; loss weight 1)",
+    )
+    tr.add_argument(
+        "--aux-fraction",
+        type=_fraction,
+        default=1.0,
+        help="seeded share of the --aux images used, in (0, 1]",
+    )
+    tr.add_argument(
+        "--gamma",
+        type=_positive,
+        help="loss weight of the --data images against the --aux ones (L = γ·L_target + L_aux)",
+    )
     tr.add_argument(
         "--val-split",
         default="val",

@@ -149,6 +149,16 @@ def rescaled_annotations(a: Annotations, factor: float) -> Annotations:
     )
 
 
+def subsample_ids(ids: list[str], fraction: float, seed: int) -> list[str]:
+    """A seeded share of the image ids (at least one), in their original order: the
+    "fraction of the target images" of MicroNet's fine-tuning and mixing studies."""
+    if not 0.0 < fraction <= 1.0:
+        raise CellmapsInputError(f"a data fraction must be in (0, 1], got {fraction}")
+    n = max(1, int(round(fraction * len(ids))))
+    keep = set(np.random.default_rng(seed).permutation(len(ids))[:n].tolist())
+    return [i for k, i in enumerate(ids) if k in keep]
+
+
 def load_training_data(
     sources: list[tuple[str, str | None, float]],
     recipe: dict,
@@ -157,19 +167,22 @@ def load_training_data(
     object_sizes: list[float | None] | None = None,
     scales: list[dict] | None = None,
 ) -> TrainingData:
-    """Read every image of the given (dataset folder, split, weight) sources and compute
-    the recipe's target maps once.
+    """Read every image of the given (dataset folder, split, weight[, fraction]) sources and
+    compute the recipe's target maps once. A fraction below 1 keeps a seeded share of the
+    source's images (:func:`subsample_ids`, seed ``training.seed``).
 
     With ``training.object_size`` in the recipe, each source's images and annotations are
     resampled so its median object radius (measured, or given in ``object_sizes``) becomes
     that size before the targets are computed. ``scales`` reuses the factors of another
     call (validation data resampled like the training data)."""
     opened = []
-    for root, split, weight in sources:
+    for root, split, weight, *share in sources:
         ds = Dataset(root)
         ids = ds.ids(split) if split else ds.ids()
         if not ids:
             raise CellmapsInputError(f"no images in split {split!r}", root)
+        if share and share[0] < 1.0:
+            ids = subsample_ids(ids, share[0], recipe["training"]["seed"])
         opened.append((ds, ids, float(weight)))
     canonical = recipe["training"]["object_size"]
     if scales is None:
