@@ -476,6 +476,10 @@ BAD_FILES = {
         lambda t: _train(t, _recipe(t, _recipe_with(lambda r: r["optimizer"].update(lr=-0.1)))),
         "lr",
     ),
+    "train without recipe or init": (
+        lambda t: ["train", "--data", str(_dataset(t / "d")), "--out", str(t / "m.safetensors")],
+        "give --recipe",
+    ),
     # training data
     "train data folder missing": (lambda t: _train(t, data=t / "none"), "none"),
     "train data without annotations": (

@@ -519,3 +519,19 @@ def test_a_source_fraction_trains_on_that_share_of_its_images(tiny_dataset):  # 
     part = load_training_data([(str(tiny_dataset), "train", 1.0, 0.34)], r, progress=False)
     assert len(full.samples) == 3 and len(part.samples) == 1
     assert part.samples[0].image_id in {s.image_id for s in full.samples}
+
+
+def test_train_init_without_recipe_fine_tunes_with_the_models_own_recipe(tiny_dataset, tmp_path):  # noqa: F811
+    """`cellmaps train --init M` with no --recipe reuses M's recipe (a base-4 net here, not the
+    bundled micronet's base 16), so every weight is copied; --fraction is recorded."""
+    from cellmaps.cli import main
+
+    start = Model(tiny_recipe(), 3, [0.5] * 3, [0.2] * 3, training={"label": "nucleus"})
+    start.save(tmp_path / "start.safetensors")
+    out = tmp_path / "tuned.safetensors"
+    argv = ["train", "--init", str(tmp_path / "start.safetensors"), "--data", str(tiny_dataset)]
+    argv += ["--out", str(out), "--iterations", "2", "--fraction", "0.5", "--quiet"]
+    assert main(argv) == 0
+    tuned = Model.load(out)
+    assert tuned.recipe["net"]["base"] == 4 and tuned.training["data"][0]["fraction"] == 0.5
+    assert tuned.training["n_images"] == 2  # half of the 3 train images, rounded

@@ -94,7 +94,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from cellmaps.training import train
 
     check_model_output(args.out, args.overwrite, args.resume)
-    recipe = load_recipe(args.recipe)
+    if args.recipe:
+        recipe = load_recipe(args.recipe)
+    elif args.init:  # fine-tuning: the initial model's own recipe (its net fits its weights)
+        import copy
+
+        from cellmaps.model import Model
+
+        recipe = copy.deepcopy(Model.load(args.init).recipe)
+    else:
+        raise CellmapsInputError("give --recipe (or --init MODEL to reuse that model's recipe)")
     for key in ("iterations", "seed", "batch", "crop", "val_every", "checkpoint_every"):
         if getattr(args, key) is not None:
             recipe["training"][key] = getattr(args, key)
@@ -121,6 +130,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.out} ({model.training.get('iterations')} iterations, "
         f"stop: {model.training.get('stop_reason')}, decode {model.decode})"
+    )
+    return 0
+
+
+def _cmd_crosseval(args: argparse.Namespace) -> int:
+    from cellmaps.crosseval import cross_evaluate
+    from cellmaps.recipes import load_recipe
+
+    if len(args.data) < 2:
+        raise CellmapsInputError("give at least two --data folders to cross-evaluate")
+    recipe = load_recipe(args.recipe)
+    for key in ("iterations", "seed"):
+        if getattr(args, key) is not None:
+            recipe["training"][key] = getattr(args, key)
+    r = cross_evaluate(recipe, args.data, args.out, args.radius, progress=not args.quiet)
+    width = max(len(n) for n in r["datasets"])
+    print(f"{'train/test':>{width}}  " + "  ".join(r["datasets"]))
+    for name, row in zip(r["datasets"], r["f1"], strict=True):
+        print(f"{name:>{width}}  " + "  ".join(f"{v:.3f}" for v in row))
+    print(
+        f"same source {r['same_source_mean']:.3f}, other sources {r['other_source_mean']:.3f}; "
+        f"wrote {Path(args.out) / 'crosseval.json'} (.csv, .png)"
     )
     return 0
 
@@ -404,7 +435,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a recipe on one or more dataset folders")
     tr.add_argument(
-        "--recipe", required=True, help="recipe name (see `cellmaps recipes`) or YAML file"
+        "--recipe",
+        help="recipe name (see `cellmaps recipes`) or YAML file; with --init and no "
+        "--recipe, the initial model's own recipe",
     )
     tr.add_argument("--data", action="append", required=True, help="dataset folder (repeatable)")
     tr.add_argument(
@@ -488,6 +521,25 @@ def build_parser() -> argparse.ArgumentParser:
     _add_scale_args(tr, "the training images (default: measured from masks or points)")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")
     tr.set_defaults(func=_cmd_train)
+
+    cx = sub.add_parser(
+        "crosseval",
+        help="train one model per dataset and test each on every dataset (MicroNet Fig. 4)",
+        description="Train RECIPE on each --data folder's train split (ξ tuned on its val "
+        "split, or train when it has none), score every model on every folder's test split "
+        "and write OUT/crosseval.json, .csv and a heat-map .png (F1; same- vs other-source "
+        "means). Models are kept in OUT/models/ and reused when the command runs again.",
+    )
+    cx.add_argument("--recipe", required=True, help="recipe name or YAML file")
+    cx.add_argument("--data", action="append", required=True, help="dataset folder (2 or more)")
+    cx.add_argument("--out", required=True, help="output folder")
+    cx.add_argument("--iterations", type=_positive_int, help="training steps per model")
+    cx.add_argument("--seed", type=int, help="random seed")
+    cx.add_argument(
+        "--radius", type=_positive, help="matching radius in px (default: the recipe's)"
+    )
+    cx.add_argument("--quiet", action="store_true", help="no progress bars")
+    cx.set_defaults(func=_cmd_crosseval)
 
     tu = sub.add_parser(
         "tune", help="choose the decoding threshold by best F1 and store it in the model"
