@@ -175,3 +175,30 @@ def test_unexpected_error_is_one_line_unless_debug(tmp_path, capsys, monkeypatch
     assert "Traceback" not in err
     with pytest.raises(Unforeseen):
         main([*argv, "--debug"])
+
+
+def test_full_disk_is_one_line_naming_the_file_and_leaves_no_partial_file(
+    images, tmp_path, capsys, monkeypatch
+):
+    """A disk that fills up while points are written (simulated: writing text raises ENOSPC):
+    exit 2 with the file and the system's message; the images finished before stay whole."""
+    import errno
+    from pathlib import Path
+
+    model = tmp_path / "m.safetensors"
+    seeded_model().save(model)
+    out = tmp_path / "out"
+    real = Path.write_text
+
+    def full_after_a(self, *a, **k):
+        if self.name.startswith(".b.csv"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", full_after_a)
+    assert main(["predict", str(model), str(images), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and ".b.csv" in err and len(err.splitlines()) == 1
+    assert (out / "points" / "a.csv").is_file() and not (out / "points" / "b.csv").exists()
+    assert not list(out.rglob(".*tmp*"))
+    assert read_counts(out).keys() == {"a"}

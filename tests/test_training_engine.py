@@ -535,3 +535,25 @@ def test_train_init_without_recipe_fine_tunes_with_the_models_own_recipe(tiny_da
     tuned = Model.load(out)
     assert tuned.recipe["net"]["base"] == 4 and tuned.training["data"][0]["fraction"] == 0.5
     assert tuned.training["n_images"] == 2  # half of the 3 train images, rounded
+
+
+def test_cli_train_resume_continues_the_run_and_records_the_weight(tiny_dataset, tmp_path):  # noqa: F811
+    import csv
+
+    import yaml
+
+    from cellmaps.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(val_every=2, checkpoint_every=2)))
+    out = tmp_path / "m.safetensors"
+    argv = ["train", "--recipe", str(recipe), "--data", str(tiny_dataset), "--weight", "3"]
+    argv += ["--out", str(out), "--quiet"]
+    assert main([*argv, "--iterations", "2"]) == 0
+    first = Model.load(out)
+    assert first.training["iterations"] == 2 and first.training["data"][0]["weight"] == 3.0
+    assert main([*argv, "--iterations", "4"]) == 2  # the model is there: not replaced silently
+    assert main([*argv, "--iterations", "4", "--resume"]) == 0
+    assert Model.load(out).training["iterations"] == 4
+    with open(tmp_path / "m.log.csv", newline="") as fh:
+        assert [int(r["iteration"]) for r in csv.DictReader(fh)] == [2, 4]
