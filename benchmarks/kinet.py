@@ -557,8 +557,16 @@ def main() -> None:
     folders = {s: WORK / f"crchisto_roi_{s}" for s in SHARES}
     for s, folder in folders.items():
         derive_weak_roi_dataset(
-            CRC, folder, ["epithelial"], points_share=s / 100, seed=args.seed, progress=False
+            CRC,
+            folder,
+            ["epithelial"],
+            points_share=s / 100,
+            seed=args.seed,
+            progress=False,
+            overwrite=True,
         )
+    # checked before the hour of training and scoring, not after it
+    reused = reused_studies(args) if args.reuse_studies else None
     main_model = train_or_reuse(
         kinet_recipe(args.iterations, args.seed), folders[100], f"crchisto_kinet_{args.iterations}"
     )
@@ -567,10 +575,7 @@ def main() -> None:
     ki_row = ki67_row(bundled_model_path("ki67"))
     print(fmt_row("bcdata_ki67", ki_row), flush=True)
 
-    if args.reuse_studies:
-        studies = reused_studies(args)
-    else:
-        studies = run_studies(args, folders)
+    studies = reused if reused is not None else run_studies(args, folders)
     curve = [
         {k: r.get(k) for k in ("iteration", "lr", "loss", "val_loss", "val_f1")}
         for r in save_training_curves(main_model.path, REPO / "docs" / "kinet_curves.png")

@@ -41,7 +41,9 @@ BCDATA = SHARED_DATA / "bcdata_ki67"
 
 def train_model(args) -> Model:
     roi_ds = REPO / "runs" / "bcdata_ki67_roi"
-    derive_weak_roi_dataset(BCDATA, roi_ds, ["positive", "negative"], seed=args.seed)
+    derive_weak_roi_dataset(
+        BCDATA, roi_ds, ["positive", "negative"], seed=args.seed, overwrite=True
+    )
     recipe = load_recipe("kinet")
     recipe["net"]["base"] = 12
     recipe["training"].update(iterations=args.iterations, seed=args.seed)

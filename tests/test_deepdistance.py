@@ -110,7 +110,7 @@ def test_majority_filter_removes_spurs_and_fills_holes():
     assert (out[6:14, 6:14] == 1).all() and out[0, 0] == 0
 
 
-def test_predict_masks_writes_instance_masks_evaluate_reads(tmp_path, capsys):
+def test_predict_masks_writes_instance_masks_evaluate_reads(tmp_path, capsys, monkeypatch):
     """`cellmaps predict --masks` on a (briefly trained) deepdistance-extended model writes
     consecutive instance masks that `cellmaps evaluate` scores; a model without the outer
     and cell tasks is refused by name."""
@@ -159,6 +159,39 @@ def test_predict_masks_writes_instance_masks_evaluate_reads(tmp_path, capsys):
         assert m.shape == (64, 64) and np.array_equal(ids, np.arange(1, len(ids) + 1))
     assert main(["evaluate", "--truth", str(root), "--pred", str(out), "--protocol", "iou"]) == 0
     assert "aji" in capsys.readouterr().out.lower()
+    # the same command with the net's maps replaced by ideal ones (the DeepDistance targets of
+    # the discs the image shows): every disc comes back as one instance, AJI above 0.9
+    import json
+
+    from skimage.measure import label
+
+    from cellmaps.model import Model
+    from cellmaps.targets import inner_distance, outer_distance
+
+    def ideal_maps(self, image, *_a, **_k):
+        discs = label(np.asarray(image) > 100)
+        return {
+            "inner": inner_distance(discs, 0.1)[None],
+            "outer": outer_distance(discs)[None],
+            "cells": (discs > 0).astype(np.float32)[None],
+        }
+
+    briefly_trained = Model.load(
+        tmp_path / "dd.safetensors"
+    )  # its tuned h / floor fit its own maps
+    briefly_trained.decode.update(h=0.2, min_score=0.0)
+    briefly_trained.save(tmp_path / "dd.safetensors")
+    monkeypatch.setattr(Model, "predict_maps", ideal_maps)
+    ideal = tmp_path / "ideal"
+    argv = ["predict", str(tmp_path / "dd.safetensors"), str(root), "--out", str(ideal)]
+    assert main([*argv, "--masks", "--quiet"]) == 0
+    for k, n in enumerate((3, 2)):
+        assert len(np.unique(tifffile.imread(ideal / "masks" / f"m{k}.tif"))) == n + 1
+    report = tmp_path / "ideal.json"
+    argv = ["evaluate", "--truth", str(root), "--pred", str(ideal), "--protocol", "iou"]
+    assert main([*argv, "--json", str(report), "--quiet"]) == 0
+    assert json.loads(report.read_text())["summary"]["aji"] > 0.9
+    capsys.readouterr()
     from cellmaps.model import default_model_path
 
     code = main(

@@ -158,3 +158,46 @@ def test_cli_errors_name_the_problem(crchisto, tmp_path, capsys):
         == 2
     )
     assert "protocol 'iou' needs masks" in capsys.readouterr().err
+
+
+def test_evaluate_by_group_and_with_the_one_to_one_protocol_by_hand(tmp_path, capsys):
+    """Two groups of one image each. Image a (group g1): truth at (10,10) and (30,30),
+    predictions at (12,10) and (50,50) → TP 1, FP 1, FN 1. Image b (g2): truth (10,10),
+    predictions (13,10) and (10,14), both within r 6 → Hungarian TP 1 FP 1; one-to-one TP 0
+    (the truth point has two partners, DeepDistance §4.2) FP 2 FN 1."""
+    import json
+
+    from PIL import Image
+
+    from cellmaps.cli import main
+
+    truth, pred = tmp_path / "t", tmp_path / "p"
+    for root in (truth, pred):
+        (root / "points").mkdir(parents=True)
+    (truth / "images").mkdir()
+    for i in ("a", "b"):
+        Image.fromarray(np.zeros((60, 60), np.uint8)).save(truth / "images" / f"{i}.png")
+    (truth / "splits.csv").write_text("id,split,group\na,test,g1\nb,test,g2\n")
+    (truth / "points" / "a.csv").write_text("x,y,label\n10,10,n\n30,30,n\n")
+    (pred / "points" / "a.csv").write_text("x,y,label\n10,12,n\n50,50,n\n")
+    (truth / "points" / "b.csv").write_text("x,y,label\n10,10,n\n")
+    (pred / "points" / "b.csv").write_text("x,y,label\n10,13,n\n14,10,n\n")
+
+    def run(*extra):
+        out = tmp_path / "r.json"
+        argv = ["evaluate", "--truth", str(truth), "--pred", str(pred), "--json", str(out)]
+        assert main([*argv, "--quiet", *extra]) == 0
+        capsys.readouterr()
+        return json.loads(out.read_text())
+
+    r = run()
+    assert (r["summary"]["tp"], r["summary"]["fp"], r["summary"]["fn"]) == (2, 2, 1)
+    g = r["per_group"]
+    assert (g["g1"]["tp"], g["g1"]["fp"], g["g1"]["fn"]) == (1, 1, 1)
+    assert (g["g2"]["tp"], g["g2"]["fp"], g["g2"]["fn"]) == (1, 1, 0)
+    s = run("--group", "g2")["summary"]
+    assert s["n_images"] == 1 and (s["tp"], s["fp"], s["fn"]) == (1, 1, 0)
+    s = run("--protocol", "one-to-one")["per_group"]["g2"]
+    assert (s["tp"], s["fp"], s["fn"]) == (0, 2, 1)
+    assert main(["evaluate", "--truth", str(truth), "--pred", str(pred), "--group", "g3"]) == 2
+    assert "unknown group 'g3'" in capsys.readouterr().err

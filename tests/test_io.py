@@ -60,10 +60,13 @@ def test_image_round_trip_keeps_pixels_and_normalises_full_range_data_by_dtype_m
 
 def test_rgba_png_drops_alpha_and_jpeg_reads(tmp_path):
     rgba = np.zeros((5, 6, 4), np.uint8)
-    rgba[..., 0] = 200
-    rgba[..., 3] = 255
+    rgba[..., 0], rgba[..., 1], rgba[..., 2] = 200, 100, 50
+    rgba[..., 3] = np.arange(6, dtype=np.uint8) * 40  # alpha varies: it must not be read
     Image.fromarray(rgba, "RGBA").save(tmp_path / "a.png")
-    assert read_image(tmp_path / "a.png").shape == (5, 6, 3)
+    assert np.array_equal(read_image(tmp_path / "a.png"), rgba[..., :3])
+    la = np.stack([np.full((5, 6), 90, np.uint8), rgba[..., 3]], -1)
+    Image.fromarray(la, "LA").save(tmp_path / "la.png")
+    assert np.array_equal(read_image(tmp_path / "la.png"), la[..., 0])
     Image.fromarray(rgba[..., :3]).save(tmp_path / "a.jpg")
     assert read_image(tmp_path / "a.jpg").shape == (5, 6, 3)
 
@@ -336,3 +339,29 @@ def test_strips_of_a_large_image_share_one_intensity_range():
     strips = m.detect(img, strip=128, tile=32)  # strip windows of 128 + 2 × 40 rows
     assert len(whole) > 20
     assert np.array_equal(np.sort(whole.coords, 0), np.sort(strips.coords, 0))
+
+
+def test_binary_mask_is_split_into_connected_instances_with_a_warning(tmp_path):
+    semantic = np.zeros((30, 40), np.uint8)
+    semantic[2:8, 2:8] = 255
+    semantic[12:20, 20:30] = 255
+    semantic[25:28, 5:9] = 255
+    write_image(tmp_path / "m.png", semantic)
+    with pytest.warns(UserWarning, match="m.png: binary mask .* 3 instances"):
+        mask = read_mask(tmp_path / "m.png")
+    assert sorted(np.unique(mask).tolist()) == [0, 1, 2, 3]
+    assert np.array_equal(mask > 0, semantic > 0)
+    assert len(np.unique(mask[2:8, 2:8])) == 1 and mask[3, 3] != mask[15, 25]
+    # a true instance mask, and a single object, are read as they are (no warning)
+    instances = np.zeros((30, 40), np.uint16)  # two objects share label 7: still labels
+    instances[2:8, 2:8], instances[12:20, 20:30], instances[25:28, 5:9] = 7, 2, 7
+    write_mask(tmp_path / "i.tif", instances)
+    one = np.zeros((30, 40), np.uint8)
+    one[4:9, 4:9] = 255
+    write_image(tmp_path / "one.png", one)
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.array_equal(read_mask(tmp_path / "i.tif"), instances)
+        assert np.array_equal(read_mask(tmp_path / "one.png"), one)

@@ -250,6 +250,43 @@ def test_weak_roi_command_writes_a_marked_dataset_copy(tmp_path, capsys):
     assert code == 2 and "must differ" in capsys.readouterr().err
 
 
+def test_weak_roi_checks_first_and_never_leaves_a_partial_dataset(tmp_path, capsys, monkeypatch):
+    """An unknown tumour label or an existing --out is refused before anything is written; a
+    failure half-way leaves neither the new folder nor a temporary one, and --overwrite
+    replaces the old dataset only once the new one is complete."""
+    import cellmaps.weak_roi as weak_roi
+    from cellmaps.cli import main
+
+    root = _two_image_dataset(tmp_path / "d", [True, True])
+    out = tmp_path / "roi"
+    argv = ["weak-roi", str(root), "--out", str(out), "--quiet"]
+    assert main([*argv, "--tumour", "tumor"]) == 2
+    assert "tumour label(s) ['tumor']" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d"]  # nothing written
+    assert main([*argv, "--tumour", "p"]) == 0
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    assert main([*argv, "--tumour", "n"]) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    calls = []
+    real = weak_roi.weak_roi_annotation
+
+    def fails_on_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise RuntimeError("disk gone")
+        return real(*a, **k)
+
+    monkeypatch.setattr(weak_roi, "weak_roi_annotation", fails_on_second)
+    assert main([*argv, "--tumour", "n", "--overwrite"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "roi"]  # no temporary folder
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert "--tumour p" in (out / "DERIVED.md").read_text()  # the old dataset, whole
+    monkeypatch.setattr(weak_roi, "weak_roi_annotation", real)
+    assert main([*argv, "--tumour", "n", "--overwrite"]) == 0
+    assert "--tumour n" in (out / "DERIVED.md").read_text()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["d", "roi"]
+
+
 def test_ki67_tables_quote_image_names_with_commas_and_refuse_reserved_names(tmp_path, capsys):
     import csv
 

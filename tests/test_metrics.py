@@ -217,3 +217,21 @@ def test_ki67_index():
     assert np.isnan(ki67_index(0, 0))
     assert np.allclose(ki67_index(np.array([1, 0]), np.array([1, 4])), [0.5, 0.0])
     assert pooled_ki67_index([3, 1], [1, 3]) == 0.5
+
+
+def test_mean_average_precision_by_hand():
+    """Two truth squares; the prediction copies one exactly and covers the other at IoU 90/110
+    = 0.82. AP (TP/(TP+FP+FN)) is 1 at the seven thresholds τ = 0.5, 0.55, …, 0.8 and 1/3 at
+    0.85, 0.9 and 0.95, so mAP = (7 · 1 + 3 · 1/3) / 10 = 0.8."""
+    from cellmaps.metrics.segmentation import mean_average_precision
+
+    truth = np.zeros((30, 30), np.int32)
+    truth[0:10, 0:10] = 1
+    truth[15:25, 15:25] = 2
+    pred = np.zeros_like(truth)
+    pred[0:10, 0:10] = 5
+    pred[15:25, 16:26] = 9
+    assert mean_average_precision(truth, pred) == pytest.approx(0.8)
+    assert mean_average_precision(truth, truth) == 1.0
+    assert mean_average_precision(truth, pred, taus=[0.5]) == 1.0
+    assert mean_average_precision(truth, np.zeros_like(truth)) == 0.0

@@ -259,24 +259,33 @@ def test_roi_labels_ignore_unannotated_pixels():
         roi_labels(roi.astype(float))
 
 
-def test_ignore_pixels_never_contribute_to_a_masked_loss():
-    # a partial cross-entropy (numpy reference of the losses module) is unchanged when the
-    # predictions at ignored pixels change arbitrarily
+def test_ignore_pixels_never_contribute_to_the_masked_loss():
+    """cellmaps.losses.masked_cross_entropy on Voronoi labels (with IGNORE_INDEX on the
+    boundaries): equal to a numpy partial cross-entropy over the kept pixels, and unchanged
+    when the predictions at ignored pixels change arbitrarily."""
+    import torch
+
+    from cellmaps.losses import masked_cross_entropy
+
     rng = np.random.default_rng(0)
     lab = voronoi_labels(COLLINEAR, (40, 61))
+    assert (lab == IGNORE_INDEX).any() and (lab != IGNORE_INDEX).any()
     logits = rng.normal(size=(2, 40, 61))
 
-    def partial_ce(lg, y):
-        keep = y != IGNORE_INDEX
-        logp = lg - np.log(np.exp(lg).sum(0, keepdims=True))
-        return -np.take_along_axis(logp, np.where(keep, y, 0)[None].astype(int), 0)[0][keep].mean()
+    def loss(lg):
+        return float(
+            masked_cross_entropy(torch.tensor(lg[None]), torch.tensor(lab[None].astype(np.int64)))
+        )
 
-    base = partial_ce(logits, lab)
+    keep = lab != IGNORE_INDEX
+    logp = logits - np.log(np.exp(logits).sum(0, keepdims=True))
+    by_hand = -np.take_along_axis(logp, np.where(keep, lab, 0)[None].astype(int), 0)[0][keep]
+    assert loss(logits) == pytest.approx(by_hand.mean(), rel=1e-5)
     noisy = logits.copy()
-    noisy[:, lab == IGNORE_INDEX] += rng.normal(
-        scale=100, size=(2, int((lab == IGNORE_INDEX).sum()))
-    )
-    assert partial_ce(noisy, lab) == pytest.approx(base)
+    noisy[:, ~keep] += rng.normal(scale=100, size=(2, int((~keep).sum())))
+    assert loss(noisy) == pytest.approx(loss(logits), rel=1e-6)
+    noisy[:, keep] += rng.normal(scale=1, size=(2, int(keep.sum())))
+    assert loss(noisy) != pytest.approx(loss(logits), rel=1e-3)  # kept pixels do count
 
 
 def test_missing_annotations_give_a_clear_error():
@@ -326,4 +335,9 @@ def test_invariants_on_real_crops(name, index, size):
     pts = np.array([r.centroid for r in regionprops(m)])
     p = proximity(pts, m.shape)
     assert p.max() <= 1.0 and p.max() > 0.8
-    assert (p[ndimage.distance_transform_edt(p == 0) > 0] == 0).all()
+    # zero exactly beyond d = 15 px of every point (brute-force distance to the points)
+    rr, cc = np.mgrid[: m.shape[0], : m.shape[1]]
+    nearest = np.min(
+        [np.hypot(rr - r, cc - c) for r, c in pts], axis=0
+    )  # independent of distance_to_nearest_point
+    assert (p[nearest > 15.0 + 1e-6] == 0).all() and (p[nearest < 14.0] > 0).all()

@@ -453,3 +453,107 @@ def test_region_growing_on_rescaled_maps_returns_an_input_sized_mask():
         np.sort(pts.coords, 0), np.sort([(30.5, 30.5), (30.5, 88.5), (88.5, 60.5)], 0), atol=1.5
     )
     assert segmentation_scores(big, mask)["aji"] > 0.7
+
+
+def test_bf16_path_gives_the_fp32_maps_within_bf16_precision():
+    """precision 'bf16' runs the net under bf16 autocast (emulated where the CPU lacks it);
+    its maps match fp32 to bf16's ~3 significant digits and are not identical (it ran)."""
+    import torch
+
+    from cellmaps.model import autocast
+    from tests.test_evidence_floor import peak_model
+
+    torch.manual_seed(0)
+    net = peak_model().net.eval()
+    x = torch.randn(1, 3, 64, 64)
+    with torch.no_grad():
+        ref = net(x)
+        with autocast("bf16"):
+            low = net(x)
+        with autocast("fp32"):
+            same = net(x)
+    for k in ref:
+        assert low[k].dtype == torch.bfloat16
+        assert torch.equal(same[k], ref[k])
+        err = (low[k].float() - ref[k]).abs().max() / ref[k].abs().max()
+        assert 0 < err < 0.05
+
+
+def test_subsample_ids_is_seeded_keeps_order_and_at_least_one():
+    from cellmaps.training.data import subsample_ids
+
+    ids = [f"i{k}" for k in range(10)]
+    a = subsample_ids(ids, 0.4, seed=0)
+    assert len(a) == 4 and a == sorted(a, key=ids.index) and set(a) <= set(ids)
+    assert subsample_ids(ids, 0.4, seed=0) == a and subsample_ids(ids, 0.4, seed=1) != a
+    assert subsample_ids(ids, 0.01, seed=0) != [] and subsample_ids(ids, 1.0, seed=3) == ids
+    with pytest.raises(CellmapsInputError, match=r"in \(0, 1\]"):
+        subsample_ids(ids, 0.0, seed=0)
+
+
+def test_train_sources_from_fraction_aux_and_gamma():
+    from cellmaps.cli import _data_sources, build_parser
+
+    def sources(*extra):
+        argv = ["train", "--recipe", "micronet", "--data", "T", "--out", "m.safetensors"]
+        return _data_sources(build_parser().parse_args([*argv, *extra]))
+
+    assert sources() == [("T", "train", 1.0, 1.0)]
+    assert sources("--fraction", "0.2", "--aux", "A", "--aux-fraction", "0.05", "--gamma", "5") == [
+        ("T", "train", 5.0, 0.2),
+        ("A", "train", 1.0, 0.05),
+    ]
+    with pytest.raises(CellmapsInputError, match="give --aux"):
+        sources("--gamma", "5")
+    with pytest.raises(CellmapsInputError, match="not both"):
+        sources("--aux", "A", "--gamma", "5", "--weight", "2")
+    with pytest.raises(SystemExit):
+        sources("--fraction", "0")
+
+
+def test_a_source_fraction_trains_on_that_share_of_its_images(tiny_dataset):  # noqa: F811
+    from cellmaps.training.data import load_training_data
+
+    r = tiny_recipe()
+    full = load_training_data([(str(tiny_dataset), "train", 1.0)], r, progress=False)
+    part = load_training_data([(str(tiny_dataset), "train", 1.0, 0.34)], r, progress=False)
+    assert len(full.samples) == 3 and len(part.samples) == 1
+    assert part.samples[0].image_id in {s.image_id for s in full.samples}
+
+
+def test_train_init_without_recipe_fine_tunes_with_the_models_own_recipe(tiny_dataset, tmp_path):  # noqa: F811
+    """`cellmaps train --init M` with no --recipe reuses M's recipe (a base-4 net here, not the
+    bundled micronet's base 16), so every weight is copied; --fraction is recorded."""
+    from cellmaps.cli import main
+
+    start = Model(tiny_recipe(), 3, [0.5] * 3, [0.2] * 3, training={"label": "nucleus"})
+    start.save(tmp_path / "start.safetensors")
+    out = tmp_path / "tuned.safetensors"
+    argv = ["train", "--init", str(tmp_path / "start.safetensors"), "--data", str(tiny_dataset)]
+    argv += ["--out", str(out), "--iterations", "2", "--fraction", "0.5", "--quiet"]
+    assert main(argv) == 0
+    tuned = Model.load(out)
+    assert tuned.recipe["net"]["base"] == 4 and tuned.training["data"][0]["fraction"] == 0.5
+    assert tuned.training["n_images"] == 2  # half of the 3 train images, rounded
+
+
+def test_cli_train_resume_continues_the_run_and_records_the_weight(tiny_dataset, tmp_path):  # noqa: F811
+    import csv
+
+    import yaml
+
+    from cellmaps.cli import main
+
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(val_every=2, checkpoint_every=2)))
+    out = tmp_path / "m.safetensors"
+    argv = ["train", "--recipe", str(recipe), "--data", str(tiny_dataset), "--weight", "3"]
+    argv += ["--out", str(out), "--quiet"]
+    assert main([*argv, "--iterations", "2"]) == 0
+    first = Model.load(out)
+    assert first.training["iterations"] == 2 and first.training["data"][0]["weight"] == 3.0
+    assert main([*argv, "--iterations", "4"]) == 2  # the model is there: not replaced silently
+    assert main([*argv, "--iterations", "4", "--resume"]) == 0
+    assert Model.load(out).training["iterations"] == 4
+    with open(tmp_path / "m.log.csv", newline="") as fh:
+        assert [int(r["iteration"]) for r in csv.DictReader(fh)] == [2, 4]

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -12,6 +14,7 @@ from cellmaps.errors import CellmapsInputError
 
 # kept here (not imported from cellmaps.training.optim) so `cellmaps --help` needs no torch
 SCHEDULE_CHOICES = ("plateau", "constant", "cosine", "onecycle")
+TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl")
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -49,19 +52,28 @@ def _cmd_targets(args: argparse.Namespace) -> int:
     return 0
 
 
-def _data_sources(args: argparse.Namespace) -> list[tuple[str, str | None, float]]:
+def _data_sources(args: argparse.Namespace) -> list[tuple[str, str | None, float, float]]:
+    """(folder, split, loss weight, share of its images) per training source: the --data
+    folders (weights from --weight, or all --gamma with --aux; share --fraction), then the
+    --aux folders (weight 1, share --aux-fraction) — MicroNet's L = γ·L_target + L_aux."""
     weights = args.weight or []
     if len(weights) > len(args.data):
         raise CellmapsInputError("more --weight values than --data folders")
-    weights = weights + [1.0] * (len(args.data) - len(weights))
-    return [(d, args.split, w) for d, w in zip(args.data, weights, strict=True)]
+    if args.gamma is not None and weights:
+        raise CellmapsInputError("give --gamma (with --aux) or --weight, not both")
+    if args.gamma is not None and not args.aux:
+        raise CellmapsInputError("--gamma weighs the target data against --aux data; give --aux")
+    default = args.gamma if args.gamma is not None else 1.0
+    weights = weights + [default] * (len(args.data) - len(weights))
+    out = [(d, args.split, w, args.fraction) for d, w in zip(args.data, weights, strict=True)]
+    out += [(a, args.split, 1.0, args.aux_fraction) for a in args.aux or []]
+    return out
 
 
 def check_model_output(out: str, overwrite: bool, resume: bool) -> None:
     """Refuse, before any training, a ``--out`` that cannot take the model: a folder, a
     folder that does not exist or cannot be written, or an existing model (unless
     ``--overwrite`` or ``--resume``)."""
-    import os
 
     path = Path(out)
     if path.is_dir():
@@ -82,7 +94,16 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from cellmaps.training import train
 
     check_model_output(args.out, args.overwrite, args.resume)
-    recipe = load_recipe(args.recipe)
+    if args.recipe:
+        recipe = load_recipe(args.recipe)
+    elif args.init:  # fine-tuning: the initial model's own recipe (its net fits its weights)
+        import copy
+
+        from cellmaps.model import Model
+
+        recipe = copy.deepcopy(Model.load(args.init).recipe)
+    else:
+        raise CellmapsInputError("give --recipe (or --init MODEL to reuse that model's recipe)")
     for key in ("iterations", "seed", "batch", "crop", "val_every", "checkpoint_every"):
         if getattr(args, key) is not None:
             recipe["training"][key] = getattr(args, key)
@@ -109,6 +130,28 @@ def _cmd_train(args: argparse.Namespace) -> int:
     print(
         f"wrote {args.out} ({model.training.get('iterations')} iterations, "
         f"stop: {model.training.get('stop_reason')}, decode {model.decode})"
+    )
+    return 0
+
+
+def _cmd_crosseval(args: argparse.Namespace) -> int:
+    from cellmaps.crosseval import cross_evaluate
+    from cellmaps.recipes import load_recipe
+
+    if len(args.data) < 2:
+        raise CellmapsInputError("give at least two --data folders to cross-evaluate")
+    recipe = load_recipe(args.recipe)
+    for key in ("iterations", "seed"):
+        if getattr(args, key) is not None:
+            recipe["training"][key] = getattr(args, key)
+    r = cross_evaluate(recipe, args.data, args.out, args.radius, progress=not args.quiet)
+    width = max(len(n) for n in r["datasets"])
+    print(f"{'train/test':>{width}}  " + "  ".join(r["datasets"]))
+    for name, row in zip(r["datasets"], r["f1"], strict=True):
+        print(f"{name:>{width}}  " + "  ".join(f"{v:.3f}" for v in row))
+    print(
+        f"same source {r['same_source_mean']:.3f}, other sources {r['other_source_mean']:.3f}; "
+        f"wrote {Path(args.out) / 'crosseval.json'} (.csv, .png)"
     )
     return 0
 
@@ -170,13 +213,24 @@ def _prediction_options(args: argparse.Namespace) -> dict:
         "split": args.split,
         "object_size": args.object_size,
         "pixel_size": args.pixel_size,
+        "overwrite": args.overwrite,
+        "resume": args.resume,
+        "skip_bad": args.skip_bad,
+        "channels": args.channels,
     }
 
 
 def _split_model_arg(inputs: list[str]) -> tuple[str | None, list[str]]:
     """``[MODEL.safetensors] IMAGES...`` → (model or None, images)."""
     paths = list(inputs)
-    model = paths.pop(0) if paths and paths[0].endswith(".safetensors") else None
+    if paths and Path(paths[0]).suffix.lower() in TORCH_SUFFIXES:
+        raise CellmapsInputError(
+            "PyTorch files are not read as models (loading them can run code); give a "
+            "cellmaps model file (.safetensors, written by `cellmaps train`)",
+            paths[0],
+        )
+    is_model = bool(paths) and Path(paths[0]).suffix.lower() == ".safetensors"
+    model = paths.pop(0) if is_model else None
     return model, paths
 
 
@@ -208,6 +262,7 @@ def _cmd_weak_roi(args: argparse.Namespace) -> int:
         points_share=args.points_share,
         seed=args.seed,
         progress=not args.quiet,
+        overwrite=args.overwrite,
     )
     print(
         f"wrote weak ROIs for {s['images']} image(s) to {Path(args.out)} "
@@ -240,7 +295,45 @@ def _add_prediction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--stride", type=_positive_int, help="inference tile stride")
     p.add_argument("--batch", type=_positive_int, help="tiles per forward pass")
     _add_scale_args(p, "the input images")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue a run stopped in OUT (same model and options): finished images are skipped",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="OUT holds another run: remove its outputs (points/, geojson/, overlays/, "
+        "masks/, the tables) and start again",
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="go on past images that cannot be read or processed; they are listed at the "
+        "end and in OUT/skipped.csv",
+    )
+    p.add_argument(
+        "--channels",
+        type=_channel_list,
+        help="image channels to use, counted from 0 and in the model's order (e.g. 0,2); "
+        "default: all (grey is repeated, colour averaged when the model wants 1 channel)",
+    )
+    p.add_argument(
+        "--max-pixels",
+        type=_positive_int,
+        help="largest PNG/JPEG (H × W) to read into memory (default 268435456; also "
+        "$CELLMAPS_MAX_PIXELS)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _channel_list(text: str) -> list[int]:
+    from cellmaps.io.images import parse_channels
+
+    try:
+        return parse_channels(text)
+    except CellmapsInputError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _checked_number(convert, ok, want: str, kind: str = "number"):
@@ -261,6 +354,7 @@ def _checked_number(convert, ok, want: str, kind: str = "number"):
 
 _positive = _checked_number(float, lambda v: math.isfinite(v) and v > 0, "a positive number")
 _non_negative = _checked_number(float, lambda v: math.isfinite(v) and v >= 0, "a number >= 0")
+_fraction = _checked_number(float, lambda v: 0 < v <= 1, "a share in (0, 1]")
 _unit_interval = _checked_number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")  # ξ, IoU
 # tile, stride, batch, iterations, ...
 _positive_int = _checked_number(int, lambda v: v >= 1, "at least 1", kind="whole number")
@@ -300,7 +394,14 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--pred", required=True, help="prediction folder (points/ and/or masks/)")
     ev.add_argument("--split", help="only images of this split (train/val/test)")
     ev.add_argument("--group", help="only images of this group")
-    ev.add_argument("--protocol", default="hungarian", choices=["hungarian", "one-to-one", "iou"])
+    ev.add_argument(
+        "--protocol",
+        default="hungarian",
+        choices=["hungarian", "one-to-one", "iou"],
+        help="matching: hungarian (optimal assignment within --radius, default), one-to-one "
+        "(DeepDistance: each the other's only partner within --radius) or iou (instance "
+        "masks, --iou)",
+    )
     ev.add_argument(
         "--radius", type=_positive, default=6.0, help="matching radius in px (default 6)"
     )
@@ -334,13 +435,37 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a recipe on one or more dataset folders")
     tr.add_argument(
-        "--recipe", required=True, help="recipe name (see `cellmaps recipes`) or YAML file"
+        "--recipe",
+        help="recipe name (see `cellmaps recipes`) or YAML file; with --init and no "
+        "--recipe, the initial model's own recipe",
     )
     tr.add_argument("--data", action="append", required=True, help="dataset folder (repeatable)")
     tr.add_argument(
-        "--weight", action="append", type=float, help="loss weight of the matching --data"
+        "--weight", action="append", type=_positive, help="loss weight of the matching --data"
     )
     tr.add_argument("--split", default="train", help="split to train on (default train)")
+    tr.add_argument(
+        "--fraction",
+        type=_fraction,
+        default=1.0,
+        help="train on a seeded share of the --data images, in (0, 1] (fine-tuning studies)",
+    )
+    tr.add_argument(
+        "--aux",
+        action="append",
+        help="auxiliary dataset folder mixed into training (repeatable; loss weight 1)",
+    )
+    tr.add_argument(
+        "--aux-fraction",
+        type=_fraction,
+        default=1.0,
+        help="seeded share of the --aux images used, in (0, 1]",
+    )
+    tr.add_argument(
+        "--gamma",
+        type=_positive,
+        help="loss weight of the --data images against the --aux ones (L = γ·L_target + L_aux)",
+    )
     tr.add_argument(
         "--val-split",
         default="val",
@@ -353,14 +478,35 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     tr.add_argument("--overwrite", action="store_true", help="replace an existing OUT model")
     tr.add_argument("--init", help="start from this model's weights (fine-tuning)")
-    tr.add_argument("--freeze", type=int, default=0, help="freeze the first K numbered blocks")
-    tr.add_argument("--iterations", type=_positive_int)
-    tr.add_argument("--batch", type=_positive_int)
-    tr.add_argument("--crop", type=_positive_int)
-    tr.add_argument("--val-every", type=_positive_int)
-    tr.add_argument("--checkpoint-every", type=_positive_int)
-    tr.add_argument("--seed", type=int)
-    tr.add_argument("--precision", choices=["auto", "bf16", "fp32"])
+    tr.add_argument(
+        "--freeze",
+        type=_checked_number(int, lambda v: v >= 0, "0 or more", kind="whole number"),
+        default=0,
+        help="freeze the first K numbered blocks",
+    )
+    tr.add_argument(
+        "--iterations", type=_positive_int, help="training steps (default: the recipe's)"
+    )
+    tr.add_argument("--batch", type=_positive_int, help="crops per step (default: the recipe's)")
+    tr.add_argument(
+        "--crop", type=_positive_int, help="training crop side in px (default: the recipe's)"
+    )
+    tr.add_argument(
+        "--val-every",
+        type=_positive_int,
+        help="validate (F1 on the validation split) every N steps",
+    )
+    tr.add_argument(
+        "--checkpoint-every",
+        type=_positive_int,
+        help="write OUT.ckpt every N steps (what --resume continues from)",
+    )
+    tr.add_argument("--seed", type=int, help="random seed (same seed, same data: same model)")
+    tr.add_argument(
+        "--precision",
+        choices=["auto", "bf16", "fp32"],
+        help="auto = bf16 where the CPU supports it natively, else fp32",
+    )
     tr.add_argument(
         "--schedule",
         choices=list(SCHEDULE_CHOICES),
@@ -373,18 +519,41 @@ def build_parser() -> argparse.ArgumentParser:
         "px (default: the recipe's training.object_size; none = train at the data's scale)",
     )
     _add_scale_args(tr, "the training images (default: measured from masks or points)")
-    tr.add_argument("--quiet", action="store_true")
+    tr.add_argument("--quiet", action="store_true", help="no progress bars")
     tr.set_defaults(func=_cmd_train)
+
+    cx = sub.add_parser(
+        "crosseval",
+        help="train one model per dataset and test each on every dataset (MicroNet Fig. 4)",
+        description="Train RECIPE on each --data folder's train split (ξ tuned on its val "
+        "split, or train when it has none), score every model on every folder's test split "
+        "and write OUT/crosseval.json, .csv and a heat-map .png (F1; same- vs other-source "
+        "means). Models are kept in OUT/models/ and reused when the command runs again.",
+    )
+    cx.add_argument("--recipe", required=True, help="recipe name or YAML file")
+    cx.add_argument("--data", action="append", required=True, help="dataset folder (2 or more)")
+    cx.add_argument("--out", required=True, help="output folder")
+    cx.add_argument("--iterations", type=_positive_int, help="training steps per model")
+    cx.add_argument("--seed", type=int, help="random seed")
+    cx.add_argument(
+        "--radius", type=_positive, help="matching radius in px (default: the recipe's)"
+    )
+    cx.add_argument("--quiet", action="store_true", help="no progress bars")
+    cx.set_defaults(func=_cmd_crosseval)
 
     tu = sub.add_parser(
         "tune", help="choose the decoding threshold by best F1 and store it in the model"
     )
-    tu.add_argument("model")
+    tu.add_argument("model", help="model file (.safetensors) to tune")
     tu.add_argument("--data", action="append", required=True, help="dataset folder (repeatable)")
-    tu.add_argument("--split", default="val")
+    tu.add_argument(
+        "--split",
+        default="val",
+        help="split(s) to tune on, comma-separated (default val; never the test split)",
+    )
     tu.add_argument("--out", help="write the tuned model here (default: overwrite MODEL)")
     _add_scale_args(tu, "the tuning images")
-    tu.add_argument("--quiet", action="store_true")
+    tu.add_argument("--quiet", action="store_true", help="no progress bars")
     tu.set_defaults(func=_cmd_tune)
 
     pr = sub.add_parser(
@@ -436,20 +605,81 @@ def build_parser() -> argparse.ArgumentParser:
         default=1.0,
         help="keep points for only this share of the train split (others: ROI only)",
     )
-    wr.add_argument("--seed", type=int, default=0)
-    wr.add_argument("--quiet", action="store_true")
+    wr.add_argument("--seed", type=int, default=0, help="seed of the block and image choice")
+    wr.add_argument("--overwrite", action="store_true", help="replace an existing OUT folder")
+    wr.add_argument("--quiet", action="store_true", help="no progress bar")
     wr.set_defaults(func=_cmd_weak_roi)
+    for command in sub.choices.values():
+        command.add_argument(
+            "--debug", action="store_true", help="show the traceback of an unexpected error"
+        )
     return parser
 
 
+@contextlib.contextmanager
+def _pixel_limit(limit: int | None):
+    """``--max-pixels`` for the length of one command (then the environment as it was)."""
+    name = "CELLMAPS_MAX_PIXELS"  # cellmaps.io.images.MAX_PIXELS_VARIABLE, kept torch-free
+    before = os.environ.get(name)
+    if limit is not None:
+        os.environ[name] = str(limit)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before
+
+
+EXIT_INTERNAL, EXIT_INPUT, EXIT_INTERRUPTED = 1, 2, 130
+
+
+def _error(args: argparse.Namespace, message: str) -> None:
+    """One line on stderr (messages from libraries can hold line breaks)."""
+    print(f"cellmaps {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command. Exit codes: 0 done, 2 bad input (one line naming the file and the
+    problem), 1 internal error (one line; ``--debug`` shows the traceback), 130 stopped by
+    Ctrl-C."""
+    from cellmaps.batch import BatchInterrupted
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        return args.func(args)
+        with _pixel_limit(getattr(args, "max_pixels", None)):
+            return args.func(args)
     except CellmapsInputError as exc:
-        print(f"cellmaps {args.command}: error: {exc}", file=sys.stderr)
-        return 2
+        _error(args, str(exc))
+        return EXIT_INPUT
+    except BatchInterrupted as exc:
+        _error(args, str(exc))
+        return EXIT_INTERRUPTED
+    except KeyboardInterrupt:
+        _error(args, "interrupted (files already written are complete)")
+        return EXIT_INTERRUPTED
+    except MemoryError:
+        if args.debug:
+            raise
+        _error(args, "out of memory; try a smaller --tile/--batch or a smaller image")
+        return EXIT_INPUT
+    except OSError as exc:
+        if args.debug:
+            raise
+        where = f"{exc.filename}: " if exc.filename else ""
+        _error(args, f"{where}{exc.strerror or exc}")
+        return EXIT_INPUT
+    except Exception as exc:  # one line for a user; the traceback with --debug
+        if args.debug:
+            raise
+        _error(
+            args,
+            f"internal error ({type(exc).__name__}: {exc}); run again with --debug for "
+            "the traceback and report it",
+        )
+        return EXIT_INTERNAL
 
 
 if __name__ == "__main__":

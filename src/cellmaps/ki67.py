@@ -58,8 +58,20 @@ def score_ki67(
 ) -> list[dict]:
     """Detect and classify tumour nuclei in every image, write the prediction layout
     (points/, geojson/, overlays/, counts.csv) and ``ki67.csv`` (id,positive,negative,index;
-    one row per image and a ``pooled`` row). Returns the ki67.csv rows."""
+    one row per image and a ``pooled`` row), rewritten after every image. Keywords
+    ``overwrite``, ``resume``, ``skip_bad`` as in :func:`~cellmaps.predict.predict_paths`.
+    Returns the ki67.csv rows."""
     from cellmaps.predict import predict_paths
+
+    def write_ki67_csv(out: Path, rows: list[dict]) -> None:
+        write_csv_atomic(
+            out / "ki67.csv",
+            ["id", "positive", "negative", "index"],
+            [
+                [r["id"], r[POSITIVE], r[NEGATIVE], format_index(r["index"])]
+                for r in ki67_table(rows)
+            ],
+        )
 
     m = load_ki67_model(model)
     rows = predict_paths(
@@ -71,12 +83,7 @@ def score_ki67(
         split=split,
         min_score=min_score,
         reserved_ids=("pooled",),
+        write_tables=write_ki67_csv,
         **inference,
     )
-    table = ki67_table(rows)
-    write_csv_atomic(
-        Path(out) / "ki67.csv",
-        ["id", "positive", "negative", "index"],
-        [[r["id"], r[POSITIVE], r[NEGATIVE], format_index(r["index"])] for r in table],
-    )
-    return table
+    return ki67_table(rows)

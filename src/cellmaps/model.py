@@ -116,6 +116,18 @@ class Model:
             state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
         save_model_file(path, state, self.meta())
 
+    def fingerprint(self) -> str:
+        """SHA-256 of the weights and of the settings (recipe, normalisation, decoding), so
+        two runs can tell whether they used the same model."""
+        import hashlib
+        import json
+
+        h = hashlib.sha256(json.dumps(self.meta(), sort_keys=True, default=str).encode())
+        for name, tensor in sorted(self.net.state_dict().items()):
+            h.update(name.encode())
+            h.update(tensor.detach().float().cpu().numpy().tobytes())
+        return h.hexdigest()
+
     @classmethod
     def load(cls, path: str | os.PathLike) -> Model:
         state, meta = load_model_file(path)

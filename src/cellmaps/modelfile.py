@@ -74,6 +74,13 @@ def load_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
         meta = json.loads(meta_raw["cellmaps"])
     except json.JSONDecodeError as exc:
         raise CellmapsInputError(f"model metadata is not valid JSON ({exc})", path) from exc
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CellmapsInputError(
+            f"{len(bad)} weight tensor(s) hold NaN or infinite values (e.g. {bad[0]}): the "
+            "training that wrote it diverged; retrain with a lower learning rate",
+            path,
+        )
     return state, meta
 
 

@@ -12,7 +12,7 @@ from tqdm import tqdm
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io._atomic import atomic_path, write_csv_atomic
 from cellmaps.io.geojson import class_color, write_geojson
-from cellmaps.io.images import IMAGE_SUFFIXES, read_image, to_uint8_rgb
+from cellmaps.io.images import IMAGE_SUFFIXES, read_image, select_channels, to_uint8_rgb
 from cellmaps.io.points import Points, write_points
 
 
@@ -78,6 +78,53 @@ def write_overlay(path: Path, image: np.ndarray, points: Points) -> None:
         Image.fromarray(draw_overlay(image, points)).save(tmp, format="PNG")
 
 
+def _label_counts(pts: Points) -> dict[str, int]:
+    return {
+        str(k): int(v)
+        for k, v in zip(*np.unique(pts.labels.astype(str), return_counts=True), strict=True)
+    }
+
+
+def _predict_one(
+    m, f: Path, out: Path, xi, masks: bool, channels: list[int] | None, inference: dict
+) -> dict[str, int]:
+    """Detect in one image and write its outputs (each atomically); returns its counts."""
+    from cellmaps.io.masks import write_mask
+    from cellmaps.model import segment_image
+
+    image = select_channels(read_image(f), channels, f)
+    try:
+        if masks:
+            pts, mask = segment_image(m, image, **inference)
+            write_mask(out / "masks" / f"{f.stem}.tif", mask)
+        else:
+            pts = m.detect(image, xi=xi, **inference)
+    except CellmapsInputError as exc:
+        if exc.path is None:  # name the file the problem came from
+            raise CellmapsInputError(exc.problem, f) from exc
+        raise
+    write_points(out / "points" / f"{f.stem}.csv", pts)
+    write_geojson(out / "geojson" / f"{f.stem}.geojson", points=pts)
+    write_overlay(out / "overlays" / f"{f.stem}.png", image, pts)
+    return _label_counts(pts)
+
+
+def _write_counts(out: Path, rows: list[dict]) -> None:
+    labels: list[str] = []
+    for r in rows:
+        labels += [k for k in r if k not in ("id", "count") and k not in labels]
+    header = ["id", "count", *labels]
+    write_csv_atomic(out / "counts.csv", header, [[r.get(k, 0) for k in header] for r in rows])
+
+
+def _run_record(m, xi, masks: bool, split, channels, inference: dict) -> dict:
+    from cellmaps import __version__
+
+    settings = {"xi": xi, "masks": masks, "split": split, "channels": channels}
+    settings.update({k: v for k, v in inference.items() if k != "progress"})
+    return {"cellmaps": __version__, "model": m.fingerprint(), "settings": settings}
+
+
 def predict_paths(
     model,
     paths: list[str | os.PathLike],
@@ -88,6 +135,11 @@ def predict_paths(
     masks: bool = False,
     min_score: float | None = None,
     reserved_ids: tuple[str, ...] = (),
+    overwrite: bool = False,
+    resume: bool = False,
+    skip_bad: bool = False,
+    channels: list[int] | None = None,
+    write_tables=None,
     **inference,
 ) -> list[dict]:
     """Detect objects in every image and write ``points/<id>.csv`` (x,y,label,score),
@@ -97,10 +149,26 @@ def predict_paths(
 
     ``model`` is a model file, a loaded :class:`~cellmaps.model.Model` or None (the
     bundled default). ``xi`` and ``min_score`` override the model's relative threshold and
-    absolute evidence floor. Returns one row per image: id, count and count per label.
+    absolute evidence floor. The output folder is managed by :mod:`cellmaps.batch`: another
+    run's folder is refused unless ``overwrite``; ``resume`` continues this run, skipping
+    finished images. ``counts.csv`` is rewritten after every image. With ``skip_bad``, an
+    image that cannot be read or processed is listed in ``skipped.csv`` and the run goes
+    on; without it the run stops at that image with its error (finished images are kept).
+    Ctrl-C stops after the current image (:class:`~cellmaps.batch.BatchInterrupted`).
+    ``channels`` picks image channels (0-based) before the model sees them.
+    ``write_tables(out, rows)``, if given, writes further tables whenever counts.csv is.
+
+    Returns one row per image processed or resumed: id, count and count per label.
     """
-    from cellmaps.io.masks import write_mask
-    from cellmaps.model import load_model, segment_image
+    from cellmaps.batch import (
+        SKIPPED_FILE,
+        BatchInterrupted,
+        is_complete,
+        start_run,
+        stop_between_images,
+    )
+    from cellmaps.io.points import read_points
+    from cellmaps.model import load_model
 
     m = load_model(model)
     if xi is not None and not (np.isfinite(xi) and 0 <= xi <= 1):
@@ -117,30 +185,36 @@ def predict_paths(
                 "table; rename the image",
                 f,
             )
-    out = Path(out)
-    rows = []
-    labels_seen: list[str] = []
-    for f in tqdm(files, desc="predict", unit="img", disable=not progress):
-        image = read_image(f)
-        try:
-            if masks:
-                pts, mask = segment_image(m, image, **inference)
-                write_mask(out / "masks" / f"{f.stem}.tif", mask)
+    out = start_run(out, _run_record(m, xi, masks, split, channels, inference), overwrite, resume)
+    rows: list[dict] = []
+
+    def tables() -> None:
+        _write_counts(out, rows)
+        if write_tables is not None:
+            write_tables(out, rows)
+
+    skipped: list[list[str]] = []
+    with stop_between_images() as stop:
+        for f in tqdm(files, desc="predict", unit="img", disable=not progress):
+            if stop.is_set():  # counts.csv already holds every finished image
+                raise BatchInterrupted(len(rows), len(files), out)
+            if resume and is_complete(out, f.stem, masks):
+                counts = _label_counts(read_points(out / "points" / f"{f.stem}.csv"))
             else:
-                pts = m.detect(image, xi=xi, **inference)
-        except CellmapsInputError as exc:
-            if exc.path is None:  # name the file the problem came from
-                raise CellmapsInputError(exc.problem, f) from exc
-            raise
-        write_points(out / "points" / f"{f.stem}.csv", pts)
-        write_geojson(out / "geojson" / f"{f.stem}.geojson", points=pts)
-        write_overlay(out / "overlays" / f"{f.stem}.png", image, pts)
-        counts = {
-            str(k): int(v)
-            for k, v in zip(*np.unique(pts.labels.astype(str), return_counts=True), strict=True)
-        }
-        labels_seen += [k for k in counts if k not in labels_seen]
-        rows.append({"id": f.stem, "count": len(pts), **counts})
-    header = ["id", "count", *labels_seen]
-    write_csv_atomic(out / "counts.csv", header, [[r.get(k, 0) for k in header] for r in rows])
+                try:
+                    counts = _predict_one(m, f, out, xi, masks, channels, inference)
+                except CellmapsInputError as exc:
+                    if not skip_bad:
+                        raise
+                    skipped.append([f.stem, str(f), exc.problem])
+                    tqdm.write(f"skipped {f}: {exc.problem}")
+                    continue
+            rows.append({"id": f.stem, "count": sum(counts.values()), **counts})
+            tables()
+    tables()
+    if skipped:
+        write_csv_atomic(out / SKIPPED_FILE, ["id", "file", "problem"], skipped)
+        print(
+            f"skipped {len(skipped)} image(s) that could not be processed; see {out / SKIPPED_FILE}"
+        )
     return rows

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from tqdm import tqdm
 
+from cellmaps.errors import CellmapsInputError
 from cellmaps.io.dataset import Dataset
 from cellmaps.io.masks import mask_centroids
 from cellmaps.metrics import match_points, pool_detection
@@ -48,9 +49,14 @@ def tune_decoding(
     cached = []
     for root, split in sources:
         ds = Dataset(root)
-        for image_id in tqdm(
-            ds.ids(split), desc="tune: predict", disable=not progress, leave=False
-        ):
+        annotated = [i for i in ds.ids(split) if ds.has("points", i) or ds.has("mask", i)]
+        if not annotated:
+            raise CellmapsInputError(
+                f"no image{f' of split {split!r}' if split else ''} has an annotation (points "
+                "or a mask) to tune against",
+                root,
+            )
+        for image_id in tqdm(annotated, desc="tune: predict", disable=not progress, leave=False):
             pts = ds.points(image_id)
             truth = pts.coords if pts is not None else mask_centroids(ds.mask(image_id))[0]
             maps = model.predict_maps(
@@ -62,12 +68,20 @@ def tune_decoding(
     elif min_distances is None:
         min_distances = MIN_DISTANCE_GRID
     curve = []
+    sweep = tqdm(
+        total=len(min_distances) * len(grid),
+        desc=f"tune: {param} sweep",
+        disable=not progress,
+        leave=False,
+    )
     for md in min_distances:
         with model.decoding(min_distance=int(md)):
             for v in grid:
                 value = int(v) if param == "min_area" else float(v)
                 scores = pooled_scores(model, cached, **{param: v}, min_score=0.0)
                 curve.append({param: value, "min_distance": int(md), **scores})
+                sweep.update()
+    sweep.close()
     best = max(curve, key=lambda r: r["f1"])
     if not evidence_floor:
         return {**best, "param": param, "curve": curve}

@@ -5,6 +5,8 @@ training images), for KiNet-style training when no pathologist outlined regions.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -50,6 +52,7 @@ def derive_weak_roi_dataset(
     points_share: float = 1.0,
     seed: int = 0,
     progress: bool = True,
+    overwrite: bool = False,
 ) -> dict:
     """Write ``out`` as a dataset folder: links to ``src``'s images/masks/points, a weak
     ROI mask per image with points, ``splits.csv`` and ``DERIVED.md`` saying how.
@@ -57,6 +60,11 @@ def derive_weak_roi_dataset(
     With ``points_share`` < 1, only that share of the *train* split's images (chosen with
     ``seed``) keeps its points file; the others keep only the ROI (KiNet §IV-D2's
     limited fine-grained annotation). Returns a summary (images, kept points, ROI share).
+
+    Everything is checked before anything is written (options, tumour labels present in the
+    points, ``out`` new or empty unless ``overwrite``); the dataset is then written into a
+    hidden temporary folder next to ``out`` and renamed to ``out`` when complete, so a
+    failure or Ctrl-C leaves no half-derived dataset (and, with ``overwrite``, the old one).
     """
     ds = Dataset(src)
     src, out = Path(src), Path(out)
@@ -66,12 +74,82 @@ def derive_weak_roi_dataset(
         )
     if out.resolve() == src.resolve():
         raise CellmapsInputError("the output folder must differ from the source dataset", out)
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
+        raise CellmapsInputError(
+            "already exists; choose a new folder or pass --overwrite to replace it", out
+        )
+    check_tumour_labels(ds, tumour_classes, src)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
+    try:
+        summary = _write_weak_roi_dataset(
+            ds,
+            src,
+            tmp,
+            out,
+            tumour_classes,
+            keep,
+            sigma,
+            block,
+            margin,
+            points_share,
+            seed,
+            progress,
+        )
+        _replace_folder(tmp, out)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return summary
+
+
+def check_tumour_labels(ds: Dataset, tumour_classes: list[str], src: Path) -> None:
+    """Refuse tumour labels that no point of the dataset carries (naming those found)."""
+    found: set[str] = set()
+    for image_id in ds.ids():
+        pts = ds.points(image_id) if ds.image_path(image_id) is not None else None
+        if pts is not None:
+            found |= {str(x) for x in pts.labels}
+    missing = sorted(set(map(str, tumour_classes)) - found)
+    if missing:
+        raise CellmapsInputError(
+            f"no point in the dataset has the tumour label(s) {missing}; labels found: "
+            f"{sorted(found)}",
+            src,
+        )
+
+
+def _replace_folder(new: Path, out: Path) -> None:
+    """Rename ``new`` to ``out``; an existing ``out`` is moved aside first and deleted after."""
+    if not out.exists():
+        new.rename(out)
+        return
+    old = Path(tempfile.mkdtemp(prefix=f".{out.name}.old-", dir=out.parent))
+    old.rmdir()
+    out.rename(old)
+    new.rename(out)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _write_weak_roi_dataset(
+    ds: Dataset,
+    src: Path,
+    out: Path,
+    final: Path,
+    tumour_classes: list[str],
+    keep: float,
+    sigma: float,
+    block: int,
+    margin: int,
+    points_share: float,
+    seed: int,
+    progress: bool,
+) -> dict:
     rng = np.random.default_rng(seed)
     train = ds.ids("train") if ds.splits else []
     n_keep = int(round(points_share * len(train)))
     dropped = set(rng.permutation(train)[n_keep:].tolist()) if train else set()
     ids = ds.ids()
-    found = set()
     annotated = []
     for image_id in tqdm(ids, desc="weak ROIs", unit="img", disable=not progress):
         img_path = ds.image_path(image_id)
@@ -84,7 +162,6 @@ def derive_weak_roi_dataset(
         pts = ds.points(image_id)
         if pts is None:
             continue
-        found |= {str(x) for x in pts.labels}
         if image_id not in dropped:
             _link(ds.file_path("points", image_id), out / "points" / f"{image_id}.csv")
         tumour = tumour_regions_from_points(
@@ -94,13 +171,6 @@ def derive_weak_roi_dataset(
         annotated.append(float((roi > 0).mean()))
         with atomic_path(out / "rois" / f"{image_id}.png") as tmp:
             Image.fromarray(roi).save(tmp, format="PNG")
-    missing = sorted(set(map(str, tumour_classes)) - found)
-    if missing:
-        raise CellmapsInputError(
-            f"no point in the dataset has the tumour label(s) {missing}; labels found: "
-            f"{sorted(found)}",
-            src,
-        )
     if (src / "splits.csv").is_file():
         write_text_atomic(out / "splits.csv", (src / "splits.csv").read_text())
     note = (
@@ -113,7 +183,7 @@ def derive_weak_roi_dataset(
         out / "DERIVED.md",
         NOTICE.format(
             src=src,
-            out=out,
+            out=final,
             tumour=",".join(tumour_classes),
             keep=keep,
             sigma=sigma,

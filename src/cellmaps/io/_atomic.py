@@ -56,3 +56,15 @@ def write_csv_atomic(path: str | os.PathLike, header: list[str], rows: list[list
     writer.writerow(header)
     writer.writerows(rows)
     write_text_atomic(path, buf.getvalue())
+
+
+def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files :func:`atomic_path` leaves when a process is killed
+    (``.<name>.<random>.tmp<suffix>``) in ``folder``; returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.glob(".*.tmp*") if p.is_file()]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale

@@ -16,7 +16,9 @@ has ``points/`` (and ``masks/`` for segmentation) and can stand where a dataset 
 from __future__ import annotations
 
 import csv
+import io
 import os
+import warnings
 from functools import cached_property
 from pathlib import Path
 
@@ -26,6 +28,7 @@ from cellmaps.errors import CellmapsInputError
 from cellmaps.io.images import IMAGE_SUFFIXES, image_shape, read_image
 from cellmaps.io.masks import read_mask, read_roi
 from cellmaps.io.points import Points, read_points
+from cellmaps.io.text import read_utf8_text
 
 MASK_SUFFIXES = (".tif", ".tiff", ".png")
 ROI_SUFFIXES = (".png", ".tif", ".tiff")
@@ -83,21 +86,37 @@ class Dataset:
         path = self.root / "splits.csv"
         if not path.is_file():
             return {}
-        with path.open(newline="", encoding="utf-8-sig") as fh:
+        with io.StringIO(read_utf8_text(path, "splits.csv"), newline="") as fh:
             reader = csv.reader(fh)
             header = [h.strip().lower() for h in next(reader, [])]
             if header[:2] != ["id", "split"]:
                 raise CellmapsInputError(
                     f"bad header {','.join(header)!r}: expected 'id,split,group'", path
                 )
-            out = {}
+            out: dict[str, tuple[str, str]] = {}
+            first_line: dict[str, int] = {}
             for line, row in enumerate(reader, start=2):
                 if not row:
                     continue
                 if len(row) < 2:
                     raise CellmapsInputError(f"line {line}: expected id,split[,group]", path)
+                image_id = row[0].strip()
+                if image_id in first_line:
+                    raise CellmapsInputError(
+                        f"id {image_id!r} is listed twice (lines {first_line[image_id]} and "
+                        f"{line}); give each image one split",
+                        path,
+                    )
+                first_line[image_id] = line
                 group = row[2].strip() if len(row) > 2 else ""
-                out[row[0].strip()] = (row[1].strip(), group)
+                out[image_id] = (row[1].strip(), group)
+        unknown = sorted(set(out) - set(self.all_ids))
+        if unknown:
+            warnings.warn(
+                f"{path}: {len(unknown)} id(s) have no image, points or mask in the folder and "
+                f"are ignored: {unknown[:5]}{' …' if len(unknown) > 5 else ''}",
+                stacklevel=2,
+            )
         return out
 
     def ids(self, split: str | None = None, group: str | None = None) -> list[str]:

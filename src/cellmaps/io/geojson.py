@@ -21,6 +21,7 @@ from skimage import draw, measure
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io._atomic import write_text_atomic
 from cellmaps.io.points import Points
+from cellmaps.io.text import read_utf8_text
 
 QUPATH_OFFSET = 0.5
 
@@ -148,8 +149,8 @@ def read_geojson(path: str | os.PathLike) -> tuple[Points, list[Polygon]]:
     """
     path = Path(path)
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
+        data = json.loads(read_utf8_text(path, "GeoJSON file"))
+    except json.JSONDecodeError as exc:
         raise CellmapsInputError(f"cannot read GeoJSON ({exc})", path) from exc
     feats = data.get("features", []) if isinstance(data, dict) else data
     if isinstance(data, dict) and data.get("type") == "Feature":

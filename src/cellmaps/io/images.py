@@ -4,6 +4,10 @@ Conventions
 -----------
 ``read_image`` returns the pixels in their stored dtype with shape (H, W) or (H, W, C).
 PNG alpha channels (RGBA, LA) are dropped because they carry no image content.
+TIFF z-stacks (a Z axis, from ImageJ/OME metadata or the order ImageJ writes) are
+max-projected; channels of any number are kept (:func:`select_channels` picks some).
+PNG/JPEG images larger than :func:`max_pixels` are refused from their header, before
+decoding.
 ``normalize_image`` is the one normalisation to float32 used everywhere in cellmaps (the
 "bit-depth" rule, :func:`intensity_range`): an image is divided by the full range of the
 smallest of 8, 10, 12, 14 or 16 bits (then 2^k − 1) that holds its maximum, whatever its
@@ -40,15 +44,48 @@ def _is_tiff(path: Path) -> bool:
     return path.suffix.lower() in _TIFF_SUFFIXES
 
 
+# an unlabelled trailing axis this short is a channel axis, not the image width
+MAX_TRAILING_CHANNELS = 8
+
+
+def _name_unknown_axes(axes: str, shape: tuple[int, ...]) -> str:
+    """Give tifffile's unknown axes ('Q', in TIFFs written without axes metadata) a
+    meaning: (Y, X, C) when the last axis is short (≤ ``MAX_TRAILING_CHANNELS``) and the two
+    before it are not; otherwise leading unknown axes are (…, Z, C) in ImageJ's order, so a
+    lone leading axis is channels. Labelled axes (ImageJ, OME-TIFF) are kept as they are."""
+    if "Q" not in axes:
+        return axes
+    if (
+        axes.endswith("QYX")
+        and shape[-1] <= MAX_TRAILING_CHANNELS
+        and min(shape[-3], shape[-2]) > MAX_TRAILING_CHANNELS
+    ):
+        # tifffile stored an (H, W, C) array as H pages of W × C
+        axes = axes[:-3] + "YXC"
+    names = iter("ZT" if ("C" in axes or "S" in axes) else "CZT")
+    out = list(axes)
+    for i in range(len(out) - 1, -1, -1):
+        if out[i] == "Q":
+            out[i] = next(names, "Q")
+    return "".join(out)
+
+
 def _tiff_series_to_hwc(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
-    """Bring a tifffile series with the given axes string to (H, W) or (H, W, C)."""
-    for ax in "TZQI":  # time, depth, unknown and sequence axes must be singleton
+    """Bring a tifffile series with the given axes string to (H, W) or (H, W, C): z-stacks
+    are max-projected along Z (the usual view for detecting nuclei in widefield stacks);
+    time series and other axes longer than 1 are refused."""
+    axes = _name_unknown_axes(axes, data.shape)
+    if "Z" in axes:
+        data = data.max(axis=axes.index("Z"))
+        axes = axes.replace("Z", "")
+    for ax in "TQI":  # time, unknown and sequence axes must be singleton
         while ax in axes:
             i = axes.index(ax)
             if data.shape[i] != 1:
+                what = {"T": "time points"}.get(ax, f"planes on a {ax} axis")
                 raise CellmapsInputError(
-                    f"TIFF has a {ax} axis of length {data.shape[i]} (axes {axes!r}); "
-                    "cellmaps reads 2-D images with optional channels only",
+                    f"TIFF holds {data.shape[i]} {what} (axes {axes!r}); cellmaps reads one "
+                    "2-D image (channels and z-stacks allowed): save one time point per file",
                     path,
                 )
             data = np.take(data, 0, axis=i)
@@ -67,6 +104,41 @@ def _tiff_series_to_hwc(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
     if data.ndim == 3 and data.shape[-1] == 1:
         data = data[..., 0]
     return data
+
+
+DEFAULT_MAX_PIXELS = 2**28  # 268 Mpx: a 16k × 16k RGB image, ~3 GB once normalised to float32
+MAX_PIXELS_VARIABLE = "CELLMAPS_MAX_PIXELS"
+
+
+def max_pixels() -> int:
+    """Largest image (H × W) read into memory from PNG/JPEG: ``$CELLMAPS_MAX_PIXELS`` or
+    :data:`DEFAULT_MAX_PIXELS`."""
+    text = os.environ.get(MAX_PIXELS_VARIABLE)
+    if text is None:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(float(text))
+    except ValueError:
+        value = 0
+    if value < 1:
+        raise CellmapsInputError(
+            f"{MAX_PIXELS_VARIABLE} must be a positive whole number of pixels, got {text!r}"
+        )
+    return value
+
+
+def check_pixel_limit(path: Path, height: int, width: int) -> None:
+    """Refuse, before decoding, a PNG/JPEG whose header declares more pixels than
+    :func:`max_pixels` (decoding it would need all of them in memory at once)."""
+    limit = max_pixels()
+    if height * width > limit:
+        raise CellmapsInputError(
+            f"image of {width} × {height} px ({height * width / 1e6:,.0f} Mpx) is over the "
+            f"{limit / 1e6:,.0f} Mpx limit for PNG/JPEG, which are decoded whole into memory; "
+            "save it as a tiled (OME-)TIFF, or raise the limit with --max-pixels or "
+            f"{MAX_PIXELS_VARIABLE} if the machine has the memory",
+            path,
+        )
 
 
 def read_image(path: str | os.PathLike) -> np.ndarray:
@@ -91,6 +163,8 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 series = tif.series[0]
                 data = _tiff_series_to_hwc(series.asarray(), series.axes, path)
         elif path.suffix.lower() == ".png":
+            with Image.open(path) as im:  # reads the header only
+                check_pixel_limit(path, im.height, im.width)
             # imagecodecs (libpng) keeps 16-bit RGB, which Pillow reduces to 8 bits.
             data = imagecodecs.png_decode(path.read_bytes())
             if data.ndim == 3 and data.shape[-1] in (2, 4):  # LA / RGBA: drop alpha
@@ -99,22 +173,60 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 data = data[..., 0]
         else:
             with Image.open(path) as im:
+                check_pixel_limit(path, im.height, im.width)
                 if im.mode in ("RGBA", "LA", "PA", "P"):
                     im = im.convert("RGB" if im.mode in ("RGBA", "PA", "P") else "L")
                 data = np.asarray(im)
-    except CellmapsInputError:
+    except (CellmapsInputError, MemoryError):
         raise
-    except (
-        UnidentifiedImageError,
-        OSError,
-        ValueError,
-        tifffile.TiffFileError,
-        imagecodecs.PngError,
-    ) as exc:
-        raise CellmapsInputError(f"cannot read image ({exc})", path) from exc
+    except Exception as exc:
+        # the decoders (Pillow, libpng, libtiff codecs via imagecodecs, tifffile) raise many
+        # unrelated types for damaged files (DeflateError on a TIFF cut short, ...)
+        raise CellmapsInputError(
+            f"cannot read image ({type(exc).__name__}: {exc}); is the file complete?", path
+        ) from exc
     if data.ndim not in (2, 3) or data.size == 0:
         raise CellmapsInputError(f"expected a 2-D image, got array of shape {data.shape}", path)
     return data
+
+
+def parse_channels(text: str) -> list[int]:
+    """``"0,2"`` → [0, 2] (the ``--channels`` option)."""
+    try:
+        channels = [int(c) for c in text.split(",") if c.strip()]
+    except ValueError:
+        channels = []
+    if not channels or min(channels) < 0:
+        raise CellmapsInputError(
+            f"--channels takes channel numbers counted from 0, like 0,2; got {text!r}"
+        )
+    return channels
+
+
+def select_channels(
+    image: np.ndarray, channels: list[int] | None, path: str | os.PathLike | None = None
+) -> np.ndarray:
+    """The image's ``channels`` (0-based, in that order) as (H, W) or (H, W, C); None keeps
+    them all.
+
+    Raises
+    ------
+    CellmapsInputError
+        If a channel number is not in the image (naming how many it has).
+    """
+    if channels is None:
+        return image
+    have = 1 if image.ndim == 2 else image.shape[-1]
+    bad = [c for c in channels if not 0 <= c < have]
+    if bad:
+        raise CellmapsInputError(
+            f"channel(s) {bad} asked for, but the image has {have} (numbered 0 to {have - 1})",
+            path,
+        )
+    if image.ndim == 2:
+        image = image[..., None]
+    out = image[..., channels]
+    return out[..., 0] if out.shape[-1] == 1 else out
 
 
 def image_shape(path: str | os.PathLike) -> tuple[int, int]:

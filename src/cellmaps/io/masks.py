@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,8 +52,32 @@ def check_label_image(
 
 
 def read_mask(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> np.ndarray:
-    """Read an instance label image (TIFF or PNG); 0 is background, each object one id."""
-    return check_label_image(read_image(path), shape, path)
+    """Read an instance label image (TIFF or PNG); 0 is background, each object one id.
+    A binary mask (one foreground value, e.g. 0/255 or a boolean) is split into its
+    connected components, with a warning (see :func:`instances_from_binary`)."""
+    return instances_from_binary(check_label_image(read_image(path), shape, path), path)
+
+
+def instances_from_binary(mask: np.ndarray, path: str | os.PathLike | None = None) -> np.ndarray:
+    """An instance mask from a binary one: when ``mask`` holds a single foreground value
+    in more than one connected region, each 8-connected region becomes an instance (a
+    semantic 0/255 mask read as labels would be one object). Warns, because touching
+    objects stay merged; true instance masks are returned as they are."""
+    from skimage.measure import label
+
+    values = np.unique(mask)
+    if values.size != 2 or values[0] != 0:
+        return mask
+    labelled = label(mask > 0, connectivity=2)
+    if labelled.max() <= 1:
+        return mask
+    warnings.warn(
+        f"{path}: binary mask (one foreground value, {values[1]}) read as {labelled.max()} "
+        "instances by connected components; touching objects stay merged, so give an "
+        "instance label image (one id per object) where you can",
+        stacklevel=2,
+    )
+    return labelled.astype(np.int32)
 
 
 def write_mask(path: str | os.PathLike, mask: np.ndarray) -> None:

@@ -18,6 +18,7 @@ import numpy as np
 
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io._atomic import write_text_atomic
+from cellmaps.io.text import read_utf8_text
 
 REQUIRED_COLUMNS = ("x", "y", "label")
 OPTIONAL_COLUMNS = ("score",)
@@ -124,7 +125,7 @@ def read_points(path: str | os.PathLike, shape: tuple[int, int] | None = None) -
     path = Path(path)
     if not path.is_file():
         raise CellmapsInputError("points file does not exist", path)
-    text = path.read_text(encoding="utf-8-sig")
+    text = read_utf8_text(path, "points file")
     reader = csv.reader(_io.StringIO(text))
     header = next(reader, None)
     if header is None:

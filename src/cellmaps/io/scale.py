@@ -162,7 +162,11 @@ def match_channels(image: np.ndarray, channels: int, source=None) -> np.ndarray:
         return np.repeat(image, channels, axis=-1)
     if channels == 1:
         return image.mean(-1, keepdims=True)
-    raise CellmapsInputError(f"image has {c} channels, the model expects {channels}", source)
+    raise CellmapsInputError(
+        f"image has {c} channels, the model expects {channels}; choose them with --channels "
+        f"(for example --channels {','.join(map(str, range(channels)))})",
+        source,
+    )
 
 
 def base_image(

@@ -102,6 +102,16 @@ SCHEMA = {
         "scale": (NUM, 0.0),
         "elastic": (NUM, 0.0),
         "color": (NUM, 0.0),
+        # brightfield stain amounts: each of H / E / DAB scaled by U(1 - a, 1 + a), shifted
+        # by U(-a, a)/4 of its 99th percentile (3-channel images only; 0.1-0.3 is typical)
+        "stain": (NUM, 0.0),
+        "gamma": (NUM, 0.0),  # gamma exp(U(-g, g)), half of the crops
+        "blur": (NUM, 0.0),  # Gaussian blur sigma ~ U(0, blur) px, half of the crops
+        "noise": (NUM, 0.0),  # Gaussian noise sigma ~ U(0, noise), half of the crops
+        "jpeg": (NUM, 0.0),  # share of crops saved as JPEG at quality 30-90
+        # share of crops replaced by empty images (flat, uniform or Gaussian noise) whose
+        # targets are 0: teaches the model that nothing there means no detection
+        "empty": (NUM, 0.0),
     },
     "decode": {
         "kind": (str, "peaks"),
@@ -277,6 +287,12 @@ def _check_ranges(recipe: dict, source: str) -> None:
         ("decode.min_contrast", dec["min_contrast"], 0 <= dec["min_contrast"] < 1, "in [0, 1)"),
         ("training.batch", tr["batch"], tr["batch"] > 0, "> 0"),
     ]
+    aug = recipe["augment"]
+    rules += [
+        (f"augment.{k}", aug[k], 0 <= aug[k] <= 1, "in [0, 1]")
+        for k in ("stain", "jpeg", "empty", "noise")
+    ]
+    rules += [(f"augment.{k}", aug[k], 0 <= aug[k] < 10, "in [0, 10)") for k in ("gamma", "blur")]
     for key, value, ok, want in rules:
         if not ok:
             raise CellmapsInputError(f"recipe key '{key}' must be {want}, got {value!r}", source)
@@ -292,14 +308,63 @@ def recipe_path(name_or_path: str | os.PathLike) -> Path:
     raise CellmapsInputError(f"no recipe named {str(name_or_path)!r}; known: {list_recipes()}")
 
 
+MAX_RECIPE_NODES = 100_000  # a real recipe has a few hundred values
+
+
+def expanded_yaml_size(node: yaml.Node, memo: dict[int, int], path: Path) -> int:
+    """Number of values ``node`` stands for once every alias is expanded, computed on the
+    composed graph (each shared node once), so an alias bomb ("billion laughs") is measured
+    without being built. Written here because PyYAML has no such limit."""
+    key = id(node)
+    if key in memo:
+        if memo[key] < 0:
+            raise CellmapsInputError("recipe YAML refers to itself through an alias", path)
+        return memo[key]
+    memo[key] = -1  # being counted: meeting it again means a cycle
+    if isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(expanded_yaml_size(child, memo, path) for child in node.value)
+    elif isinstance(node, yaml.MappingNode):
+        size = 1 + sum(
+            expanded_yaml_size(k, memo, path) + expanded_yaml_size(v, memo, path)
+            for k, v in node.value
+        )
+    else:
+        size = 1
+    memo[key] = size
+    return size
+
+
+def read_recipe_yaml(path: Path) -> dict:
+    """Parse a recipe file with the safe loader (no Python tags), refusing files that expand
+    to more than :data:`MAX_RECIPE_NODES` values (alias bombs) before building them."""
+    from cellmaps.io.text import read_utf8_text
+
+    text = read_utf8_text(path, "recipe")
+    try:
+        node = yaml.compose(text, Loader=yaml.SafeLoader)
+        if node is not None:
+            size = expanded_yaml_size(node, {}, path)
+            if size > MAX_RECIPE_NODES:
+                raise CellmapsInputError(
+                    f"recipe expands to {size:,} values through YAML aliases (limit "
+                    f"{MAX_RECIPE_NODES:,}); write the values out",
+                    path,
+                )
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        problem = " ".join(str(exc).split())  # one line, without the source excerpt's layout
+        raise CellmapsInputError(f"not valid YAML ({problem})", path) from exc
+    if data is not None and not isinstance(data, dict):
+        raise CellmapsInputError(
+            f"a recipe is a YAML mapping (key: value), got {type(data).__name__}", path
+        )
+    return data or {}
+
+
 def load_recipe(name_or_path: str | os.PathLike) -> dict:
     """Load a bundled recipe by name, or a YAML file by path, and validate it."""
     path = recipe_path(name_or_path)
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise CellmapsInputError(f"not valid YAML ({exc})", path) from exc
-    return validate_recipe(data or {}, str(path))
+    return validate_recipe(read_recipe_yaml(path), str(path))
 
 
 def list_recipes() -> list[str]:

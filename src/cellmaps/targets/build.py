@@ -227,11 +227,8 @@ def make_targets(
                 "classes": "points with class labels",
                 "roi": "an ROI mask",
             }[TARGETS[name].needs]
-            have = [k for k in ("points", "mask", "roi") if getattr(a, k) is not None] or [
-                "no annotations"
-            ]
-            raise CellmapsInputError(
-                f"map {name!r} needs {need}, but only {', '.join(have)} exist", a.source
-            )
+            have = [k for k in ("points", "mask", "roi") if getattr(a, k) is not None]
+            found = f"only {', '.join(have)} exist" if have else "the image has no annotation"
+            raise CellmapsInputError(f"map {name!r} needs {need}, but {found}", a.source)
         out[name] = TARGETS[name].make(a, **options.get(name, {}))
     return out

@@ -75,3 +75,65 @@ def color_jitter(img: np.ndarray, rng: np.random.Generator, amount: float) -> np
     gain = 1.0 + rng.uniform(-amount, amount, (c, 1, 1)) * 4
     offset = rng.uniform(-amount, amount, (c, 1, 1)) * 4
     return (img * gain + offset).astype(np.float32)
+
+
+def stain_jitter(img: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+    """Random haematoxylin / eosin / DAB amounts for an RGB crop (C=3, values in [0, 1]):
+    each stain scaled by U(1 − a, 1 + a) and shifted by U(−a, a)/4 of its 99th percentile
+    (:func:`cellmaps.io.stain.shift_stains`). Other channel counts pass unchanged."""
+    if not amount or img.shape[0] != 3:
+        return img
+    from cellmaps.io.stain import shift_stains
+
+    scale = rng.uniform(1 - amount, 1 + amount, 3)
+    shift = rng.uniform(-amount, amount, 3) / 4
+    return shift_stains(img.transpose(1, 2, 0), scale, shift).transpose(2, 0, 1)
+
+
+def acquisition_jitter(img: np.ndarray, rng: np.random.Generator, aug: dict) -> np.ndarray:
+    """Scanner and camera variation on a (C, h, w) crop in [0, 1], each with probability ½:
+    gamma exp(U(−g, g)); Gaussian blur of σ ~ U(0, blur) px; JPEG compression at quality
+    U(30, 90) (RGB or grey crops; with probability ``jpeg``); Gaussian noise of σ ~ U(0, noise)."""
+    out = img
+    if aug.get("gamma") and rng.random() < 0.5:
+        out = np.clip(out, 0, None) ** np.exp(rng.uniform(-aug["gamma"], aug["gamma"]))
+    if aug.get("blur") and rng.random() < 0.5:
+        sigma = rng.uniform(0, aug["blur"])
+        out = np.stack([ndimage.gaussian_filter(ch, sigma) for ch in out])
+    if aug.get("jpeg") and rng.random() < aug["jpeg"] and out.shape[0] in (1, 3):
+        out = jpeg_round_trip(out, int(rng.integers(30, 91)))
+    if aug.get("noise") and rng.random() < 0.5:
+        out = out + rng.normal(0, rng.uniform(0, aug["noise"]), out.shape)
+    return np.asarray(out, np.float32)
+
+
+def jpeg_round_trip(img: np.ndarray, quality: int) -> np.ndarray:
+    """The (C, h, w) crop in [0, 1] after saving as JPEG at ``quality`` (8-bit, Pillow)."""
+    import io
+
+    from PIL import Image
+
+    u8 = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
+    pil = Image.fromarray(u8[0] if u8.shape[0] == 1 else u8.transpose(1, 2, 0))
+    buf = io.BytesIO()
+    pil.save(buf, format="JPEG", quality=quality)
+    back = np.asarray(Image.open(io.BytesIO(buf.getvalue())), np.float32) / 255
+    return back[None] if back.ndim == 2 else back.transpose(2, 0, 1)
+
+
+EMPTY_KINDS = ("flat", "uniform noise", "gaussian noise")
+
+
+def empty_image(rng: np.random.Generator, channels: int, crop: int) -> np.ndarray:
+    """A (C, crop, crop) image in [0, 1] with no object in it, for training negatives: a
+    flat level (black, white, grey or a tint), uniform noise, or Gaussian noise about a
+    level — what background tiles, empty wells and broken frames look like to a model."""
+    kind = EMPTY_KINDS[int(rng.integers(len(EMPTY_KINDS)))]
+    level = rng.uniform(0, 1, (channels, 1, 1))
+    if kind == "flat":
+        img = np.broadcast_to(level, (channels, crop, crop))
+    elif kind == "uniform noise":
+        img = rng.uniform(0, 1, (channels, crop, crop))
+    else:
+        img = level + rng.normal(0, rng.uniform(0.02, 0.3), (channels, crop, crop))
+    return np.clip(img, 0, 1).astype(np.float32)

@@ -20,7 +20,16 @@ from cellmaps.io.scale import (
     to_scaled_coords,
 )
 from cellmaps.targets import IGNORE_INDEX, TARGETS, Annotations, available_targets, make_targets
-from cellmaps.training.augment import color_jitter, flip_rot, geometric_margin, sample_coords, warp
+from cellmaps.training.augment import (
+    acquisition_jitter,
+    color_jitter,
+    empty_image,
+    flip_rot,
+    geometric_margin,
+    sample_coords,
+    stain_jitter,
+    warp,
+)
 
 
 @dataclass
@@ -140,6 +149,16 @@ def rescaled_annotations(a: Annotations, factor: float) -> Annotations:
     )
 
 
+def subsample_ids(ids: list[str], fraction: float, seed: int) -> list[str]:
+    """A seeded share of the image ids (at least one), in their original order: the
+    "fraction of the target images" of MicroNet's fine-tuning and mixing studies."""
+    if not 0.0 < fraction <= 1.0:
+        raise CellmapsInputError(f"a data fraction must be in (0, 1], got {fraction}")
+    n = max(1, int(round(fraction * len(ids))))
+    keep = set(np.random.default_rng(seed).permutation(len(ids))[:n].tolist())
+    return [i for k, i in enumerate(ids) if k in keep]
+
+
 def load_training_data(
     sources: list[tuple[str, str | None, float]],
     recipe: dict,
@@ -148,19 +167,22 @@ def load_training_data(
     object_sizes: list[float | None] | None = None,
     scales: list[dict] | None = None,
 ) -> TrainingData:
-    """Read every image of the given (dataset folder, split, weight) sources and compute
-    the recipe's target maps once.
+    """Read every image of the given (dataset folder, split, weight[, fraction]) sources and
+    compute the recipe's target maps once. A fraction below 1 keeps a seeded share of the
+    source's images (:func:`subsample_ids`, seed ``training.seed``).
 
     With ``training.object_size`` in the recipe, each source's images and annotations are
     resampled so its median object radius (measured, or given in ``object_sizes``) becomes
     that size before the targets are computed. ``scales`` reuses the factors of another
     call (validation data resampled like the training data)."""
     opened = []
-    for root, split, weight in sources:
+    for root, split, weight, *share in sources:
         ds = Dataset(root)
         ids = ds.ids(split) if split else ds.ids()
         if not ids:
             raise CellmapsInputError(f"no images in split {split!r}", root)
+        if share and share[0] < 1.0:
+            ids = subsample_ids(ids, share[0], recipe["training"]["seed"])
         opened.append((ds, ids, float(weight)))
     canonical = recipe["training"]["object_size"]
     if scales is None:
@@ -321,8 +343,25 @@ def random_crop(
         win = _window(t, r0, c0, size, IGNORE_INDEX if is_label else 0)
         maps.append(warp(win, coords, 0 if is_label else 1))
     arrs = flip_rot([img, *maps], rng, aug)
-    img = color_jitter(arrs[0], rng, aug["color"])
+    img = stain_jitter(arrs[0], rng, aug["stain"])
+    img = acquisition_jitter(img, rng, aug)
+    img = color_jitter(img, rng, aug["color"])
     return img, dict(zip(names, arrs[1:], strict=True))
+
+
+def empty_crop(
+    sample: Sample, rng: np.random.Generator, crop: int
+) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """A negative example shaped like ``sample``'s crops: an image with nothing in it
+    (:func:`~cellmaps.training.augment.empty_image`) and targets that say so — 0 for every
+    regression map, the ignore value for label maps (their background class is
+    recipe-specific)."""
+    img = empty_image(rng, sample.image.shape[0], crop)
+    maps = {}
+    for name, t in sample.targets.items():
+        fill = IGNORE_INDEX if t.dtype == np.uint8 else 0
+        maps[name] = np.full((t.shape[0], crop, crop), fill, t.dtype)
+    return img, maps
 
 
 def make_batch(
@@ -343,7 +382,10 @@ def make_batch(
     imgs, targets, weights = [], {}, []
     for i, r, c in picks:
         s = data.samples[i]
-        img, maps = random_crop(s, rng, crop, aug, None if r is None else (r, c))
+        if aug["empty"] and rng.random() < aug["empty"]:
+            img, maps = empty_crop(s, rng, crop)
+        else:
+            img, maps = random_crop(s, rng, crop, aug, None if r is None else (r, c))
         imgs.append(standardize(img, data.mean, data.std))
         for k, v in maps.items():
             targets.setdefault(k, []).append(v)

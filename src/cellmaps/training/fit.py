@@ -583,7 +583,10 @@ def train(
     if resume:
         trainer.resume()
     model = trainer.fit()
-    model.training["data"] = [{"folder": str(r), "split": s, "weight": w} for r, s, w in sources]
+    model.training["data"] = [
+        {"folder": str(r), "split": s, "weight": w, "fraction": (f[0] if f else 1.0)}
+        for r, s, w, *f in sources
+    ]
     model.training["n_images"] = len(data.samples)
     if val_sources:
         apply_tuning(model, tune_decoding(model, val_sources, progress=progress), val_sources)

@@ -1,0 +1,204 @@
+"""Batch runs (``predict_paths`` / ``cellmaps predict``): an output folder belongs to one run,
+a stopped run resumes where it stopped, bad images can be skipped and are reported, and
+nothing already written is lost or mixed with another run's outputs."""
+
+from __future__ import annotations
+
+import csv
+import os
+import signal
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from cellmaps import predict as predict_module
+from cellmaps.batch import RUN_FILE, BatchInterrupted
+from cellmaps.cli import main
+from cellmaps.errors import CellmapsInputError
+from cellmaps.predict import predict_paths
+from tests.test_evidence_floor import peak_model
+
+
+@pytest.fixture()
+def images(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b", "c"):
+        Image.fromarray(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8)).save(
+            folder / f"{name}.png"
+        )
+    return folder
+
+
+def read_counts(out) -> dict[str, int]:
+    with open(out / "counts.csv", newline="") as fh:
+        return {r["id"]: int(r["count"]) for r in csv.DictReader(fh)}
+
+
+def seeded_model():
+    import torch
+
+    torch.manual_seed(0)  # the same weights each call, so runs can be told apart by options
+    return peak_model()
+
+
+def run(images, out, **kw):
+    return predict_paths(seeded_model(), [images], out, progress=False, **kw)
+
+
+def test_same_run_resumes_and_skips_finished_images(images, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    first = run(images, out)
+    assert [r["id"] for r in first] == ["a", "b", "c"] and (out / RUN_FILE).is_file()
+    assert sum(r["count"] for r in first) > 0
+    before = read_counts(out)
+    with pytest.raises(CellmapsInputError, match="pass --resume"):
+        run(images, out)
+    calls = []
+    real = predict_module._predict_one
+    monkeypatch.setattr(
+        predict_module, "_predict_one", lambda m, f, *a: calls.append(f.stem) or real(m, f, *a)
+    )
+    (out / "overlays" / "b.png").unlink()  # b's outputs are incomplete
+    again = run(images, out, resume=True)
+    assert calls == ["b"]
+    assert again == first and read_counts(out) == before
+
+
+def test_another_run_is_refused_and_overwrite_removes_only_its_outputs(images, tmp_path):
+    out = tmp_path / "out"
+    run(images, out)
+    (out / "notes.txt").write_text("mine")
+    with pytest.raises(CellmapsInputError, match=r"another run \(different settings\)"):
+        run(images, out, xi=0.5)
+    with pytest.raises(CellmapsInputError, match="another run"):
+        run(images, out, xi=0.5, resume=True)
+    assert read_counts(out).keys() == {"a", "b", "c"}  # refused: nothing touched
+    (images / "c.png").unlink()
+    run(images, out, xi=0.5, overwrite=True)
+    assert read_counts(out).keys() == {"a", "b"}
+    assert not (out / "points" / "c.csv").exists()  # the old run's outputs are gone
+    assert (out / "notes.txt").read_text() == "mine"  # other files are kept
+
+
+def test_folder_not_written_by_cellmaps_or_a_file_is_refused(images, tmp_path):
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "results.xlsx").write_text("x")
+    with pytest.raises(CellmapsInputError, match="not written by a cellmaps run"):
+        run(images, foreign)
+    a_file = tmp_path / "file"
+    a_file.write_text("x")
+    with pytest.raises(CellmapsInputError, match="a file is there"):
+        run(images, a_file)
+    assert (foreign / "results.xlsx").read_text() == "x" and a_file.read_text() == "x"
+
+
+def test_bad_image_stops_with_counts_of_finished_images_or_is_skipped(images, tmp_path):
+    (images / "b.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    out = tmp_path / "out"
+    with pytest.raises(CellmapsInputError, match="b.png"):
+        run(images, out)
+    assert read_counts(out).keys() == {"a"}  # the finished image is in the table
+    rows = run(images, out, resume=True, skip_bad=True)
+    assert [r["id"] for r in rows] == ["a", "c"]
+    assert read_counts(out).keys() == {"a", "c"}
+    with open(out / "skipped.csv", newline="") as fh:
+        skipped = list(csv.DictReader(fh))
+    assert [s["id"] for s in skipped] == ["b"] and "cannot read image" in skipped[0]["problem"]
+
+
+def test_ctrl_c_stops_after_the_current_image_and_resume_finishes(images, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    real = predict_module._predict_one
+
+    def interrupted_during_a(m, f, *a):
+        if f.stem == "a":
+            os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C only asks to stop
+        return real(m, f, *a)
+
+    monkeypatch.setattr(predict_module, "_predict_one", interrupted_during_a)
+    with pytest.raises(BatchInterrupted) as exc:
+        run(images, out)
+    assert (exc.value.done, exc.value.total) == (1, 3)
+    assert read_counts(out).keys() == {"a"} and (out / "overlays" / "a.png").is_file()
+    assert not (out / "points" / "b.csv").exists()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+    monkeypatch.setattr(predict_module, "_predict_one", real)
+    run(images, out, resume=True)
+    assert read_counts(out).keys() == {"a", "b", "c"}
+
+
+def test_stale_temporary_files_are_removed_at_the_next_run(images, tmp_path):
+    out = tmp_path / "out"
+    run(images, out)
+    stale = out / "points" / ".a.csv.x1y2.tmp.csv"  # what a killed atomic write leaves
+    stale.write_text("half")
+    run(images, out, resume=True)
+    assert not stale.exists()
+    assert (out / "points" / "a.csv").is_file()
+
+
+def test_cli_interrupt_and_resume_messages(images, tmp_path, capsys, monkeypatch):
+    model = tmp_path / "m.safetensors"
+    peak_model().save(model)
+    out = tmp_path / "out"
+    argv = ["predict", str(model), str(images), "--out", str(out), "--quiet"]
+    assert main(argv) == 0
+    assert main(argv) == 2
+    assert "pass --resume" in capsys.readouterr().err
+    assert main([*argv, "--resume"]) == 0
+
+    def stop(*_a, **_k):
+        raise BatchInterrupted(1, 3, out)
+
+    monkeypatch.setattr(predict_module, "predict_paths", stop)
+    assert main([*argv, "--overwrite"]) == 130
+    err = capsys.readouterr().err
+    assert "stopped after 1 of 3" in err and "--resume" in err
+
+
+def test_unexpected_error_is_one_line_unless_debug(tmp_path, capsys, monkeypatch):
+    class Unforeseen(Exception):
+        pass
+
+    def broken(*_a, **_k):
+        raise Unforeseen("a bug")
+
+    monkeypatch.setattr(predict_module, "predict_paths", broken)
+    argv = ["predict", "--sample", "--out", str(tmp_path / "o")]
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Unforeseen: a bug" in err and "--debug" in err
+    assert "Traceback" not in err
+    with pytest.raises(Unforeseen):
+        main([*argv, "--debug"])
+
+
+def test_full_disk_is_one_line_naming_the_file_and_leaves_no_partial_file(
+    images, tmp_path, capsys, monkeypatch
+):
+    """A disk that fills up while points are written (simulated: writing text raises ENOSPC):
+    exit 2 with the file and the system's message; the images finished before stay whole."""
+    import errno
+    from pathlib import Path
+
+    model = tmp_path / "m.safetensors"
+    seeded_model().save(model)
+    out = tmp_path / "out"
+    real = Path.write_text
+
+    def full_after_a(self, *a, **k):
+        if self.name.startswith(".b.csv"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(self))
+        return real(self, *a, **k)
+
+    monkeypatch.setattr(Path, "write_text", full_after_a)
+    assert main(["predict", str(model), str(images), "--out", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and ".b.csv" in err and len(err.splitlines()) == 1
+    assert (out / "points" / "a.csv").is_file() and not (out / "points" / "b.csv").exists()
+    assert not list(out.rglob(".*tmp*"))
+    assert read_counts(out).keys() == {"a"}
