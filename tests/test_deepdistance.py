@@ -160,7 +160,8 @@ def test_predict_masks_writes_instance_masks_evaluate_reads(tmp_path, capsys, mo
     assert main(["evaluate", "--truth", str(root), "--pred", str(out), "--protocol", "iou"]) == 0
     assert "aji" in capsys.readouterr().out.lower()
     # the same command with the net's maps replaced by ideal ones (the DeepDistance targets of
-    # the discs the image shows): every disc comes back as one instance, AJI above 0.9
+    # the discs the image shows) on cells of 20 px radius (region growing works in image
+    # pixels: its markers need 50 px): every cell comes back as one instance, AJI above 0.9
     import json
 
     from skimage.measure import label
@@ -169,26 +170,38 @@ def test_predict_masks_writes_instance_masks_evaluate_reads(tmp_path, capsys, mo
     from cellmaps.targets import inner_distance, outer_distance
 
     def ideal_maps(self, image, *_a, **_k):
-        discs = label(np.asarray(image) > 100)
+        grey = np.asarray(image, np.float32)  # as stored or normalised, (H, W) or (H, W, 1)
+        grey = grey[..., 0] if grey.ndim == 3 else grey
+        discs = label(grey > (grey.min() + grey.max()) / 2)
         return {
             "inner": inner_distance(discs, 0.1)[None],
             "outer": outer_distance(discs)[None],
             "cells": (discs > 0).astype(np.float32)[None],
         }
 
-    briefly_trained = Model.load(
-        tmp_path / "dd.safetensors"
-    )  # its tuned h / floor fit its own maps
+    big = tmp_path / "big"
+    for sub in ("images", "masks"):
+        (big / sub).mkdir(parents=True)
+    yy, xx = np.mgrid[:128, :128]
+    for k, centres in enumerate([[(30, 30), (30, 90), (90, 60)], [(40, 40), (90, 90)]]):
+        mask = np.zeros((128, 128), np.uint16)
+        for i, (r, c) in enumerate(centres, start=1):
+            mask[(yy - r) ** 2 + (xx - c) ** 2 <= 400] = i
+        Image.fromarray(np.where(mask > 0, 200, 40).astype(np.uint8)).save(
+            big / "images" / f"b{k}.png"
+        )
+        tifffile.imwrite(big / "masks" / f"b{k}.tif", mask)
+    briefly_trained = Model.load(tmp_path / "dd.safetensors")  # its h and floor fit its maps
     briefly_trained.decode.update(h=0.2, min_score=0.0)
     briefly_trained.save(tmp_path / "dd.safetensors")
     monkeypatch.setattr(Model, "predict_maps", ideal_maps)
     ideal = tmp_path / "ideal"
-    argv = ["predict", str(tmp_path / "dd.safetensors"), str(root), "--out", str(ideal)]
+    argv = ["predict", str(tmp_path / "dd.safetensors"), str(big), "--out", str(ideal)]
     assert main([*argv, "--masks", "--quiet"]) == 0
     for k, n in enumerate((3, 2)):
-        assert len(np.unique(tifffile.imread(ideal / "masks" / f"m{k}.tif"))) == n + 1
+        assert len(np.unique(tifffile.imread(ideal / "masks" / f"b{k}.tif"))) == n + 1
     report = tmp_path / "ideal.json"
-    argv = ["evaluate", "--truth", str(root), "--pred", str(ideal), "--protocol", "iou"]
+    argv = ["evaluate", "--truth", str(big), "--pred", str(ideal), "--protocol", "iou"]
     assert main([*argv, "--json", str(report), "--quiet"]) == 0
     assert json.loads(report.read_text())["summary"]["aji"] > 0.9
     capsys.readouterr()
