@@ -557,3 +557,49 @@ def test_cli_train_resume_continues_the_run_and_records_the_weight(tiny_dataset,
     assert Model.load(out).training["iterations"] == 4
     with open(tmp_path / "m.log.csv", newline="") as fh:
         assert [int(r["iteration"]) for r in csv.DictReader(fh)] == [2, 4]
+
+
+def test_early_stopping_stops_after_patience_and_keeps_the_best_weights(
+    tiny_dataset,  # noqa: F811
+    tmp_path,
+    monkeypatch,
+):
+    """Validation loss 1.0, 1.1, 1.2, … (only the first is best) with early_stop_patience 2:
+    training stops at the third validation (iteration 6 of 12) with the weights of the first."""
+    from cellmaps.training.data import load_training_data
+    from cellmaps.training.fit import Trainer
+
+    r = tiny_recipe(iterations=12, val_every=2, checkpoint_every=2)
+    r["schedule"]["early_stop_patience"] = 2
+    data = load_training_data([(str(tiny_dataset), "train", 1.0)], r, progress=False)
+    trainer = Trainer(r, data, tmp_path / "m.safetensors", progress=False)
+    losses = iter([1.0, 1.1, 1.2, 1.3, 1.4, 1.5])
+    snapshots = []
+
+    def fake_validate():
+        snapshots.append({k: v.clone() for k, v in trainer.eval_net.state_dict().items()})
+        return {"val_loss": next(losses)}
+
+    monkeypatch.setattr(trainer, "validate", fake_validate)
+    model = trainer.fit()
+    assert model.training["stop_reason"] == "early stopping" and trainer.iteration == 6
+    assert len(snapshots) == 3
+    kept = model.net.state_dict()
+    assert all(torch.equal(kept[k], snapshots[0][k]) for k in kept)
+    assert not all(torch.equal(kept[k], snapshots[2][k]) for k in kept)
+
+
+def test_targets_command_draws_the_maps_the_annotations_allow(tmp_path, capsys):
+    from cellmaps.cli import main
+
+    img = np.full((40, 40, 3), 200, np.uint8)
+    img[10:16, 10:16] = 40
+    Image.fromarray(img).save(tmp_path / "a.png")
+    (tmp_path / "a.csv").write_text("x,y,label\n13,13,nucleus\n30,25,nucleus\n")
+    argv = ["targets", str(tmp_path / "a.png"), "--points", str(tmp_path / "a.csv")]
+    assert main([*argv, "--out", str(tmp_path / "t.png"), "--maps", "proximity"]) == 0
+    assert "proximity" in capsys.readouterr().out
+    panel = np.asarray(Image.open(tmp_path / "t.png"))
+    assert panel.ndim == 3 and panel.shape[1] > 40  # image and map side by side
+    assert main([*argv, "--out", str(tmp_path / "u.png"), "--maps", "inner_distance"]) == 2
+    assert "needs instance masks" in capsys.readouterr().err
