@@ -147,7 +147,13 @@ def report(results: dict) -> str:
     lines = [
         "## Stain shift",
         "",
-        f"Command: `python -m benchmarks.stain_shift --seed {results['command']['seed']}`. "
+        f"Command: `python -m benchmarks.stain_shift --seed {results['command']['seed']}"
+        + (
+            f" --compare-default {results['command']['compare_default']}"
+            if results["command"].get("compare_default")
+            else ""
+        )
+        + "`. "
         + machine_line(results["machine"]),
         "",
         "Each test image re-stained in H/E/DAB space: every stain scaled by 1 ± s (sign drawn "
@@ -189,23 +195,36 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report-only", action="store_true", help="rewrite docs from the results")
+    ap.add_argument(
+        "--compare-default",
+        help="also score this default-detector file (e.g. the previous bundled model)",
+    )
     args = ap.parse_args()
     if args.report_only:
         results, _ = read_results("stain_shift")
     else:
         models = {name: Model.load(bundled_model_path(name)) for name in ("default", "ki67")}
+        shas = {name: model_sha(name) for name in models}
+        case_list = list(CASES)
+        if args.compare_default:
+            from pathlib import Path
+
+            other = f"default before ({Path(args.compare_default).name})"
+            models[other] = Model.load(args.compare_default)
+            shas[other] = hashlib.sha256(Path(args.compare_default).read_bytes()).hexdigest()[:16]
+            case_list += [(other, d, r, k) for name, d, r, k in CASES if name == "default"]
         cases = []
-        for name, dataset, radius, ki67 in CASES:
+        for name, dataset, radius, ki67 in case_list:
             print(f"{name} on {dataset}/test", flush=True)
             rows = score_case(models[name], dataset, radius, ki67, args.seed)
             cases.append(
                 {"model": name, "dataset": dataset, "radius": radius, "ki67": ki67, "rows": rows}
             )
         results = {
-            "command": {"seed": args.seed},
+            "command": {"seed": args.seed, "compare_default": args.compare_default},
             "machine": machine(),
             "strengths": list(STRENGTHS),
-            "models": {name: model_sha(name) for name in models},
+            "models": shas,
             "cases": cases,
         }
         write_results("stain_shift", results)
