@@ -219,22 +219,13 @@ def _out_folder_of_other_files(t):
     return _predict(t, _model(t / "m.safetensors"), _good_png(t))
 
 
-def _splits(text_or_bytes):
+def _evaluate_truth(**truth):
+    """`cellmaps evaluate` of a truth folder built by :func:`_dataset` with ``truth`` (bad
+    points or splits.csv) against a good prediction folder."""
     return lambda t: [
         "evaluate",
         "--truth",
-        str(_dataset(t / "d", splits=text_or_bytes)),
-        "--pred",
-        str(_dataset(t / "p")),
-        "--quiet",
-    ]
-
-
-def _evaluate_points(points):
-    return lambda t: [
-        "evaluate",
-        "--truth",
-        str(_dataset(t / "d", points=points)),
+        str(_dataset(t / "d", **truth)),
         "--pred",
         str(_dataset(t / "p")),
         "--quiet",
@@ -396,22 +387,25 @@ BAD_FILES = {
     "--out holds other files": (_out_folder_of_other_files, "not written by a cellmaps run"),
     # tables
     "points not UTF-8": (
-        _evaluate_points(b"x,y,label\n1,2,caf\xe9\n"),
+        _evaluate_truth(points=b"x,y,label\n1,2,caf\xe9\n"),
         "not UTF-8 text (byte 0xe9 on line 2)",
     ),
-    "points with NaN": (_evaluate_points("x,y,label\nnan,2,n\n"), "line 2"),
-    "points outside the image": (_evaluate_points("x,y,label\n500,2,n\n"), "outside"),
-    "points negative": (_evaluate_points("x,y,label\n-3,2,n\n"), "outside"),
-    "points wrong header": (_evaluate_points("col,row\n1,2\n"), "header"),
-    "points empty file": (_evaluate_points(""), "empty file"),
-    "points not a number": (_evaluate_points("x,y,label\none,2,n\n"), "line 2"),
-    "splits not UTF-8": (_splits(b"id,split\na,tr\xe9in\n"), "splits.csv is not UTF-8"),
+    "points with NaN": (_evaluate_truth(points="x,y,label\nnan,2,n\n"), "line 2"),
+    "points outside the image": (_evaluate_truth(points="x,y,label\n500,2,n\n"), "outside"),
+    "points negative": (_evaluate_truth(points="x,y,label\n-3,2,n\n"), "outside"),
+    "points wrong header": (_evaluate_truth(points="col,row\n1,2\n"), "header"),
+    "points empty file": (_evaluate_truth(points=""), "empty file"),
+    "points not a number": (_evaluate_truth(points="x,y,label\none,2,n\n"), "line 2"),
+    "splits not UTF-8": (
+        _evaluate_truth(splits=b"id,split\na,tr\xe9in\n"),
+        "splits.csv is not UTF-8",
+    ),
     "splits duplicate id": (
-        _splits("id,split\na,train\na,test\n"),
+        _evaluate_truth(splits="id,split\na,train\na,test\n"),
         "listed twice (lines 2 and 3)",
     ),
-    "splits wrong header": (_splits("name,set\na,train\n"), "bad header"),
-    "splits short row": (_splits("id,split\na\n"), "line 2: expected id,split"),
+    "splits wrong header": (_evaluate_truth(splits="name,set\na,train\n"), "bad header"),
+    "splits short row": (_evaluate_truth(splits="id,split\na\n"), "line 2: expected id,split"),
     "prediction folder missing": (
         lambda t: ["evaluate", "--truth", str(_dataset(t / "d")), "--pred", str(t / "none")],
         "none",

@@ -619,10 +619,13 @@ def build_parser() -> argparse.ArgumentParser:
 @contextlib.contextmanager
 def _pixel_limit(limit: int | None):
     """``--max-pixels`` for the length of one command (then the environment as it was)."""
-    name = "CELLMAPS_MAX_PIXELS"  # cellmaps.io.images.MAX_PIXELS_VARIABLE, kept torch-free
+    if limit is None:
+        yield
+        return
+    from cellmaps.io.images import MAX_PIXELS_VARIABLE as name
+
     before = os.environ.get(name)
-    if limit is not None:
-        os.environ[name] = str(limit)
+    os.environ[name] = str(limit)
     try:
         yield
     finally:
