@@ -188,14 +188,16 @@ def test_full_disk_is_one_line_naming_the_file_and_leaves_no_partial_file(
     model = tmp_path / "m.safetensors"
     seeded_model().save(model)
     out = tmp_path / "out"
-    real = Path.write_text
+    import builtins
 
-    def full_after_a(self, *a, **k):
-        if self.name.startswith(".b.csv"):
-            raise OSError(errno.ENOSPC, "No space left on device", str(self))
-        return real(self, *a, **k)
+    real = builtins.open
 
-    monkeypatch.setattr(Path, "write_text", full_after_a)
+    def full_after_a(file, *a, **k):
+        if Path(str(file)).name.startswith(".b.csv"):
+            raise OSError(errno.ENOSPC, "No space left on device", str(file))
+        return real(file, *a, **k)
+
+    monkeypatch.setattr(builtins, "open", full_after_a)
     assert main(["predict", str(model), str(images), "--out", str(out), "--quiet"]) == 2
     err = capsys.readouterr().err
     assert "No space left on device" in err and ".b.csv" in err and len(err.splitlines()) == 1

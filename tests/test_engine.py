@@ -508,17 +508,30 @@ def test_recipes_command_lists_every_recipe(capsys):
 def test_large_images_are_decoded_in_strips_exactly_like_the_whole_map():
     from scipy import ndimage
 
+    from cellmaps.inference.stream import (
+        BandDecoder,
+        finish_candidates,
+        peak_chunk_decoder,
+        peak_overlap,
+    )
+
     m = tiny_model()
     m.decode.update(xi=0.3, min_distance=3)
     rng = np.random.default_rng(0)
     img = ndimage.gaussian_filter(rng.random((700, 90)), 2).astype(np.float32)
-    m.predict_maps = lambda image, progress=False, **kw: {  # a local (σ = 1) "net"
-        "proximity": ndimage.gaussian_filter(np.atleast_3d(image)[..., 0].astype(np.float32), 1)[
-            None
-        ]
-    }
-    whole = m.decode_maps(m.predict_maps(img))
-    strips = m.detect(img, strip=128)
+    prox = ndimage.gaussian_filter(img, 1)[None]
+    whole = m.decode_maps({"proximity": prox})
+    base = img[..., None]
+    decoder = BandDecoder(
+        peak_chunk_decoder(m, lambda i0, i1: base[i0:i1], img.shape),
+        (0, 700),
+        peak_overlap(3),
+        chunk=128,
+        top_task="proximity",
+    )
+    for r0 in range(0, 700, 37):  # map rows arrive in bands of another size
+        decoder.feed(r0, {"proximity": prox[:, r0 : r0 + 37]})
+    strips = finish_candidates(m, decoder.finish())
     assert len(whole) > 50
     assert np.array_equal(np.sort(whole.coords, 0), np.sort(strips.coords, 0))
     assert np.allclose(np.sort(whole.scores), np.sort(strips.scores))
@@ -658,9 +671,12 @@ def test_every_bundled_recipe_trains_tunes_and_detects(name, tiny_mask_dataset, 
             if t["activation"] != "softmax"
             else np.zeros((t["channels"], *m.shape[1:]), np.float32)
         )
-    model.predict_maps = lambda *_a, **_k: ideal
+    from cellmaps.model import Maps
+
+    maps = Maps(ideal)  # the ideal maps, as if predicted on the image
+    maps.input_shape = image.shape[:2]
     model.decode = dict(load_recipe(name)["decode"], min_score=0.0)
-    found = model.detect(image)
+    found = model.decode_maps(maps)
     ds = Dataset(tiny_mask_dataset)
     truth, mask = ds.points("m2").coords, ds.mask("m2")
     tp = match_points(truth, found.coords, 6.0).tp

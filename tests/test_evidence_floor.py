@@ -20,6 +20,18 @@ def peak_model(min_score: float = 0.0) -> Model:
     return Model(validate_recipe(r), 3, [0.5] * 3, [0.2] * 3, training={"label": "nucleus"})
 
 
+def net_maps(monkeypatch, maps: dict) -> None:
+    """Make the net 'predict' ``maps`` (name → (C, H, W), the whole image's): the streamed
+    inference hands out the rows of each band asked for."""
+    from cellmaps.inference.tiles import TiledInferer
+
+    def stream(self, forward, read_rows, shape, rows=None, *_a, **_k):
+        a, b = (0, shape[0]) if rows is None else rows
+        yield a, {k: v[:, a:b] for k, v in maps.items()}
+
+    monkeypatch.setattr(TiledInferer, "stream", stream)
+
+
 def bump_map(shape, peaks: dict[tuple[int, int], float]) -> dict:
     """A proximity-like map: a cone of the given height at each (row, col)."""
     rr, cc = np.mgrid[: shape[0], : shape[1]]
@@ -60,10 +72,7 @@ def test_floor_applies_on_the_strip_path_of_large_images(monkeypatch):
     field = ndimage.gaussian_filter(np.random.default_rng(0).normal(size=(300, 80)), 3)
     image = np.repeat(((field - field.min()) / np.ptp(field))[..., None], 3, axis=2)
 
-    def fake_maps(img, *_, **__):
-        return {"proximity": 4 * np.asarray(img, np.float32)[None, ..., 0]}
-
-    monkeypatch.setattr(model, "predict_maps", fake_maps)
+    net_maps(monkeypatch, {"proximity": 4 * image[None, ..., 0].astype(np.float32)})
     all_pts = model.detect(image, strip=4096)
     assert len(all_pts) > 10
     cut = float(np.median(all_pts.scores))
@@ -174,7 +183,7 @@ def test_no_detections_where_the_input_is_flat(monkeypatch):
     image = np.full((40, 80, 3), 128, np.uint8)
     image[:, 40:] = np.random.default_rng(0).integers(0, 256, (40, 40, 3))
     maps = bump_map((40, 80), {(20, 15): 3.0, (20, 60): 3.0})
-    monkeypatch.setattr(model, "predict_maps", lambda *a, **k: maps)
+    net_maps(monkeypatch, maps)
     model.decode["min_contrast"] = 0.0
     assert len(model.detect(image)) == 2
     model.decode["min_contrast"] = 0.002

@@ -217,6 +217,12 @@ def _prediction_options(args: argparse.Namespace) -> dict:
         "resume": args.resume,
         "skip_bad": args.skip_bad,
         "channels": args.channels,
+        "workers": args.workers,
+        "scheduler": args.scheduler,
+        "stream_above": args.stream_above,
+        "tissue": not args.no_tissue,
+        "magnification": args.magnification,
+        "parquet": args.parquet,
     }
 
 
@@ -323,6 +329,39 @@ def _add_prediction_args(p: argparse.ArgumentParser) -> None:
         type=_positive_int,
         help="largest PNG/JPEG (H × W) to read into memory (default 268435456; also "
         "$CELLMAPS_MAX_PIXELS)",
+    )
+    slides = p.add_argument_group("large images, whole slides and clusters")
+    slides.add_argument(
+        "--stream-above",
+        type=_positive_int,
+        help="read TIFFs larger than this many pixels (H × W) region by region, at memory "
+        "bounded by their width (default 67108864; pyramidal TIFFs and slides always)",
+    )
+    slides.add_argument(
+        "--no-tissue",
+        action="store_true",
+        help="for images read by region: run every tile (default: tiles over background "
+        "— no tissue on a low-resolution copy — are left out)",
+    )
+    slides.add_argument(
+        "--magnification",
+        type=_positive,
+        help="objective power of the slides (pixel size 10/M µm, e.g. 40 → 0.25 µm), to "
+        "pick the pyramid level for models that know their object size in µm",
+    )
+    slides.add_argument(
+        "--parquet", action="store_true", help="also write points/<id>.parquet (pyarrow)"
+    )
+    slides.add_argument(
+        "--workers",
+        type=_positive_int,
+        help="run on a local Dask cluster of this many worker processes (images, or row "
+        "bands of a slide, in parallel; needs cellmaps[cluster])",
+    )
+    slides.add_argument(
+        "--scheduler",
+        help="run on a running Dask cluster at this address (tcp://HOST:8786; start it with "
+        "`dask scheduler` and `dask worker ADDRESS`)",
     )
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 

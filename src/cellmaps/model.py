@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io.images import INTENSITY_RULE, normalize_image
@@ -17,6 +16,7 @@ from cellmaps.io.scale import (
     base_image,
     equalize,
     from_scaled_coords,
+    match_channels,
     rescale_image,
     scale_factor,
     standardize,
@@ -24,12 +24,10 @@ from cellmaps.io.scale import (
 from cellmaps.modelfile import load_model_file, save_model_file
 from cellmaps.nets import HeadSpec, apply_activation, net_from_config
 from cellmaps.postprocess import (
-    channel_peaks,
     component_centroids,
     find_peaks,
     find_peaks_per_class,
     h_maxima_peaks,
-    merge_class_peaks,
 )
 from cellmaps.recipes import validate_recipe
 
@@ -316,11 +314,16 @@ class Model:
             labels = np.array([names[i] for i in cls], dtype=object)
         return Points(coords, labels, scores)
 
+    def prepare_for_inference(self) -> None:
+        """Eval mode and channels-last weights (faster convolutions on CPU)."""
+        self.net.eval()
+        self.net = self.net.to(memory_format=torch.channels_last)
+
     def detect(
         self,
         image: np.ndarray,
         progress: bool = False,
-        strip: int = 2048,
+        strip: int = 1024,
         xi: float | None = None,
         object_size: float | None = None,
         pixel_size: float | None = None,
@@ -330,62 +333,47 @@ class Model:
 
         The image is first resampled so its objects match the model's
         (:meth:`input_scale`: ``object_size`` = median object radius of the input in px,
-        or ``pixel_size`` in µm/px). Images taller than ``strip`` rows (after resampling)
-        are processed in horizontal strips (each with enough overlap for the tiles and the
-        peak window), so the float maps in memory are strip-sized; the ξ threshold uses the
-        maximum over the whole image, so the result is the same decoding as on the whole map.
+        or ``pixel_size`` in µm/px). Prediction and decoding are streamed
+        (:mod:`cellmaps.inference.stream`): the maps in memory are at most a tile's height
+        plus ``strip`` rows (decoded at a time) of the image's width, and the result is the
+        decoding of the whole map (ξ uses the maximum of the whole image).
         """
         factor = self.input_scale(object_size, pixel_size)
-        # normalised once for the whole image: every strip gets the same intensity range,
+        # normalised once for the whole image: every band gets the same intensity range,
         # and the flat-region rule reads the same pixels
         full = normalize_image(image)
+        small = full if factor == 1.0 else rescale_image(full, factor)
+        pts = self.detect_source(lambda i0, i1: small[i0:i1], small.shape[:2], progress,
+                                 xi=xi, strip=strip, **inference)  # fmt: skip
         if factor == 1.0:
-            return self._detect_net_scale(full, progress, strip, xi, **inference)
-        small = rescale_image(full, factor)
-        pts = self._detect_net_scale(small, progress, strip, xi, **inference)
+            return pts
         coords = from_scaled_coords(pts.coords, image.shape[:2], small.shape[:2])
         return Points(coords, pts.labels, pts.scores)
 
-    def _detect_net_scale(self, image, progress, strip, xi, **inference) -> Points:
-        """Detections in a normalised image already at the net's scale."""
-        pts = self._decode_net_scale(image, progress, strip, xi, **inference)
-        return self._drop_flat(pts, image)
+    def detect_source(
+        self,
+        base,
+        shape: tuple[int, int],
+        progress: bool = False,
+        xi: float | None = None,
+        strip: int = 1024,
+        skip_tile=None,
+        **inference,
+    ) -> Points:
+        """Detections (net px) in a normalised image at the net's scale read row band by row
+        band through ``base(i0, i1) → (n, W, C)`` (an array slice, or a lazy slide);
+        ``skip_tile`` leaves tiles out (tissue detection)."""
+        from cellmaps.inference import stream
 
-    def _drop_flat(self, pts: Points, image: np.ndarray) -> Points:
-        """Leave out detections where the normalised input is flat (``decode.min_contrast``)."""
-        floor = self.decode["min_contrast"]
-        if floor <= 0 or len(pts) == 0:
-            return pts
-        window = 2 * max(3, round(self.object_size or 3)) + 1
-        return pts.subset(local_contrast(image, window, pts.coords) >= floor)
-
-    def _decode_net_scale(self, image, progress, strip, xi, **inference) -> Points:
-        if self.decode_kind() in ("hmaxima", "components") or image.shape[0] <= strip:
-            return self.decode_maps(self.predict_maps(image, progress, scale=1.0, **inference), xi)
-        d = self.decode
-        xi = d["xi"] if xi is None else xi
-        tile = inference.get("tile") or self.recipe["inference"]["tile"]
-        overlap = tile + 2 * d["min_distance"] + 2
-        coords, scores, values, chans, tops = [], [], [], [], None
-        starts = range(0, image.shape[0], strip)
-        for r0 in tqdm(starts, desc="strips", unit="strip", disable=not progress, leave=False):
-            r1 = min(r0 + strip, image.shape[0])
-            a, b = max(r0 - overlap, 0), min(r1 + overlap, image.shape[0])
-            m = self.predict_maps(image[a:b], False, scale=1.0, **inference)[d["task"]]
-            strip_top = m.reshape(m.shape[0], -1).max(1)
-            tops = strip_top if tops is None else np.maximum(tops, strip_top)
-            c, sc, v, ch = channel_peaks(m, 0.0, d["min_distance"])  # ξ applied below
-            c[:, 0] += a
-            inside = (c[:, 0] >= r0 - 0.5) & (c[:, 0] < r1 - 0.5)
-            for acc, arr in zip((coords, scores, values, chans), (c, sc, v, ch), strict=True):
-                acc.append(arr[inside])
-        c, s, v, ch = (np.concatenate(x) for x in (coords, scores, values, chans))
-        keep = (s >= xi * tops[ch]) & (s >= d["min_score"])
-        c, s, v = c[keep], s[keep], v[keep]
-        if len(tops) > 1:
-            return self.points(*merge_class_peaks(c, s, v, d["min_distance"]))
-        order = np.lexsort((c[:, 1], c[:, 0]))
-        return self.points(c[order], s[order])
+        if self.recipe["training"]["hist_eq"]:
+            # histogram equalisation needs the whole image (recipes for large images
+            # leave it off)
+            eq = equalize(match_channels(base(0, shape[0]), self.in_channels))
+            base = lambda i0, i1: eq[i0:i1]  # noqa: E731
+        found = stream.stream_candidates(
+            self, base, shape, None, skip_tile, progress, chunk=strip, **inference
+        )
+        return stream.finish_candidates(self, found, xi)
 
 
 def above_floor(pts: Points, min_score: float) -> Points:

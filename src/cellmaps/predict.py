@@ -14,6 +14,7 @@ from cellmaps.io._atomic import atomic_path, write_csv_atomic
 from cellmaps.io.geojson import class_color, write_geojson
 from cellmaps.io.images import IMAGE_SUFFIXES, read_image, select_channels, to_uint8_rgb
 from cellmaps.io.points import Points, write_points
+from cellmaps.io.slides import DEFAULT_STREAM_ABOVE
 
 
 def sample_image_path() -> Path:
@@ -86,14 +87,28 @@ def _label_counts(pts: Points) -> dict[str, int]:
 
 
 def _predict_one(
-    m, f: Path, out: Path, xi, masks: bool, channels: list[int] | None, inference: dict
+    m,
+    f: Path,
+    out: Path,
+    xi,
+    masks: bool,
+    channels: list[int] | None,
+    inference: dict,
+    slides: dict | None = None,
+    client=None,
 ) -> dict[str, int]:
-    """Detect in one image and write its outputs (each atomically); returns its counts."""
+    """Detect in one image and write its outputs (each atomically); returns its counts.
+    Large or pyramidal TIFFs (``slides`` options: ``stream_above``, ``tissue``,
+    ``magnification``, ``parquet``) are read lazily and streamed (:mod:`cellmaps.slide`)."""
     from cellmaps.io.masks import write_mask
+    from cellmaps.io.slides import DEFAULT_STREAM_ABOVE, is_large_tiff
     from cellmaps.model import segment_image
 
-    image = select_channels(read_image(f), channels, f)
+    slides = slides or {}
     try:
+        if is_large_tiff(f, slides.get("stream_above") or DEFAULT_STREAM_ABOVE):
+            return _predict_slide(m, f, out, xi, masks, channels, inference, slides, client)
+        image = select_channels(read_image(f), channels, f)
         if masks:
             pts, mask = segment_image(m, image, **inference)
             write_mask(out / "masks" / f"{f.stem}.tif", mask)
@@ -103,9 +118,64 @@ def _predict_one(
         if exc.path is None:  # name the file the problem came from
             raise CellmapsInputError(exc.problem, f) from exc
         raise
-    write_points(out / "points" / f"{f.stem}.csv", pts)
-    write_geojson(out / "geojson" / f"{f.stem}.geojson", points=pts)
+    _write_points_outputs(out, f.stem, pts, slides.get("parquet", False))
     write_overlay(out / "overlays" / f"{f.stem}.png", image, pts)
+    return _label_counts(pts)
+
+
+def _write_points_outputs(out: Path, stem: str, pts: Points, parquet: bool) -> None:
+    from cellmaps.io.points import write_points_parquet
+
+    if parquet:
+        write_points_parquet(out / "points" / f"{stem}.parquet", pts)
+    write_points(out / "points" / f"{stem}.csv", pts)
+    write_geojson(out / "geojson" / f"{stem}.geojson", points=pts)
+
+
+SLIDES_FILE = "slides.json"  # per slide read by region: level, net shape, tiles skipped
+PREVIEW_SIDE = 2048  # overlays of slides are previews of at most this many px a side
+
+
+def _record_slide(out: Path, stem: str, info: dict) -> None:
+    """Add one slide's summary to ``slides.json`` (rewritten atomically)."""
+    import json
+
+    from cellmaps.io._atomic import write_text_atomic
+
+    path = out / SLIDES_FILE
+    table = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
+    table[stem] = info
+    write_text_atomic(path, json.dumps(table, indent=1, sort_keys=True) + "\n")
+
+
+def _predict_slide(m, f, out, xi, masks, channels, inference, slides, client) -> dict[str, int]:
+    """A slide read lazily: streamed detection, outputs, and a downsampled overlay."""
+    from cellmaps.io.slides import LazyImage
+    from cellmaps.slide import detect_slide
+
+    if masks:
+        raise CellmapsInputError(
+            "instance masks (--masks) are not yet written for images read by region; "
+            "run without --masks, or raise --stream-above to read the image whole",
+            f,
+        )
+    opts = dict(inference)
+    pts, info = detect_slide(
+        m, f, xi=xi, tissue=slides.get("tissue", True), magnification=slides.get("magnification"),
+        channels=channels, client=client, progress=opts.pop("progress", False), **opts,
+    )  # fmt: skip
+    _write_points_outputs(out, f.stem, pts, slides.get("parquet", False))
+    with LazyImage(f) as img:
+        thumb, scale = img.thumbnail(PREVIEW_SIDE)
+    thumb = select_channels(thumb if thumb.shape[-1] > 1 else thumb[..., 0], channels, f)
+    small = Points((pts.coords + 0.5) * scale - 0.5, pts.labels, pts.scores)
+    with atomic_path(out / "overlays" / f"{f.stem}.png") as tmp:
+        Image.fromarray(draw_overlay(thumb, small, radius=2)).save(tmp, format="PNG")
+    _record_slide(out, f.stem, dict(info, detections=len(pts)))
+    tqdm.write(
+        f"{f.name}: {len(pts)} detections at pyramid level {info['level']}, "
+        f"{100 * info['skipped_tiles']:.0f} % of tiles skipped as background"
+    )
     return _label_counts(pts)
 
 
@@ -140,6 +210,12 @@ def predict_paths(
     skip_bad: bool = False,
     channels: list[int] | None = None,
     write_tables=None,
+    workers: int | None = None,
+    scheduler: str | None = None,
+    stream_above: int | None = None,
+    tissue: bool = True,
+    magnification: float | None = None,
+    parquet: bool = False,
     **inference,
 ) -> list[dict]:
     """Detect objects in every image and write ``points/<id>.csv`` (x,y,label,score),
@@ -158,6 +234,13 @@ def predict_paths(
     ``channels`` picks image channels (0-based) before the model sees them.
     ``write_tables(out, rows)``, if given, writes further tables whenever counts.csv is.
 
+    TIFFs that are pyramidal or larger than ``stream_above`` pixels are read by region and
+    streamed (:mod:`cellmaps.slide`): ``tissue`` skips background tiles, ``magnification``
+    (objective power) gives their pixel size, and their overlay is a downsampled preview.
+    ``parquet`` also writes ``points/<id>.parquet``. ``workers`` runs the images (and the
+    row bands of slides) on a local Dask cluster of that many processes, ``scheduler`` on a
+    running one (:mod:`cellmaps.cluster`); the outputs are the same as a serial run's.
+
     Returns one row per image processed or resumed: id, count and count per label.
     """
     from cellmaps.batch import (
@@ -167,6 +250,7 @@ def predict_paths(
         start_run,
         stop_between_images,
     )
+    from cellmaps.cluster import cluster_client
     from cellmaps.io.points import read_points
     from cellmaps.model import load_model
 
@@ -185,33 +269,74 @@ def predict_paths(
                 "table; rename the image",
                 f,
             )
-    out = start_run(out, _run_record(m, xi, masks, split, channels, inference), overwrite, resume)
+    slides = {"stream_above": stream_above, "tissue": tissue, "magnification": magnification}
+    record = _run_record(m, xi, masks, split, channels, dict(inference, **slides))
+    slides.update(parquet=parquet, progress=progress and len(files) == 1)
+    out = start_run(out, record, overwrite, resume)
+    done: dict[int, dict] = {}  # file index → row; tables list them in file order
     rows: list[dict] = []
 
-    def tables() -> None:
+    def finished(i: int, f: Path, counts: dict) -> None:
+        done[i] = {"id": f.stem, "count": sum(counts.values()), **counts}
+        rows[:] = [done[k] for k in sorted(done)]
         _write_counts(out, rows)
         if write_tables is not None:
             write_tables(out, rows)
 
     skipped: list[list[str]] = []
-    with stop_between_images() as stop:
-        for f in tqdm(files, desc="predict", unit="img", disable=not progress):
+
+    def failed(f: Path, exc: CellmapsInputError) -> None:
+        if not skip_bad:
+            raise exc
+        skipped.append([f.stem, str(f), exc.problem])
+        tqdm.write(f"skipped {f}: {exc.problem}")
+
+    with cluster_client(workers, scheduler) as client, stop_between_images() as stop:
+        todo = []
+        for i, f in enumerate(files):
+            if resume and is_complete(out, f.stem, masks):
+                finished(i, f, _label_counts(read_points(out / "points" / f"{f.stem}.csv")))
+            else:
+                todo.append((i, f))
+        bar = tqdm(total=len(files), initial=len(done), desc="predict", unit="img",
+                   disable=not progress)  # fmt: skip
+        args = (xi, masks, channels, inference, slides)
+        pending = {}
+        if client is not None:  # ordinary images as tasks; slides are split into bands below
+            from cellmaps.io.slides import is_large_tiff
+
+            model_f = client.scatter(m, broadcast=True)
+            for i, f in todo:
+                if not is_large_tiff(f, stream_above or DEFAULT_STREAM_ABOVE):
+                    fut = client.submit(_predict_one, model_f, f, out, *args, pure=False, retries=2)
+                    pending[fut] = (i, f)
+        for i, f in todo:
+            if (i, f) in pending.values():
+                continue
             if stop.is_set():  # counts.csv already holds every finished image
                 raise BatchInterrupted(len(rows), len(files), out)
-            if resume and is_complete(out, f.stem, masks):
-                counts = _label_counts(read_points(out / "points" / f"{f.stem}.csv"))
-            else:
+            try:
+                finished(i, f, _predict_one(m, f, out, *args, client))
+            except CellmapsInputError as exc:
+                failed(f, exc)
+            bar.update(1)
+        if pending:
+            from distributed import as_completed
+
+            for fut in as_completed(list(pending)):
+                i, f = pending[fut]
+                if stop.is_set():
+                    client.cancel(list(pending))
+                    raise BatchInterrupted(len(rows), len(files), out)
                 try:
-                    counts = _predict_one(m, f, out, xi, masks, channels, inference)
+                    finished(i, f, fut.result())
                 except CellmapsInputError as exc:
-                    if not skip_bad:
-                        raise
-                    skipped.append([f.stem, str(f), exc.problem])
-                    tqdm.write(f"skipped {f}: {exc.problem}")
-                    continue
-            rows.append({"id": f.stem, "count": sum(counts.values()), **counts})
-            tables()
-    tables()
+                    failed(f, exc)
+                bar.update(1)
+        bar.close()
+    _write_counts(out, rows)
+    if write_tables is not None:
+        write_tables(out, rows)
     if skipped:
         write_csv_atomic(out / SKIPPED_FILE, ["id", "file", "problem"], skipped)
         print(

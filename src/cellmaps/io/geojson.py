@@ -9,9 +9,11 @@ point written here sits on the same pixel when the file is imported into QuPath
 from __future__ import annotations
 
 import colorsys
+import itertools
 import json
 import os
 import zlib
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,7 +21,7 @@ import numpy as np
 from skimage import draw, measure
 
 from cellmaps.errors import CellmapsInputError
-from cellmaps.io._atomic import write_text_atomic
+from cellmaps.io._atomic import atomic_path
 from cellmaps.io.points import Points
 from cellmaps.io.text import read_utf8_text
 
@@ -54,7 +56,11 @@ def _classification(label: str) -> dict:
 
 def points_to_features(points: Points, object_type: str = "detection") -> list[dict]:
     """GeoJSON Point features for every point (score goes to ``measurements``)."""
-    feats = []
+    return list(iter_point_features(points, object_type))
+
+
+def iter_point_features(points: Points, object_type: str = "detection") -> Iterator[dict]:
+    """:func:`points_to_features` one feature at a time."""
     for i, (r, c) in enumerate(points.coords):
         props: dict = {
             "objectType": object_type,
@@ -62,17 +68,14 @@ def points_to_features(points: Points, object_type: str = "detection") -> list[d
         }
         if points.scores is not None:
             props["measurements"] = {"score": float(points.scores[i])}
-        feats.append(
-            {
-                "type": "Feature",
-                "geometry": {
-                    "type": "Point",
-                    "coordinates": [float(c) + QUPATH_OFFSET, float(r) + QUPATH_OFFSET],
-                },
-                "properties": props,
-            }
-        )
-    return feats
+        yield {
+            "type": "Feature",
+            "geometry": {
+                "type": "Point",
+                "coordinates": [float(c) + QUPATH_OFFSET, float(r) + QUPATH_OFFSET],
+            },
+            "properties": props,
+        }
 
 
 def mask_to_polygons(mask: np.ndarray, labels: dict[int, str] | None = None) -> list[Polygon]:
@@ -121,13 +124,18 @@ def write_geojson(
     polygons: list[Polygon] | None = None,
     object_type: str = "detection",
 ) -> None:
-    """Write points and/or polygons as a QuPath-compatible FeatureCollection, atomically."""
-    feats: list[dict] = []
+    """Write points and/or polygons as a QuPath-compatible FeatureCollection, atomically,
+    one feature at a time (a slide's detections are never held as one text)."""
+    feats: Iterator[dict] = iter(())
     if points is not None:
-        feats += points_to_features(points, object_type)
+        feats = iter_point_features(points, object_type)
     if polygons is not None:
-        feats += polygons_to_features(polygons, object_type)
-    write_text_atomic(path, json.dumps({"type": "FeatureCollection", "features": feats}))
+        feats = itertools.chain(feats, polygons_to_features(polygons, object_type))
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.write('{"type": "FeatureCollection", "features": [')
+        for i, feat in enumerate(feats):
+            fh.write((", " if i else "") + json.dumps(feat))
+        fh.write("]}")
 
 
 def _feature_label(feat: dict) -> str:

@@ -11,13 +11,14 @@ import csv
 import io as _io
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
 from cellmaps.errors import CellmapsInputError
-from cellmaps.io._atomic import write_text_atomic
+from cellmaps.io._atomic import atomic_path
 from cellmaps.io.text import read_utf8_text
 
 REQUIRED_COLUMNS = ("x", "y", "label")
@@ -126,7 +127,7 @@ def read_points(path: str | os.PathLike, shape: tuple[int, int] | None = None) -
     if not path.is_file():
         raise CellmapsInputError("points file does not exist", path)
     text = read_utf8_text(path, "points file")
-    reader = csv.reader(_io.StringIO(text))
+    reader = csv.reader(_io.StringIO(text, newline=""))  # csv handles \r, \n and \r\n itself
     header = next(reader, None)
     if header is None:
         raise CellmapsInputError("empty file: expected a header line 'x,y,label'", path)
@@ -162,11 +163,11 @@ def read_points(path: str | os.PathLike, shape: tuple[int, int] | None = None) -
     )
 
 
-def format_points_csv(points: Points) -> str:
-    """Render points as CSV text (``x,y,label`` plus ``score`` when present)."""
+def points_csv_lines(points: Points) -> Iterator[str]:
+    """CSV lines (with newline) of points: ``x,y,label`` plus ``score`` when present."""
     xy = rowcol_to_xy(points.coords)
     has_score = points.scores is not None
-    lines = ["x,y,label,score" if has_score else "x,y,label"]
+    yield "x,y,label,score\n" if has_score else "x,y,label\n"
     for i, (x, y) in enumerate(xy):
         label = str(points.labels[i])
         if "," in label or '"' in label:
@@ -174,10 +175,37 @@ def format_points_csv(points: Points) -> str:
         row = f"{x:.2f},{y:.2f},{label}"
         if has_score:
             row += f",{points.scores[i]:.6g}"
-        lines.append(row)
-    return "\n".join(lines) + "\n"
+        yield row + "\n"
+
+
+def format_points_csv(points: Points) -> str:
+    """Render points as CSV text (``x,y,label`` plus ``score`` when present)."""
+    return "".join(points_csv_lines(points))
 
 
 def write_points(path: str | os.PathLike, points: Points) -> None:
-    """Write points to a CSV atomically (see :func:`format_points_csv`)."""
-    write_text_atomic(path, format_points_csv(points))
+    """Write points to a CSV atomically (see :func:`format_points_csv`), line by line, so a
+    slide's million detections need no second copy as text."""
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
+        fh.writelines(points_csv_lines(points))
+
+
+def write_points_parquet(path: str | os.PathLike, points: Points) -> None:
+    """Write points as a Parquet table (columns x, y, label, score; pyarrow), atomically."""
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError as exc:
+        raise CellmapsInputError(
+            "Parquet output needs pyarrow: pip install 'cellmaps[slides]' (or pyarrow)"
+        ) from exc
+    xy = rowcol_to_xy(points.coords)
+    columns = {
+        "x": pa.array(xy[:, 0], pa.float64()),
+        "y": pa.array(xy[:, 1], pa.float64()),
+        "label": pa.array([str(v) for v in points.labels], pa.string()),
+    }
+    if points.scores is not None:
+        columns["score"] = pa.array(np.asarray(points.scores, np.float64))
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.table(columns), tmp)

@@ -1,0 +1,260 @@
+"""Streamed detection: predict and decode an image of any size band by band, in memory
+bounded by its width (not its area).
+
+:class:`~cellmaps.inference.tiles.TiledInferer` hands over finished map rows; a
+:class:`BandDecoder` buffers them and decodes them a chunk of rows at a time with an
+overlap above and below, keeping only the objects whose centre lies in the chunk's core, so
+nothing is found twice or lost at a chunk border.
+
+- Peak decoders (``peaks``, ``peaks_per_class``): candidates are every local maximum at the
+  absolute floor (``decode.min_score``); ξ·max is applied once all rows are seen, with the
+  maximum of the whole image, so the result is the same as decoding the whole map (a
+  plateau of equal maxima is one component whatever ξ is). Exact when plateaus are shorter
+  than the overlap (32 rows beyond the peak window).
+- Region decoders (``hmaxima``, ``components``): each chunk is decoded as a whole map with
+  an overlap of :func:`region_overlap` rows; exact when every object (a component, or the
+  region an h-maximum's dynamic is measured in) is shorter than the overlap — true for
+  cells a few times smaller than it; the tests check equality on real predicted maps.
+
+A band of image rows [a, b) can be streamed on its own (the maps are bit-identical to the
+whole image's), which is how a slide's rows are shared between Dask workers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from cellmaps.io.points import Points
+from cellmaps.postprocess import channel_peaks, merge_class_peaks
+
+PLATEAU_MARGIN = 32  # rows beyond the peak window a plateau of equal maxima may span
+DECODE_CHUNK = 1024  # rows decoded at a time (besides the overlaps)
+
+# base_rows(i0, i1) → normalised (n, W, C) float32 input rows at the net's scale
+BaseReader = Callable[[int, int], np.ndarray]
+
+
+def peak_overlap(min_distance: int) -> int:
+    """Rows of context a peak chunk needs on each side: the peak window plus a margin for
+    plateaus of equal maxima."""
+    return 2 * int(min_distance) + 2 + PLATEAU_MARGIN
+
+
+def region_overlap(object_size: float | None) -> int:
+    """Rows of context a region decoder (h-maxima, components) needs on each side: eight
+    object radii (four object diameters), at least 64."""
+    return max(64, int(np.ceil(8 * (object_size or 8))))
+
+
+@dataclass
+class Candidates:
+    """Objects found so far: coordinates (net px), score, values of every class map, the
+    map they came from, and the maximum of every class map over the rows seen."""
+
+    coords: list[np.ndarray] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+    values: list[np.ndarray] = field(default_factory=list)
+    chans: list[np.ndarray] = field(default_factory=list)
+    tops: np.ndarray | None = None
+
+    def add(self, c, s, v, ch) -> None:
+        for acc, arr in zip((self.coords, self.scores, self.values, self.chans), (c, s, v, ch),
+                            strict=True):  # fmt: skip
+            acc.append(arr)
+
+    def see_top(self, top: np.ndarray) -> None:
+        self.tops = top if self.tops is None else np.maximum(self.tops, top)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        if not self.coords:
+            return np.zeros((0, 2)), np.zeros(0), np.zeros((0, 1)), np.zeros(0, np.intp)
+        return tuple(np.concatenate(x) for x in (self.coords, self.scores, self.values,
+                                                  self.chans))  # fmt: skip
+
+    def merge(self, other: Candidates) -> None:
+        """Take over another band's candidates (bands decoded by different workers)."""
+        c, s, v, ch = other.arrays()
+        self.add(c, s, v, ch)
+        if other.tops is not None:
+            self.see_top(other.tops)
+
+
+class BandDecoder:
+    """Decode streamed map rows of image rows [a, b) chunk by chunk (see module doc).
+
+    ``decode_chunk(maps, base, r0) → (coords, scores, values, chans)`` decodes one chunk of
+    maps (name → (C, n, W)) whose first row is image row ``r0``; coordinates are in chunk
+    rows. ``base`` reads normalised input rows for the flat-region rule.
+    """
+
+    def __init__(
+        self,
+        decode_chunk,
+        rows: tuple[int, int],
+        overlap: int,
+        chunk: int = DECODE_CHUNK,
+        top_task: str | None = None,
+    ) -> None:
+        self.decode_chunk = decode_chunk
+        self.a, self.b = rows
+        self.overlap = overlap
+        self.chunk = chunk
+        self.top_task = top_task
+        self.buffer: dict[str, np.ndarray] = {}
+        self.buf0: int | None = None  # image row of the buffer's first row
+        self.done = self.a  # rows above are decoded
+        self.found = Candidates()
+
+    def feed(self, r0: int, maps: dict[str, np.ndarray]) -> None:
+        if self.buf0 is None:
+            self.buf0 = r0
+            self.buffer = {k: v for k, v in maps.items()}
+        else:
+            self.buffer = {k: np.concatenate([self.buffer[k], v], 1) for k, v in maps.items()}
+        end = self.buf0 + next(iter(self.buffer.values())).shape[1]
+        while end >= self.done + self.chunk + self.overlap and end - self.overlap > self.done:
+            self._decode(end - self.overlap)
+
+    def finish(self) -> Candidates:
+        if self.buf0 is not None and self.done < self.b:
+            self._decode(self.b)
+        return self.found
+
+    def _decode(self, core_end: int) -> None:
+        core_end = min(core_end, self.b)
+        c, s, v, ch = self.decode_chunk(self.buffer, self.buf0)
+        rows = c[:, 0] + self.buf0
+        keep = (rows >= self.done - 0.5) & (rows < core_end - 0.5)
+        c = c[keep] + [self.buf0, 0]
+        self.found.add(c, s[keep], v[keep], ch[keep])
+        if self.top_task is not None:
+            m = self.buffer[self.top_task][:, self.done - self.buf0 : core_end - self.buf0]
+            if m.shape[1]:
+                self.found.see_top(m.reshape(m.shape[0], -1).max(1))
+        self.done = core_end
+        drop = self.done - self.overlap - self.buf0
+        if drop > 0:
+            self.buffer = {k: v[:, drop:] for k, v in self.buffer.items()}
+            self.buf0 += drop
+
+
+def local_contrast_at(base: BaseReader, shape, coords: np.ndarray, window: int) -> np.ndarray:
+    """:func:`cellmaps.model.local_contrast` at ``coords`` (image rows) reading only the
+    rows their windows need (the windows never reach past the rows read, so the values are
+    the whole image's)."""
+    from cellmaps.model import local_contrast
+
+    if len(coords) == 0:
+        return np.zeros(0)
+    half = window // 2
+    rr = np.clip(np.rint(coords[:, 0]).astype(np.int64), 0, shape[0] - 1)
+    i0, i1 = max(0, int(rr.min()) - half), min(shape[0], int(rr.max()) + half + 1)
+    if i0 == 0 and i1 == shape[0]:
+        return local_contrast(base(0, shape[0]), window, coords)
+    # the slab's own mirrored border is never inside a point's window (see docstring)
+    return local_contrast(base(i0, i1), window, coords - [i0, 0])
+
+
+def peak_chunk_decoder(model, base: BaseReader, shape) -> Callable:
+    """Chunk decoder for peak models: local maxima at the absolute floor, with the value of
+    every class map, then the flat-region rule."""
+    d = model.decode
+    task, md, floor = d["task"], d["min_distance"], d["min_score"]
+
+    def decode(maps, r0):
+        m = maps[task]
+        c, s, v, ch = channel_peaks(m, 0.0, md, np.ones(m.shape[0]))  # ξ applied at the end
+        keep = s >= floor
+        c, s, v, ch = c[keep], s[keep], v[keep], ch[keep]
+        ok = flat_rule(model, base, shape, c + [r0, 0])
+        return c[ok], s[ok], v[ok], ch[ok]
+
+    return decode
+
+
+def region_chunk_decoder(model, base: BaseReader, shape) -> Callable:
+    """Chunk decoder for h-maxima and component models: the model's own whole-map decoder
+    on the chunk, then the floor and the flat-region rule."""
+    from cellmaps.model import DECODERS
+
+    d = model.decode
+    fn = DECODERS[model.decode_kind()]
+
+    def decode(maps, r0):
+        pts = fn(model, maps, xi=d["xi"], h=d["h"], min_area=d["min_area"], tops=None)
+        c, s = pts.coords, pts.scores
+        keep = s >= d["min_score"]
+        c, s = c[keep], s[keep]
+        ok = flat_rule(model, base, shape, c + [r0, 0])
+        n = int(ok.sum())
+        return c[ok], s[ok], np.zeros((n, 1)), np.zeros(n, np.intp)
+
+    return decode
+
+
+def flat_rule(model, base: BaseReader, shape, coords: np.ndarray) -> np.ndarray:
+    """Which detections pass ``decode.min_contrast`` (not in an exactly flat region)."""
+    floor = model.decode["min_contrast"]
+    if floor <= 0 or len(coords) == 0:
+        return np.ones(len(coords), bool)
+    window = 2 * max(3, round(model.object_size or 3)) + 1
+    return local_contrast_at(base, shape, coords, window) >= floor
+
+
+def stream_candidates(
+    model,
+    base: BaseReader,
+    shape: tuple[int, int],
+    rows: tuple[int, int] | None = None,
+    skip_tile=None,
+    progress: bool = False,
+    chunk: int = DECODE_CHUNK,
+    **inference,
+) -> Candidates:
+    """Candidates of image ``rows`` (all by default) of a normalised image at the net's
+    scale read through ``base``; :func:`finish_candidates` turns the candidates of all
+    bands into detections."""
+    from cellmaps.inference.tiles import TiledInferer
+    from cellmaps.io.scale import match_channels, standardize
+
+    h, w = shape
+    a, b = (0, h) if rows is None else rows
+    opts = dict(model.recipe["inference"])
+    opts.update({k: v for k, v in inference.items() if v is not None})
+    inferer = TiledInferer(**opts)
+    peaks = model.decode_kind() in ("peaks", "peaks_per_class", "none")
+    if peaks:
+        overlap = peak_overlap(model.decode["min_distance"])
+        decode = peak_chunk_decoder(model, base, shape)
+    else:
+        overlap = region_overlap(model.object_size)
+        decode = region_chunk_decoder(model, base, shape)
+    chunk = max(int(chunk), overlap)
+    decoder = BandDecoder(decode, (a, b), overlap, chunk, model.decode["task"] if peaks else None)
+
+    def read_rows(i0, i1):
+        img = match_channels(base(i0, i1), model.in_channels)
+        return standardize(np.ascontiguousarray(img.transpose(2, 0, 1)), model.mean, model.std)
+
+    model.prepare_for_inference()
+    span = (max(0, a - overlap), min(h, b + overlap))
+    for r0, maps in inferer.stream(model.forward, read_rows, shape, span, skip_tile, progress):
+        decoder.feed(r0, maps)
+    return decoder.finish()
+
+
+def finish_candidates(model, found: Candidates, xi: float | None = None) -> Points:
+    """Detections (net px) from the candidates of every band: ξ·(maximum of the whole
+    image) for peak models, per-class merging, raster order."""
+    c, s, v, ch = found.arrays()
+    if model.decode_kind() in ("peaks", "peaks_per_class", "none") and len(c):
+        xi = model.decode["xi"] if xi is None else xi
+        keep = s >= xi * found.tops[ch]
+        c, s, v = c[keep], s[keep], v[keep]
+        if found.tops is not None and len(found.tops) > 1:
+            return model.points(*merge_class_peaks(c, s, v, model.decode["min_distance"]))
+    order = np.lexsort((c[:, 1], c[:, 0])) if len(c) else np.zeros(0, np.intp)
+    return model.points(c[order], s[order])

@@ -1,0 +1,243 @@
+"""Whole slides: detection at bounded memory, tissue detection, and row bands for workers.
+
+A slide is read lazily (:mod:`cellmaps.io.slides`), at the pyramid level closest to the
+model's object scale, and streamed through the net and the decoder
+(:mod:`cellmaps.inference.stream`), so memory follows the slide's width, not its area. Tiles
+over background (no tissue on a low-resolution copy) are not run. The rows of a slide can be
+split into bands decoded independently (by Dask workers): each band's maps are the whole
+slide's, and its detections are those whose centre lies in its rows.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from cellmaps.errors import CellmapsInputError
+from cellmaps.io.points import Points
+
+TISSUE_MAX_SATURATION = 0.08  # H&E / IHC tissue is more saturated than this; glass is not
+TISSUE_MIN_SATURATION = 0.02
+TISSUE_THUMBNAIL = 1024
+TISSUE_MARGIN = 2  # thumbnail px of background kept around tissue
+
+
+def tissue_mask(thumb: np.ndarray) -> np.ndarray:
+    """Tissue on a low-resolution (h, w, C) copy of a slide.
+
+    Brightfield (3 channels): saturation (max − min) / max of RGB above a threshold — Otsu's
+    on the saturation, but never above :data:`TISSUE_MAX_SATURATION` (on an image that is all
+    tissue, Otsu would split pale from dark tissue) nor below
+    :data:`TISSUE_MIN_SATURATION`; then small holes filled and the mask widened by
+    :data:`TISSUE_MARGIN` px. Other images (fluorescence): Otsu on the mean intensity, the
+    bright side. A flat image has no tissue.
+    """
+    from scipy import ndimage
+    from skimage.filters import threshold_otsu
+
+    img = np.asarray(thumb, np.float64)
+    if img.ndim == 2:
+        img = img[..., None]
+    if img.shape[-1] == 3:
+        mx, mn = img.max(-1), img.min(-1)
+        value = np.where(mx > 0, (mx - mn) / np.maximum(mx, 1e-12), 0.0)
+        value = ndimage.median_filter(value, size=3)
+        t = threshold_otsu(value) if np.ptp(value) > 0 else np.inf
+        t = min(max(t, TISSUE_MIN_SATURATION), TISSUE_MAX_SATURATION)
+        mask = value > t
+    else:
+        value = img.mean(-1)
+        mask = value > threshold_otsu(value) if np.ptp(value) > 0 else np.zeros(value.shape, bool)
+    mask = ndimage.binary_fill_holes(mask)
+    if TISSUE_MARGIN:
+        mask = ndimage.binary_dilation(mask, iterations=TISSUE_MARGIN)
+    return mask
+
+
+def tile_filter(mask: np.ndarray, scale: float):
+    """``skip_tile(r0, r1, c0, c1)`` for the streamed inference: True when the tile over
+    those net rows/cols covers no tissue pixel of ``mask`` (``scale`` = mask px per net
+    px)."""
+    integral = np.pad(mask.astype(np.int64).cumsum(0).cumsum(1), ((1, 0), (1, 0)))
+    h, w = mask.shape
+
+    def skip(r0: int, r1: int, c0: int, c1: int) -> bool:
+        a, b = min(h, int(r0 * scale)), min(h, max(int(np.ceil(r1 * scale)), int(r0 * scale) + 1))
+        c, d = min(w, int(c0 * scale)), min(w, max(int(np.ceil(c1 * scale)), int(c0 * scale) + 1))
+        return integral[b, d] - integral[a, d] - integral[b, c] + integral[a, c] == 0
+
+    return skip
+
+
+@dataclass
+class SlidePlan:
+    """How a slide is read: level, factor from that level to the net, net-scale shape,
+    tissue mask (or None) and its scale (mask px per net px)."""
+
+    path: str
+    level: int
+    factor: float
+    shape: tuple[int, int]
+    level_shape: tuple[int, int]
+    maximum: float
+    mask: np.ndarray | None
+    mask_scale: float
+    channels: list[int] | None = None
+
+
+def plan_slide(
+    model,
+    path: str | os.PathLike,
+    object_size: float | None = None,
+    pixel_size: float | None = None,
+    magnification: float | None = None,
+    tissue: bool = True,
+    channels: list[int] | None = None,
+) -> SlidePlan:
+    """Choose the pyramid level for the model's object scale and find the tissue.
+
+    ``magnification`` (objective power) stands for a pixel size of 10 / magnification µm
+    (0.25 µm at 40×); without any of the three, the file's own pixel size is used when the
+    model knows its object size in µm, else the slide is taken to be like the training
+    images."""
+    from cellmaps.io.slides import LazyImage, choose_level
+
+    if model.recipe["training"]["hist_eq"]:
+        raise CellmapsInputError(
+            "this model equalises each image's histogram, which needs the whole image in "
+            "memory; it cannot read an image by region (raise --stream-above)",
+            path,
+        )
+    with LazyImage(path) as img:
+        if channels is not None:
+            bad = [c for c in channels if not 0 <= c < img.channels]
+            if bad:
+                raise CellmapsInputError(
+                    f"channel(s) {bad} asked for, but the image has {img.channels}", path
+                )
+        if magnification is not None:
+            if not (np.isfinite(magnification) and magnification > 0):
+                raise CellmapsInputError(f"magnification must be positive, got {magnification}")
+            pixel_size = 10.0 / magnification
+        if (
+            object_size is None
+            and pixel_size is None
+            and img.pixel_size
+            and model.training.get("object_size_um")
+        ):
+            pixel_size = img.pixel_size
+        factor = model.input_scale(object_size, pixel_size)
+        level, rest = choose_level(img.levels, factor)
+        from cellmaps.io.scale import scaled_shape
+
+        shape = scaled_shape(img.levels[level], rest) if rest != 1.0 else img.levels[level]
+        mask, mask_scale = None, 1.0
+        if tissue:
+            thumb, tscale = img.thumbnail(TISSUE_THUMBNAIL)
+            mask = tissue_mask(thumb)
+            mask_scale = tscale * img.levels[0][0] / shape[0]
+        return SlidePlan(str(path), level, rest, shape, img.levels[level], img.maximum(),
+                         mask, mask_scale, channels)  # fmt: skip
+
+
+def row_bands(height: int, n: int) -> list[tuple[int, int]]:
+    """``n`` bands of consecutive rows covering [0, height) (sizes differ by at most 1)."""
+    n = max(1, min(int(n), height))
+    edges = np.linspace(0, height, n + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
+
+
+def band_candidates(model, plan: SlidePlan, rows=None, progress: bool = False, **inference):
+    """Candidates (:class:`~cellmaps.inference.stream.Candidates`) of one band of a slide
+    (net rows), reading the file itself (a worker gets the plan, not the pixels)."""
+    from cellmaps.inference.stream import stream_candidates
+    from cellmaps.io.slides import LazyImage, SlideSource
+
+    skip = None if plan.mask is None else tile_filter(plan.mask, plan.mask_scale)
+    with LazyImage(plan.path) as img:
+        source = SlideSource(img, plan.level, plan.factor, plan.maximum, plan.channels)
+        return stream_candidates(model, source, plan.shape, rows, skip, progress, **inference)
+
+
+def skipped_share(model, plan: SlidePlan, **inference) -> float:
+    """Share of the net's tiles left out as background."""
+    from cellmaps.inference.tiles import TiledInferer
+
+    if plan.mask is None:
+        return 0.0
+    opts = dict(model.recipe["inference"])
+    opts.update({k: v for k, v in inference.items() if v is not None})
+    inf = TiledInferer(**opts)
+    h, w = plan.shape
+    rows, cols = inf.grid(h, w)
+    skip = tile_filter(plan.mask, plan.mask_scale)
+    m = inf.margin
+    n = sum(
+        skip(max(r - m, 0), min(r + inf.tile - m, h), max(q - m, 0), min(q + inf.tile - m, w))
+        for r in rows
+        for q in cols
+    )
+    return n / (len(rows) * len(cols))
+
+
+def to_level0(model, plan: SlidePlan, pts: Points) -> Points:
+    """Detections in net px → level-0 px of the slide."""
+    from cellmaps.io.scale import from_scaled_coords
+
+    coords = pts.coords
+    if plan.factor != 1.0:
+        coords = from_scaled_coords(coords, plan.level_shape, plan.shape)
+    if plan.level:
+        from cellmaps.io.slides import LazyImage
+
+        with LazyImage(plan.path) as img:
+            full = img.levels[0]
+        coords = from_scaled_coords(coords, full, plan.level_shape)
+    return Points(coords, pts.labels, pts.scores)
+
+
+def detect_slide(
+    model,
+    path: str | os.PathLike,
+    xi: float | None = None,
+    object_size: float | None = None,
+    pixel_size: float | None = None,
+    magnification: float | None = None,
+    tissue: bool = True,
+    channels: list[int] | None = None,
+    progress: bool = False,
+    client=None,
+    bands: int | None = None,
+    **inference,
+) -> tuple[Points, dict]:
+    """Detections in a slide (level-0 px) and a summary (level, shape, share of tiles
+    skipped). With a Dask ``client``, the rows are split into ``bands`` (default 2 per
+    worker thread) decoded by the workers; the result is the same as serial."""
+    from cellmaps.inference.stream import Candidates, finish_candidates
+
+    plan = plan_slide(model, path, object_size, pixel_size, magnification, tissue, channels)
+    if client is None:
+        found = band_candidates(model, plan, None, progress, **inference)
+    else:
+        from cellmaps.cluster import gather_with_progress
+
+        n = bands or 2 * max(1, sum(client.nthreads().values()))
+        model_f = client.scatter(model, broadcast=True)
+        futures = [
+            client.submit(
+                band_candidates, model_f, plan, band, False, pure=False, retries=2, **inference
+            )  # fmt: skip
+            for band in row_bands(plan.shape[0], n)
+        ]
+        found = Candidates()
+        for part in gather_with_progress(futures, "bands", progress):
+            found.merge(part)
+    pts = to_level0(model, plan, finish_candidates(model, found, xi))
+    info = {
+        "level": plan.level,
+        "net_shape": list(plan.shape),
+        "skipped_tiles": float(skipped_share(model, plan, **inference)),
+    }
+    return pts, info
