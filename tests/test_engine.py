@@ -523,7 +523,7 @@ def test_large_images_are_decoded_in_strips_exactly_like_the_whole_map():
     whole = m.decode_maps({"proximity": prox})
     base = img[..., None]
     decoder = BandDecoder(
-        peak_chunk_decoder(m, lambda i0, i1: base[i0:i1], img.shape),
+        peak_chunk_decoder(m, lambda i0, i1, j0, j1: base[i0:i1, j0:j1], img.shape),
         (0, 700),
         peak_overlap(3),
         chunk=128,

@@ -343,8 +343,8 @@ class Model:
         # and the flat-region rule reads the same pixels
         full = normalize_image(image)
         small = full if factor == 1.0 else rescale_image(full, factor)
-        pts = self.detect_source(lambda i0, i1: small[i0:i1], small.shape[:2], progress,
-                                 xi=xi, strip=strip, **inference)  # fmt: skip
+        pts = self.detect_source(lambda i0, i1, j0, j1: small[i0:i1, j0:j1], small.shape[:2],
+                                 progress, xi=xi, strip=strip, **inference)  # fmt: skip
         if factor == 1.0:
             return pts
         coords = from_scaled_coords(pts.coords, image.shape[:2], small.shape[:2])
@@ -360,19 +360,24 @@ class Model:
         skip_tile=None,
         **inference,
     ) -> Points:
-        """Detections (net px) in a normalised image at the net's scale read row band by row
-        band through ``base(i0, i1) → (n, W, C)`` (an array slice, or a lazy slide);
-        ``skip_tile`` leaves tiles out (tissue detection)."""
+        """Detections (net px) in a normalised image at the net's scale read block by block
+        through ``base(i0, i1, j0, j1) → (n, m, C)`` (an array slice, or a lazy slide):
+        column strips of :data:`~cellmaps.inference.stream.STRIP_WIDTH`, each streamed
+        from top to bottom. ``skip_tile`` leaves tiles out (tissue detection)."""
         from cellmaps.inference import stream
 
         if self.recipe["training"]["hist_eq"]:
             # histogram equalisation needs the whole image (recipes for large images
             # leave it off)
-            eq = equalize(match_channels(base(0, shape[0]), self.in_channels))
-            base = lambda i0, i1: eq[i0:i1]  # noqa: E731
-        found = stream.stream_candidates(
-            self, base, shape, None, skip_tile, progress, chunk=strip, **inference
-        )
+            eq = equalize(match_channels(base(0, shape[0], 0, shape[1]), self.in_channels))
+            base = lambda i0, i1, j0, j1: eq[i0:i1, j0:j1]  # noqa: E731
+        found = stream.Candidates()
+        for cols in stream.column_strips(shape[1]):
+            found.merge(
+                stream.stream_candidates(
+                    self, base, shape, None, skip_tile, progress, strip, cols, **inference
+                )
+            )
         return stream.finish_candidates(self, found, xi)
 
 

@@ -149,16 +149,21 @@ def row_bands(height: int, n: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
 
-def band_candidates(model, plan: SlidePlan, rows=None, progress: bool = False, **inference):
-    """Candidates (:class:`~cellmaps.inference.stream.Candidates`) of one band of a slide
-    (net rows), reading the file itself (a worker gets the plan, not the pixels)."""
+def band_candidates(
+    model, plan: SlidePlan, rows=None, progress: bool = False, cols=None, **inference
+):
+    """Candidates (:class:`~cellmaps.inference.stream.Candidates`) of one block of a slide
+    (net rows × net columns), reading the file itself (a worker gets the plan, not the
+    pixels)."""
     from cellmaps.inference.stream import stream_candidates
     from cellmaps.io.slides import LazyImage, SlideSource
 
     skip = None if plan.mask is None else tile_filter(plan.mask, plan.mask_scale)
     with LazyImage(plan.path) as img:
         source = SlideSource(img, plan.level, plan.factor, plan.maximum, plan.channels)
-        return stream_candidates(model, source, plan.shape, rows, skip, progress, **inference)
+        return stream_candidates(
+            model, source, plan.shape, rows, skip, progress, cols=cols, **inference
+        )
 
 
 def skipped_share(model, plan: SlidePlan, **inference) -> float:
@@ -213,26 +218,40 @@ def detect_slide(
     **inference,
 ) -> tuple[Points, dict]:
     """Detections in a slide (level-0 px) and a summary (level, shape, share of tiles
-    skipped). With a Dask ``client``, the rows are split into ``bands`` (default 2 per
-    worker thread) decoded by the workers; the result is the same as serial."""
-    from cellmaps.inference.stream import Candidates, finish_candidates
+    skipped). The slide is streamed in column strips of
+    :data:`~cellmaps.inference.stream.STRIP_WIDTH` net px (memory follows that width, not
+    the slide's). With a Dask ``client``, each strip is also split into ``bands`` of rows
+    (default: two blocks per worker thread in all) decoded by the workers; the detections
+    are the same as serial."""
+    from cellmaps.inference.stream import Candidates, column_strips, finish_candidates
 
     plan = plan_slide(model, path, object_size, pixel_size, magnification, tissue, channels)
+    strips = column_strips(plan.shape[1])
+    found = Candidates()
     if client is None:
-        found = band_candidates(model, plan, None, progress, **inference)
+        for cols in strips:
+            found.merge(band_candidates(model, plan, None, progress, cols, **inference))
     else:
         from cellmaps.cluster import gather_with_progress
 
-        n = bands or 2 * max(1, sum(client.nthreads().values()))
+        n = bands or -(-2 * max(1, sum(client.nthreads().values())) // len(strips))
         model_f = client.scatter(model, broadcast=True)
         futures = [
             client.submit(
-                band_candidates, model_f, plan, band, False, pure=False, retries=2, **inference
+                band_candidates,
+                model_f,
+                plan,
+                band,
+                False,
+                cols,
+                pure=False,
+                retries=2,
+                **inference,
             )  # fmt: skip
+            for cols in strips
             for band in row_bands(plan.shape[0], n)
         ]
-        found = Candidates()
-        for part in gather_with_progress(futures, "bands", progress):
+        for part in gather_with_progress(futures, "blocks", progress):
             found.merge(part)
     pts = to_level0(model, plan, finish_candidates(model, found, xi))
     info = {

@@ -32,8 +32,9 @@ from cellmaps.postprocess import channel_peaks, merge_class_peaks
 
 PLATEAU_MARGIN = 32  # rows beyond the peak window a plateau of equal maxima may span
 DECODE_CHUNK = 1024  # rows decoded at a time (besides the overlaps)
+STRIP_WIDTH = 4096  # columns streamed at a time: memory follows this, not the image width
 
-# base_rows(i0, i1) → normalised (n, W, C) float32 input rows at the net's scale
+# base(i0, i1, j0, j1) → normalised (n, m, C) float32 input pixels at the net's scale
 BaseReader = Callable[[int, int], np.ndarray]
 
 
@@ -85,9 +86,10 @@ class Candidates:
 class BandDecoder:
     """Decode streamed map rows of image rows [a, b) chunk by chunk (see module doc).
 
-    ``decode_chunk(maps, base, r0) → (coords, scores, values, chans)`` decodes one chunk of
-    maps (name → (C, n, W)) whose first row is image row ``r0``; coordinates are in chunk
-    rows. ``base`` reads normalised input rows for the flat-region rule.
+    ``decode_chunk(maps, r0, c0) → (coords, scores, values, chans)`` decodes one chunk of
+    maps (name → (C, n, m)) whose first pixel is image pixel (``r0``, ``c0``); coordinates
+    are in chunk pixels. The maps cover columns [``col0``, ...) and only objects in the
+    columns ``cols`` are kept (a strip of a wide image, with overlaps on both sides).
     """
 
     def __init__(
@@ -97,7 +99,10 @@ class BandDecoder:
         overlap: int,
         chunk: int = DECODE_CHUNK,
         top_task: str | None = None,
+        cols: tuple[int, int] | None = None,
+        col0: int = 0,
     ) -> None:
+        self.cols, self.col0 = cols, col0
         self.decode_chunk = decode_chunk
         self.a, self.b = rows
         self.overlap = overlap
@@ -125,13 +130,16 @@ class BandDecoder:
 
     def _decode(self, core_end: int) -> None:
         core_end = min(core_end, self.b)
-        c, s, v, ch = self.decode_chunk(self.buffer, self.buf0)
-        rows = c[:, 0] + self.buf0
-        keep = (rows >= self.done - 0.5) & (rows < core_end - 0.5)
-        c = c[keep] + [self.buf0, 0]
-        self.found.add(c, s[keep], v[keep], ch[keep])
+        c, s, v, ch = self.decode_chunk(self.buffer, self.buf0, self.col0)
+        c = c + [self.buf0, self.col0]
+        keep = (c[:, 0] >= self.done - 0.5) & (c[:, 0] < core_end - 0.5)
+        k0, k1 = (0, None) if self.cols is None else (self.cols[0] - self.col0,
+                                                       self.cols[1] - self.col0)  # fmt: skip
+        if self.cols is not None:
+            keep &= (c[:, 1] >= self.cols[0] - 0.5) & (c[:, 1] < self.cols[1] - 0.5)
+        self.found.add(c[keep], s[keep], v[keep], ch[keep])
         if self.top_task is not None:
-            m = self.buffer[self.top_task][:, self.done - self.buf0 : core_end - self.buf0]
+            m = self.buffer[self.top_task][:, self.done - self.buf0 : core_end - self.buf0, k0:k1]
             if m.shape[1]:
                 self.found.see_top(m.reshape(m.shape[0], -1).max(1))
         self.done = core_end
@@ -150,12 +158,11 @@ def local_contrast_at(base: BaseReader, shape, coords: np.ndarray, window: int) 
     if len(coords) == 0:
         return np.zeros(0)
     half = window // 2
-    rr = np.clip(np.rint(coords[:, 0]).astype(np.int64), 0, shape[0] - 1)
-    i0, i1 = max(0, int(rr.min()) - half), min(shape[0], int(rr.max()) + half + 1)
-    if i0 == 0 and i1 == shape[0]:
-        return local_contrast(base(0, shape[0]), window, coords)
+    rc = np.clip(np.rint(coords).astype(np.int64), 0, np.array(shape[:2]) - 1)
+    i0, i1 = max(0, int(rc[:, 0].min()) - half), min(shape[0], int(rc[:, 0].max()) + half + 1)
+    j0, j1 = max(0, int(rc[:, 1].min()) - half), min(shape[1], int(rc[:, 1].max()) + half + 1)
     # the slab's own mirrored border is never inside a point's window (see docstring)
-    return local_contrast(base(i0, i1), window, coords - [i0, 0])
+    return local_contrast(base(i0, i1, j0, j1), window, coords - [i0, j0])
 
 
 def peak_chunk_decoder(model, base: BaseReader, shape) -> Callable:
@@ -164,12 +171,12 @@ def peak_chunk_decoder(model, base: BaseReader, shape) -> Callable:
     d = model.decode
     task, md, floor = d["task"], d["min_distance"], d["min_score"]
 
-    def decode(maps, r0):
+    def decode(maps, r0, c0):
         m = maps[task]
         c, s, v, ch = channel_peaks(m, 0.0, md, np.ones(m.shape[0]))  # ξ applied at the end
         keep = s >= floor
         c, s, v, ch = c[keep], s[keep], v[keep], ch[keep]
-        ok = flat_rule(model, base, shape, c + [r0, 0])
+        ok = flat_rule(model, base, shape, c + [r0, c0])
         return c[ok], s[ok], v[ok], ch[ok]
 
     return decode
@@ -183,12 +190,12 @@ def region_chunk_decoder(model, base: BaseReader, shape) -> Callable:
     d = model.decode
     fn = DECODERS[model.decode_kind()]
 
-    def decode(maps, r0):
+    def decode(maps, r0, c0):
         pts = fn(model, maps, xi=d["xi"], h=d["h"], min_area=d["min_area"], tops=None)
         c, s = pts.coords, pts.scores
         keep = s >= d["min_score"]
         c, s = c[keep], s[keep]
-        ok = flat_rule(model, base, shape, c + [r0, 0])
+        ok = flat_rule(model, base, shape, c + [r0, c0])
         n = int(ok.sum())
         return c[ok], s[ok], np.zeros((n, 1)), np.zeros(n, np.intp)
 
@@ -212,16 +219,18 @@ def stream_candidates(
     skip_tile=None,
     progress: bool = False,
     chunk: int = DECODE_CHUNK,
+    cols: tuple[int, int] | None = None,
     **inference,
 ) -> Candidates:
-    """Candidates of image ``rows`` (all by default) of a normalised image at the net's
-    scale read through ``base``; :func:`finish_candidates` turns the candidates of all
-    bands into detections."""
+    """Candidates in the block ``rows`` × ``cols`` (all by default) of a normalised image at
+    the net's scale read through ``base``; :func:`finish_candidates` turns the candidates
+    of all blocks into detections."""
     from cellmaps.inference.tiles import TiledInferer
     from cellmaps.io.scale import match_channels, standardize
 
     h, w = shape
     a, b = (0, h) if rows is None else rows
+    c, d = (0, w) if cols is None else cols
     opts = dict(model.recipe["inference"])
     opts.update({k: v for k, v in inference.items() if v is not None})
     inferer = TiledInferer(**opts)
@@ -233,17 +242,26 @@ def stream_candidates(
         overlap = region_overlap(model.object_size)
         decode = region_chunk_decoder(model, base, shape)
     chunk = max(int(chunk), overlap)
-    decoder = BandDecoder(decode, (a, b), overlap, chunk, model.decode["task"] if peaks else None)
+    span_c = (max(0, c - overlap), min(w, d + overlap))
+    decoder = BandDecoder(decode, (a, b), overlap, chunk, model.decode["task"] if peaks else None,
+                          (c, d), span_c[0])  # fmt: skip
 
-    def read_rows(i0, i1):
-        img = match_channels(base(i0, i1), model.in_channels)
+    def read(i0, i1, j0, j1):
+        img = match_channels(base(i0, i1, j0, j1), model.in_channels)
         return standardize(np.ascontiguousarray(img.transpose(2, 0, 1)), model.mean, model.std)
 
     model.prepare_for_inference()
     span = (max(0, a - overlap), min(h, b + overlap))
-    for r0, maps in inferer.stream(model.forward, read_rows, shape, span, skip_tile, progress):
+    for r0, maps in inferer.stream(model.forward, read, shape, span, skip_tile, progress, span_c):
         decoder.feed(r0, maps)
     return decoder.finish()
+
+
+def column_strips(width: int, strip: int = STRIP_WIDTH) -> list[tuple[int, int]]:
+    """Consecutive column ranges of at most ``strip`` columns covering [0, width)."""
+    n = max(1, -(-width // strip))
+    edges = np.linspace(0, width, n + 1).round().astype(int)
+    return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
 
 def finish_candidates(model, found: Candidates, xi: float | None = None) -> Points:

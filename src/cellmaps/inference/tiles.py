@@ -20,7 +20,7 @@ import torch
 from tqdm import tqdm
 
 Forward = Callable[[torch.Tensor], dict[str, torch.Tensor]]
-# read_rows(i0, i1) → the image rows [i0, i1) as (C, i1 - i0, W) float32, ready for the net
+# read(i0, i1, j0, j1) → image rows [i0, i1) × cols [j0, j1) as (C, n, m) float32 for the net
 RowReader = Callable[[int, int], np.ndarray]
 # skip_tile(r0, r1, c0, c1) → True when the tile over those image rows/cols can be left out
 TileFilter = Callable[[int, int, int, int], bool]
@@ -105,34 +105,48 @@ class TiledInferer:
         return len(self._tile_rows_for(height, width, rows)) * len(self.grid(height, width)[1])
 
     def _tile_rows_for(self, height: int, width: int, rows) -> list[int]:
-        a, b = (0, height) if rows is None else rows
-        starts = self.grid(height, width)[0]
-        lo, hi = a + self.margin, b + self.margin  # padded rows wanted
+        return self._tiles_for(self.grid(height, width)[0], (0, height) if rows is None else rows)
+
+    def _tiles_for(self, starts: list[int], span: tuple[int, int]) -> list[int]:
+        """The tile origins (padded grid) whose tiles touch image positions [a, b)."""
+        lo, hi = span[0] + self.margin, span[1] + self.margin
         return [r for r in starts if r < hi and r + self.tile > lo]
 
     def stream(
         self,
         forward: Forward,
-        read_rows: RowReader,
+        read: RowReader,
         shape: tuple[int, int],
         rows: tuple[int, int] | None = None,
         skip_tile: TileFilter | None = None,
         progress: bool = False,
+        cols: tuple[int, int] | None = None,
     ) -> Iterator[tuple[int, dict[str, np.ndarray]]]:
-        """Blended maps of image ``rows`` = [a, b) (all rows by default), in order.
+        """Blended maps of image ``rows`` = [a, b) × ``cols`` = [c, d) (all by default),
+        row band by row band, in order.
 
-        Yields ``(r0, maps)`` with ``maps[name]`` of shape (C_head, n, W) for image rows
-        [r0, r0 + n); the yielded bands are consecutive and cover [a, b) exactly. Only the
-        rows one row of tiles needs are read at a time. Tiles for which ``skip_tile`` says
-        True are not run (their pixels get no weight; pixels no run tile covers are 0).
+        ``read(i0, i1, j0, j1)`` returns image rows [i0, i1) × columns [j0, j1) as
+        (C, n, m) float32. Yields ``(r0, maps)`` with ``maps[name]`` of shape
+        (C_head, n, d − c) for image rows [r0, r0 + n); the yielded bands are consecutive
+        and cover [a, b) exactly. Only the pixels one row of tiles needs are read at a time,
+        so memory follows the width d − c. Tiles for which ``skip_tile`` says True are not
+        run (their pixels get no weight; pixels no run tile covers are 0). Every pixel gets
+        the same tiles, in the same batches, as in the whole image, so the maps are
+        bit-identical to the whole image's wherever the block is cut.
         """
         h, w = shape
         a, b = (0, h) if rows is None else (max(0, rows[0]), min(h, rows[1]))
+        c, d = (0, w) if cols is None else (max(0, cols[0]), min(w, cols[1]))
         m, t = self.margin, self.tile
-        col_starts = self.grid(h, w)[1]
-        pw = max(w + 2 * m, t)
-        cols = reflect_index(np.arange(pw) - m, w)
-        row_starts = self._tile_rows_for(h, w, (a, b))
+        row_starts_all, col_starts_all = self.grid(h, w)
+        row_starts = self._tiles_for(row_starts_all, (a, b))
+        col_starts = self._tiles_for(col_starts_all, (c, d))
+        # padded columns [p0, p1) cover every tile run; output columns are [c, d)
+        p0 = col_starts[0] if col_starts else c + m
+        p1 = col_starts[-1] + t if col_starts else d + m
+        pw = p1 - p0
+        pcols = reflect_index(np.arange(p0, p1) - m, w)
+        j0, j1 = int(pcols.min()), int(pcols.max()) + 1
         acc: dict[str, np.ndarray] = {}
         norm = np.zeros((0, pw), np.float32)
         acc0 = row_starts[0] if row_starts else a + m  # padded row of acc[:, 0]
@@ -159,32 +173,35 @@ class TiledInferer:
             if run:
                 idx = reflect_index(np.arange(r, r + t) - m, h)
                 lo = int(idx.min())
-                band = read_rows(lo, int(idx.max()) + 1)[:, idx - lo][:, :, cols]
-            for j in range(0, len(run), self.batch):
-                chunk = run[j : j + self.batch]
-                x = np.stack([band[:, :, q : q + t] for q in chunk])
+                band = read(lo, int(idx.max()) + 1, j0, j1)[:, idx - lo][:, :, pcols - j0]
+            for i in range(0, len(run), self.batch):
+                chunk = run[i : i + self.batch]
+                x = np.stack([band[:, :, q - p0 : q - p0 + t] for q in chunk])
                 out = forward(torch.from_numpy(np.ascontiguousarray(x)))
                 for name, tensor in out.items():
                     arr = tensor.float().cpu().numpy()
                     if name not in acc:
                         acc[name] = np.zeros((arr.shape[1], norm.shape[0], pw), np.float32)
                     for q, a_tile in zip(chunk, arr, strict=True):
-                        acc[name][:, r - acc0 : r - acc0 + t, q : q + t] += a_tile * self.weight
+                        acc[name][:, r - acc0 : r - acc0 + t, q - p0 : q - p0 + t] += (
+                            a_tile * self.weight
+                        )
                 for q in chunk:
-                    norm[r - acc0 : r - acc0 + t, q : q + t] += self.weight
+                    norm[r - acc0 : r - acc0 + t, q - p0 : q - p0 + t] += self.weight
             bar.update(len(col_starts))
             # rows no later tile touches are final
             done = row_starts[k + 1] if k + 1 < len(row_starts) else b + m
             done = min(done, b + m)
             if done > emitted:
                 if not acc:  # nothing run yet (every tile skipped): zero maps of the heads
-                    probe = read_rows(0, min(h, 1))
+                    probe = read(0, min(h, 1), 0, min(w, 1))
                     x = np.zeros((1, probe.shape[0], t, t), np.float32)
                     acc = {
                         name: np.zeros((o.shape[1], norm.shape[0], pw), np.float32)
                         for name, o in forward(torch.from_numpy(x)).items()
                     }
-                yield emitted - m, self._finish(acc, norm, emitted - acc0, done - acc0, m, w)
+                cut = (c + m - p0, d + m - p0)
+                yield emitted - m, self._finish(acc, norm, emitted - acc0, done - acc0, cut)
                 emitted = done
             drop = emitted - acc0
             if drop > 0 and k + 1 < len(row_starts):
@@ -196,11 +213,9 @@ class TiledInferer:
         bar.close()
 
     @staticmethod
-    def _finish(acc, norm, i0, i1, m, w) -> dict[str, np.ndarray]:
-        n = np.maximum(norm[i0:i1], 1e-12)
-        return {
-            name: (a[:, i0:i1] / n)[:, :, m : m + w].astype(np.float32) for name, a in acc.items()
-        }
+    def _finish(acc, norm, i0, i1, cut) -> dict[str, np.ndarray]:
+        n = np.maximum(norm[i0:i1, cut[0] : cut[1]], 1e-12)
+        return {name: a[:, i0:i1, cut[0] : cut[1]] / n for name, a in acc.items()}
 
     def predict(
         self, forward: Forward, image: np.ndarray, progress: bool = False
@@ -208,9 +223,8 @@ class TiledInferer:
         """Every head's blended map for a whole (C, H, W) float32 image (name → (C, H, W))."""
         c, h, w = image.shape
         parts: dict[str, list[np.ndarray]] = {}
-        for _, maps in self.stream(
-            forward, lambda i0, i1: image[:, i0:i1], (h, w), None, None, progress
-        ):
+        read = lambda i0, i1, j0, j1: image[:, i0:i1, j0:j1]  # noqa: E731
+        for _, maps in self.stream(forward, read, (h, w), None, None, progress):
             for name, arr in maps.items():
                 parts.setdefault(name, []).append(arr)
         return {name: np.concatenate(p, axis=1) for name, p in parts.items()}

@@ -241,33 +241,37 @@ class SlideSource:
         self.shape = scaled_shape(self.src_shape, self.factor) if factor != 1.0 else self.src_shape
         self.sigma = max(0.0, (1.0 / self.factor - 1.0) / 2.0)  # scikit-image's anti-aliasing
 
-    def _src_rows(self, j0: int, j1: int) -> np.ndarray:
-        data = self.image.read(j0, j1, level=self.level)
+    def _src(self, r0: int, r1: int, c0: int, c1: int) -> np.ndarray:
+        data = self.image.read(r0, r1, c0, c1, level=self.level)
         if self.channels is not None:
             data = data[..., self.channels]
         data = data.astype(np.float32)
         return data / np.float32(self.range) if self.range != 1.0 else data
 
-    def __call__(self, i0: int, i1: int) -> np.ndarray:
+    def __call__(self, i0: int, i1: int, j0: int = 0, j1: int | None = None) -> np.ndarray:
+        """Rows [i0, i1) × columns [j0, j1) at the net's scale, (n, m, C) float32."""
+        j1 = self.shape[1] if j1 is None else j1
         if self.factor == 1.0:
-            return self._src_rows(i0, i1)
+            return self._src(i0, i1, j0, j1)
         from scipy import ndimage
 
         (h, w), (oh, ow) = self.src_shape, self.shape
-        ys = (np.arange(i0, i1) + 0.5) * (h / oh) - 0.5  # source rows of the output rows
-        xs = (np.arange(ow) + 0.5) * (w / ow) - 0.5
+        ys = (np.arange(i0, i1) + 0.5) * (h / oh) - 0.5  # source positions of the outputs
+        xs = (np.arange(j0, j1) + 0.5) * (w / ow) - 0.5
         halo = int(np.ceil(4 * self.sigma)) + 2  # the Gaussian's reach (truncate = 4) + 1
-        j0 = max(0, int(np.floor(ys.min())) - halo)
-        j1 = min(h, int(np.ceil(ys.max())) + 2 + halo)
-        slab = self._src_rows(j0, j1)
-        # mirrored beyond the slab as beyond the image: only rows within the image's own
-        # border are affected, and those are the whole image's border rows
+        r0 = max(0, int(np.floor(ys.min())) - halo)
+        r1 = min(h, int(np.ceil(ys.max())) + 2 + halo)
+        c0 = max(0, int(np.floor(xs.min())) - halo)
+        c1 = min(w, int(np.ceil(xs.max())) + 2 + halo)
+        slab = self._src(r0, r1, c0, c1)
+        # mirrored beyond the slab as beyond the image: the slab reaches the Gaussian's
+        # whole support of every output pixel except at the image's own border
         if self.sigma > 0:
             slab = ndimage.gaussian_filter(
                 slab, (self.sigma, self.sigma, 0), mode="mirror", truncate=4.0
             )
-        yy = np.clip(ys - j0, 0, slab.shape[0] - 1)
-        xx = np.clip(xs, 0, w - 1)
+        yy = np.clip(ys, 0, h - 1) - r0
+        xx = np.clip(xs, 0, w - 1) - c0
         return _bilinear(slab, yy, xx)
 
 
