@@ -27,7 +27,7 @@ RUN_FILE = "cellmaps-run.json"
 SKIPPED_FILE = "skipped.csv"
 # what a run writes; --overwrite removes exactly these (never other files of the folder)
 OUTPUT_FOLDERS = ("points", "geojson", "overlays", "masks")
-OUTPUT_FILES = ("counts.csv", "ki67.csv", "slides.json", SKIPPED_FILE, RUN_FILE)
+OUTPUT_FILES = ("counts.csv", "ki67.csv", "slides.json", "regions.csv", SKIPPED_FILE, RUN_FILE)
 
 
 class BatchInterrupted(Exception):

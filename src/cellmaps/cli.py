@@ -223,6 +223,7 @@ def _prediction_options(args: argparse.Namespace) -> dict:
         "tissue": not args.no_tissue,
         "magnification": args.magnification,
         "parquet": args.parquet,
+        "regions": args.regions,
     }
 
 
@@ -351,6 +352,11 @@ def _add_prediction_args(p: argparse.ArgumentParser) -> None:
     )
     slides.add_argument(
         "--parquet", action="store_true", help="also write points/<id>.parquet (pyarrow)"
+    )
+    slides.add_argument(
+        "--regions",
+        help="GeoJSON region polygons (QuPath annotations): a folder of <id>.geojson, or one "
+        "file for every image; writes OUT/regions.csv with counts (and Ki67 index) per region",
     )
     slides.add_argument(
         "--workers",

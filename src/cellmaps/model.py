@@ -29,6 +29,7 @@ from cellmaps.postprocess import (
     find_peaks_per_class,
     h_maxima_peaks,
 )
+from cellmaps.postprocess.peaks import pixel_of
 from cellmaps.recipes import validate_recipe
 
 __all__ = ["Maps", "Model", "equalize", "load_model", "segment_image"]
@@ -271,7 +272,7 @@ class Model:
         return pts
 
     def _scored(self, m: np.ndarray, coords: np.ndarray) -> Points:
-        rc = np.clip(np.rint(coords).astype(int), 0, np.array(m.shape[-2:]) - 1)
+        rc = np.clip(pixel_of(coords).astype(int), 0, np.array(m.shape[-2:]) - 1)
         return self.points(coords, m[rc[:, 0], rc[:, 1]].astype(np.float64))
 
     def _decode_components(self, maps, min_area, **_) -> Points:
@@ -323,7 +324,7 @@ class Model:
         self,
         image: np.ndarray,
         progress: bool = False,
-        strip: int = 1024,
+        strip: int | None = None,
         xi: float | None = None,
         object_size: float | None = None,
         pixel_size: float | None = None,
@@ -356,7 +357,7 @@ class Model:
         shape: tuple[int, int],
         progress: bool = False,
         xi: float | None = None,
-        strip: int = 1024,
+        strip: int | None = None,
         skip_tile=None,
         **inference,
     ) -> Points:
@@ -398,7 +399,7 @@ def local_contrast(image: np.ndarray, window: int, coords: np.ndarray) -> np.nda
     object. The standard deviation is computed only for the windows at ``coords``."""
     img = np.asarray(image, np.float32)
     half = window // 2
-    rc = np.clip(np.rint(coords).astype(np.intp), 0, np.array(img.shape[:2]) - 1)
+    rc = np.clip(pixel_of(coords).astype(np.intp), 0, np.array(img.shape[:2]) - 1)
     padded = np.pad(img, ((half, half), (half, half), (0, 0)), mode="symmetric")
     views = np.lib.stride_tricks.sliding_window_view(padded, (window, window), axis=(0, 1))
     patches = views[rc[:, 0], rc[:, 1]]  # (N, C, window, window)

@@ -153,17 +153,19 @@ def _predict_slide(m, f, out, xi, masks, channels, inference, slides, client) ->
     from cellmaps.io.slides import LazyImage
     from cellmaps.slide import detect_slide
 
-    if masks:
-        raise CellmapsInputError(
-            "instance masks (--masks) are not yet written for images read by region; "
-            "run without --masks, or raise --stream-above to read the image whole",
-            f,
-        )
-    opts = dict(inference)
-    pts, info = detect_slide(
-        m, f, xi=xi, tissue=slides.get("tissue", True), magnification=slides.get("magnification"),
-        channels=channels, client=client, progress=opts.pop("progress", False), **opts,
-    )  # fmt: skip
+    opts = dict(
+        tissue=slides.get("tissue", True),
+        magnification=slides.get("magnification"),
+        channels=channels,
+        progress=slides.get("progress", False),
+        **inference,
+    )
+    if masks:  # region growing block by block, serially (ids numbered as blocks finish)
+        from cellmaps.slide import segment_slide
+
+        pts, info = segment_slide(m, f, out / "masks" / f"{f.stem}.tif", **opts)
+    else:
+        pts, info = detect_slide(m, f, xi=xi, client=client, **opts)
     _write_points_outputs(out, f.stem, pts, slides.get("parquet", False))
     with LazyImage(f) as img:
         thumb, scale = img.thumbnail(PREVIEW_SIDE)
@@ -177,6 +179,66 @@ def _predict_slide(m, f, out, xi, masks, channels, inference, slides, client) ->
         f"{100 * info['skipped_tiles']:.0f} % of tiles skipped as background"
     )
     return _label_counts(pts)
+
+
+REGIONS_FILE = "regions.csv"
+
+
+def region_counts(pts: Points, regions: list) -> list[dict]:
+    """Detections per region polygon (:class:`~cellmaps.io.geojson.Polygon`, e.g. QuPath
+    annotations exported as GeoJSON): region name (its classification, numbered when
+    several share one), count and count per label; a Ki67 index where the labels are
+    positive/negative. A point on a region's outline counts as inside."""
+    from matplotlib.path import Path as Outline
+
+    from cellmaps.ki67 import NEGATIVE, POSITIVE, ki67_index
+
+    rows, seen = [], {}
+    for poly in regions:
+        seen[poly.label] = seen.get(poly.label, 0) + 1
+        inside = Outline(poly.coords).contains_points(pts.coords, radius=1e-9) if len(pts) else []
+        counts = _label_counts(pts.subset(np.asarray(inside, bool))) if len(pts) else {}
+        row = {"region": f"{poly.label} {seen[poly.label]}", "count": sum(counts.values())}
+        row.update(counts)
+        if POSITIVE in counts or NEGATIVE in counts:
+            row["index"] = ki67_index(counts.get(POSITIVE, 0), counts.get(NEGATIVE, 0))
+        rows.append(row)
+    return rows
+
+
+def read_regions(regions: str | os.PathLike | None, image_id: str) -> list:
+    """The region polygons of one image: ``regions/<id>.geojson`` when ``regions`` is a
+    folder (none when that file is missing), or every polygon of one GeoJSON file."""
+    from cellmaps.io.geojson import read_geojson
+
+    if regions is None:
+        return []
+    path = Path(regions)
+    if path.is_dir():
+        path = path / f"{image_id}.geojson"
+        if not path.is_file():
+            return []
+    polygons = read_geojson(path)[1]
+    if not polygons:
+        raise CellmapsInputError("no polygon (region) in the GeoJSON file", path)
+    return polygons
+
+
+def _write_regions(out: Path, rows: list[dict]) -> None:
+    labels: list[str] = []
+    for r in rows:
+        labels += [k for k in r if k not in ("id", "region", "count", "index") and k not in labels]
+    index = ["index"] if any("index" in r for r in rows) else []
+    header = ["id", "region", "count", *labels, *index]
+    from cellmaps.ki67 import format_index
+
+    def cell(r: dict, k: str):
+        if k == "index":
+            return format_index(r["index"]) if "index" in r else ""
+        return r.get(k, 0)
+
+    body = [[cell(r, k) for k in header] for r in rows]
+    write_csv_atomic(out / REGIONS_FILE, header, body)
 
 
 def _write_counts(out: Path, rows: list[dict]) -> None:
@@ -216,6 +278,7 @@ def predict_paths(
     tissue: bool = True,
     magnification: float | None = None,
     parquet: bool = False,
+    regions: str | os.PathLike | None = None,
     **inference,
 ) -> list[dict]:
     """Detect objects in every image and write ``points/<id>.csv`` (x,y,label,score),
@@ -240,6 +303,8 @@ def predict_paths(
     ``parquet`` also writes ``points/<id>.parquet``. ``workers`` runs the images (and the
     row bands of slides) on a local Dask cluster of that many processes, ``scheduler`` on a
     running one (:mod:`cellmaps.cluster`); the outputs are the same as a serial run's.
+    ``regions`` (a folder of ``<id>.geojson`` or one GeoJSON file of polygons, in the image's
+    level-0 pixels) adds ``regions.csv``: counts (and Ki67 index) per region.
 
     Returns one row per image processed or resumed: id, count and count per label.
     """
@@ -269,12 +334,16 @@ def predict_paths(
                 "table; rename the image",
                 f,
             )
-    slides = {"stream_above": stream_above, "tissue": tissue, "magnification": magnification}
+    for f in files:  # bad region files are reported before anything is written
+        read_regions(regions, f.stem)
+    slides = {"stream_above": stream_above, "tissue": tissue, "magnification": magnification,
+              "regions": None if regions is None else str(regions)}  # fmt: skip
     record = _run_record(m, xi, masks, split, channels, dict(inference, **slides))
     slides.update(parquet=parquet, progress=progress and len(files) == 1)
     out = start_run(out, record, overwrite, resume)
     done: dict[int, dict] = {}  # file index → row; tables list them in file order
     rows: list[dict] = []
+    in_regions: dict[int, list[dict]] = {}
 
     def finished(i: int, f: Path, counts: dict) -> None:
         done[i] = {"id": f.stem, "count": sum(counts.values()), **counts}
@@ -282,6 +351,11 @@ def predict_paths(
         _write_counts(out, rows)
         if write_tables is not None:
             write_tables(out, rows)
+        polygons = read_regions(regions, f.stem)
+        if polygons:
+            pts = read_points(out / "points" / f"{f.stem}.csv")
+            in_regions[i] = [{"id": f.stem, **r} for r in region_counts(pts, polygons)]
+            _write_regions(out, [r for k in sorted(in_regions) for r in in_regions[k]])
 
     skipped: list[list[str]] = []
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
@@ -260,3 +261,164 @@ def detect_slide(
         "skipped_tiles": float(skipped_share(model, plan, **inference)),
     }
     return pts, info
+
+
+class LabelCanvas:
+    """A chunked label image on disk (zarr) that blocks paint objects into, with ids
+    unique over the whole slide."""
+
+    def __init__(self, folder, shape: tuple[int, int], chunk: int = 1024) -> None:
+        import zarr
+
+        self.array = zarr.create_array(
+            store=str(folder), shape=shape, chunks=(chunk, chunk), dtype=np.uint32, fill_value=0
+        )
+        self.next_id = 1
+
+    def paint(self, labels: np.ndarray, keep: np.ndarray, r0: int, c0: int) -> None:
+        """Paint the objects of a block's label image (ids 1..N) listed in ``keep`` at
+        (r0, c0), with new slide-wide ids, where nothing is painted yet (an object that a
+        neighbouring block already painted keeps its pixels)."""
+        keep = np.asarray(keep, np.int64)
+        if keep.size == 0:
+            return
+        lut = np.zeros(int(labels.max()) + 1 if labels.size else 1, np.uint32)
+        lut[keep] = np.arange(self.next_id, self.next_id + len(keep), dtype=np.uint32)
+        self.next_id += len(keep)
+        new = lut[labels]
+        rows = np.flatnonzero(new.any(1))
+        cols = np.flatnonzero(new.any(0))
+        if not len(rows):
+            return
+        a, b, c, d = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        window = (slice(r0 + a, r0 + b), slice(c0 + c, c0 + d))
+        old = np.asarray(self.array[window])
+        self.array[window] = np.where((old == 0) & (new[a:b, c:d] > 0), new[a:b, c:d], old)
+
+
+def region_growing_decoder(canvas: LabelCanvas, outer_min: float = 0.5):
+    """A chunk decoder (:func:`cellmaps.inference.stream.stream_candidates`) that decodes a
+    DeepDistance-extended chunk like :func:`cellmaps.model.segment_image` (detections, then
+    marker-controlled region growing, §4.7) and paints the objects whose detection lies in
+    the chunk's core into ``canvas``. All the chunk's detections seed the growing, so an
+    object next to the core's edge grows against the same neighbours as in the whole image."""
+    from cellmaps.inference.stream import flat_rule
+    from cellmaps.model import _task_with_target
+    from cellmaps.postprocess import grow_markers, majority_filter, markers_from_detections
+
+    def factory(model, base, shape):
+        outer_task = _task_with_target(model, "outer_distance")
+        cells_task = _task_with_target(model, "foreground")
+
+        def decode(maps, r0, c0, core):
+            pts = model.decode_maps(maps)
+            pts = pts.subset(flat_rule(model, base, shape, pts.coords + [r0, c0]))
+            outer, cells = maps[outer_task][0], maps[cells_task][0]
+            markers = markers_from_detections(pts.coords, outer, outer_min)
+            labels = majority_filter(grow_markers(markers, cells > 0.5, outer), 5)
+            g = pts.coords + [r0, c0]
+            inside = (
+                (g[:, 0] >= core[0] - 0.5)
+                & (g[:, 0] < core[1] - 0.5)
+                & (g[:, 1] >= core[2] - 0.5)
+                & (g[:, 1] < core[3] - 0.5)
+            )
+            present = np.zeros(len(pts) + 1, bool)
+            present[np.unique(labels)] = True
+            keep = np.flatnonzero(inside & present[1:]) + 1  # label k = detection k - 1
+            canvas.paint(labels, keep, r0, c0)
+            n = len(pts)
+            return pts.coords, pts.scores, np.zeros((n, 1)), np.zeros(n, np.intp)
+
+        return decode
+
+    return factory
+
+
+def segment_slide(
+    model, path, mask_path, progress: bool = False, outer_min: float = 0.5, **plan_options
+) -> tuple[Points, dict]:
+    """Detections and an instance mask of a slide by DeepDistance's region growing, block by
+    block (serially: ids are numbered as blocks finish). The mask is written at the net's
+    pixels of the chosen level (``slides.json`` records its shape) as a pyramidal, tiled
+    OME-TIFF label image, atomically; objects cut by a block seam are painted once, whole, by
+    the block holding their detection."""
+    import shutil
+    import tempfile
+
+    from cellmaps.inference.stream import Candidates, column_strips, finish_candidates
+    from cellmaps.io.slides import LazyImage, SlideSource
+    from cellmaps.model import _task_with_target
+
+    if _task_with_target(model, "outer_distance") is None or (
+        _task_with_target(model, "foreground") is None
+    ):
+        raise CellmapsInputError(
+            "instance masks need a model with outer_distance and foreground tasks "
+            "(recipe deepdistance-extended)"
+        )
+    inference = {k: plan_options.pop(k) for k in ("tile", "stride", "batch") if k in plan_options}
+    plan = plan_slide(model, path, **plan_options)
+    skip = None if plan.mask is None else tile_filter(plan.mask, plan.mask_scale)
+    tmp = Path(tempfile.mkdtemp(prefix=".masks-", dir=Path(mask_path).parent))
+    try:
+        canvas = LabelCanvas(tmp / "labels.zarr", plan.shape)
+        found = Candidates()
+        with LazyImage(plan.path) as img:
+            source = SlideSource(img, plan.level, plan.factor, plan.maximum, plan.channels)
+            for cols in column_strips(plan.shape[1]):
+                found.merge(
+                    stream_candidates_for_masks(
+                        model,
+                        source,
+                        plan,
+                        skip,
+                        progress,
+                        cols,
+                        region_growing_decoder(canvas, outer_min),
+                        inference,
+                    )  # fmt: skip
+                )
+        write_label_pyramid(mask_path, canvas.array)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    pts = to_level0(model, plan, finish_candidates(model, found))
+    info = {"level": plan.level, "net_shape": list(plan.shape), "mask_shape": list(plan.shape),
+            "skipped_tiles": float(skipped_share(model, plan, **inference))}  # fmt: skip
+    return pts, info
+
+
+def stream_candidates_for_masks(model, source, plan, skip, progress, cols, factory, inference):
+    from cellmaps.inference.stream import stream_candidates
+
+    return stream_candidates(model, source, plan.shape, None, skip, progress, cols=cols,
+                             decoder_factory=factory, **inference)  # fmt: skip
+
+
+def write_label_pyramid(path, labels, tile: int = 512, min_side: int = 1024) -> None:
+    """Write a 2-D label array (zarr or numpy) as a tiled OME-TIFF with reduced levels
+    (nearest: every second pixel, so ids stay ids) down to ``min_side``, atomically, tile by
+    tile (the whole image is never in memory)."""
+    import tifffile
+
+    from cellmaps.io._atomic import atomic_path
+
+    h, w = labels.shape
+    levels = 1
+    while max(h, w) // 2**levels >= min_side:
+        levels += 1
+
+    def tiles(k: int):
+        f = 2**k
+        for r in range(0, h, tile * f):
+            for c in range(0, w, tile * f):
+                block = np.asarray(labels[r : r + tile * f : f, c : c + tile * f : f])
+                out = np.zeros((tile, tile), np.uint32)
+                out[: block.shape[0], : block.shape[1]] = block
+                yield out
+
+    with atomic_path(path) as tmp, tifffile.TiffWriter(tmp, bigtiff=True, ome=True) as tw:
+        opts = dict(tile=(tile, tile), dtype=np.uint32, compression="zlib")
+        tw.write(tiles(0), shape=(h, w), subifds=levels - 1, metadata={"axes": "YX"}, **opts)
+        for k in range(1, levels):
+            tw.write(tiles(k), shape=(-(-h // 2**k), -(-w // 2**k)), subfiletype=1, **opts)

@@ -29,6 +29,7 @@ import numpy as np
 
 from cellmaps.io.points import Points
 from cellmaps.postprocess import channel_peaks, merge_class_peaks
+from cellmaps.postprocess.peaks import pixel_of
 
 PLATEAU_MARGIN = 32  # rows beyond the peak window a plateau of equal maxima may span
 DECODE_CHUNK = 1024  # rows decoded at a time (besides the overlaps)
@@ -86,9 +87,10 @@ class Candidates:
 class BandDecoder:
     """Decode streamed map rows of image rows [a, b) chunk by chunk (see module doc).
 
-    ``decode_chunk(maps, r0, c0) → (coords, scores, values, chans)`` decodes one chunk of
-    maps (name → (C, n, m)) whose first pixel is image pixel (``r0``, ``c0``); coordinates
-    are in chunk pixels. The maps cover columns [``col0``, ...) and only objects in the
+    ``decode_chunk(maps, r0, c0, core) → (coords, scores, values, chans)`` decodes one chunk
+    of maps (name → (C, n, m)) whose first pixel is image pixel (``r0``, ``c0``); coordinates
+    are in chunk pixels; ``core`` = (row0, row1, col0, col1) are the image pixels whose
+    objects this chunk keeps. The maps cover columns [``col0``, ...) and only objects in the
     columns ``cols`` are kept (a strip of a wide image, with overlaps on both sides).
     """
 
@@ -130,7 +132,8 @@ class BandDecoder:
 
     def _decode(self, core_end: int) -> None:
         core_end = min(core_end, self.b)
-        c, s, v, ch = self.decode_chunk(self.buffer, self.buf0, self.col0)
+        core = (self.done, core_end) + (self.cols or (0, 1 << 62))
+        c, s, v, ch = self.decode_chunk(self.buffer, self.buf0, self.col0, core)
         c = c + [self.buf0, self.col0]
         keep = (c[:, 0] >= self.done - 0.5) & (c[:, 0] < core_end - 0.5)
         k0, k1 = (0, None) if self.cols is None else (self.cols[0] - self.col0,
@@ -158,7 +161,7 @@ def local_contrast_at(base: BaseReader, shape, coords: np.ndarray, window: int) 
     if len(coords) == 0:
         return np.zeros(0)
     half = window // 2
-    rc = np.clip(np.rint(coords).astype(np.int64), 0, np.array(shape[:2]) - 1)
+    rc = np.clip(pixel_of(coords).astype(np.int64), 0, np.array(shape[:2]) - 1)
     i0, i1 = max(0, int(rc[:, 0].min()) - half), min(shape[0], int(rc[:, 0].max()) + half + 1)
     j0, j1 = max(0, int(rc[:, 1].min()) - half), min(shape[1], int(rc[:, 1].max()) + half + 1)
     # the slab's own mirrored border is never inside a point's window (see docstring)
@@ -171,7 +174,7 @@ def peak_chunk_decoder(model, base: BaseReader, shape) -> Callable:
     d = model.decode
     task, md, floor = d["task"], d["min_distance"], d["min_score"]
 
-    def decode(maps, r0, c0):
+    def decode(maps, r0, c0, core=None):
         m = maps[task]
         c, s, v, ch = channel_peaks(m, 0.0, md, np.ones(m.shape[0]))  # ξ applied at the end
         keep = s >= floor
@@ -190,7 +193,7 @@ def region_chunk_decoder(model, base: BaseReader, shape) -> Callable:
     d = model.decode
     fn = DECODERS[model.decode_kind()]
 
-    def decode(maps, r0, c0):
+    def decode(maps, r0, c0, core=None):
         pts = fn(model, maps, xi=d["xi"], h=d["h"], min_area=d["min_area"], tops=None)
         c, s = pts.coords, pts.scores
         keep = s >= d["min_score"]
@@ -218,13 +221,15 @@ def stream_candidates(
     rows: tuple[int, int] | None = None,
     skip_tile=None,
     progress: bool = False,
-    chunk: int = DECODE_CHUNK,
+    chunk: int | None = None,
     cols: tuple[int, int] | None = None,
+    decoder_factory=None,
     **inference,
 ) -> Candidates:
     """Candidates in the block ``rows`` × ``cols`` (all by default) of a normalised image at
     the net's scale read through ``base``; :func:`finish_candidates` turns the candidates
-    of all blocks into detections."""
+    of all blocks into detections. ``decoder_factory(model, base, shape)`` replaces the
+    model's chunk decoder (instance masks of slides, :func:`cellmaps.slide.segment_slide`)."""
     from cellmaps.inference.tiles import TiledInferer
     from cellmaps.io.scale import match_channels, standardize
 
@@ -235,13 +240,17 @@ def stream_candidates(
     opts.update({k: v for k, v in inference.items() if v is not None})
     inferer = TiledInferer(**opts)
     peaks = model.decode_kind() in ("peaks", "peaks_per_class", "none")
-    if peaks:
+    if decoder_factory is not None:
+        peaks = False
+        overlap = region_overlap(model.object_size)
+        decode = decoder_factory(model, base, shape)
+    elif peaks:
         overlap = peak_overlap(model.decode["min_distance"])
         decode = peak_chunk_decoder(model, base, shape)
     else:
         overlap = region_overlap(model.object_size)
         decode = region_chunk_decoder(model, base, shape)
-    chunk = max(int(chunk), overlap)
+    chunk = max(int(DECODE_CHUNK if chunk is None else chunk), overlap)
     span_c = (max(0, c - overlap), min(w, d + overlap))
     decoder = BandDecoder(decode, (a, b), overlap, chunk, model.decode["task"] if peaks else None,
                           (c, d), span_c[0])  # fmt: skip
@@ -257,8 +266,10 @@ def stream_candidates(
     return decoder.finish()
 
 
-def column_strips(width: int, strip: int = STRIP_WIDTH) -> list[tuple[int, int]]:
-    """Consecutive column ranges of at most ``strip`` columns covering [0, width)."""
+def column_strips(width: int, strip: int | None = None) -> list[tuple[int, int]]:
+    """Consecutive column ranges of at most ``strip`` (default :data:`STRIP_WIDTH`) columns
+    covering [0, width)."""
+    strip = STRIP_WIDTH if strip is None else strip
     n = max(1, -(-width // strip))
     edges = np.linspace(0, width, n + 1).round().astype(int)
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]

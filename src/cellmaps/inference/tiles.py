@@ -6,8 +6,9 @@ band by row band (:meth:`TiledInferer.stream`): it reads only the rows one row o
 needs, keeps the blended maps of at most one tile's height of rows, and hands finished map
 rows to the caller (a decoder) as soon as no later tile touches them. Both go through the
 same code, tiles on the same global grid and batches within one row of tiles, so a streamed
-image gives bit-identical maps to the whole image — and so does any band of rows of it
-streamed on its own (how a slide is split between workers).
+image gives bit-identical maps to the whole image — and so does any block of it streamed on
+its own (how a slide is split between workers), for nets whose output for a tile does not
+depend on the batch size (the bundled models).
 """
 
 from __future__ import annotations
@@ -131,8 +132,10 @@ class TiledInferer:
         and cover [a, b) exactly. Only the pixels one row of tiles needs are read at a time,
         so memory follows the width d − c. Tiles for which ``skip_tile`` says True are not
         run (their pixels get no weight; pixels no run tile covers are 0). Every pixel gets
-        the same tiles, in the same batches, as in the whole image, so the maps are
-        bit-identical to the whole image's wherever the block is cut.
+        the same tiles as in the whole image, in the same batches cut at the block's edges,
+        so the maps are the whole image's wherever the block is cut: bit-identical for nets
+        whose output for a tile does not depend on the batch size (the bundled models), to
+        float rounding otherwise.
         """
         h, w = shape
         a, b = (0, h) if rows is None else (max(0, rows[0]), min(h, rows[1]))
@@ -141,6 +144,7 @@ class TiledInferer:
         row_starts_all, col_starts_all = self.grid(h, w)
         row_starts = self._tiles_for(row_starts_all, (a, b))
         col_starts = self._tiles_for(col_starts_all, (c, d))
+        col_index = {q: i for i, q in enumerate(col_starts_all)}
         # padded columns [p0, p1) cover every tile run; output columns are [c, d)
         p0 = col_starts[0] if col_starts else c + m
         p1 = col_starts[-1] + t if col_starts else d + m
@@ -174,8 +178,12 @@ class TiledInferer:
                 idx = reflect_index(np.arange(r, r + t) - m, h)
                 lo = int(idx.min())
                 band = read(lo, int(idx.max()) + 1, j0, j1)[:, idx - lo][:, :, pcols - j0]
-            for i in range(0, len(run), self.batch):
-                chunk = run[i : i + self.batch]
+            # batches of the whole image's row (by global tile column), so a block runs the
+            # same batches as the whole image, cut at its edges
+            groups: dict[int, list[int]] = {}
+            for q in run:
+                groups.setdefault(col_index[q] // self.batch, []).append(q)
+            for chunk in groups.values():
                 x = np.stack([band[:, :, q - p0 : q - p0 + t] for q in chunk])
                 out = forward(torch.from_numpy(np.ascontiguousarray(x)))
                 for name, tensor in out.items():

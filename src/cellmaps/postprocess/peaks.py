@@ -7,6 +7,13 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 
+def pixel_of(coords: np.ndarray) -> np.ndarray:
+    """The pixel holding each (row, col): rounded half up, not half to even as ``np.rint``
+    does, so the pixel of a point does not depend on the frame it is given in (a block of a
+    slide starting at an odd row)."""
+    return np.floor(np.asarray(coords, np.float64) + 0.5)
+
+
 def plateau_centroids(
     cand: np.ndarray, values: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -69,7 +76,7 @@ def channel_peaks(
     c = np.concatenate(coords) if coords else np.zeros((0, 2))
     s = np.concatenate(scores) if scores else np.zeros(0)
     ch = np.concatenate(chans) if chans else np.zeros(0, dtype=np.intp)
-    rc = np.clip(np.rint(c).astype(np.intp), 0, np.array(maps.shape[1:]) - 1)
+    rc = np.clip(pixel_of(c).astype(np.intp), 0, np.array(maps.shape[1:]) - 1)
     values = maps[:, rc[:, 0], rc[:, 1]].T.reshape(len(c), maps.shape[0])
     return c, s, values, ch
 
@@ -81,7 +88,9 @@ def merge_class_peaks(
     and give each survivor the class whose map is largest at its pixel (KiNet)."""
     if len(coords) == 0:
         return coords, scores, np.zeros(0, dtype=np.intp)
-    order = np.argsort(-scores, kind="stable")
+    # highest first; equal scores by position, so the result does not depend on the order
+    # the peaks come in (blocks of a slide decoded in any order give the same detections)
+    order = np.lexsort((coords[:, 1], coords[:, 0], -scores))
     coords, scores, values = coords[order], scores[order], values[order]
     keep = np.ones(len(coords), dtype=bool)
     tree = cKDTree(coords)

@@ -8,6 +8,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
+from cellmaps.postprocess.peaks import pixel_of
+
 # 8-adjacency: the paper does not say; on touching discs it grows rounder cells than
 # 4-adjacency (AJI 0.93 vs 0.90 from perfect maps), whose diamonds stall at their corners
 _ADJ = np.ones((3, 3), bool)
@@ -30,7 +32,7 @@ def markers_from_detections(
     outer = np.asarray(outer, np.float64)
     seeds = np.zeros(outer.shape, np.int32)
     pts = np.asarray(detections, np.float64).reshape(-1, 2)
-    rc = np.clip(np.rint(pts).astype(int), 0, np.array(outer.shape) - 1)
+    rc = np.clip(pixel_of(pts).astype(int), 0, np.array(outer.shape) - 1)
     seeds[rc[:, 0], rc[:, 1]] = np.arange(1, len(rc) + 1, dtype=np.int32)
     region = outer > outer_min
     region[rc[:, 0], rc[:, 1]] = True  # a detection always keeps its own pixel
