@@ -55,9 +55,9 @@ HEADS = {
     },
     "deepdistance": {"inner": lambda x: x + 1.0, "outer": lambda x: 1.0 - x},
     "deepdistance-extended": {
-        "inner": lambda x: x + 1.0,
-        "outer": lambda x: 2 * (x + 0.9),
-        "cells": lambda x: 8 * (x + 1.2),
+        "inner": lambda x: x + 1.3,
+        "outer": lambda x: 2 * (x + 1.3),
+        "cells": lambda x: 8 * (x + 1.45),
     },
     "multi-classification-boundary": {
         "cells": lambda x: 8 * (x + 0.5),
@@ -133,20 +133,22 @@ def test_any_block_of_the_stream_is_bit_identical_to_the_whole_image():
         with torch.no_grad():
             return net(x)
 
-    img = np.random.default_rng(0).normal(size=(3, 150, 170)).astype(np.float32)
+    img = np.random.default_rng(0).normal(size=(3, 160, 176)).astype(np.float32)
     # batch 1: this tiny net's output for a tile changes in the last bit with the batch size
-    inf = TiledInferer(tile=64, stride=40, batch=1)
+    inf = TiledInferer(tile=96, stride=48, batch=1, trim=24)
     whole = inf.predict(forward, img)["p"]
+    direct = forward(torch.from_numpy(img[None]))["p"][0].numpy()  # the net on the whole image
+    assert np.allclose(whole[:, 24:-24, 24:-24], direct[:, 24:-24, 24:-24], atol=1e-5)
     read = lambda i0, i1, j0, j1: img[:, i0:i1, j0:j1]  # noqa: E731
     for rows, cols in [((0, 150), (0, 170)), ((37, 101), (0, 170)), ((0, 150), (55, 123)),
                        ((140, 150), (3, 9))]:  # fmt: skip
-        bands = list(inf.stream(forward, read, (150, 170), rows, cols=cols))
+        bands = list(inf.stream(forward, read, (160, 176), rows, cols=cols))
         assert [b[0] for b in bands][0] == rows[0]
         got = np.concatenate([b[1]["p"] for b in bands], 1)
         assert np.array_equal(got, whole[:, rows[0] : rows[1], cols[0] : cols[1]])
     # tiles left out get no weight: all skipped → zero maps of the right shape
-    skipped = list(inf.stream(forward, read, (150, 170), skip_tile=lambda *a: True))
-    assert np.concatenate([b[1]["p"] for b in skipped], 1).shape == (2, 150, 170)
+    skipped = list(inf.stream(forward, read, (160, 176), skip_tile=lambda *a: True))
+    assert np.concatenate([b[1]["p"] for b in skipped], 1).shape == (2, 160, 176)
     assert all(not b[1]["p"].any() for b in skipped)
 
 
@@ -198,12 +200,13 @@ def test_resampled_blocks_equal_the_whole_resampled_level(tmp_path):
     img = blob_image((400, 330), n=200)
     write_pyramid(tmp_path / "s.tif", img, levels=1)
     with LazyImage(tmp_path / "s.tif") as im:
-        for factor in (0.62, 1.37):
+        for factor in (0.3, 0.62, 1.37):
             src = SlideSource(im, 0, factor)
             whole = src(0, src.shape[0], 0, src.shape[1])
             assert whole.shape[:2] == src.shape
-            for i0, i1, j0, j1 in [(0, 30, 0, 17), (101, 180, 44, 201), (src.shape[0] - 5,
-                                   src.shape[0], 3, src.shape[1])]:  # fmt: skip
+            h, w = src.shape
+            for i0, i1, j0, j1 in [(0, h // 4, 0, w // 5), (h // 3, h // 2, w // 7, w // 2),
+                                   (h - 5, h, 3, w)]:  # fmt: skip
                 assert np.array_equal(src(i0, i1, j0, j1), whole[i0:i1, j0:j1])
             # and close to scikit-image's resize of the whole image (same pixel centres)
             ref = rescale_image(img.astype(np.float32) / 255, factor)
@@ -281,7 +284,7 @@ def test_slide_masks_equal_whole_image_region_growing_across_block_seams(tmp_pat
     pts, info = segment_slide(model, tmp_path / "s.tif", tmp_path / "m.tif", tissue=False)
     mask = tifffile.imread(tmp_path / "m.tif")
     assert mask.shape == whole.shape and info["mask_shape"] == list(whole.shape)
-    assert whole.max() > 30
+    assert whole.max() > 150
     assert len(np.unique(mask)) - 1 == whole.max()  # ids unique, none split or lost
     assert np.array_equal(canonical_labels(mask), canonical_labels(whole))
     assert_same_points(pts, pts_whole)
