@@ -487,3 +487,23 @@ def test_regions_csv_counts_the_detections_inside_each_polygon(tmp_path):
     with pytest.raises(CellmapsInputError, match="no polygon"):
         predict_paths(model, [folder], tmp_path / "out2", progress=False, regions=regions)
     assert not (tmp_path / "out2").exists()
+
+
+def test_overlays_of_large_images_are_previews_with_the_rings_in_place(tmp_path):
+    from PIL import Image
+
+    from cellmaps.io.points import Points
+    from cellmaps.predict import PREVIEW_SIDE, write_overlay
+
+    image = np.zeros((5000, 300, 3), np.uint8)
+    pts = Points(np.array([[4000.0, 150.0]]), np.array(["nucleus"], dtype=object), None)
+    write_overlay(tmp_path / "o.png", image, pts)
+    with Image.open(tmp_path / "o.png") as im:
+        ov = np.asarray(im)
+    assert ov.shape == (1667, 100, 3) and max(ov.shape[:2]) <= PREVIEW_SIDE
+    ring = np.argwhere(ov.sum(-1) > 0)
+    assert np.allclose(ring.mean(0), [(4000.5 / 3) - 0.5, (150.5 / 3) - 0.5], atol=1.0)
+    small = np.zeros((40, 50, 3), np.uint8)  # small images keep their size
+    write_overlay(tmp_path / "s.png", small, pts.subset(np.array([False])))
+    with Image.open(tmp_path / "s.png") as im:
+        assert im.size == (50, 40)

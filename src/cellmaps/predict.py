@@ -75,8 +75,16 @@ def draw_overlay(image: np.ndarray, points: Points, radius: int = 4) -> np.ndarr
 
 
 def write_overlay(path: Path, image: np.ndarray, points: Points) -> None:
+    """The overlay PNG; images larger than :data:`PREVIEW_SIDE` a side get a preview taken
+    every k-th pixel (its uint8 copy would otherwise set the peak memory of a large run)."""
+    step = -(-max(image.shape[:2]) // PREVIEW_SIDE)
+    if step > 1:
+        image = image[::step, ::step]
+        points = Points((points.coords + 0.5) / step - 0.5, points.labels, points.scores)
     with atomic_path(path) as tmp:
-        Image.fromarray(draw_overlay(image, points)).save(tmp, format="PNG")
+        Image.fromarray(draw_overlay(image, points, radius=4 if step == 1 else 2)).save(
+            tmp, format="PNG"
+        )
 
 
 def _label_counts(pts: Points) -> dict[str, int]:
@@ -133,7 +141,7 @@ def _write_points_outputs(out: Path, stem: str, pts: Points, parquet: bool) -> N
 
 
 SLIDES_FILE = "slides.json"  # per slide read by region: level, net shape, tiles skipped
-PREVIEW_SIDE = 2048  # overlays of slides are previews of at most this many px a side
+PREVIEW_SIDE = 2048  # overlays of larger images are previews of at most this many px a side
 
 
 def _record_slide(out: Path, stem: str, info: dict) -> None:
