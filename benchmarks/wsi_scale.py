@@ -30,7 +30,14 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks._common import machine, machine_line, update_benchmarks_md, write_results
+from benchmarks._common import (
+    machine,
+    machine_line,
+    read_results,
+    save_figure,
+    update_benchmarks_md,
+    write_results,
+)
 from cellmaps.io.images import read_image, write_image
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -214,8 +221,18 @@ def preview_figure(work: Path, side: int = 16384) -> Path:
         a.axis("off")
     fig.tight_layout()
     path = Path(__file__).resolve().parents[1] / "docs" / "wsi_preview.png"
-    fig.savefig(path, dpi=80)
+    save_figure(fig, path, dpi=80)
     return path
+
+
+def batch_one_thread(tiles: int, work: Path) -> dict:
+    """The batch of :func:`batch_case` again, serially with one torch thread (ablation)."""
+    run = run_cli(["predict", str(work / f"tiles_{tiles}"), "--out", str(work / "b_serial1"),
+                   "--overwrite", "--quiet"], env={"OMP_NUM_THREADS": "1"})  # fmt: skip
+    same = (work / "b_serial1" / "counts.csv").read_text() == (
+        work / "b_serial" / "counts.csv"
+    ).read_text()
+    return dict(run, same_counts=same, machine=machine())
 
 
 def report(res: dict) -> str:
@@ -334,44 +351,19 @@ def main() -> None:
         help="only measure the fixed cost of one run and add it to results/wsi_scale.json",
     )
     args = ap.parse_args()
-    if args.report_only:
-        import json
-
-        from benchmarks._common import RESULTS
-
-        res = json.loads((RESULTS / "wsi_scale.json").read_text())
-        update_benchmarks_md("wsi_scale", report(res))
-        return
     if args.figure:
         print(preview_figure(Path(args.workdir)))
         return
-    if args.batch_ablation:
-        import json
-
-        from benchmarks._common import RESULTS
-
-        res = json.loads((RESULTS / "wsi_scale.json").read_text())
-        work = Path(args.workdir)
-        folder = work / f"tiles_{res['batch']['tiles']}"
-        run = run_cli(["predict", str(folder), "--out", str(work / "b_serial1"), "--overwrite",
-                       "--quiet"], env={"OMP_NUM_THREADS": "1"})  # fmt: skip
-        same = (work / "b_serial1" / "counts.csv").read_text() == (
-            work / "b_serial" / "counts.csv"
-        ).read_text()
-        res["batch"]["serial_1_thread"] = dict(run, same_counts=same, machine=machine())
-        write_results("wsi_scale", res)
-        update_benchmarks_md("wsi_scale", report(res))
-        return
-    if args.startup_only:
-        import json
-
-        from benchmarks._common import RESULTS
-
-        res = json.loads((RESULTS / "wsi_scale.json").read_text())
-        with tempfile.TemporaryDirectory() as tmp:
-            res["startup"] = startup_case(Path(tmp))
-        res["startup"]["machine"] = machine()
-        write_results("wsi_scale", res)
+    if args.report_only or args.batch_ablation or args.startup_only:
+        res, _ = read_results("wsi_scale")  # add to the full run's results
+        if args.batch_ablation:
+            res["batch"]["serial_1_thread"] = batch_one_thread(res["batch"]["tiles"],
+                                                               Path(args.workdir))  # fmt: skip
+        if args.startup_only:
+            with tempfile.TemporaryDirectory() as tmp:
+                res["startup"] = dict(startup_case(Path(tmp)), machine=machine())
+        if not args.report_only:
+            write_results("wsi_scale", res)
         update_benchmarks_md("wsi_scale", report(res))
         return
     sizes = [int(s) for s in args.sizes.split(",")]

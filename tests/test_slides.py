@@ -359,21 +359,13 @@ def test_predict_on_a_slide_made_of_crchisto_images_finds_their_nuclei(tmp_path,
     import pyarrow.parquet as pq
 
     table = pq.read_table(out / "points" / "slide.parquet").to_pydict()
-    xy = read_xy(out)  # the CSV keeps 2 decimals
+    xy = pts.coords[:, ::-1]  # (x, y) as the CSV keeps them, to 2 decimals
     assert np.allclose(table["x"], xy[:, 0], atol=0.006)
     assert np.allclose(table["y"], xy[:, 1], atol=0.006)
     from PIL import Image
 
     with Image.open(out / "overlays" / "slide.png") as im:
         assert im.size == (2000, 2000)  # at most 2048 a side: the slide itself
-
-
-def read_xy(out):
-    import csv
-
-    with open(out / "points" / "slide.csv") as fh:
-        rows = list(csv.DictReader(fh))
-    return np.array([[float(r["x"]), float(r["y"])] for r in rows])
 
 
 def test_a_model_that_equalises_histograms_refuses_to_read_by_region(tmp_path, blob_slide):

@@ -86,6 +86,7 @@ class SlidePlan:
     mask: np.ndarray | None
     mask_scale: float
     channels: list[int] | None = None
+    full_shape: tuple[int, int] | None = None  # level 0
 
 
 def plan_slide(
@@ -140,7 +141,7 @@ def plan_slide(
             mask = tissue_mask(thumb)
             mask_scale = tscale * img.levels[0][0] / shape[0]
         return SlidePlan(str(path), level, rest, shape, img.levels[level], img.maximum(),
-                         mask, mask_scale, channels)  # fmt: skip
+                         mask, mask_scale, channels, img.levels[0])  # fmt: skip
 
 
 def row_bands(height: int, n: int) -> list[tuple[int, int]]:
@@ -196,11 +197,7 @@ def to_level0(model, plan: SlidePlan, pts: Points) -> Points:
     if plan.factor != 1.0:
         coords = from_scaled_coords(coords, plan.level_shape, plan.shape)
     if plan.level:
-        from cellmaps.io.slides import LazyImage
-
-        with LazyImage(plan.path) as img:
-            full = img.levels[0]
-        coords = from_scaled_coords(coords, full, plan.level_shape)
+        coords = from_scaled_coords(coords, plan.full_shape, plan.level_shape)
     return Points(coords, pts.labels, pts.scores)
 
 
@@ -302,7 +299,7 @@ def region_growing_decoder(canvas: LabelCanvas, outer_min: float = 0.5):
     marker-controlled region growing, §4.7) and paints the objects whose detection lies in
     the chunk's core into ``canvas``. All the chunk's detections seed the growing, so an
     object next to the core's edge grows against the same neighbours as in the whole image."""
-    from cellmaps.inference.stream import flat_rule
+    from cellmaps.inference.stream import flat_rule, in_core
     from cellmaps.model import _task_with_target
     from cellmaps.postprocess import grow_markers, majority_filter, markers_from_detections
 
@@ -316,13 +313,7 @@ def region_growing_decoder(canvas: LabelCanvas, outer_min: float = 0.5):
             outer, cells = maps[outer_task][0], maps[cells_task][0]
             markers = markers_from_detections(pts.coords, outer, outer_min)
             labels = majority_filter(grow_markers(markers, cells > 0.5, outer), 5)
-            g = pts.coords + [r0, c0]
-            inside = (
-                (g[:, 0] >= core[0] - 0.5)
-                & (g[:, 0] < core[1] - 0.5)
-                & (g[:, 1] >= core[2] - 0.5)
-                & (g[:, 1] < core[3] - 0.5)
-            )
+            inside = in_core(pts.coords + [r0, c0], core)
             present = np.zeros(len(pts) + 1, bool)
             present[np.unique(labels)] = True
             keep = np.flatnonzero(inside & present[1:]) + 1  # label k = detection k - 1
@@ -346,7 +337,12 @@ def segment_slide(
     import shutil
     import tempfile
 
-    from cellmaps.inference.stream import Candidates, column_strips, finish_candidates
+    from cellmaps.inference.stream import (
+        Candidates,
+        column_strips,
+        finish_candidates,
+        stream_candidates,
+    )
     from cellmaps.io.slides import LazyImage, SlideSource
     from cellmaps.model import _task_with_target
 
@@ -368,15 +364,16 @@ def segment_slide(
             source = SlideSource(img, plan.level, plan.factor, plan.maximum, plan.channels)
             for cols in column_strips(plan.shape[1]):
                 found.merge(
-                    stream_candidates_for_masks(
+                    stream_candidates(
                         model,
                         source,
-                        plan,
+                        plan.shape,
+                        None,
                         skip,
                         progress,
-                        cols,
-                        region_growing_decoder(canvas, outer_min),
-                        inference,
+                        cols=cols,
+                        decoder_factory=region_growing_decoder(canvas, outer_min),
+                        **inference,
                     )  # fmt: skip
                 )
         write_label_pyramid(mask_path, canvas.array)
@@ -386,13 +383,6 @@ def segment_slide(
     info = {"level": plan.level, "net_shape": list(plan.shape), "mask_shape": list(plan.shape),
             "skipped_tiles": float(skipped_share(model, plan, **inference))}  # fmt: skip
     return pts, info
-
-
-def stream_candidates_for_masks(model, source, plan, skip, progress, cols, factory, inference):
-    from cellmaps.inference.stream import stream_candidates
-
-    return stream_candidates(model, source, plan.shape, None, skip, progress, cols=cols,
-                             decoder_factory=factory, **inference)  # fmt: skip
 
 
 def write_label_pyramid(path, labels, tile: int = 512, min_side: int = 1024) -> None:

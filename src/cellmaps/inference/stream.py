@@ -135,11 +135,9 @@ class BandDecoder:
         core = (self.done, core_end) + (self.cols or (0, 1 << 62))
         c, s, v, ch = self.decode_chunk(self.buffer, self.buf0, self.col0, core)
         c = c + [self.buf0, self.col0]
-        keep = (c[:, 0] >= self.done - 0.5) & (c[:, 0] < core_end - 0.5)
+        keep = in_core(c, core)
         k0, k1 = (0, None) if self.cols is None else (self.cols[0] - self.col0,
                                                        self.cols[1] - self.col0)  # fmt: skip
-        if self.cols is not None:
-            keep &= (c[:, 1] >= self.cols[0] - 0.5) & (c[:, 1] < self.cols[1] - 0.5)
         self.found.add(c[keep], s[keep], v[keep], ch[keep])
         if self.top_task is not None:
             m = self.buffer[self.top_task][:, self.done - self.buf0 : core_end - self.buf0, k0:k1]
@@ -150,6 +148,20 @@ class BandDecoder:
         if drop > 0:
             self.buffer = {k: v[:, drop:] for k, v in self.buffer.items()}
             self.buf0 += drop
+
+
+def in_core(coords: np.ndarray, core) -> np.ndarray:
+    """Which image coordinates lie in ``core`` = (row0, row1, col0, col1): the pixels
+    whose centres fall in [row0, row1) × [col0, col1). All decoders of a chunk are told their
+    core, so the work for objects another chunk keeps (the flat-region rule) is skipped."""
+    if core is None:
+        return np.ones(len(coords), bool)
+    return (
+        (coords[:, 0] >= core[0] - 0.5)
+        & (coords[:, 0] < core[1] - 0.5)
+        & (coords[:, 1] >= core[2] - 0.5)
+        & (coords[:, 1] < core[3] - 0.5)
+    )
 
 
 def local_contrast_at(base: BaseReader, shape, coords: np.ndarray, window: int) -> np.ndarray:
@@ -177,7 +189,7 @@ def peak_chunk_decoder(model, base: BaseReader, shape) -> Callable:
     def decode(maps, r0, c0, core=None):
         m = maps[task]
         c, s, v, ch = channel_peaks(m, 0.0, md, np.ones(m.shape[0]))  # ξ applied at the end
-        keep = s >= floor
+        keep = (s >= floor) & in_core(c + [r0, c0], core)
         c, s, v, ch = c[keep], s[keep], v[keep], ch[keep]
         ok = flat_rule(model, base, shape, c + [r0, c0])
         return c[ok], s[ok], v[ok], ch[ok]
@@ -196,7 +208,7 @@ def region_chunk_decoder(model, base: BaseReader, shape) -> Callable:
     def decode(maps, r0, c0, core=None):
         pts = fn(model, maps, xi=d["xi"], h=d["h"], min_area=d["min_area"], tops=None)
         c, s = pts.coords, pts.scores
-        keep = s >= d["min_score"]
+        keep = (s >= d["min_score"]) & in_core(c + [r0, c0], core)
         c, s = c[keep], s[keep]
         ok = flat_rule(model, base, shape, c + [r0, c0])
         n = int(ok.sum())
