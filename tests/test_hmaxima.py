@@ -1,5 +1,6 @@
 """Fast h-maxima: the same maxima as scikit-image's h_maxima + 8-connected labelling, on random
-fields with plateaus and ties and on a real predicted map."""
+fields with plateaus and ties, smooth maps with noise everywhere, and on a real predicted
+map."""
 
 from __future__ import annotations
 
@@ -30,6 +31,15 @@ FIELDS = {
     "blobs on zero": lambda rng, s: np.maximum(
         ndimage.gaussian_filter(rng.random(s), 2) - 0.5, 0
     ).astype(np.float32),
+    # no flat background: smooth hills with noise everywhere (the case the old region-wise
+    # shortcut degenerated on)
+    "smooth with noise": lambda rng, s: (
+        ndimage.gaussian_filter(rng.normal(size=s), 3) + rng.normal(0, 1e-3, s)
+    ).astype(np.float32),
+    # wide plateaus at several levels, some touching higher pixels
+    "terraces": lambda rng, s: (
+        np.floor(ndimage.gaussian_filter(rng.random(s), 4) * 30).clip(10, 20).astype(np.float32)
+    ),
 }
 
 
@@ -74,3 +84,18 @@ def test_same_maxima_on_a_real_predicted_map(crchisto):
     for h in (0.1, 0.2, 0.3, 0.4, 0.5, 1.0):
         assert np.array_equal(h_maxima_mask(f, h), reference_mask(f, h))
         assert np.allclose(h_maxima_peaks(f, h), reference_peaks(f, h))
+
+
+def test_plateau_next_to_a_higher_pixel_and_float_tolerance():
+    """A 30×30 plateau touching one higher pixel is not a maximum, the higher pixel is; a
+    float32 pixel a hair above its plateau (within the marker's resolution term) gives the
+    same answer as scikit-image."""
+    f = np.zeros((40, 40), np.float32)
+    f[5:35, 5:35] = 1.0
+    f[20, 34] = 1.5
+    for h in (0.2, 0.5, 1.0):
+        assert np.array_equal(h_maxima_mask(f, h), reference_mask(f, h))
+    assert h_maxima_peaks(f, 0.4).tolist() == [[20.0, 34.0]]
+    f[20, 34] = np.nextafter(np.float32(1.0), np.float32(2))
+    for h in (0.2, 0.5, 1.0):
+        assert np.array_equal(h_maxima_mask(f, h), reference_mask(f, h))

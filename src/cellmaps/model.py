@@ -392,18 +392,27 @@ def above_floor(pts: Points, min_score: float) -> Points:
     return pts.subset(pts.scores >= min_score)
 
 
+def symmetric_index(index: np.ndarray, length: int) -> np.ndarray:
+    """Indices into an axis of ``length`` for positions outside it mirrored with the edge
+    repeated, as ``np.pad(mode='symmetric')`` does (periodically for long pads)."""
+    k = np.mod(np.asarray(index, dtype=np.int64), 2 * length)
+    return np.where(k < length, k, 2 * length - 1 - k)
+
+
 def local_contrast(image: np.ndarray, window: int, coords: np.ndarray) -> np.ndarray:
     """Standard deviation of a normalised (H, W, C) image over the ``window``² square around
     each (row, col), the largest over channels (mirrored at the borders). An exactly flat
     region (scanner padding, a black, white or grey image) has 0: nothing there can be an
-    object. The standard deviation is computed only for the windows at ``coords``."""
-    img = np.asarray(image, np.float32)
-    half = window // 2
+    object. Only the windows at ``coords`` are read (no padded copy of the image)."""
+    img = np.asarray(image)
+    if len(coords) == 0:
+        return np.zeros(0)
     rc = np.clip(pixel_of(coords).astype(np.intp), 0, np.array(img.shape[:2]) - 1)
-    padded = np.pad(img, ((half, half), (half, half), (0, 0)), mode="symmetric")
-    views = np.lib.stride_tricks.sliding_window_view(padded, (window, window), axis=(0, 1))
-    patches = views[rc[:, 0], rc[:, 1]]  # (N, C, window, window)
-    return patches.std(axis=(2, 3), dtype=np.float64).max(axis=1) if len(rc) else np.zeros(0)
+    offsets = np.arange(window) - window // 2
+    rows = symmetric_index(rc[:, :1] + offsets, img.shape[0])  # (N, window)
+    cols = symmetric_index(rc[:, 1:] + offsets, img.shape[1])
+    patches = img[rows[:, :, None], cols[:, None, :]].astype(np.float32)  # (N, w, w, C)
+    return patches.std(axis=(1, 2), dtype=np.float64).max(axis=1)
 
 
 # The one place a decoder is named: ``decode.kind`` / ``tasks[].decode`` choices come from

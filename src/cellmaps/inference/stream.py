@@ -188,7 +188,8 @@ def peak_chunk_decoder(model, base: BaseReader, shape) -> Callable:
 
     def decode(maps, r0, c0, core=None):
         m = maps[task]
-        c, s, v, ch = channel_peaks(m, 0.0, md, np.ones(m.shape[0]))  # ξ applied at the end
+        # ξ is applied at the end (it needs the whole image's maximum); the floor here
+        c, s, v, ch = channel_peaks(m, 0.0, md, np.ones(m.shape[0]), floor)
         keep = (s >= floor) & in_core(c + [r0, c0], core)
         c, s, v, ch = c[keep], s[keep], v[keep], ch[keep]
         ok = flat_rule(model, base, shape, c + [r0, c0])

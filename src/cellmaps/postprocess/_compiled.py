@@ -1,0 +1,263 @@
+"""Compiled kernels (numba) for decoding: pixel order by a radix sort, the max-tree
+reconstruction behind h-maxima, and the labelling of sparse plateaus.
+
+Written here rather than taken from a library because each replaces a whole-image sort
+or a whole-image pass that the library does: ``scipy.ndimage.maximum`` over labels
+argsorts every pixel, and scikit-image's grey-level reconstruction sorts every pixel
+with a comparison sort and walks them in Python-level heaps. The kernels are compiled
+once and cached on disk (``cache=True``; numba falls back to a per-user folder, or
+``NUMBA_CACHE_DIR``, when the package folder is read-only).
+
+Only numpy arrays go in and out; the callers in :mod:`cellmaps.postprocess` keep the
+arithmetic that decides the result (scikit-image's marker and residue test) in numpy.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+_JIT = {"nopython": True, "cache": True, "nogil": True}
+
+# 8-neighbourhood offsets (row, col)
+_DR = np.array([-1, -1, -1, 0, 0, 1, 1, 1], dtype=np.int64)
+_DC = np.array([-1, 0, 1, -1, 1, -1, 0, 1], dtype=np.int64)
+
+
+@numba.jit(**_JIT)
+def _before(k1, k2, j1, j2) -> bool:
+    """(k1, k2) pops before (j1, j2): larger first key, then larger second key."""
+    return k1 > j1 or (k1 == j1 and k2 > j2)
+
+
+@numba.jit(**_JIT)
+def _heap_push(keys, ties, items, size, key, tie, item):
+    """Push onto a binary max-heap of (key, tie) pairs stored in ``keys``/``ties``/``items``
+    (grown by doubling); returns the arrays and the new size."""
+    if size == keys.size:
+        k2 = np.empty(2 * keys.size, dtype=keys.dtype)
+        t2 = np.empty(2 * ties.size, dtype=ties.dtype)
+        i2 = np.empty(2 * items.size, dtype=items.dtype)
+        k2[:size] = keys[:size]
+        t2[:size] = ties[:size]
+        i2[:size] = items[:size]
+        keys, ties, items = k2, t2, i2
+    i = size
+    while i > 0:
+        up = (i - 1) // 2
+        if not _before(key, tie, keys[up], ties[up]):
+            break
+        keys[i] = keys[up]
+        ties[i] = ties[up]
+        items[i] = items[up]
+        i = up
+    keys[i] = key
+    ties[i] = tie
+    items[i] = item
+    return keys, ties, items, size + 1
+
+
+@numba.jit(**_JIT)
+def _heap_pop(keys, ties, items, size):
+    """Pop the first (key, tie) pair of a binary max-heap; returns (key, item, new size)."""
+    key, item = keys[0], items[0]
+    size -= 1
+    last_k, last_t, last_i = keys[size], ties[size], items[size]
+    i = 0
+    while True:
+        child = 2 * i + 1
+        if child >= size:
+            break
+        if child + 1 < size and _before(keys[child + 1], ties[child + 1], keys[child], ties[child]):
+            child += 1
+        if not _before(keys[child], ties[child], last_k, last_t):
+            break
+        keys[i] = keys[child]
+        ties[i] = ties[child]
+        items[i] = items[child]
+        i = child
+    if size > 0:
+        keys[i] = last_k
+        ties[i] = last_t
+        items[i] = last_i
+    return key, item, size
+
+
+@numba.jit(**_JIT)
+def _reconstruction_at(
+    f: np.ndarray, g: np.ndarray, starts: np.ndarray, h
+) -> tuple[np.ndarray, np.ndarray]:
+    """Reconstruction by dilation of the marker ``g`` ≤ ``f`` under ``f`` (8-connectivity),
+    at the pixels ``starts`` only, by a priority flood from each:
+
+        rec(p) = max over q of min(g(q), b(p, q)),
+
+    with b(p, q) the largest, over 8-connected paths, of the smallest f on the path. The
+    flood pops pixels in decreasing b (equal b: higher f first, so it climbs toward what
+    can raise rec before it spreads over a plateau), so it stops as soon as b falls below the best value
+    found (nothing further can beat it), or — the mask test ``f(p) − rec(p) ≥ h`` being
+    monotone in rec — as soon as the test has failed. Pixels of p's plateau (equal f,
+    reached at b = f(p)) share p's reconstruction and take it from p.
+
+    Returns rec (the exact value, or where ``decided`` is False a lower bound that already
+    fails the test) for each start.
+    """
+    hgt, w = f.shape
+    ff, gg = f.ravel(), g.ravel()
+    stamp = np.zeros(ff.size, dtype=np.int64)  # flood number that visited each pixel
+    known = np.full(ff.size, -1, dtype=np.int64)  # start whose result a pixel shares
+    rec = np.empty(starts.size, dtype=ff.dtype)
+    keys = np.empty(1024, dtype=ff.dtype)
+    ties = np.empty(1024, dtype=ff.dtype)
+    items = np.empty(1024, dtype=np.int64)
+    members = np.empty(1024, dtype=np.int64)
+    for k in range(starts.size):
+        p = starts[k]
+        if known[p] >= 0:
+            rec[k] = rec[known[p]]
+            continue
+        fp = ff[p]
+        best = gg[p]
+        failed = (fp - best) < h
+        flood = k + 1
+        stamp[p] = flood
+        size = 0
+        keys, ties, items, size = _heap_push(keys, ties, items, size, fp, fp, p)
+        n_members = 0
+        adopt = -1
+        while size > 0 and not failed and adopt < 0:
+            b, q, size = _heap_pop(keys, ties, items, size)
+            if b < best:
+                break
+            if b == fp and ff[q] == fp:  # p's plateau
+                if n_members == members.size:
+                    m2 = np.empty(2 * members.size, dtype=np.int64)
+                    m2[:n_members] = members[:n_members]
+                    members = m2
+                members[n_members] = q
+                n_members += 1
+            v = min(gg[q], b)
+            if v > best:
+                best = v
+                if (fp - best) < h:
+                    failed = True
+                    break
+            r, c = q // w, q % w
+            for j in range(8):
+                rr, cc = r + _DR[j], c + _DC[j]
+                if rr < 0 or rr >= hgt or cc < 0 or cc >= w:
+                    continue
+                nb = rr * w + cc
+                if stamp[nb] == flood:
+                    continue
+                stamp[nb] = flood
+                if b == fp and ff[nb] == fp and known[nb] >= 0:
+                    adopt = known[nb]  # a plateau-mate already has the answer
+                    break
+                keys, ties, items, size = _heap_push(
+                    keys, ties, items, size, min(b, ff[nb]), ff[nb], nb
+                )
+        if adopt >= 0:
+            best = max(best, rec[adopt])
+        rec[k] = best
+        for i in range(n_members):
+            known[members[i]] = k
+    return rec
+
+
+def reconstruction_at(f: np.ndarray, g: np.ndarray, at: np.ndarray, h: float) -> np.ndarray:
+    """``skimage.morphology.reconstruction(g, f, method="dilation")`` (3×3 footprint) at
+    the flat pixel indices ``at`` of float ``f`` (C order), or where the test
+    ``f − rec ≥ h`` fails, a lower bound of it that fails the test too."""
+    f = np.ascontiguousarray(f)
+    g = np.ascontiguousarray(g, dtype=f.dtype)
+    return _reconstruction_at(f, g, np.asarray(at, dtype=np.int64), f.dtype.type(h))
+
+
+@numba.jit(**_JIT)
+def window_maxima_above(f: np.ndarray, thr, radius: int) -> np.ndarray:
+    """Mask of the pixels of ``f`` that are > 0, ≥ ``thr`` and equal to the maximum of
+    their (2·radius+1)² window (cut at the image border) — ``f == maximum_filter(f,
+    mode='constant', cval=-inf)`` restricted to those pixels, but each window is read only
+    for pixels above the threshold, and only until a larger value turns up."""
+    h, w = f.shape
+    out = np.zeros((h, w), dtype=np.bool_)
+    for r in range(h):
+        r0, r1 = max(0, r - radius), min(h, r + radius + 1)
+        for c in range(w):
+            v = f[r, c]
+            if not (v >= thr and v > 0):
+                continue
+            c0, c1 = max(0, c - radius), min(w, c + radius + 1)
+            ok = True
+            for rr in range(r0, r1):
+                for cc in range(c0, c1):
+                    if f[rr, cc] > v:
+                        ok = False
+                        break
+                if not ok:
+                    break
+            out[r, c] = ok
+    return out
+
+
+@numba.jit(**_JIT)
+def _label_sparse(mask: np.ndarray, starts: np.ndarray, values: np.ndarray):
+    """8-connected components of ``mask`` reached from ``starts`` (flat indices of the
+    mask's pixels in raster order), numbered in raster order of their first pixel, with
+    each component's pixel count, row and column sums and maximum of ``values``. Only
+    the mask's pixels are visited."""
+    h, w = mask.shape
+    m = mask.ravel()
+    vv = values.ravel()
+    seen = np.zeros(h * w, dtype=np.bool_)
+    count = np.zeros(starts.size, dtype=np.int64)
+    sum_r = np.zeros(starts.size, dtype=np.int64)
+    sum_c = np.zeros(starts.size, dtype=np.int64)
+    vmax = np.zeros(starts.size, dtype=np.float64)
+    stack = np.empty(starts.size, dtype=np.int64)
+    n = 0
+    for s in starts:
+        if seen[s]:
+            continue
+        seen[s] = True
+        top = 0
+        stack[0] = s
+        best = -np.inf
+        while top >= 0:
+            p = stack[top]
+            top -= 1
+            r, c = p // w, p % w
+            count[n] += 1
+            sum_r[n] += r
+            sum_c[n] += c
+            if vv[p] > best:
+                best = vv[p]
+            for j in range(8):
+                rr, cc = r + _DR[j], c + _DC[j]
+                if rr < 0 or rr >= h or cc < 0 or cc >= w:
+                    continue
+                q = rr * w + cc
+                if m[q] and not seen[q]:
+                    seen[q] = True
+                    top += 1
+                    stack[top] = q
+        vmax[n] = best
+        n += 1
+    return count[:n], sum_r[:n], sum_c[:n], vmax[:n]
+
+
+def sparse_plateaus(
+    mask: np.ndarray, values: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel count, row sum, column sum and maximum of ``values`` of every 8-connected
+    component of ``mask``, in raster order of the components' first pixels — in time
+    linear in the mask's pixels (plus one scan for them)."""
+    mask = np.ascontiguousarray(mask, dtype=bool)
+    starts = np.flatnonzero(mask)
+    vals = (
+        np.ascontiguousarray(values, dtype=np.float64)
+        if values.dtype != np.float32
+        else (np.ascontiguousarray(values))
+    )
+    return _label_sparse(mask, starts, vals)
