@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import copy
+import itertools
 import os
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from cellmaps.io.scale import (
 )
 from cellmaps.modelfile import load_model_file, save_model_file
 from cellmaps.nets import HeadSpec, apply_activation, net_from_config
+from cellmaps.nets.blocks import fold_batchnorm
 from cellmaps.postprocess import (
     component_centroids,
     find_peaks,
@@ -198,11 +201,23 @@ class Model:
         data = self.training.get("data_object_size")
         return 1.0 if net is None or data is None else scale_factor(net, data)
 
+    def inference_net(self) -> torch.nn.Module:
+        """The net used for prediction: an eval-mode copy with every BatchNorm folded into
+        the convolution before it (:func:`~cellmaps.nets.blocks.fold_batchnorm`),
+        channels-last; remade whenever the weights change (a model being trained)."""
+        tensors = itertools.chain(self.net.parameters(), self.net.buffers())
+        key = (id(self.net), tuple(t._version for t in tensors))
+        if getattr(self, "_inference_key", None) != key:
+            net = copy.deepcopy(self.net).eval()
+            self._inference = fold_batchnorm(net).to(memory_format=torch.channels_last)
+            self._inference_key = key
+        return self._inference
+
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         """Net outputs with each head's activation applied (no grad)."""
         self.net.eval()
         with torch.no_grad(), autocast(self.recipe["training"]["precision"]):
-            out = self.net(x.contiguous(memory_format=torch.channels_last))
+            out = self.inference_net()(x.contiguous(memory_format=torch.channels_last))
         return {k: apply_activation(v.float(), self.activations[k]) for k, v in out.items()}
 
     def predict_maps(

@@ -121,3 +121,38 @@ def pad_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     if dh == 0 and dw == 0:
         return x
     return F.pad(x, (0, dw, 0, dh))
+
+
+def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """A copy of ``conv`` followed by the eval-mode ``bn`` as one convolution:
+    W' = W·s, b' = (b − μ)·s + β with s = γ / sqrt(σ² + ε) per output channel."""
+    import copy
+
+    fused = copy.deepcopy(conv)
+    with torch.no_grad():
+        scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+        bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+        fused.weight.copy_(conv.weight * scale.reshape(-1, 1, 1, 1))
+        fused.bias = nn.Parameter((bias - bn.running_mean) * scale + bn.bias)
+    return fused
+
+
+def fold_batchnorm(module: nn.Module) -> nn.Module:
+    """Fold every eval-mode BatchNorm2d into the convolution before it, in place: inside
+    ``nn.Sequential`` (conv, BN pairs) and the ``convN``/``bnN`` attribute pairs of
+    residual blocks (:class:`ResidualBlock`, the ResNet encoder's blocks), each of which
+    applies ``bnN`` right after ``convN``. The same function of the input up to float rounding, one pass
+    over the activations fewer per convolution (inference only: the statistics are frozen)."""
+    for child in module.modules():
+        if isinstance(child, nn.Sequential):
+            items = list(child._modules.items())
+            for (k1, a), (k2, b) in zip(items, items[1:], strict=False):
+                if isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d):
+                    child._modules[k1] = _folded_conv(a, b)
+                    child._modules[k2] = nn.Identity()
+        for i in range(1, 4):  # residual blocks' conv1/bn1 … conv3/bn3
+            conv, bn = getattr(child, f"conv{i}", None), getattr(child, f"bn{i}", None)
+            if isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d):
+                setattr(child, f"conv{i}", _folded_conv(conv, bn))
+                setattr(child, f"bn{i}", nn.Identity())
+    return module

@@ -138,6 +138,8 @@ SCHEMA = {
         "stride": (int, 192),
         "batch": (int, 4),
         "blend": (str, "mean"),
+        # px at each tile edge left out of the blend; None: (tile − stride) // 4
+        "trim": ((int, type(None)), None),
     },
 }
 
