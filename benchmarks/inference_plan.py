@@ -2,6 +2,7 @@
 tried for the forward pass.
 
     python -m benchmarks.inference_plan [--apply] [--compile] [--repeats 3]
+    python -m benchmarks.inference_plan --test-check   # afterwards: test F1, before → after
 
 Tilings (tile, stride, trim, batch) are scored on validation images — crchisto val (r 6)
 and monuseg train (r 12; monuseg has no validation split, and its test split is never
@@ -15,6 +16,10 @@ Engines, timed interleaved on one batch of the chosen tile size: eager PyTorch w
 BatchNorm layers, the BatchNorm-folded copy cellmaps uses, ONNX Runtime (when importable;
 not a dependency of cellmaps) and ``torch.compile`` (with ``--compile``; its compile time
 is reported too).
+
+``--test-check`` scores the previous and the chosen tiling on the test splits (crchisto
+r 6, monuseg r 12, bcdata_ki67), to report that the choice made on validation costs no
+test F1; it chooses nothing.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from benchmarks._common import (
     SHARED_DATA,
     machine,
     machine_line,
+    read_results,
     update_benchmarks_md,
     write_results,
 )
@@ -185,6 +191,42 @@ def apply(cfg: dict) -> list[str]:
     return done
 
 
+TEST_SETS = {
+    "default": [("crchisto", "test", 6.0), ("monuseg", "test", 12.0)],
+    "ki67": [("bcdata_ki67", "test", None)],
+}
+
+
+def test_check() -> None:
+    """Test F1 of the previous and the chosen tiling (reported, never used to choose)."""
+    payload, _ = read_results("inference_plan")
+    chosen = payload["chosen"]["config"]
+    rows = []
+    for name, sets in TEST_SETS.items():
+        model = Model.load(bundled_model_path(name))
+        for data, split, radius in sets:
+            f1 = {}
+            for label, cfg in (("before", BASELINE), ("after", chosen)):
+                f1[label] = score_split(with_tiling(model, cfg), SHARED_DATA / data, split, radius)[
+                    "f1"
+                ]
+            rows.append({"model": name, "data": data, **f1})
+            print(rows[-1], flush=True)
+    payload["test_check"] = rows
+    write_results("inference_plan", payload)
+    worst = min(r["after"] - r["before"] for r in rows)
+    lines = [
+        "",
+        f"Test F1 (`--test-check`, after the choice; {config_text(BASELINE)} → "
+        f"{config_text(chosen)}): "
+        + "; ".join(
+            f"{r['model']} on {r['data']} {r['before']:.4f} → {r['after']:.4f}" for r in rows
+        )
+        + f". Largest change {worst:+.4f}.",
+    ]
+    update_benchmarks_md("inference_plan", section_text(payload) + "\n".join(lines))
+
+
 def config_text(cfg: dict) -> str:
     trim = "(t − s) / 4" if cfg["trim"] is None else cfg["trim"]
     return f"{cfg['tile']} / {cfg['stride']} / {trim} / {cfg['batch']}"
@@ -197,7 +239,11 @@ def main() -> None:
         "--apply", action="store_true", help="write the chosen tiling into the bundled models"
     )
     ap.add_argument("--compile", action="store_true", help="also time torch.compile")
+    ap.add_argument("--test-check", action="store_true", help="test F1 before → after only")
     args = ap.parse_args()
+    if args.test_check:
+        test_check()
+        return
     torch.manual_seed(0)
     image = mosaic()
     rows = score_tilings(image, args.repeats)
@@ -205,20 +251,33 @@ def main() -> None:
     eng = engines(chosen["config"], args.compile)
     applied = apply(chosen["config"]) if args.apply else []
     mach = machine()
-    write_results("inference_plan", {"machine": mach, "rows": rows, "chosen": chosen,
-                                     "engines": eng, "applied": applied,
-                                     "tolerance": TOLERANCE})  # fmt: skip
+    payload = {"machine": mach, "rows": rows, "chosen": chosen, "engines": eng,
+               "applied": applied, "tolerance": TOLERANCE, "repeats": args.repeats,
+               "command_flags": {"apply": args.apply, "compile": args.compile}}  # fmt: skip
+    write_results("inference_plan", payload)
+    update_benchmarks_md("inference_plan", section_text(payload))
+
+
+def section_text(payload: dict) -> str:
+    """BENCHMARKS.md section from the results JSON."""
+    rows, chosen, eng = payload["rows"], payload["chosen"], payload["engines"]
+    applied, mach = payload["applied"], payload["machine"]
+    flags = payload.get("command_flags") or {
+        "apply": bool(applied),
+        "compile": any(e["engine"].startswith("torch.compile") for e in eng),
+    }
+    repeats = payload.get("repeats", 3)
     keys = list(rows[0]["f1"])
     base = rows[0]
     lines = [
         "## Inference plan (`benchmarks/inference_plan.py`)",
         "",
-        f"`python -m benchmarks.inference_plan --repeats {args.repeats}"
-        f"{' --apply' if args.apply else ''}{' --compile' if args.compile else ''}`. "
+        f"`python -m benchmarks.inference_plan --repeats {repeats}"
+        f"{' --apply' if flags['apply'] else ''}{' --compile' if flags['compile'] else ''}`. "
         f"{machine_line(mach)} Tilings scored on validation images only (monuseg has no "
         "validation split: its train split stands in; no test split is used); time = "
         f"`Model.detect` end to end on a 2048² mosaic of monuseg train tiles, median of "
-        f"{args.repeats} after a warm-up, bundled default model.",
+        f"{repeats} after a warm-up, bundled default model.",
         "",
         "| tile / stride / trim / batch | "
         + " | ".join(f"F1 {k.split(':', 1)[1].replace(':', ' ')} ({k.split(':')[0]})" for k in keys)
@@ -256,7 +315,7 @@ def main() -> None:
         "folded: it needs nothing installed, starts at once, and runs any tile size without a "
         "recompile.",
     ]
-    update_benchmarks_md("inference_plan", "\n".join(lines))
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
