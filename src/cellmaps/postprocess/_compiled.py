@@ -202,6 +202,50 @@ def window_maxima_above(f: np.ndarray, thr, radius: int) -> np.ndarray:
 
 
 @numba.jit(**_JIT)
+def window_std_max(img: np.ndarray, rows: np.ndarray, cols: np.ndarray, window: int) -> np.ndarray:
+    """For each (rows[k], cols[k]) of an (H, W, C) image: the largest over channels of the
+    standard deviation over the ``window``² square starting ``window // 2`` before it,
+    mirrored at the borders as ``np.pad(mode='symmetric')``; sums and sums of squares in
+    float64 (image values are normalised to about [0, 1], so E[x²] − E[x]² loses nothing
+    that matters at the flat-region floor). Reads only the N windows, without gathering
+    them into an array."""
+    h, w, nc = img.shape
+    half = window // 2
+    n_px = window * window
+    out = np.zeros(rows.size, dtype=np.float64)
+    ri = np.empty(window, dtype=np.int64)
+    ci = np.empty(window, dtype=np.int64)
+    for k in range(rows.size):
+        for i in range(window):
+            ri[i] = _symmetric(rows[k] - half + i, h)
+            ci[i] = _symmetric(cols[k] - half + i, w)
+        best = 0.0
+        for ch in range(nc):
+            total = 0.0
+            squares = 0.0
+            for i in range(window):
+                for j in range(window):
+                    v = np.float64(img[ri[i], ci[j], ch])
+                    total += v
+                    squares += v * v
+            mean = total / n_px
+            var = max(squares / n_px - mean * mean, 0.0)
+            if var > best:
+                best = var
+        out[k] = np.sqrt(best)
+    return out
+
+
+@numba.jit(**_JIT)
+def _symmetric(i: int, n: int) -> int:
+    """Index i of an axis of length n mirrored with the edge repeated (periodic)."""
+    k = i % (2 * n)
+    if k < 0:
+        k += 2 * n
+    return k if k < n else 2 * n - 1 - k
+
+
+@numba.jit(**_JIT)
 def _label_sparse(mask: np.ndarray, starts: np.ndarray, values: np.ndarray):
     """8-connected components of ``mask`` reached from ``starts`` (flat indices of the
     mask's pixels in raster order), numbered in raster order of their first pixel, with
