@@ -3,6 +3,7 @@ tried for the forward pass.
 
     python -m benchmarks.inference_plan [--apply] [--compile] [--repeats 3]
     python -m benchmarks.inference_plan --test-check   # afterwards: test F1, before → after
+    python -m benchmarks.inference_plan --report-only  # the section again from the JSON
 
 Tilings (tile, stride, trim, batch) are scored on validation images — crchisto val (r 6)
 and monuseg train (r 12; monuseg has no validation split, and its test split is never
@@ -215,17 +216,24 @@ def test_check() -> None:
             print(rows[-1], flush=True)
     payload["test_check"] = rows
     write_results("inference_plan", payload)
+    update_benchmarks_md("inference_plan", section_text(payload))
+
+
+def test_check_text(payload: dict) -> list[str]:
+    """The --test-check sentence, when that step has run."""
+    rows = payload.get("test_check")
+    if not rows:
+        return []
     worst = min(r["after"] - r["before"] for r in rows)
-    lines = [
+    return [
         "",
         f"Test F1 (`--test-check`, after the choice; {config_text(BASELINE)} → "
-        f"{config_text(chosen)}): "
+        f"{config_text(payload['chosen']['config'])}): "
         + "; ".join(
             f"{r['model']} on {r['data']} {r['before']:.4f} → {r['after']:.4f}" for r in rows
         )
         + f". Largest change {worst:+.4f}.",
     ]
-    update_benchmarks_md("inference_plan", section_text(payload) + "\n".join(lines))
 
 
 def config_text(cfg: dict) -> str:
@@ -241,7 +249,12 @@ def main() -> None:
     )
     ap.add_argument("--compile", action="store_true", help="also time torch.compile")
     ap.add_argument("--test-check", action="store_true", help="test F1 before → after only")
+    ap.add_argument("--report-only", action="store_true", help="rewrite the section from the JSON")
     args = ap.parse_args()
+    if args.report_only:
+        payload = json.loads((REPO / "results" / "inference_plan.json").read_text())
+        update_benchmarks_md("inference_plan", section_text(payload))
+        return
     if args.test_check:
         test_check()
         return
@@ -322,6 +335,7 @@ def section_text(payload: dict) -> str:
         "(trim auto = (tile − stride) / 4.) cellmaps keeps eager PyTorch: nothing to install, "
         "no compile step, any tile size.",
     ]
+    lines += test_check_text(payload)
     return "\n".join(lines)
 
 

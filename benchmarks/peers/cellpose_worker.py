@@ -2,7 +2,7 @@
 
 Random weights (no downloads): ``CellposeModel(pretrained_model=False)`` builds the cyto3
 network (CPnet, 32–256 channels, 2 input channels) without loading weights. End to end per
-image: read, the grey + empty channel pair and percentile normalisation cellpose applies
+image: read (cellpose.io.imread), the grey + empty channel pair and percentile normalisation cellpose applies
 for ``channels=[0, 0]``, the net (224-px tiles, overlap 0.1, batch 8: cellpose's defaults,
 diameter 30 so no resizing), and the post-processing (``compute_masks``: 200 flow
 iterations, mask assembly, flow-error QC) — run on flows and cell probability made from
@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 import tifffile  # noqa: E402
 import torch  # noqa: E402
 from cellpose import dynamics, models, transforms  # noqa: E402
-from PIL import Image  # noqa: E402
+from cellpose.io import imread  # noqa: E402
 from worker_common import Stopwatch, serve  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("PEER_THREADS", "2")))
@@ -42,7 +42,7 @@ def run(image: str, truth: str) -> dict:
     sw = Stopwatch()
     flows, cellprob = truth_maps(truth)  # prepared outside the timed stages (cached)
     with sw("read"):
-        img = np.asarray(Image.open(image).convert("RGB"))
+        img = imread(image)[..., :3]  # cellpose's reader (OpenCV); RGB
     with sw("normalise"):
         grey = img.mean(axis=2, dtype=np.float32)
         x = np.stack([grey, np.zeros_like(grey)], axis=-1)[np.newaxis]

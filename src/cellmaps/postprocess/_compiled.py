@@ -84,9 +84,17 @@ def _heap_pop(keys, ties, items, size):
 
 
 @numba.jit(**_JIT)
-def _reconstruction_at(
-    f: np.ndarray, g: np.ndarray, starts: np.ndarray, h
-) -> tuple[np.ndarray, np.ndarray]:
+def _grow(a: np.ndarray, n: int) -> np.ndarray:
+    """``a`` with room for at least n + 1 items (doubled when full)."""
+    if n < a.size:
+        return a
+    b = np.empty(2 * a.size, dtype=a.dtype)
+    b[:n] = a[:n]
+    return b
+
+
+@numba.jit(**_JIT)
+def _reconstruction_at(f: np.ndarray, g: np.ndarray, starts: np.ndarray, h) -> np.ndarray:
     """Reconstruction by dilation of the marker ``g`` ≤ ``f`` under ``f`` (8-connectivity),
     at the pixels ``starts`` only, by a priority flood from each:
 
@@ -94,23 +102,33 @@ def _reconstruction_at(
 
     with b(p, q) the largest, over 8-connected paths, of the smallest f on the path. The
     flood pops pixels in decreasing b (equal b: higher f first, so it climbs toward what
-    can raise rec before it spreads over a plateau), so it stops as soon as b falls below the best value
-    found (nothing further can beat it), or — the mask test ``f(p) − rec(p) ≥ h`` being
-    monotone in rec — as soon as the test has failed. Pixels of p's plateau (equal f,
-    reached at b = f(p)) share p's reconstruction and take it from p.
+    can raise rec before it spreads over a plateau) and stops as soon as b falls below the
+    best value found (nothing further can beat it), or — the mask test
+    ``f(p) − rec(p) ≥ h`` being monotone in rec — as soon as the test has failed.
 
-    Returns rec (the exact value, or where ``decided`` is False a lower bound that already
-    fails the test) for each start.
+    Work is shared between floods in two ways. Pixels of p's plateau (equal f, reached at
+    b = f(p)) have p's reconstruction and take it from p. And every pixel r a flood from p
+    popped keeps the lower bound min(b(p, r), best(p)) of its own reconstruction (a path
+    r → p → q exists with that bottleneck to a marker at least that high); a later flood
+    that reaches r at bottleneck b takes min(b, bound(r)) as a lower bound too. Starts
+    should come highest first: a lower maximum then stops as soon as it touches the region
+    a higher one explored, instead of flooding its way to the higher one again.
+
+    Returns rec for each start: the exact value, or — where the test fails — a lower
+    bound that already fails it.
     """
     hgt, w = f.shape
     ff, gg = f.ravel(), g.ravel()
     stamp = np.zeros(ff.size, dtype=np.int64)  # flood number that visited each pixel
     known = np.full(ff.size, -1, dtype=np.int64)  # start whose result a pixel shares
+    bound = np.full(ff.size, -np.inf, dtype=ff.dtype)  # lower bound of each pixel's rec
     rec = np.empty(starts.size, dtype=ff.dtype)
     keys = np.empty(1024, dtype=ff.dtype)
     ties = np.empty(1024, dtype=ff.dtype)
     items = np.empty(1024, dtype=np.int64)
     members = np.empty(1024, dtype=np.int64)
+    popped = np.empty(1024, dtype=np.int64)
+    popped_b = np.empty(1024, dtype=ff.dtype)
     for k in range(starts.size):
         p = starts[k]
         if known[p] >= 0:
@@ -124,19 +142,22 @@ def _reconstruction_at(
         size = 0
         keys, ties, items, size = _heap_push(keys, ties, items, size, fp, fp, p)
         n_members = 0
+        n_popped = 0
         adopt = -1
         while size > 0 and not failed and adopt < 0:
             b, q, size = _heap_pop(keys, ties, items, size)
             if b < best:
                 break
+            popped = _grow(popped, n_popped)
+            popped_b = _grow(popped_b, n_popped)
+            popped[n_popped] = q
+            popped_b[n_popped] = b
+            n_popped += 1
             if b == fp and ff[q] == fp:  # p's plateau
-                if n_members == members.size:
-                    m2 = np.empty(2 * members.size, dtype=np.int64)
-                    m2[:n_members] = members[:n_members]
-                    members = m2
+                members = _grow(members, n_members)
                 members[n_members] = q
                 n_members += 1
-            v = min(gg[q], b)
+            v = max(min(gg[q], b), min(bound[q], b))
             if v > best:
                 best = v
                 if (fp - best) < h:
@@ -162,16 +183,25 @@ def _reconstruction_at(
         rec[k] = best
         for i in range(n_members):
             known[members[i]] = k
+        for i in range(n_popped):
+            v = min(popped_b[i], best)
+            if v > bound[popped[i]]:
+                bound[popped[i]] = v
     return rec
 
 
 def reconstruction_at(f: np.ndarray, g: np.ndarray, at: np.ndarray, h: float) -> np.ndarray:
     """``skimage.morphology.reconstruction(g, f, method="dilation")`` (3×3 footprint) at
     the flat pixel indices ``at`` of float ``f`` (C order), or where the test
-    ``f − rec ≥ h`` fails, a lower bound of it that fails the test too."""
+    ``f − rec ≥ h`` fails, a lower bound of it that fails the test too. The floods run
+    from the highest start down (see :func:`_reconstruction_at`)."""
     f = np.ascontiguousarray(f)
     g = np.ascontiguousarray(g, dtype=f.dtype)
-    return _reconstruction_at(f, g, np.asarray(at, dtype=np.int64), f.dtype.type(h))
+    at = np.asarray(at, dtype=np.int64)
+    order = np.argsort(-f.ravel()[at], kind="stable")
+    rec = np.empty(at.size, dtype=f.dtype)
+    rec[order] = _reconstruction_at(f, g, at[order], f.dtype.type(h))
+    return rec
 
 
 @numba.jit(**_JIT)
