@@ -32,7 +32,9 @@ TRUTH_MAPS: dict[str, tuple[np.ndarray, np.ndarray]] = {}
 def truth_maps(path: str) -> tuple[np.ndarray, np.ndarray]:
     if path not in TRUTH_MAPS:
         lab = tifffile.imread(path).astype(np.int32)
-        flows = dynamics.masks_to_flows(lab).astype(np.float32)
+        # the net is trained to predict 5 × the unit flows (cellpose's loss), and
+        # compute_masks divides by 5 again
+        flows = 5.0 * dynamics.masks_to_flows(lab).astype(np.float32)
         cellprob = np.where(lab > 0, 5.0, -5.0).astype(np.float32)
         TRUTH_MAPS[path] = (flows, cellprob)
     return TRUTH_MAPS[path]
