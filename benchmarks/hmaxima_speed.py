@@ -145,6 +145,7 @@ def main() -> None:
     ]
     slow = [r for r in rows if r["speedup"] < TARGET]
     if slow:
+        lines.append("")
         lines.append(
             "What limits it: "
             + ", ".join(f"{r['map']} at h {r['h_share']} ({r['speedup']:.1f}×)" for r in slow)
