@@ -184,7 +184,7 @@ def apply(cfg: dict) -> list[str]:
         path = bundled_model_path(name)
         model = Model.load(path)
         before = {k: v.clone() for k, v in model.net.state_dict().items()}
-        half = next(iter(load_file(str(path)).values())).dtype == torch.float16
+        half = any(t.dtype == torch.float16 for t in load_file(str(path)).values())
         model.recipe["inference"] = {**model.recipe["inference"], **cfg}
         model.save(path, half=half)
         after = Model.load(path).net.state_dict()

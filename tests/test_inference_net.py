@@ -4,6 +4,7 @@ copy is remade when the weights change (validation during training)."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
@@ -87,3 +88,17 @@ def test_folded_copy_follows_the_weights():
     for k in ref:
         expected = apply_activation(ref[k], model.activations[k])
         assert torch.allclose(after[k], expected, atol=1e-4)
+
+
+def test_model_trim_meets_a_users_tile_and_stride():
+    """A model's 16-px trim with --tile 64 --stride 48 (16 px of overlap) is cut to 8, so
+    every pixel is still covered: a per-pixel net gives back its input exactly."""
+    from cellmaps.inference import predict_tiled
+    from cellmaps.inference.tiles import TiledInferer
+
+    assert TiledInferer(tile=64, stride=48, trim=16).trim == 8
+    assert TiledInferer(tile=384, stride=352, trim=16).trim == 16
+    assert TiledInferer(tile=256, stride=192).trim == 16  # auto: a quarter of the overlap
+    img = np.random.default_rng(0).random((1, 150, 130)).astype(np.float32)
+    out = predict_tiled(lambda x: {"p": x}, img, tile=64, stride=48, batch=2, trim=16)["p"]
+    assert np.allclose(out, img, atol=1e-6)

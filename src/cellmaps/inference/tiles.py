@@ -74,8 +74,9 @@ class TiledInferer:
     padded grid and run ``batch`` at a time; each tile's outputs (after the head
     activations, computed by ``forward``) are weighted by :func:`blend_window` — ``trim`` px
     at each tile edge, where zero padding inside the net distorts outputs, get weight 0
-    (default (tile − stride) // 4) — summed and divided by the summed weights (DeepDistance
-    §3.3: overlapping predictions averaged per pixel).
+    (default (tile − stride) // 4; at most (tile − stride) // 2, so tiles still cover every
+    pixel) — summed and divided by the summed weights (DeepDistance §3.3: overlapping
+    predictions averaged per pixel).
     """
 
     tile: int = 256
@@ -87,11 +88,12 @@ class TiledInferer:
     def __post_init__(self) -> None:
         if self.stride < 1 or self.stride > self.tile:
             raise ValueError(f"stride must be in 1..tile ({self.tile}), got {self.stride}")
-        self.trim = (self.tile - self.stride) // 4 if self.trim is None else int(self.trim)
-        if 2 * self.trim >= self.tile or self.tile - 2 * self.trim < self.stride:
-            raise ValueError(
-                f"trim {self.trim} leaves gaps between tiles of {self.tile} at stride {self.stride}"
-            )
+        # a model's trim meets the tile and stride a user asks for (--tile/--stride): at
+        # most half the overlap, so neighbouring tiles still cover every pixel
+        overlap = self.tile - self.stride
+        self.trim = overlap // 4 if self.trim is None else min(int(self.trim), overlap // 2)
+        if self.trim < 0:
+            raise ValueError(f"trim must be ≥ 0, got {self.trim}")
         self.margin = max((self.tile - self.stride) // 2, self.trim)
         self.weight = blend_window(self.tile, self.blend, self.trim)
 
