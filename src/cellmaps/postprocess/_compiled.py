@@ -108,9 +108,10 @@ def _reconstruction_at(f: np.ndarray, g: np.ndarray, starts: np.ndarray, h) -> n
 
     Work is shared between floods in two ways. Pixels of p's plateau (equal f, reached at
     b = f(p)) have p's reconstruction and take it from p. And every pixel r a flood from p
-    popped keeps the lower bound min(b(p, r), best(p)) of its own reconstruction (a path
-    r → p → q exists with that bottleneck to a marker at least that high); a later flood
-    that reaches r at bottleneck b takes min(b, bound(r)) as a lower bound too. Starts
+    popped keeps best(p) as a lower bound of its own reconstruction: pops come in
+    decreasing b and stop below best, so b(p, r) ≥ best(p), and a path r → p → q reaches a
+    marker at least best(p) high without going below it; a later flood that reaches r at
+    bottleneck b takes min(b, bound(r)) as a lower bound too. Starts
     should come highest first: a lower maximum then stops as soon as it touches the region
     a higher one explored, instead of flooding its way to the higher one again.
 
@@ -128,7 +129,6 @@ def _reconstruction_at(f: np.ndarray, g: np.ndarray, starts: np.ndarray, h) -> n
     items = np.empty(1024, dtype=np.int64)
     members = np.empty(1024, dtype=np.int64)
     popped = np.empty(1024, dtype=np.int64)
-    popped_b = np.empty(1024, dtype=ff.dtype)
     for k in range(starts.size):
         p = starts[k]
         if known[p] >= 0:
@@ -149,9 +149,7 @@ def _reconstruction_at(f: np.ndarray, g: np.ndarray, starts: np.ndarray, h) -> n
             if b < best:
                 break
             popped = _grow(popped, n_popped)
-            popped_b = _grow(popped_b, n_popped)
             popped[n_popped] = q
-            popped_b[n_popped] = b
             n_popped += 1
             if b == fp and ff[q] == fp:  # p's plateau
                 members = _grow(members, n_members)
@@ -183,10 +181,9 @@ def _reconstruction_at(f: np.ndarray, g: np.ndarray, starts: np.ndarray, h) -> n
         rec[k] = best
         for i in range(n_members):
             known[members[i]] = k
-        for i in range(n_popped):
-            v = min(popped_b[i], best)
-            if v > bound[popped[i]]:
-                bound[popped[i]] = v
+        for i in range(n_popped):  # b(p, r) ≥ best for every popped r (see docstring)
+            if best > bound[popped[i]]:
+                bound[popped[i]] = best
     return rec
 
 
