@@ -4,12 +4,15 @@ with plateaus and ties."""
 
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
+from cellmaps import model
 from cellmaps.model import local_contrast
 from cellmaps.postprocess import find_peaks, peaks
 from cellmaps.postprocess.peaks import pixel_of, plateau_centroids
@@ -25,14 +28,30 @@ def random_map(rng, shape):
     return (np.round(f * levels) / levels if levels else f).astype(np.float32)
 
 
+@contextlib.contextmanager
+def setting(module, name, value):
+    """Set a module constant for a block (hypothesis tests cannot take monkeypatch)."""
+    old = getattr(module, name)
+    setattr(module, name, value)
+    try:
+        yield
+    finally:
+        setattr(module, name, old)
+
+
+COMPILED, SCIPY = 0, 1 << 40  # SMALL_MAP values: every map compiled / every map scipy
+
+
+@pytest.mark.parametrize("small_map", [COMPILED, SCIPY])
 @settings(max_examples=60, deadline=None)
 @given(seed=st.integers(0, 2**31), density=st.floats(0.01, 0.9))
-def test_plateau_centroids_equal_scipy_labelling(seed, density):
+def test_plateau_centroids_equal_scipy_labelling(small_map, seed, density):
     rng = np.random.default_rng(seed)
     shape = (int(rng.integers(1, 60)), int(rng.integers(1, 60)))
     mask = rng.random(shape) < density
     values = rng.random(shape).astype(np.float32)
-    cents, vmax = plateau_centroids(mask, values)
+    with setting(peaks, "SMALL_MAP", small_map):
+        cents, vmax = plateau_centroids(mask, values)
     lab, n = ndimage.label(mask, structure=EIGHT)
     idx = np.arange(1, n + 1)
     ref_c = np.asarray(ndimage.center_of_mass(mask, lab, idx), np.float64).reshape(-1, 2)
@@ -55,6 +74,7 @@ def scipy_peaks(prob, xi, md, floor=0.0):
 
 
 @pytest.mark.parametrize("share", [0.0, 1.0])  # maximum-filter path, window-scan path
+@pytest.mark.parametrize("small_map", [COMPILED, SCIPY])
 @settings(max_examples=40, deadline=None)
 @given(
     seed=st.integers(0, 2**31),
@@ -62,15 +82,11 @@ def scipy_peaks(prob, xi, md, floor=0.0):
     md=st.integers(1, 6),
     floor=st.sampled_from([0.0, 0.2]),
 )
-def test_find_peaks_equal_maximum_filter_formulation(share, seed, xi, md, floor):
+def test_find_peaks_equal_maximum_filter_formulation(share, small_map, seed, xi, md, floor):
     rng = np.random.default_rng(seed)
     prob = random_map(rng, (int(rng.integers(2, 70)), int(rng.integers(2, 70))))
-    old = peaks.WINDOW_SCAN_SHARE
-    peaks.WINDOW_SCAN_SHARE = share
-    try:
+    with setting(peaks, "WINDOW_SCAN_SHARE", share), setting(peaks, "SMALL_MAP", small_map):
         c, s = find_peaks(prob, xi, md, floor=floor)
-    finally:
-        peaks.WINDOW_SCAN_SHARE = old
     rc, rs = scipy_peaks(prob, xi, md, floor)
     assert np.array_equal(c, rc)
     assert np.array_equal(s, rs)
@@ -89,9 +105,10 @@ def test_window_scan_by_hand():
     assert c.tolist() == [[0.0, 8.0], [4.0, 4.0]]
 
 
+@pytest.mark.parametrize("small_work", [0, 1 << 40])  # compiled, numpy
 @settings(max_examples=40, deadline=None)
 @given(seed=st.integers(0, 2**31), window=st.integers(1, 40))
-def test_local_contrast_equals_padded_image(seed, window):
+def test_local_contrast_equals_padded_image(small_work, seed, window):
     rng = np.random.default_rng(seed)
     h, w, ch = int(rng.integers(1, 30)), int(rng.integers(1, 30)), int(rng.integers(1, 4))
     img = rng.random((h, w, ch)).astype(np.float32)
@@ -103,4 +120,6 @@ def test_local_contrast_equals_padded_image(seed, window):
         padded[r : r + window, c : c + window].std(axis=(0, 1), dtype=np.float64).max()
         for r, c in rc
     ]
-    assert np.allclose(local_contrast(img, window, coords), ref, rtol=1e-6, atol=1e-9)
+    with setting(model, "SMALL_CONTRAST_WORK", small_work):
+        got = local_contrast(img, window, coords)
+    assert np.allclose(got, ref, rtol=1e-6, atol=1e-9)

@@ -407,20 +407,39 @@ def above_floor(pts: Points, min_score: float) -> Points:
     return pts.subset(pts.scores >= min_score)
 
 
+# Up to this many window values, local contrast is computed with numpy (see SMALL_MAP in
+# cellmaps.postprocess.peaks: loading the compiled kernels costs about a second).
+SMALL_CONTRAST_WORK = 1 << 21
+
+
+def symmetric_index(index: np.ndarray, length: int) -> np.ndarray:
+    """Indices into an axis of ``length`` for positions outside it mirrored with the edge
+    repeated, as ``np.pad(mode='symmetric')`` does (periodically for long pads)."""
+    k = np.mod(np.asarray(index, dtype=np.int64), 2 * length)
+    return np.where(k < length, k, 2 * length - 1 - k)
+
+
 def local_contrast(image: np.ndarray, window: int, coords: np.ndarray) -> np.ndarray:
     """Standard deviation of a normalised (H, W, C) image over the ``window``² square around
     each (row, col), the largest over channels (mirrored at the borders). An exactly flat
     region (scanner padding, a black, white or grey image) has 0: nothing there can be an
     object. Only the windows at ``coords`` are read (compiled: no padded copy of the image,
     no array of windows)."""
-    from cellmaps.postprocess._compiled import window_std_max
-
     img = np.asarray(image)
     if len(coords) == 0:
         return np.zeros(0)
     if img.ndim != 3:
         raise ValueError(f"expected an (H, W, C) image, got shape {img.shape}")
     rc = np.clip(pixel_of(coords).astype(np.int64), 0, np.array(img.shape[:2]) - 1)
+    if len(rc) * window * window * img.shape[2] <= SMALL_CONTRAST_WORK:
+        # little to do: numpy, without loading the compiled kernels
+        offsets = np.arange(window) - window // 2
+        rows = symmetric_index(rc[:, :1] + offsets, img.shape[0])  # (N, window)
+        cols = symmetric_index(rc[:, 1:] + offsets, img.shape[1])
+        patches = img[rows[:, :, None], cols[:, None, :]].astype(np.float32)  # (N, w, w, C)
+        return patches.std(axis=(1, 2), dtype=np.float64).max(axis=1)
+    from cellmaps.postprocess._compiled import window_std_max
+
     img = np.ascontiguousarray(img, dtype=np.float32)
     return window_std_max(
         img, np.ascontiguousarray(rc[:, 0]), np.ascontiguousarray(rc[:, 1]), int(window)

@@ -14,20 +14,35 @@ def pixel_of(coords: np.ndarray) -> np.ndarray:
     return np.floor(np.asarray(coords, np.float64) + 0.5)
 
 
+# Maps of up to this many pixels are decoded with scipy: importing numba and loading the
+# compiled kernels costs about a second per process, more than scipy takes on them (a
+# one-image run of a small image starts faster).
+SMALL_MAP = 1 << 20
+
+
 def plateau_centroids(
     cand: np.ndarray, values: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:
     """Centroid (row, col) of every 8-connected component of ``cand``, in raster order of
     their first pixel, and the maximum of ``values`` over each (zeros without values).
 
-    Same numbers as ``ndimage.label`` + ``center_of_mass`` + ``maximum``, in time linear
-    in the candidate pixels (compiled; ``ndimage.maximum`` over labels sorts the whole
-    image)."""
-    from cellmaps.postprocess._compiled import sparse_plateaus
-
+    Same numbers as ``ndimage.label`` + ``center_of_mass`` + ``maximum`` (used as such on
+    maps up to :data:`SMALL_MAP` pixels), in time linear in the candidate pixels on larger
+    ones (compiled; ``ndimage.maximum`` over labels sorts the whole image)."""
     cand = np.asarray(cand, dtype=bool)
     if cand.ndim != 2:
         raise ValueError(f"expected a 2-D mask, got shape {cand.shape}")
+    if cand.size <= SMALL_MAP:
+        lab, n = ndimage.label(cand, structure=np.ones((3, 3)))
+        if n == 0:
+            return np.zeros((0, 2)), np.zeros(0)
+        idx = np.arange(1, n + 1)
+        cents = np.asarray(ndimage.center_of_mass(cand, lab, idx), np.float64).reshape(-1, 2)
+        if values is None:
+            return cents, np.zeros(n)
+        return cents, np.asarray(ndimage.maximum(values, lab, idx), dtype=np.float64)
+    from cellmaps.postprocess._compiled import sparse_plateaus
+
     vals = np.zeros(cand.shape, np.float32) if values is None else np.asarray(values)
     count, sum_r, sum_c, vmax = sparse_plateaus(cand, vals)
     if len(count) == 0:
@@ -60,8 +75,6 @@ def find_peaks(
     coords : (N, 2) float64 (row, col)
     scores : (N,) map value at each peak
     """
-    from cellmaps.postprocess._compiled import window_maxima_above
-
     prob = np.asarray(prob, dtype=np.float32)
     if prob.ndim != 2:
         raise ValueError(f"expected a 2-D map, got shape {prob.shape}")
@@ -72,8 +85,10 @@ def find_peaks(
         return np.zeros((0, 2)), np.zeros(0)
     thr = np.float32(max(xi * top, floor))
     above = prob >= thr
-    if np.count_nonzero(above) <= WINDOW_SCAN_SHARE * prob.size:
+    if prob.size > SMALL_MAP and np.count_nonzero(above) <= WINDOW_SCAN_SHARE * prob.size:
         # few pixels over the threshold: test only their windows (compiled)
+        from cellmaps.postprocess._compiled import window_maxima_above
+
         cand = window_maxima_above(np.ascontiguousarray(prob), thr, int(min_distance))
     else:
         size = 2 * int(min_distance) + 1
