@@ -19,30 +19,20 @@ import numpy as np
 from scipy import ndimage
 
 from benchmarks._common import (
-    SHARED_DATA,
     machine,
     machine_line,
     median_time,
+    train_mosaic,
     update_benchmarks_md,
     write_results,
 )
 from cellmaps.inference import stream
-from cellmaps.io import Dataset, normalize_image
+from cellmaps.io import normalize_image
 from cellmaps.model import Model, bundled_model_path
 
 TARGET_S = 0.15
 SIDE = 2048
 SOURCES = {"default": "monuseg", "ki67": "bcdata_ki67"}
-
-
-def mosaic(name: str, side: int = SIDE) -> np.ndarray:
-    ds = Dataset(SHARED_DATA / name)
-    ids = ds.ids("train")
-    tile = ds.image(ids[0]).shape[0]
-    n = int(np.ceil(side / tile))
-    tiles = [ds.image(ids[k % len(ids)])[..., :3] for k in range(n * n)]
-    rows = [np.concatenate(tiles[r * n : (r + 1) * n], 1) for r in range(n)]
-    return np.ascontiguousarray(np.concatenate(rows, 0)[:side, :side])
 
 
 def scipy_peaks(prob: np.ndarray, xi: float, md: int) -> np.ndarray:
@@ -58,7 +48,7 @@ def scipy_peaks(prob: np.ndarray, xi: float, md: int) -> np.ndarray:
 
 def bench(name: str, repeats: int) -> dict:
     model = Model.load(bundled_model_path(name))
-    image = mosaic(SOURCES[name])
+    image = train_mosaic(SOURCES[name], SIDE)
     maps = model.predict_maps(image)
     task = model.decode["task"]
     m = maps[task]

@@ -40,10 +40,10 @@ from benchmarks._common import (
     SHARED_DATA,
     machine,
     machine_line,
+    train_mosaic,
     update_benchmarks_md,
     write_results,
 )
-from cellmaps.io import Dataset
 from cellmaps.model import Model, bundled_model_path
 from cellmaps.tune import score_split
 
@@ -60,16 +60,6 @@ VALIDATION = {
     "default": [("crchisto", "val", 6.0), ("monuseg", "train", 12.0)],
     "ki67": [("bcdata_ki67", "val", None)],
 }
-
-
-def mosaic(side: int = 2048) -> np.ndarray:
-    """monuseg train tiles side by side, cut to side × side (RGB)."""
-    ds = Dataset(SHARED_DATA / "monuseg")
-    ids = ds.ids("train")
-    tiles = [ds.image(i)[..., :3] for i in ids[:9]]
-    n = int(np.ceil(side / tiles[0].shape[0]))
-    rows = [np.concatenate(tiles[r * n : (r + 1) * n], 1)[:, :side] for r in range(n)]
-    return np.ascontiguousarray(np.concatenate(rows, 0)[:side, :side])
 
 
 def with_tiling(model: Model, cfg: dict) -> Model:
@@ -259,7 +249,7 @@ def main() -> None:
         test_check()
         return
     torch.manual_seed(0)
-    image = mosaic()
+    image = train_mosaic("monuseg", 2048)
     rows = score_tilings(image, args.repeats)
     chosen = choose(rows)
     eng = engines(chosen["config"], args.compile)

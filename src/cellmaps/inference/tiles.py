@@ -94,7 +94,7 @@ class TiledInferer:
         self.trim = overlap // 4 if self.trim is None else min(int(self.trim), overlap // 2)
         if self.trim < 0:
             raise ValueError(f"trim must be ≥ 0, got {self.trim}")
-        self.margin = max((self.tile - self.stride) // 2, self.trim)
+        self.margin = overlap // 2  # ≥ trim
         self.weight = blend_window(self.tile, self.blend, self.trim)
 
     def grid(self, height: int, width: int) -> tuple[list[int], list[int]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import torch
@@ -126,8 +127,6 @@ def pad_to(x: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     """A copy of ``conv`` followed by the eval-mode ``bn`` as one convolution:
     W' = W·s, b' = (b − μ)·s + β with s = γ / sqrt(σ² + ε) per output channel."""
-    import copy
-
     fused = copy.deepcopy(conv)
     with torch.no_grad():
         scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
@@ -141,8 +140,9 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
     """Fold every eval-mode BatchNorm2d into the convolution before it, in place: inside
     ``nn.Sequential`` (conv, BN pairs) and the ``convN``/``bnN`` attribute pairs of
     residual blocks (:class:`ResidualBlock`, the ResNet encoder's blocks), each of which
-    applies ``bnN`` right after ``convN``. The same function of the input up to float rounding, one pass
-    over the activations fewer per convolution (inference only: the statistics are frozen)."""
+    applies ``bnN`` right after ``convN``. The same function of the input up to float
+    rounding, one pass over the activations fewer per convolution (inference only: the
+    statistics are frozen)."""
     for child in module.modules():
         if isinstance(child, nn.Sequential):
             items = list(child._modules.items())

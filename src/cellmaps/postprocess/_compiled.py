@@ -1,5 +1,6 @@
-"""Compiled kernels (numba) for decoding: pixel order by a radix sort, the max-tree
-reconstruction behind h-maxima, and the labelling of sparse plateaus.
+"""Compiled kernels (numba) for decoding: the reconstruction behind h-maxima at candidate
+maxima (priority floods), local maxima above a threshold, window standard deviations and
+the labelling of sparse plateaus.
 
 Written here rather than taken from a library because each replaces a whole-image sort
 or a whole-image pass that the library does: ``scipy.ndimage.maximum`` over labels
@@ -326,9 +327,6 @@ def sparse_plateaus(
     linear in the mask's pixels (plus one scan for them)."""
     mask = np.ascontiguousarray(mask, dtype=bool)
     starts = np.flatnonzero(mask)
-    vals = (
-        np.ascontiguousarray(values, dtype=np.float64)
-        if values.dtype != np.float32
-        else (np.ascontiguousarray(values))
-    )
+    dtype = np.float32 if values.dtype == np.float32 else np.float64
+    vals = np.ascontiguousarray(values, dtype=dtype)
     return _label_sparse(mask, starts, vals)

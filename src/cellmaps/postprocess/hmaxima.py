@@ -1,16 +1,14 @@
-"""h-maxima peak detection (DeepDistance §3.3), equal to scikit-image's result, in time
-linear in the pixels.
+"""h-maxima peak detection (DeepDistance §3.3), equal to scikit-image's result.
 
 scikit-image computes ``h_maxima`` by a grey-level reconstruction by dilation of the
-marker ``f − h`` under ``f``, which sorts every pixel by comparison and walks them in
-Python-level heaps (~4 s on a 2048² map). Here the reconstruction comes from the max-tree
-of ``f``: pixels in decreasing order by a radix sort, 8-connected level sets merged by
-union-find, then rec(p) = max over the level sets N holding p of min(level(N), max of the
-marker over N) — a path from q to p stays at level t exactly when q lies in p's
-component of {f ≥ t}. Compiled with numba (:mod:`cellmaps.postprocess._compiled`); the
-arithmetic that decides the result (marker, residue test) is scikit-image's own, in
-numpy, so the set of maxima is the same — the tests check equality on predicted maps, on
-smooth maps with noise everywhere and on random fields with plateaus and ties.
+marker ``f − h`` under ``f``, which sorts every pixel and walks them in heaps (~4 s on a
+2048² map). The mask only needs the reconstruction where the residue test can pass —
+pixels that are maxima of their 3×3 window — so it is computed there alone, by a priority
+flood from each such pixel (highest first, stopping once the test is decided), compiled
+with numba (:func:`cellmaps.postprocess._compiled.reconstruction_at`). The arithmetic that
+decides the result (marker, residue test) is scikit-image's own, in numpy, so the set of
+maxima is the same — the tests check equality on predicted maps, on smooth maps with noise
+everywhere and on random fields with plateaus and ties.
 """
 
 from __future__ import annotations
