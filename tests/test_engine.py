@@ -657,6 +657,7 @@ def test_every_bundled_recipe_trains_tunes_and_detects(name, tiny_mask_dataset, 
 
     from cellmaps.io import Dataset
     from cellmaps.metrics import match_points
+    from cellmaps.recipes import task_head
     from cellmaps.training.data import load_training_data
 
     data = load_training_data(
@@ -666,11 +667,15 @@ def test_every_bundled_recipe_trains_tunes_and_detects(name, tiny_mask_dataset, 
     ideal = {}
     for t in r["tasks"]:
         m = targets[t["target"]].astype(np.float32)
-        ideal[t["name"]] = (
-            m
-            if t["activation"] != "softmax"
-            else np.zeros((t["channels"], *m.shape[1:]), np.float32)
-        )
+        head = task_head(t)
+        if t["activation"] != "softmax":
+            ideal[head] = m
+        elif t["loss"] == "channel_mse":  # the probability its loss asks of that channel
+            two = np.repeat(1.0 - m, t["channels"], axis=0)
+            two[t["loss_options"]["channel"]] = m[0]
+            ideal[head] = two
+        else:
+            ideal.setdefault(head, np.zeros((t["channels"], *m.shape[1:]), np.float32))
     from cellmaps.model import Maps
 
     maps = Maps(ideal)  # the ideal maps, as if predicted on the image

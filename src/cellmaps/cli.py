@@ -114,6 +114,17 @@ def _cmd_train(args: argparse.Namespace) -> int:
         recipe["optimizer"]["schedule"] = args.schedule
     if args.train_object_size:
         recipe["training"]["object_size"] = args.train_object_size
+    if args.combine:
+        recipe["combine"]["kind"] = args.combine
+    if args.encoder_weights:
+        if recipe["net"]["kind"] != "resnet_unet":
+            raise CellmapsInputError(
+                f"--encoder-weights needs a ResNet U-Net recipe (e.g. weakly-points); this "
+                f"recipe's net is {recipe['net']['kind']!r}"
+            )
+        if not Path(args.encoder_weights).is_file():
+            raise CellmapsInputError("encoder weights file does not exist", args.encoder_weights)
+        recipe["net"]["encoder_weights"] = str(args.encoder_weights)
     sources = _data_sources(args)
     model = train(
         recipe,
@@ -523,6 +534,17 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--resume", action="store_true", help="continue from OUT.ckpt")
     tr.add_argument("--overwrite", action="store_true", help="replace an existing OUT model")
     tr.add_argument("--init", help="start from this model's weights (fine-tuning)")
+    tr.add_argument(
+        "--combine",
+        choices=["sum", "round_robin", "uncertainty"],
+        help="how the task losses combine: sum, round_robin (one task per iteration, the "
+        "weakly-points scheduler) or uncertainty (learned task weights); default: the recipe's",
+    )
+    tr.add_argument(
+        "--encoder-weights",
+        help="ResNet weights (torchvision-style state dict, .safetensors or .pth) for the "
+        "encoder of a ResNet U-Net recipe; never downloaded (ImageNet weights need net.width 64)",
+    )
     tr.add_argument(
         "--freeze",
         type=_checked_number(int, lambda v: v >= 0, "0 or more", kind="whole number"),

@@ -32,14 +32,18 @@ from cellmaps.postprocess import (
     find_peaks_per_class,
     h_maxima_peaks,
 )
-from cellmaps.postprocess.peaks import pixel_of
-from cellmaps.recipes import validate_recipe
+from cellmaps.postprocess.peaks import decoded_channels, pixel_of
+from cellmaps.recipes import task_head, validate_recipe
 
 __all__ = ["Maps", "Model", "equalize", "load_model", "segment_image"]
 
 
 def head_specs(recipe: dict) -> list[HeadSpec]:
-    return [HeadSpec(t["name"], t["channels"], t["activation"]) for t in recipe["tasks"]]
+    """One net output per head; tasks that name the same ``head`` share it."""
+    specs: dict[str, HeadSpec] = {}
+    for t in recipe["tasks"]:
+        specs.setdefault(task_head(t), HeadSpec(task_head(t), t["channels"], t["activation"]))
+    return list(specs.values())
 
 
 def net_from_recipe(recipe: dict, in_channels: int) -> torch.nn.Module:
@@ -96,7 +100,7 @@ class Model:
         self.decode = dict(recipe["decode"], **(decode or {}))
         self.training = training or {}
         self.net = net if net is not None else net_from_recipe(recipe, in_channels)
-        self.activations = {t["name"]: t["activation"] for t in recipe["tasks"]}
+        self.activations = {task_head(t): t["activation"] for t in recipe["tasks"]}
         self.task_decoders = {t["name"]: t["decode"] for t in recipe["tasks"]}
 
     # -- file -------------------------------------------------------------------------------
@@ -298,12 +302,12 @@ class Model:
 
     def _decode_hmaxima(self, maps, h, **_) -> Points:
         """h-maxima + regional maxima (DeepDistance §3.3)."""
-        m = maps[self.decode["task"]][0]
+        m = decoded_channels(maps[self.decode["task"]], self.decode)[0]
         return self._scored(m, h_maxima_peaks(m, h))
 
     def _decode_peaks(self, maps, xi, tops=None, **_) -> Points:
         """Local maxima above ξ·max, ``min_distance`` apart; per-class maps give classes."""
-        m = maps[self.decode["task"]]
+        m = decoded_channels(maps[self.decode["task"]], self.decode)
         md = self.decode["min_distance"]
         if m.shape[0] > 1:
             return self.points(*find_peaks_per_class(m, xi, md, tops))
@@ -323,9 +327,7 @@ class Model:
         if cls is None:
             labels = np.full(len(coords), self.training.get("label", "nucleus"), dtype=object)
         else:
-            n = self.recipe["tasks"][
-                [t["name"] for t in self.recipe["tasks"]].index(self.decode["task"])
-            ]["channels"]
+            n = next(h.channels for h in head_specs(self.recipe) if h.name == self.decode["task"])
             names = self.training.get("classes") or [str(i) for i in range(n)]
             labels = np.array([names[i] for i in cls], dtype=object)
         return Points(coords, labels, scores)
@@ -481,6 +483,8 @@ def segment_image(
     """
     from cellmaps.postprocess.region_growing import region_growing_segmentation
 
+    if model.decode.get("segment") == "argmax":
+        return _argmax_segmentation(model, image, progress, maps, **inference)
     outer = _task_with_target(model, "outer_distance")
     cells = _task_with_target(model, "foreground")
     if outer is None or cells is None:
@@ -500,6 +504,25 @@ def segment_image(
         cell_map = _resize_map_to(cell_map, maps.input_shape)
     mask = region_growing_segmentation(pts.coords, outer_map, cell_map, outer_min=outer_min)
     return pts, mask
+
+
+def _argmax_segmentation(model: Model, image, progress, maps, **inference):
+    """Detections and instances of a two-class softmax model (``decode.segment: argmax``,
+    weakly-points): the nucleus channel's argmax mask split by a watershed from the
+    detections (:func:`cellmaps.postprocess.components.argmax_instances`), at input pixels."""
+    from cellmaps.postprocess.components import argmax_instances
+
+    if maps is None:
+        maps = model.predict_maps(image, progress, **inference)
+    pts = model.decode_maps(maps)  # input pixels
+    prob = decoded_channels(maps[model.decode["task"]], model.decode)[0]
+    if isinstance(maps, Maps) and maps.rescaled:
+        prob = _resize_map_to(prob, maps.input_shape)
+    scale = 1.0
+    if isinstance(maps, Maps) and maps.rescaled:
+        scale = maps.input_shape[0] / maps.net_shape[0]
+    min_area = max(1, int(round(model.decode["min_area"] * scale * scale)))
+    return pts, argmax_instances(prob, pts.coords, min_area)
 
 
 def _resize_map_to(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

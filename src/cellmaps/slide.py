@@ -350,8 +350,9 @@ def segment_slide(
         _task_with_target(model, "foreground") is None
     ):
         raise CellmapsInputError(
-            "instance masks need a model with outer_distance and foreground tasks "
-            "(recipe deepdistance-extended)"
+            "instance masks of a slide (block by block) need a model with outer_distance "
+            "and foreground tasks (recipe deepdistance-extended); argmax models "
+            "(weakly-points) outline images up to the size limit, not slides"
         )
     inference = {k: plan_options.pop(k) for k in ("tile", "stride", "batch") if k in plan_options}
     plan = plan_slide(model, path, **plan_options)

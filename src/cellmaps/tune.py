@@ -117,8 +117,12 @@ def choose_evidence_floor(model, cached, best: dict, param: str) -> dict:
 
     ``cached`` holds (truth coords, maps) per validation image. Returns the floor, the edge
     and the curve of (min_score, F1)."""
+    from cellmaps.postprocess.peaks import decoded_channels
+
     task = model.decode["task"]
-    top = float(np.median([float(np.max(maps[task])) for _, maps in cached]))
+    top = float(
+        np.median([float(np.max(decoded_channels(maps[task], model.decode))) for _, maps in cached])
+    )
     with model.decoding(min_distance=int(best["min_distance"])):
         floors = [max(frac * top, 0.0) for frac in FLOOR_FRACTIONS]
         curve = [

@@ -29,7 +29,7 @@ import numpy as np
 
 from cellmaps.io.points import Points
 from cellmaps.postprocess import channel_peaks, merge_class_peaks
-from cellmaps.postprocess.peaks import pixel_of
+from cellmaps.postprocess.peaks import decoded_channels, pixel_of
 
 PLATEAU_MARGIN = 32  # rows beyond the peak window a plateau of equal maxima may span
 DECODE_CHUNK = 1024  # rows decoded at a time (besides the overlaps)
@@ -275,6 +275,9 @@ def stream_candidates(
     model.prepare_for_inference()
     span = (max(0, a - overlap), min(h, b + overlap))
     for r0, maps in inferer.stream(model.forward, read, shape, span, skip_tile, progress, span_c):
+        if peaks:  # buffer only the channels the peaks are read from
+            task = model.decode["task"]
+            maps = {task: decoded_channels(maps[task], model.decode)}
         decoder.feed(r0, maps)
     return decoder.finish()
 

@@ -6,6 +6,7 @@
       images/<id>.png|tif|tiff|jpg|jpeg   the images
       masks/<id>.tif                       uint16 instance labels, 0 = background (optional)
       points/<id>.csv                      x,y,label[,score] (optional)
+      points/<id>.geojson|json             or QuPath point annotations exported as GeoJSON
       rois/<id>.png                        ROI class mask (optional)
       splits.csv                           id,split,group (optional)
 
@@ -27,11 +28,12 @@ import numpy as np
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io.images import IMAGE_SUFFIXES, image_shape, read_image
 from cellmaps.io.masks import read_mask, read_roi
-from cellmaps.io.points import Points, read_points
+from cellmaps.io.points import Points, check_points_in_image, read_points
 from cellmaps.io.text import read_utf8_text
 
 MASK_SUFFIXES = (".tif", ".tiff", ".png")
 ROI_SUFFIXES = (".png", ".tif", ".tiff")
+POINT_SUFFIXES = (".csv", ".geojson", ".json")  # CSV wins when both exist
 
 
 def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
@@ -48,6 +50,24 @@ def _files_by_stem(folder: Path, suffixes: tuple[str, ...]) -> dict[str, Path]:
     return found
 
 
+def read_geojson_points(path: Path, shape: tuple[int, int] | None) -> Points:
+    """The Point / MultiPoint features of a GeoJSON file (QuPath's "Export objects as
+    GeoJSON" of point annotations), checked to lie inside the image. A file with outlines
+    but no point is refused: its objects would silently count as "no nuclei"."""
+    from cellmaps.io.geojson import read_geojson
+
+    pts, polygons = read_geojson(path)
+    if len(pts.coords) == 0 and polygons:
+        raise CellmapsInputError(
+            f"{len(polygons)} outlines and no point: export point annotations, or rasterise "
+            "the outlines into masks/",
+            path,
+        )
+    if shape is not None:
+        check_points_in_image(pts.coords, shape, path)
+    return pts
+
+
 class Dataset:
     """A dataset folder (see module docstring). All accessors take an image id.
 
@@ -62,7 +82,7 @@ class Dataset:
         if not self.root.is_dir():
             raise CellmapsInputError("dataset folder does not exist", self.root)
         self._images = _files_by_stem(self.root / "images", IMAGE_SUFFIXES)
-        self._points = _files_by_stem(self.root / "points", (".csv",))
+        self._points = _files_by_stem(self.root / "points", POINT_SUFFIXES)
         self._masks = _files_by_stem(self.root / "masks", MASK_SUFFIXES)
         self._rois = _files_by_stem(self.root / "rois", ROI_SUFFIXES)
         if not (self._images or self._points or self._masks):
@@ -195,7 +215,10 @@ class Dataset:
         self._check_id(image_id)
         if image_id not in self._points:
             return None
-        return read_points(self._points[image_id], shape or self.shape(image_id))
+        path = self._points[image_id]
+        if path.suffix.lower() in (".geojson", ".json"):
+            return read_geojson_points(path, shape or self.shape(image_id))
+        return read_points(path, shape or self.shape(image_id))
 
     def mask(self, image_id: str, shape: tuple[int, int] | None = None) -> np.ndarray | None:
         """Instance label image (checked against the image shape), or None when absent."""

@@ -47,6 +47,18 @@ def weighted_mse(
     return per_pixel.sum(dim=(1, 2, 3)) / (target.shape[-1] * target.shape[-2])
 
 
+def channel_mse(
+    pred: torch.Tensor,
+    target: torch.Tensor,
+    channel: int = 1,
+    weights: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Chamanzar & Nie Eq. 3: mean squared error between one channel of an activated
+    multi-channel head (the nucleus probability of a softmax head) and a one-channel target
+    (the filtered repel code), per sample."""
+    return mse(pred[:, channel : channel + 1], target, weights)
+
+
 def masked_cross_entropy(
     logits: torch.Tensor, labels: torch.Tensor, ignore_index: int = IGNORE_INDEX
 ) -> torch.Tensor:
@@ -85,6 +97,7 @@ def correlation_penalty(maps: torch.Tensor) -> torch.Tensor:
 
 LOSSES = {
     "mse": mse,
+    "channel_mse": channel_mse,
     "weighted_mse": weighted_mse,
     "masked_cross_entropy": masked_cross_entropy,
     "weighted_bce": weighted_bce,

@@ -1,6 +1,6 @@
 """Post-processing (numpy): peak finding, h-maxima, per-class decoding."""
 
-from cellmaps.postprocess.components import component_centroids
+from cellmaps.postprocess.components import argmax_instances, component_centroids
 from cellmaps.postprocess.hmaxima import h_maxima_mask, h_maxima_peaks
 from cellmaps.postprocess.peaks import (
     channel_peaks,
@@ -17,6 +17,7 @@ from cellmaps.postprocess.region_growing import (
 )
 
 __all__ = [
+    "argmax_instances",
     "channel_peaks",
     "component_centroids",
     "grow_markers",

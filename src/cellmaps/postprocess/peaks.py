@@ -169,3 +169,10 @@ def h_maxima_peaks_reference(image: np.ndarray, h: float) -> np.ndarray:
     hm = h_maxima(np.asarray(image, dtype=np.float64), h)
     cents, _ = plateau_centroids(hm > 0, np.asarray(image, dtype=np.float64))
     return cents
+
+
+def decoded_channels(m: np.ndarray, decode: dict) -> np.ndarray:
+    """The channels of a (C, H, W) map that decoding reads: ``decode.channel`` alone (a
+    softmax head's nucleus channel) or all of them."""
+    c = decode.get("channel")
+    return m if c is None else m[c : c + 1]

@@ -30,6 +30,9 @@ TASK = {
     "weight": (NUM, 1.0),
     "weights_map": ((str, type(None)), None),
     "decode": ((str, type(None)), None),
+    # the net output this task's loss reads; tasks naming the same head share one output
+    # (weakly-points: three losses on one nucleus/background head). null = its own head
+    "head": ((str, type(None)), None),
 }
 SCHEMA = {
     "name": (str, None),
@@ -128,6 +131,13 @@ SCHEMA = {
         "min_contrast": (NUM, 0.002),
         "boundary_task": ((str, type(None)), None),
         "grid": ((list, type(None)), None),
+        # channel of the decode task's map to decode (a softmax head's nucleus channel);
+        # null = every channel (one class per channel)
+        "channel": ((int, type(None)), None),
+        # how `predict --masks` outlines objects: region_growing (DeepDistance §4.7, outer
+        # distance + cell pixels) or argmax (the decode map's channel wins the argmax; touching
+        # objects split by a watershed from the detections); null = region_growing
+        "segment": ((str, type(None)), None),
     },
     "evaluate": {
         "protocol": (str, "hungarian"),
@@ -150,6 +160,7 @@ STATIC_CHOICES = {
     "training.precision": ("auto", "bf16", "fp32"),
     "training.sampling": ("random", "tiles"),
     "evaluate.protocol": ("hungarian", "one-to-one", "iou"),
+    "decode.segment": (None, "region_growing", "argmax"),
     "inference.blend": ("mean", "gaussian"),
 }
 
@@ -250,10 +261,21 @@ def validate_recipe(data: dict, source: str = "recipe") -> dict:
                 f"task '{t['name']}': unknown target {t['target']!r}; known {sorted(TARGETS)}",
                 source,
             )
+    _check_heads(recipe["tasks"], source)
+    heads = list(dict.fromkeys(task_head(t) for t in recipe["tasks"]))
     if recipe["decode"]["task"] is None:
-        recipe["decode"]["task"] = names[0]
-    elif recipe["decode"]["task"] not in names:
-        raise CellmapsInputError(f"decode.task {recipe['decode']['task']!r} is not a task", source)
+        recipe["decode"]["task"] = heads[0]
+    elif recipe["decode"]["task"] not in names + heads:
+        raise CellmapsInputError(
+            f"decode.task {recipe['decode']['task']!r} is not a task or head", source
+        )
+    decode_task = recipe["decode"]["task"]
+    if decode_task in names and decode_task not in heads:
+        raise CellmapsInputError(
+            f"decode.task {decode_task!r} shares head '{task_head(recipe['tasks'][names.index(decode_task)])}'"
+            "; name the head",
+            source,
+        )
     _check_ranges(recipe, source)
     bt = recipe["decode"]["boundary_task"]
     if recipe["decode"]["kind"] == "components" and bt not in names:
@@ -261,6 +283,25 @@ def validate_recipe(data: dict, source: str = "recipe") -> dict:
             f"decode.kind components needs decode.boundary_task naming a task, got {bt!r}", source
         )
     return recipe
+
+
+def task_head(task: dict) -> str:
+    """Name of the net output a task's loss reads (its own name unless ``head`` says)."""
+    return task.get("head") or task["name"]
+
+
+def _check_heads(tasks: list[dict], source: str) -> None:
+    """Tasks sharing a head must agree on its channels and activation."""
+    first: dict[str, dict] = {}
+    for t in tasks:
+        owner = first.setdefault(task_head(t), t)
+        for key in ("channels", "activation"):
+            if t[key] != owner[key]:
+                raise CellmapsInputError(
+                    f"tasks '{owner['name']}' and '{t['name']}' share head "
+                    f"'{task_head(t)}' but differ in {key} ({owner[key]!r} vs {t[key]!r})",
+                    source,
+                )
 
 
 def _check_ranges(recipe: dict, source: str) -> None:

@@ -19,7 +19,13 @@ from cellmaps.targets.proximity import (
 )
 from cellmaps.targets.roi import roi_labels
 from cellmaps.targets.separation import separation, separation_weights, unet_weight_map
-from cellmaps.targets.weak import cluster_labels, filtered_repel, voronoi_labels
+from cellmaps.targets.weak import (
+    cluster_labels,
+    filtered_repel,
+    mask_filtered_repel,
+    mask_labels,
+    voronoi_labels,
+)
 
 
 @dataclass
@@ -186,6 +192,20 @@ TARGETS: dict[str, TargetSpec] = {
             "regression",
             lambda a, **o: filtered_repel(a.image, _pts(a), **o),
             "filtered repel",
+        ),
+        TargetSpec(
+            "mask_labels",
+            "mask",
+            "labels",
+            lambda a, **o: mask_labels(a.mask),
+            "nucleus / background from masks",
+        ),
+        TargetSpec(
+            "mask_filtered_repel",
+            "mask",
+            "regression",
+            lambda a, **o: mask_filtered_repel(a.mask, _pts(a), **o),
+            "repel code on mask pixels",
         ),
         TargetSpec(
             "roi_labels",

@@ -88,13 +88,24 @@ def _classes_of(ds_list: list[tuple[Dataset, list[str], float]]) -> list[str]:
     return sorted(found)
 
 
-def measure_object_size(ds: Dataset, ids: list[str]) -> tuple[float, str]:
-    """Median object radius (px) of a dataset's images: from their instance masks, else
-    from half the nearest-neighbour spacing of their points (see
-    :func:`cellmaps.io.scale.median_object_radius`)."""
-    masks = [ds.mask(i) for i in ids]
-    if any(m is not None for m in masks):
-        return median_object_radius(masks=masks)
+def recipe_reads_masks(recipe: dict) -> bool:
+    """Whether any of the recipe's target maps needs instance masks. Recipes that learn
+    from points never open a mask file (the weakly supervised recipe's promise), except to
+    take centres from masks where an image has no points."""
+    from cellmaps.targets.build import TARGETS
+
+    names = [n for t in recipe["tasks"] for n in task_target_names(t)]
+    return any(TARGETS[n].needs == "mask" for n in names if n in TARGETS)
+
+
+def measure_object_size(ds: Dataset, ids: list[str], use_masks: bool = True) -> tuple[float, str]:
+    """Median object radius (px) of a dataset's images: from their instance masks (unless
+    ``use_masks`` is False), else from half the nearest-neighbour spacing of their points
+    (see :func:`cellmaps.io.scale.median_object_radius`)."""
+    if use_masks or not all(ds.has("points", i) for i in ids):
+        masks = [ds.mask(i) for i in ids]
+        if any(m is not None for m in masks):
+            return median_object_radius(masks=masks)
     pts = [ds.points(i) for i in ids]
     return median_object_radius(points=[p.coords for p in pts if p is not None])
 
@@ -103,9 +114,11 @@ def source_scales(
     opened: list[tuple[Dataset, list[str], float]],
     canonical: float | None,
     sizes: list[float | None] | None = None,
+    use_masks: bool = True,
 ) -> list[dict]:
     """Per source: its measured (or given) median object radius and the factor that
-    brings it to the ``canonical`` radius (1 without one)."""
+    brings it to the ``canonical`` radius (1 without one); ``use_masks`` False measures
+    from points wherever every image has them."""
     out = []
     for k, (ds, ids, _) in enumerate(opened):
         given = sizes[k] if sizes and k < len(sizes) else None
@@ -114,7 +127,7 @@ def source_scales(
             radius, how = float(given), "given"
         else:
             try:
-                radius, how = measure_object_size(ds, ids)
+                radius, how = measure_object_size(ds, ids, use_masks)
             except CellmapsInputError as exc:
                 if canonical is not None:  # resampling needs the size
                     raise CellmapsInputError(exc.problem, ds.root) from exc
@@ -185,8 +198,9 @@ def load_training_data(
             ids = subsample_ids(ids, share[0], recipe["training"]["seed"])
         opened.append((ds, ids, float(weight)))
     canonical = recipe["training"]["object_size"]
+    reads_masks = recipe_reads_masks(recipe)
     if scales is None:
-        scales = source_scales(opened, canonical, object_sizes)
+        scales = source_scales(opened, canonical, object_sizes, reads_masks)
     tasks = recipe["tasks"]
     per_class = any(t["target"] == "proximity_per_class" for t in tasks)
     classes = classes if classes is not None else (_classes_of(opened) if per_class else [])
@@ -204,7 +218,7 @@ def load_training_data(
                 image=raw,
                 points=None if pts is None else pts.coords,
                 labels=None if pts is None else pts.labels,
-                mask=ds.mask(image_id, shape),
+                mask=ds.mask(image_id, shape) if reads_masks or pts is None else None,
                 roi=ds.roi(image_id),
                 source=str(ds.image_path(image_id)),
             )

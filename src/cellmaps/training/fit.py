@@ -25,6 +25,7 @@ from cellmaps.io.scale import standardize
 from cellmaps.losses import LOSSES, build_combiner, correlation_penalty
 from cellmaps.model import Model, autocast, net_from_recipe
 from cellmaps.provenance import code_version
+from cellmaps.recipes import task_head
 from cellmaps.training.data import TrainingData, make_batch
 from cellmaps.training.optim import build_optimizer, lr_factor
 
@@ -77,7 +78,7 @@ def task_losses(
     indicator 1(y ≠ ∅) of KiNet Eq. 5."""
     losses = {}
     for t in tasks:
-        pred = out[t["name"]]
+        pred = out[task_head(t)]
         kind = t["loss"]
         w = targets[t["weights_map"]] if t.get("weights_map") else None
         if kind == "masked_cross_entropy":
@@ -297,7 +298,8 @@ class Trainer:
             and self.iteration >= comb["correlation_warmup"] * tr["iterations"]
         ):
             task = comb["correlation_task"] or self.recipe["tasks"][0]["name"]
-            total = total + comb["correlation_eta"] * correlation_penalty(out[task]).mean()
+            head = next((task_head(t) for t in self.recipe["tasks"] if t["name"] == task), task)
+            total = total + comb["correlation_eta"] * correlation_penalty(out[head]).mean()
         if not torch.isfinite(total):
             raise FloatingPointError(f"loss became {total.item()} at iteration {self.iteration}")
         self.opt.zero_grad()
