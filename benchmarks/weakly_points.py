@@ -168,7 +168,7 @@ def plot_panel(model: Model, folder: Path, truth: Path, image_id: str, path: Pat
     pts = ds.points(image_id).coords
     crop = (slice(0, 400), slice(0, 400))
     img_c = img[crop]
-    p_c = pts[(pts[:, 0] < 400) & (pts[:, 1] < 400)]
+    p_c = pts[(pts[:, 0] < 399.5) & (pts[:, 1] < 399.5)]
     vor = voronoi_labels(p_c, img_c.shape[:2])
     clu = cluster_labels(img_c, p_c, k=2)
     rep = filtered_repel(img_c, p_c, clusters=clu)
