@@ -244,3 +244,23 @@ def test_geojson_points_stand_in_for_points_csv(tmp_path):
     (root / "points" / "a.geojson").write_text(json.dumps([poly]))
     with pytest.raises(CellmapsInputError, match="no point"):
         Dataset(root).points("a")
+
+
+def test_trainer_steps_follow_the_round_robin_schedule(tmp_path):
+    """Iteration i minimises only the loss of task i mod 3 (Eq. 4); the naive sum all three."""
+    from cellmaps.training.data import load_training_data
+    from cellmaps.training.fit import Trainer
+
+    root = tmp_path / "data"
+    write_points_dataset(root, 2, seed=5, masks=False)
+    for combine in ("round_robin", "sum"):
+        r = tiny_recipe(6, combine)
+        data = load_training_data([(str(root), None, 1.0)], r, progress=False)
+        trainer = Trainer(r, data, tmp_path / f"{combine}.safetensors", progress=False)
+        for i in range(6):
+            row = trainer.step()
+            parts = {k: row[f"loss_{k}"] for k in ("voronoi", "repel", "cluster")}
+            want = parts[["voronoi", "repel", "cluster"][i % 3]]
+            if combine == "sum":
+                want = sum(parts.values())
+            assert row["loss"] == pytest.approx(want, rel=1e-5), (combine, i, row)
