@@ -264,3 +264,26 @@ def test_trainer_steps_follow_the_round_robin_schedule(tmp_path):
             if combine == "sum":
                 want = sum(parts.values())
             assert row["loss"] == pytest.approx(want, rel=1e-5), (combine, i, row)
+
+
+def test_min_peak_distance_is_2_5_um_when_the_pixel_size_is_known(tmp_path):
+    """Trained with --pixel-size, the model sets its peak distance to 2.5 µm in net pixels
+    (0.5 µm/px → 5 px, 0.25 µm/px → 10 px) and tuning on validation keeps it; without a
+    pixel size tuning chooses the distance."""
+    from cellmaps.training import train
+
+    root = tmp_path / "data"
+    write_points_dataset(root, 2, seed=7, masks=False)
+    src, val = [(str(root), None, 1.0)], [(str(root), None)]
+    for um_per_px, want in ((0.5, 5), (0.25, 10)):
+        r = tiny_recipe(2)
+        model = train(r, src, tmp_path / f"m{want}.safetensors", val, progress=False,
+                      pixel_size=um_per_px)  # fmt: skip
+        assert model.decode["min_distance"] == want
+        assert model.training["object_size_um"] == pytest.approx(
+            model.training["object_size"] * um_per_px
+        )
+    r = tiny_recipe(2)
+    r["decode"]["min_distance"] = 9  # outside the tuning grid (2..6): tuning replaces it
+    model = train(r, src, tmp_path / "free.safetensors", val, progress=False)
+    assert model.decode["min_distance"] != 9

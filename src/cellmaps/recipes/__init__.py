@@ -122,6 +122,9 @@ SCHEMA = {
         "xi": (NUM, 0.5),
         "h": (NUM, 0.2),
         "min_distance": (int, 3),
+        # the minimum peak distance in µm (weakly-points: 2.5); used instead of min_distance
+        # when the model was trained with --pixel-size (it then knows µm per net pixel)
+        "min_distance_um": (NUM_OR_NONE, None),
         "min_area": (int, 20),
         # absolute evidence floor: a detection's map value must reach it besides the
         # relative ξ (chosen on validation by `cellmaps tune`; 0 = no floor)

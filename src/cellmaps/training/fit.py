@@ -590,10 +590,29 @@ def train(
         for r, s, w, *f in sources
     ]
     model.training["n_images"] = len(data.samples)
+    fixed = set_min_distance_um(model)
     if val_sources:
-        apply_tuning(model, tune_decoding(model, val_sources, progress=progress), val_sources)
+        best = tune_decoding(
+            model,
+            val_sources,
+            progress=progress,
+            min_distances=[model.decode["min_distance"]] if fixed else None,
+        )
+        apply_tuning(model, best, val_sources)
     model.save(out)
     return model
+
+
+def set_min_distance_um(model: Model) -> bool:
+    """With ``decode.min_distance_um`` in the recipe (weakly-points: 2.5 µm) and a model
+    trained with ``--pixel-size`` (so it knows µm per net pixel), set ``decode.min_distance``
+    to that distance in net pixels and return True (tuning then keeps it); else False."""
+    um = model.decode.get("min_distance_um")
+    size_um, size_px = model.training.get("object_size_um"), model.training.get("object_size")
+    if not (um and size_um and size_px):
+        return False
+    model.decode["min_distance"] = max(1, int(round(um * size_px / size_um)))
+    return True
 
 
 def _validation_scales(data: TrainingData, val_sources) -> list[dict]:
