@@ -516,10 +516,9 @@ def _argmax_segmentation(model: Model, image, progress, maps, **inference):
         maps = model.predict_maps(image, progress, **inference)
     pts = model.decode_maps(maps)  # input pixels
     prob = decoded_channels(maps[model.decode["task"]], model.decode)[0]
+    scale = 1.0  # input px per net px: min_area is in net pixels
     if isinstance(maps, Maps) and maps.rescaled:
         prob = _resize_map_to(prob, maps.input_shape)
-    scale = 1.0
-    if isinstance(maps, Maps) and maps.rescaled:
         scale = maps.input_shape[0] / maps.net_shape[0]
     min_area = max(1, int(round(model.decode["min_area"] * scale * scale)))
     return pts, argmax_instances(prob, pts.coords, min_area)
