@@ -169,9 +169,19 @@ def plot_panel(model: Model, folder: Path, truth: Path, image_id: str, path: Pat
     crop = (slice(0, 400), slice(0, 400))
     img_c = img[crop]
     p_c = pts[(pts[:, 0] < 399.5) & (pts[:, 1] < 399.5)]
-    vor = voronoi_labels(p_c, img_c.shape[:2])
-    clu = cluster_labels(img_c, p_c, k=2)
-    rep = filtered_repel(img_c, p_c, clusters=clu)
+    # the label maps as training computes them: at the training scale (object size)
+    from cellmaps.targets.build import Annotations
+    from cellmaps.training.data import rescaled_annotations
+
+    factor = model.training["object_size"] / model.training["data_object_size"]
+    small = rescaled_annotations(
+        Annotations(image=img_c, points=p_c, labels=None, mask=None, roi=None, source=image_id),
+        factor,
+    )
+    vor = voronoi_labels(small.points, small.image.shape[:2])
+    opts = next(t for t in model.recipe["tasks"] if t["target"] == "cluster_labels")
+    clu = cluster_labels(small.image, small.points, **opts["target_options"])
+    rep = filtered_repel(small.image, small.points, clusters=clu)
     maps = model.predict_maps(img)
     prob = np.asarray(maps[model.decode["task"]][model.decode["channel"]])
     if maps.rescaled:
@@ -187,8 +197,8 @@ def plot_panel(model: Model, folder: Path, truth: Path, image_id: str, path: Pat
     shown = np.where(vor == 255, 0.5, vor.astype(float))
     axes[1].imshow(shown, cmap="RdYlGn", vmin=0, vmax=1)
     axes[1].set_title("Voronoi (red edges, green points, grey ignored)")
-    axes[2].imshow(clu, cmap="gray")
-    axes[2].set_title("local k-means clusters (k 2)")
+    axes[2].imshow(np.where(clu == 255, 0.5, clu.astype(float)), cmap="gray", vmin=0, vmax=1)
+    axes[2].set_title("local k-means clusters (white nucleus, grey ignored)")
     axes[3].imshow(rep, cmap="magma")
     axes[3].set_title("filtered repel code")
     axes[4].imshow(img_c)
@@ -203,7 +213,10 @@ def plot_panel(model: Model, folder: Path, truth: Path, image_id: str, path: Pat
     axes[4].set_title("prediction: instances (yellow), truth (cyan), detections")
     for ax in axes:
         ax.axis("off")
-    fig.suptitle(f"weakly-points on MoNuSeg test {image_id} (top-left 400 x 400)")
+    fig.suptitle(
+        f"weakly-points on MoNuSeg test {image_id} (top-left 400 x 400; label maps at the "
+        f"training scale, x{factor:.2f})"
+    )
     fig.tight_layout()
     save_figure(fig, path)
 
@@ -298,6 +311,45 @@ def report(args, mach: dict, data: dict) -> str:
             f"{m['aji']:.3f}, object Dice {sched['object_dice']:.3f} vs {m['object_dice']:.3f}, "
             f"detection F1 {sched['f1']:.3f} vs {m['f1']:.3f}."
         )
+    quality = data.get("cluster_quality") or []
+    if quality:
+        best = max(quality, key=lambda q: q["f1"])
+        lines += [
+            "",
+            "How the cluster labels were chosen (validation images, training scale; the masks "
+            "are used for this choice only): pixel F1 of the nucleus / background labels against "
+            "the true nucleus pixels, on the pixels they label.",
+            "",
+            "| k | distance clip (px) | label pixel F1 | share ignored |",
+            "|---|---|---|---|",
+            *[
+                f"| {q['k']} | {q['clip']:g} | {q['f1']:.3f} | {q['ignored']:.2f} |"
+                for q in quality
+            ],
+            "",
+            f"Best: k {best['k']}, clip {best['clip']:g} (F1 {best['f1']:.3f}).",
+        ]
+    abl = data.get("ablation") or {}
+    if abl and sched:
+        lines += [
+            "",
+            "Ablation (round robin, same budget; chosen by validation F1, test shown beside):",
+            "",
+            "| run | val F1 | test AJI | test object Dice | test P | test R | test CCC |",
+            "|---|---|---|---|---|---|---|",
+            f"| recipe (k 3, clip 10, lr 1e-3) | {fmt(sched.get('val_f1'))} | {sched['aji']:.3f} | "
+            f"{sched['object_dice']:.3f} | {sched['precision']:.3f} | {sched['recall']:.3f} | "
+            f"{sched['ccc']:.3f} |",
+        ]
+        for key, row in abl.items():
+            lines.append(
+                f"| {VARIANTS[key][0]} | {fmt(row.get('val_f1'))} | {row['aji']:.3f} | "
+                f"{row['object_dice']:.3f} | {row['precision']:.3f} | {row['recall']:.3f} | "
+                f"{row['ccc']:.3f} |"
+            )
+        best = max([("recipe", sched), *abl.items()], key=lambda kv: kv[1].get("val_f1") or 0)
+        name = "the recipe" if best[0] == "recipe" else VARIANTS[best[0]][0]
+        lines += ["", f"Best on validation: {name}."]
     crc = data.get("crchisto")
     if crc:
         lines += [
@@ -315,6 +367,57 @@ def report(args, mach: dict, data: dict) -> str:
     return "\n".join(lines)
 
 
+def cluster_label_quality(folder: Path, ids: list[str], object_size: float) -> list[dict]:
+    """Pixel F1 (on the pixels they label) of the local k-means labels against the true
+    nucleus pixels of the validation images, at the training scale, for each of
+    CLUSTER_SETTINGS: how the recipe's k and distance clip were chosen (masks used for this
+    choice only, never for training)."""
+    from cellmaps.targets.build import Annotations
+    from cellmaps.targets.weak import cluster_labels
+    from cellmaps.training.data import measure_object_size, rescaled_annotations
+
+    ds = Dataset(folder)
+    radius, _ = measure_object_size(ds, ds.ids("train"), use_masks=False)
+    anns = []
+    for i in ids:
+        a = Annotations(image=ds.image(i), points=ds.points(i).coords, labels=None,
+                        mask=ds.mask(i), roi=None, source=i)  # fmt: skip
+        anns.append(rescaled_annotations(a, object_size / radius))
+    out = []
+    for k, clip in CLUSTER_SETTINGS:
+        f1s, ignored = [], []
+        for a in anns:
+            truth = a.mask > 0
+            lab = cluster_labels(a.image, a.points, k=k, clip=clip)
+            keep = lab != 255
+            tp = int(((lab == 1) & truth & keep).sum())
+            fp = int(((lab == 1) & ~truth & keep).sum())
+            fn = int(((lab == 0) & truth & keep).sum())
+            f1s.append(2 * tp / max(2 * tp + fp + fn, 1))
+            ignored.append(1.0 - float(keep.mean()))
+        out.append({"k": k, "clip": clip, "f1": float(np.mean(f1s)),
+                    "ignored": float(np.mean(ignored))})  # fmt: skip
+    return out
+
+
+CLUSTER_SETTINGS = [(2, 20.0), (2, 10.0), (3, 20.0), (3, 10.0)]
+VARIANTS = {  # round-robin runs that differ from the recipe in one choice (ablation)
+    "paper_clusters": ("clusters k 2, clip 20 (Eq. 1 literally)", {"k": 2, "clip": 20.0}, None),
+    "lr3e-3": ("learning rate 3e-3", None, 3e-3),
+}
+
+
+def variant_recipe(args, name: str) -> dict:
+    _, clusters, lr = VARIANTS[name]
+    r = recipe_for(args, "round_robin")
+    for t in r["tasks"]:
+        if clusters and t["target"] in ("cluster_labels", "filtered_repel"):
+            t["target_options"] = {**t["target_options"], **clusters}
+    if lr:
+        r["optimizer"]["lr"] = lr
+    return r
+
+
 def cli() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -324,6 +427,8 @@ def cli() -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--combiners", default="round_robin,sum,uncertainty")
+    ap.add_argument("--variants", default="paper_clusters",
+                    help=f"ablation runs (round robin), of {sorted(VARIANTS)}; '' = none")  # fmt: skip
     ap.add_argument("--skip-masks", action="store_true", help="no full-mask comparison")
     ap.add_argument("--skip-crchisto", action="store_true", help="no CRCHisto run")
     ap.add_argument("--report-only", action="store_true", help="rewrite the report from results/")
@@ -342,44 +447,55 @@ def main() -> None:
     rows = monuseg_splits(args.seed)
     points_only = link_dataset(truth, WORK / "monuseg_points", rows, ("images", "points"))
     with_masks = link_dataset(truth, WORK / "monuseg_masks", rows, ("images", "points", "masks"))
-    data: dict = {"monuseg": {}, "val_ids": [r.split(",")[0] for r in rows if ",val," in r]}
+    recipe = load_recipe("weakly-points")
+    val_ids = [r.split(",")[0] for r in rows if ",val," in r]
+    data: dict = {
+        "monuseg": {},
+        "ablation": {},
+        "val_ids": val_ids,
+        "width": recipe["net"]["width"],
+        "object_size": recipe["training"]["object_size"],
+        "cluster_quality": cluster_label_quality(
+            with_masks, val_ids, recipe["training"]["object_size"]
+        ),
+    }
     paths = {}
-    for combine in args.combiners.split(","):
-        recipe = recipe_for(args, combine)
-        model, minutes = train_one(recipe, points_only, f"monuseg-{combine}")
-        res = score_segmentation(model, points_only, truth, "test", 12.0)
-        res.update(minutes=minutes, decode=model.decode)
-        data["monuseg"][combine] = res
-        paths[combine] = model.path
-        print(
-            combine,
-            {k: round(res[k], 3) for k in SEG_KEYS + ["precision", "recall", "ccc"]},
-            flush=True,
-        )
-        if combine == "round_robin":
+
+    def save() -> None:  # after every model: a stopped run keeps what it measured
+        write_results("weakly_points", {"command": vars(args), "machine": mach, "data": data})
+        update_benchmarks_md("weakly_points", report(args, mach, data))
+
+    def run(key: str, recipe: dict, folder: Path, truth_folder: Path, radius: float) -> Model:
+        model, minutes = train_one(recipe, folder, key)
+        res = score_segmentation(model, folder, truth_folder, "test", radius)
+        res.update(minutes=minutes, decode=model.decode, val_f1=model.training.get("tuned_f1"))
+        paths[key] = model.path
+        print(key, {k: round(v, 3) for k, v in res.items() if isinstance(v, float)}, flush=True)
+        return model, res
+
+    combiners = [c for c in args.combiners.split(",") if c]
+    first = [c for c in combiners if c == "round_robin"]  # the recipe itself first, then
+    jobs = [("monuseg", c, recipe_for(args, c)) for c in first]  # its ablation, then the rest
+    jobs += [("ablation", v, variant_recipe(args, v)) for v in args.variants.split(",") if v]
+    jobs += [("monuseg", c, recipe_for(args, c)) for c in combiners if c not in first]
+    for group, key, rec in jobs:
+        model, res = run(f"monuseg-{key}", rec, points_only, truth, 12.0)
+        data[group][key] = res
+        if key == "round_robin":
             plot_panel(model, points_only, truth, Dataset(truth).ids("test")[0],
                        REPO / "docs" / "weakly_points_panel.png")  # fmt: skip
+        save()
     if not args.skip_masks:
-        recipe = masks_recipe(recipe_for(args, "round_robin"))
-        model, minutes = train_one(recipe, with_masks, "monuseg-masks")
-        res = score_segmentation(model, with_masks, truth, "test", 12.0)
-        res.update(minutes=minutes, decode=model.decode)
-        data["monuseg"]["masks"] = res
-        paths["masks"] = model.path
+        rec = masks_recipe(recipe_for(args, "round_robin"))
+        _, data["monuseg"]["masks"] = run("monuseg-masks", rec, with_masks, truth, 12.0)
+        save()
     if not args.skip_crchisto:
         crc = SHARED_DATA / "crchisto"
-        model, minutes = train_one(
-            recipe_for(args, "round_robin", 6.0), crc, "crchisto-round_robin"
-        )
-        res = score_segmentation(model, crc, crc, "test", 6.0)
-        res.update(minutes=minutes, decode=model.decode)
-        data["crchisto"] = res
-        paths["crchisto"] = model.path
+        rec = recipe_for(args, "round_robin", 6.0)
+        _, data["crchisto"] = run("crchisto-round_robin", rec, crc, crc, 6.0)
+        save()
     plot_curves(paths, REPO / "docs" / "weakly_points_curves.png")
-    r = load_recipe("weakly-points")
-    data.update(width=r["net"]["width"], object_size=r["training"]["object_size"])
-    write_results("weakly_points", {"command": vars(args), "machine": mach, "data": data})
-    update_benchmarks_md("weakly_points", report(args, mach, data))
+    save()
 
 
 if __name__ == "__main__":

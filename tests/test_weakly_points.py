@@ -169,7 +169,7 @@ def trained(tmp_path_factory):
     Dataset.mask = no_masks
     try:
         out = root.parent / "wp.safetensors"
-        model = train(tiny_recipe(240), [(str(root), None, 1.0)], out, progress=False)
+        model = train(tiny_recipe(420), [(str(root), None, 1.0)], out, progress=False)
     finally:
         Dataset.mask = orig
     assert not opened
