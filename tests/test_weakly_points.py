@@ -287,3 +287,42 @@ def test_min_peak_distance_is_2_5_um_when_the_pixel_size_is_known(tmp_path):
     r["decode"]["min_distance"] = 9  # outside the tuning grid (2..6): tuning replaces it
     model = train(r, src, tmp_path / "free.safetensors", val, progress=False)
     assert model.decode["min_distance"] != 9
+
+
+def test_cli_encoder_weights_and_combine_are_checked_before_training(tmp_path, capsys):
+    """--encoder-weights needs a ResNet U-Net recipe and an existing file; --combine takes
+    only the known combiners; each refused with one line and exit 2, nothing written."""
+    from cellmaps.cli import main
+
+    root = tmp_path / "data"
+    write_points_dataset(root, 1, seed=0, masks=False)
+    weights = tmp_path / "resnet.safetensors"
+    weights.write_bytes(b"not read: the checks come first")
+    base = ["train", "--data", str(root), "--out", str(tmp_path / "m.safetensors")]
+    cases = [
+        (["--recipe", "micronet", "--encoder-weights", str(weights)], "needs a ResNet U-Net recipe"),
+        (["--recipe", "weakly-points", "--encoder-weights", str(tmp_path / "no.pth")],
+         "encoder weights file does not exist"),
+    ]  # fmt: skip
+    for extra, message in cases:
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    with pytest.raises(SystemExit) as exc:
+        main(base + ["--recipe", "weakly-points", "--combine", "average"])
+    assert exc.value.code == 2 and "--combine" in capsys.readouterr().err
+    assert not (tmp_path / "m.safetensors").exists()
+
+
+def test_cli_combine_sets_the_recipe_combiner(tmp_path, capsys):
+    from cellmaps.cli import main
+    from cellmaps.model import Model
+
+    root = tmp_path / "data"
+    write_points_dataset(root, 2, seed=0, masks=False)
+    out = tmp_path / "m.safetensors"
+    argv = ["train", "--recipe", "weakly-points", "--data", str(root), "--split", "",
+            "--val-split", "", "--iterations", "2", "--crop", "64", "--batch", "2",
+            "--combine", "uncertainty", "--out", str(out), "--quiet"]  # fmt: skip
+    assert main(argv) == 0, capsys.readouterr().err
+    assert Model.load(out).recipe["combine"]["kind"] == "uncertainty"
