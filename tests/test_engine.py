@@ -689,15 +689,22 @@ def test_every_bundled_recipe_trains_tunes_and_detects(name, tiny_mask_dataset, 
         regions = label(mask > 0)
         alone = sum(len(np.unique(mask[regions == k])) == 1 for k in range(1, regions.max() + 1))
         assert 0 < alone < len(truth) and tp >= alone, (tp, alone)
-    elif r["decode"].get("boundary_task"):
-        # components after subtracting the boundary: a disc mostly hidden under its
-        # neighbours keeps fewer interior pixels than min_area and cannot be found
+    elif r["decode"].get("boundary_task") or r["decode"]["kind"] == "split":
+        # components after subtracting the boundary (or, for a U-Net without one, of the
+        # cell pixels it is trained on): a disc mostly hidden under its neighbours keeps
+        # fewer interior pixels than min_area and cannot be found
         from skimage.transform import resize
 
-        band = ideal[r["decode"]["boundary_task"]][0] >= 0.5  # at the training scale
+        bt = r["decode"].get("boundary_task")
+        band = (  # at the training scale
+            ideal[bt][0] >= 0.5 if bt else ideal[r["decode"]["task"]][0] < 0.5
+        )
         band = resize(band, mask.shape, order=0, preserve_range=True, anti_aliasing=False) > 0
         interior = [((mask == i) & ~band).sum() for i in range(1, mask.max() + 1)]
         big = sum(a >= r["decode"]["min_area"] for a in interior)
-        assert 0 < big < len(truth) and tp >= big, (tp, interior)
+        # the split decoder's watershed seeds are min_distance apart: a sliver of a disc at
+        # the area limit, touching a neighbour at a corner, can share its neighbour's seed
+        slack = 1 if r["decode"]["kind"] == "split" else 0
+        assert 0 < big < len(truth) and tp >= big - slack, (tp, interior)
     else:
         assert tp == len(truth) == 8, (tp, len(found))

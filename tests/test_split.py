@@ -69,3 +69,74 @@ def test_small_objects_and_holes():
     with pytest.raises(ValueError, match="differ"):
         split_instances(seg, np.zeros((3, 3)))
     assert split_instances(np.zeros((5, 5)))[0].max() == 0
+
+
+def test_scaled_stages_keep_their_proportions():
+    from cellmaps.training.fit import scaled_stages
+
+    stages = [{"iterations": 2000, "weights": {"a": 1}}, {"iterations": 2000, "weights": {"b": 1}}]
+    assert [s["iterations"] for s in scaled_stages(stages, 600)] == [300, 300]
+    assert [s["iterations"] for s in scaled_stages(stages, 7)] == [4, 3]  # last takes the rest
+    three = [{"iterations": 1}, {"iterations": 2}, {"iterations": 1}]
+    assert [s["iterations"] for s in scaled_stages(three, 100)] == [25, 50, 25]
+    assert scaled_stages(stages, 600)[1]["weights"] == {"b": 1}
+
+
+def write_touching_pairs(root, n_images: int, seed: int) -> None:
+    """Fluorescence-like images of cell pairs pressed together along a contact longer than
+    the watershed's border limit, so only the separation map can split them."""
+    import tifffile
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+    for k in range(n_images):
+        mask = np.zeros((96, 96), np.int32)
+        n = 0
+        for r0 in (24, 72):
+            for c0 in (22, 70):
+                angle = rng.uniform(0, np.pi)
+                d = np.array([np.sin(angle), np.cos(angle)]) * 5.0
+                centre = np.array([r0, c0]) + rng.uniform(-3, 3, 2)
+                pair = discs((96, 96), [tuple(centre - d), tuple(centre + d)], 8)
+                mask[pair > 0] = pair[pair > 0] + n
+                n += 2
+        img = np.where(mask > 0, 170, 30) + rng.normal(0, 8, mask.shape)
+        img[np.roll(mask, 1, 1) != mask] -= 40  # a faint dark line where cells meet
+        Image.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(root / "images" / f"p{k}.png")
+        tifffile.imwrite(root / "masks" / f"p{k}.tif", mask.astype(np.uint16))
+
+
+@pytest.mark.parametrize(
+    "name, frozen, trained",
+    [
+        ("deepsplit", "decoders.1.ups.0.weight", "decoders.0.ups.0.weight"),
+        ("branch-net", "branch.0.body.0.weight", "unet.decoders.0.ups.0.weight"),
+        ("double-unet", "second.encoder.0.body.0.weight", "first.decoders.0.ups.0.weight"),
+    ],
+)
+def test_cumulative_training_switches_stage(name, frozen, trained, tmp_path):
+    """Stage 1 (half the run, however long): the separation layers do not move, the
+    segmentation layers do; stage 2 trains the separation layers."""
+    import torch
+
+    from cellmaps.recipes import load_recipe
+    from cellmaps.training.data import load_training_data
+    from cellmaps.training.fit import Trainer
+
+    write_touching_pairs(tmp_path / "d", 1, seed=0)
+    r = load_recipe(name)
+    r["net"].update(base=4, depth=2)
+    r["training"].update(iterations=4, batch=1, crop=48, precision="fp32")
+    data = load_training_data([(str(tmp_path / "d"), None, 1.0)], r, progress=False)
+    tr = Trainer(r, data, tmp_path / "m.safetensors", progress=False)
+    assert [s["iterations"] for s in tr.recipe["combine"]["stages"]] == [2, 2]
+    before = {k: v.clone() for k, v in tr.net.state_dict().items()}
+    tr.step()
+    tr.step()
+    mid = {k: v.clone() for k, v in tr.net.state_dict().items()}
+    assert torch.equal(before[frozen], mid[frozen])
+    assert not torch.equal(before[trained], mid[trained])
+    tr.step()
+    assert not torch.equal(mid[frozen], tr.net.state_dict()[frozen])

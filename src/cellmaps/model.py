@@ -300,6 +300,11 @@ class Model:
         coords, _ = component_centroids(m, maps[self.decode["boundary_task"]][0], int(min_area))
         return self._scored(m, coords)
 
+    def _decode_split(self, maps, min_area, **_) -> Points:
+        """DeepSplit: centroids of the cells of :func:`split_maps`."""
+        _, coords = split_maps(self, maps, int(min_area))
+        return self._scored(maps[self.decode["task"]][0], coords)
+
     def _decode_hmaxima(self, maps, h, **_) -> Points:
         """h-maxima + regional maxima (DeepDistance §3.3)."""
         m = decoded_channels(maps[self.decode["task"]], self.decode)[0]
@@ -455,8 +460,26 @@ DECODERS = {
     "peaks_per_class": Model._decode_peaks,
     "hmaxima": Model._decode_hmaxima,
     "components": Model._decode_components,
+    "split": Model._decode_split,
     "none": Model._decode_peaks,
 }
+
+
+def split_maps(model: Model, maps, min_area: int | None = None):
+    """DeepSplit's instances (:func:`cellmaps.postprocess.split.split_instances`) from the
+    segmentation map (``decode.task``) and, when the model has one, the separation map
+    (``decode.boundary_task``), in the maps' pixels. Returns (labels, centroids)."""
+    from cellmaps.postprocess.split import split_instances
+
+    d = model.decode
+    sep = maps[d["boundary_task"]][0] if d.get("boundary_task") else None
+    return split_instances(
+        maps[d["task"]][0],
+        sep,
+        min_size=d["min_area"] if min_area is None else int(min_area),
+        seed_distance=d["min_distance"],
+        max_border=d["max_border"],
+    )
 
 
 def _task_with_target(model: Model, target: str) -> str | None:
@@ -485,6 +508,8 @@ def segment_image(
 
     if model.decode.get("segment") == "argmax":
         return _argmax_segmentation(model, image, progress, maps, **inference)
+    if model.decode.get("segment") == "split":
+        return _split_segmentation(model, image, progress, maps, **inference)
     outer = _task_with_target(model, "outer_distance")
     cells = _task_with_target(model, "foreground")
     if outer is None or cells is None:
@@ -522,6 +547,27 @@ def _argmax_segmentation(model: Model, image, progress, maps, **inference):
         scale = maps.input_shape[0] / maps.net_shape[0]
     min_area = max(1, int(round(model.decode["min_area"] * scale * scale)))
     return pts, argmax_instances(prob, pts.coords, min_area)
+
+
+def _split_segmentation(model: Model, image, progress, maps, **inference):
+    """Detections and instances of a DeepSplit model (``decode.segment: split``): the
+    segmentation and separation maps brought to input pixels, then :func:`split_maps`
+    (its sizes — min_area, seed distance, border length — scaled to input pixels)."""
+    if maps is None:
+        maps = model.predict_maps(image, progress, **inference)
+    d = model.decode
+    scale = 1.0
+    if isinstance(maps, Maps) and maps.rescaled:
+        scale = maps.input_shape[0] / maps.net_shape[0]
+        keys = [d["task"]] + ([d["boundary_task"]] if d.get("boundary_task") else [])
+        maps = {k: _resize_map_to(maps[k][0], maps.input_shape)[None] for k in keys}
+    with model.decoding(
+        min_area=max(1, int(round(d["min_area"] * scale * scale))),
+        min_distance=max(1, int(round(d["min_distance"] * scale))),
+        max_border=None if d["max_border"] is None else max(1, int(round(d["max_border"] * scale))),
+    ):
+        labels, coords = split_maps(model, maps)
+    return model._scored(maps[d["task"]][0], coords), labels
 
 
 def _resize_map_to(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -43,7 +43,7 @@ def tune_decoding(
     chosen by :func:`choose_evidence_floor` (``min_score`` in the result).
     ``object_size`` / ``pixel_size`` describe the images as in :meth:`Model.predict_maps`."""
     kind = model.task_decoders.get(model.decode["task"]) or model.decode["kind"]
-    param = {"hmaxima": "h", "components": "min_area"}.get(kind, "xi")
+    param = {"hmaxima": "h", "components": "min_area", "split": "min_area"}.get(kind, "xi")
     default = {"h": H_GRID, "min_area": AREA_GRID, "xi": XI_GRID}[param]
     grid = grid or model.decode.get("grid") or default
     cached = []

@@ -12,6 +12,7 @@ from cellmaps.nets.blocks import ACTIVATIONS, HeadSpec, apply_activation
 from cellmaps.nets.cascade import CascadedUNet
 from cellmaps.nets.residual_unet import ResidualUNet
 from cellmaps.nets.resnet_unet import ResNetUNet, load_encoder_weights
+from cellmaps.nets.split_nets import BranchNet, DoubleUNet
 from cellmaps.nets.unet import MultiDecoderUNet
 
 
@@ -47,6 +48,8 @@ NETS: dict[str, NetEntry] = {
     ),
     "resnet_unet": NetEntry(ResNetUNet, ("resnet_depth", "width", "decoder_base", "dropout")),
     "cascade": NetEntry(CascadedUNet, ("base", "depth", "dropout")),
+    "branch_net": NetEntry(BranchNet, ("base", "depth", "dropout")),
+    "double_unet": NetEntry(DoubleUNet, ("base", "depth", "dropout")),
 }
 
 
@@ -58,7 +61,8 @@ def build_net(kind: str, in_channels: int, heads: Sequence[HeadSpec], **options)
     ``base``, ``depth``, ``dropout``, ``mca_levels`` and ``roi_head`` (name of a head
     that becomes the sibling ROI branch). ``resnet_unet`` takes ``resnet_depth``,
     ``width``, ``decoder_base``, ``dropout``. ``cascade`` (two U-Nets in series, the
-    second fed the first head's output) takes ``base``, ``depth``, ``dropout``.
+    second fed the first head's output) takes ``base``, ``depth``, ``dropout``; so do
+    DeepSplit's ``branch_net`` and ``double_unet`` (segmentation head, separation head).
     """
     if kind not in NETS:
         raise ValueError(f"unknown net {kind!r}; known: {sorted(NETS)}")
@@ -76,7 +80,9 @@ __all__ = [
     "ACTIVATIONS",
     "NETS",
     "HeadSpec",
+    "BranchNet",
     "CascadedUNet",
+    "DoubleUNet",
     "MultiDecoderUNet",
     "NetEntry",
     "ResNetUNet",

@@ -99,7 +99,9 @@ class MultiDecoderUNet(nn.Module):
         )
         self.head_specs = [h for group in decoders for h in group]
 
-    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    def decoder_features(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Each decoder's last (full-resolution) features for an input padded to a multiple
+        of 2**depth; crop to the input's size."""
         h, w = x.shape[-2:]
         m = 2**self.depth
         ph, pw = (-h) % m, (-w) % m
@@ -110,11 +112,15 @@ class MultiDecoderUNet(nn.Module):
             x = block(x if i == 0 else F.max_pool2d(x, 2))
             feats.append(x)
         dec_out: list[list[torch.Tensor]] = []
-        out = {}
-        for j, (dec, heads) in enumerate(zip(self.decoders, self.heads, strict=True)):
+        for j, dec in enumerate(self.decoders):
             cross = dec_out[self.cross[j]] if j in self.cross else None
-            levels = dec(feats, cross)
-            dec_out.append(levels)
+            dec_out.append(dec(feats, cross))
+        return [levels[-1] for levels in dec_out]
+
+    def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        h, w = x.shape[-2:]
+        out = {}
+        for last, heads in zip(self.decoder_features(x), self.heads, strict=True):
             for head in heads:
-                out[head.spec.name] = head(levels[-1])[..., :h, :w]
+                out[head.spec.name] = head(last)[..., :h, :w]
         return out

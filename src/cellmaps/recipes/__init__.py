@@ -29,6 +29,7 @@ TASK = {
     "loss_options": (dict, {}),
     "weight": (NUM, 1.0),
     "weights_map": ((str, type(None)), None),
+    "weights_map_options": (dict, {}),  # keyword arguments of the weights map's function
     "decode": ((str, type(None)), None),
     # the net output this task's loss reads; tasks naming the same head share one output
     # (weakly-points: three losses on one nucleus/background head). null = its own head
@@ -138,9 +139,14 @@ SCHEMA = {
         # null = every channel (one class per channel)
         "channel": ((int, type(None)), None),
         # how `predict --masks` outlines objects: region_growing (DeepDistance §4.7, outer
-        # distance + cell pixels) or argmax (the decode map's channel wins the argmax; touching
-        # objects split by a watershed from the detections); null = region_growing
+        # distance + cell pixels), argmax (the decode map's channel wins the argmax; touching
+        # objects split by a watershed from the detections) or split (DeepSplit: cells minus
+        # the separation map of decode.boundary_task, border-length-limited watershed);
+        # null = region_growing
         "segment": ((str, type(None)), None),
+        # decode.kind split (DeepSplit): touching cells are cut only along borders shorter
+        # than this many pixel edges (null = every watershed cut is kept)
+        "max_border": ((int, type(None)), 12),
     },
     "evaluate": {
         "protocol": (str, "hungarian"),
@@ -163,7 +169,7 @@ STATIC_CHOICES = {
     "training.precision": ("auto", "bf16", "fp32"),
     "training.sampling": ("random", "tiles"),
     "evaluate.protocol": ("hungarian", "one-to-one", "iou"),
-    "decode.segment": (None, "region_growing", "argmax"),
+    "decode.segment": (None, "region_growing", "argmax", "split"),
     "inference.blend": ("mean", "gaussian"),
 }
 

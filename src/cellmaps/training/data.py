@@ -228,6 +228,8 @@ def load_training_data(
             for t in tasks:
                 names += task_target_names(t)
                 opts[t["target"]] = dict(t["target_options"])
+                if t.get("weights_map"):
+                    opts[t["weights_map"]] = dict(t.get("weights_map_options") or {})
                 for name in task_target_names(t):
                     if name in CLASS_AWARE_TARGETS:
                         opts.setdefault(name, {})["classes"] = classes

@@ -110,6 +110,25 @@ def with_class_channels(recipe: dict, classes: list[str]) -> dict:
     return {**recipe, "tasks": tasks}
 
 
+def scaled_stages(stages: list[dict], iterations: int) -> list[dict]:
+    """Stages of a staged run stretched to ``iterations`` in the proportions the recipe
+    gives (2000 + 2000 at 600 iterations → 300 + 300), so that ``--iterations`` never
+    leaves a stage out; the last stage takes the rounding."""
+    total = sum(int(s["iterations"]) for s in stages)
+    if total <= 0:
+        raise CellmapsInputError("staged training needs stages with iterations > 0")
+    out, used = [], 0
+    for k, s in enumerate(stages):
+        n = (
+            iterations - used
+            if k == len(stages) - 1
+            else int(round(s["iterations"] * iterations / total))
+        )
+        out.append({**s, "iterations": n})
+        used += n
+    return out
+
+
 def load_matching_weights(net: torch.nn.Module, state: dict[str, torch.Tensor]) -> list[str]:
     """Start from another model's weights (fine-tuning): copy every tensor whose name and
     shape match, keep the new net's initialisation for the rest (e.g. a head with a
@@ -197,6 +216,11 @@ class Trainer:
         self.net = self.net.to(memory_format=torch.channels_last)
         names = [t["name"] for t in recipe["tasks"]]
         comb = recipe["combine"]
+        if comb["kind"] == "staged" and comb["stages"]:  # (a copy: the caller's recipe stays)
+            comb = recipe["combine"] = {
+                **comb,
+                "stages": scaled_stages(comb["stages"], tr["iterations"]),
+            }
         self.combiner = build_combiner(
             comb["kind"], names, {t["name"]: t["weight"] for t in recipe["tasks"]}, comb["stages"]
         )
