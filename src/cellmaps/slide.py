@@ -351,8 +351,8 @@ def segment_slide(
     ):
         raise CellmapsInputError(
             "instance masks of a slide (block by block) need a model with outer_distance "
-            "and foreground tasks (recipe deepdistance-extended); argmax models "
-            "(weakly-points) outline images up to the size limit, not slides"
+            "and foreground tasks (recipe deepdistance-extended); argmax and split models "
+            "(weakly-points, deepsplit) outline images up to the size limit, not slides"
         )
     inference = {k: plan_options.pop(k) for k in ("tile", "stride", "batch") if k in plan_options}
     plan = plan_slide(model, path, **plan_options)
