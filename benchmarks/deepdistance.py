@@ -25,7 +25,6 @@ docs/deepdistance_maps.png (Fig. 6/7), docs/deepdistance_segmentation.png and th
 from __future__ import annotations
 
 import argparse
-import os
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from benchmarks._common import (
     REPO,
     SHARED_DATA,
     cached_train,
+    link_dataset,
     machine,
     machine_line,
     read_results,
@@ -61,23 +61,13 @@ DSB_GROUP = "fluo_256x256"
 
 
 # -- splits -------------------------------------------------------------------------------
-def _link_dataset(src: Path, dst: Path, rows: list[str]) -> Path:
-    dst.mkdir(parents=True, exist_ok=True)
-    for sub in ("images", "masks", "points"):
-        link = dst / sub
-        if not link.exists() and (src / sub).exists():
-            os.symlink((src / sub).resolve(), link)
-    (dst / "splits.csv").write_text("\n".join(["id,split,group", *rows]) + "\n")
-    return dst
-
-
 def usiigaci_split(src: Path, dst: Path) -> Path:
     """Every 5th of the sorted train ids becomes test."""
     ds = Dataset(src)
     train_ids = sorted(i for i in ds.ids() if ds.split_of(i) == "train")
     test = set(train_ids[::5])
     rows = [f"{i},{'test' if i in test else ds.split_of(i)},{ds.group_of(i)}" for i in ds.ids()]
-    return _link_dataset(src, dst, rows)
+    return link_dataset(src, dst, rows)
 
 
 def dsb_split(src: Path, dst: Path) -> Path:
@@ -90,7 +80,7 @@ def dsb_split(src: Path, dst: Path) -> Path:
             rows.append(f"{i},{split},{group}")
         elif split == "test":
             rows.append(f"{i},indep,{group}")
-    return _link_dataset(src, dst, rows)
+    return link_dataset(src, dst, rows)
 
 
 def median_cell_radius(root: Path) -> float:

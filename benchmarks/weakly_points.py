@@ -26,7 +26,6 @@ docs/weakly_points_curves.png and the 'weakly_points' section of BENCHMARKS.md.
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 
@@ -36,6 +35,7 @@ from benchmarks._common import (
     REPO,
     SHARED_DATA,
     cached_train,
+    link_dataset,
     machine,
     machine_line,
     read_results,
@@ -67,17 +67,6 @@ LABELS = {
     "uncertainty": "task uncertainty (Kendall et al.)",
     "masks": "full masks (same recipe, CE on true nucleus pixels + repel on them)",
 }
-
-
-def link_dataset(src: Path, dst: Path, rows: list[str], subs: tuple[str, ...]) -> Path:
-    """A dataset folder of symlinks to ``subs`` of ``src`` with its own splits.csv."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for sub in subs:
-        link = dst / sub
-        if not link.exists():
-            os.symlink((src / sub).resolve(), link)
-    (dst / "splits.csv").write_text("\n".join(["id,split,group", *rows]) + "\n")
-    return dst
 
 
 def monuseg_splits(seed: int) -> list[str]:
@@ -264,10 +253,10 @@ def validation_curve(name: str) -> list[tuple[int, float]]:
     """(iteration, validation F1) of the newest cached run called ``name`` (its log)."""
     from benchmarks._common import training_log
 
-    logs = sorted(WORK.glob(f"{name}-*.log.csv"), key=lambda p: p.stat().st_mtime)
-    if not logs:
+    models = sorted(WORK.glob(f"{name}-*.safetensors"), key=lambda p: p.stat().st_mtime)
+    if not models:
         return []
-    rows = training_log(logs[-1].with_name(logs[-1].name.replace(".log.csv", ".safetensors")))
+    rows = training_log(models[-1])
     return [(int(r["iteration"]), r["val_f1"]) for r in rows if r.get("val_f1") is not None]
 
 

@@ -167,10 +167,14 @@ def test_cumulative_training_switches_stage(name, frozen, trained, tmp_path):
     tr = Trainer(r, data, tmp_path / "m.safetensors", progress=False)
     assert [s["iterations"] for s in tr.recipe["combine"]["stages"]] == [2, 2]
     before = {k: v.clone() for k, v in tr.net.state_dict().items()}
+    params = dict(tr.net.named_parameters())
     tr.step()
     tr.step()
+    # frozen, not merely weighted 0 (with weight 0 alone Adam would not move them either)
+    assert not params[frozen].requires_grad and params[trained].requires_grad
     mid = {k: v.clone() for k, v in tr.net.state_dict().items()}
     assert torch.equal(before[frozen], mid[frozen])
     assert not torch.equal(before[trained], mid[trained])
     tr.step()
+    assert params[frozen].requires_grad
     assert not torch.equal(mid[frozen], tr.net.state_dict()[frozen])

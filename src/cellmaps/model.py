@@ -301,9 +301,12 @@ class Model:
         return self._scored(m, coords)
 
     def _decode_split(self, maps, min_area, **_) -> Points:
-        """DeepSplit: centroids of the cells of :func:`split_maps`."""
-        _, coords = split_maps(self, maps, int(min_area))
-        return self._scored(maps[self.decode["task"]][0], coords)
+        """DeepSplit: centroids of the cells of :func:`split_planes`."""
+        d = self.decode
+        seg = maps[d["task"]][0]
+        sep = maps[d["boundary_task"]][0] if d.get("boundary_task") else None
+        _, coords = split_planes(self, seg, sep, min_area=min_area)
+        return self._scored(seg, coords)
 
     def _decode_hmaxima(self, maps, h, **_) -> Points:
         """h-maxima + regional maxima (DeepDistance §3.3)."""
@@ -465,20 +468,23 @@ DECODERS = {
 }
 
 
-def split_maps(model: Model, maps, min_area: int | None = None):
+def split_planes(
+    model: Model, seg: np.ndarray, sep: np.ndarray | None, scale: float = 1.0, min_area=None
+):
     """DeepSplit's instances (:func:`cellmaps.postprocess.split.split_instances`) from the
-    segmentation map (``decode.task``) and, when the model has one, the separation map
-    (``decode.boundary_task``), in the maps' pixels. Returns (labels, centroids)."""
+    segmentation plane and, when the model has one, the separation plane, with the model's
+    sizes (min_area, or the given one; seed distance; border length) times ``scale`` (input
+    pixels per map pixel). Returns (labels, centroids)."""
     from cellmaps.postprocess.split import split_instances
 
     d = model.decode
-    sep = maps[d["boundary_task"]][0] if d.get("boundary_task") else None
+    border = d["max_border"]
     return split_instances(
-        maps[d["task"]][0],
+        seg,
         sep,
-        min_size=d["min_area"] if min_area is None else int(min_area),
-        seed_distance=d["min_distance"],
-        max_border=d["max_border"],
+        min_size=_scaled_px(d["min_area"] if min_area is None else min_area, scale, 2),
+        seed_distance=_scaled_px(d["min_distance"], scale),
+        max_border=None if border is None else _scaled_px(border, scale),
     )
 
 
@@ -521,14 +527,27 @@ def segment_image(
     if maps is None:
         maps = model.predict_maps(image, progress, **inference)
     pts = model.decode_maps(maps)  # input pixels
-    outer_map, cell_map = maps[outer][0], maps[cells][0]
-    if isinstance(maps, Maps) and maps.rescaled:
-        # §4.7's sizes (50-px markers, 5×5 majority filter) are in image pixels: grow the
-        # regions on the maps brought back to the input's size
-        outer_map = _resize_map_to(outer_map, maps.input_shape)
-        cell_map = _resize_map_to(cell_map, maps.input_shape)
-    mask = region_growing_segmentation(pts.coords, outer_map, cell_map, outer_min=outer_min)
+    # §4.7's sizes (50-px markers, 5×5 majority filter) are in image pixels: grow the
+    # regions on the maps brought back to the input's size
+    planes, _ = _at_input_pixels(maps, {"outer": maps[outer][0], "cells": maps[cells][0]})
+    mask = region_growing_segmentation(
+        pts.coords, planes["outer"], planes["cells"], outer_min=outer_min
+    )
     return pts, mask
+
+
+def _at_input_pixels(maps, planes: dict[str, np.ndarray]) -> tuple[dict[str, np.ndarray], float]:
+    """The (H, W) ``planes`` of ``maps`` brought to the input's pixels when the image was
+    resampled for the net, and the input pixels per map pixel (1 when it was not)."""
+    if isinstance(maps, Maps) and maps.rescaled:
+        resized = {k: _resize_map_to(v, maps.input_shape) for k, v in planes.items()}
+        return resized, maps.input_shape[0] / maps.net_shape[0]
+    return planes, 1.0
+
+
+def _scaled_px(value: float, scale: float, power: int = 1) -> int:
+    """A size in map pixels (``power`` 1: a length, 2: an area) in input pixels, ≥ 1."""
+    return max(1, int(round(value * scale**power)))
 
 
 def _argmax_segmentation(model: Model, image, progress, maps, **inference):
@@ -541,33 +560,25 @@ def _argmax_segmentation(model: Model, image, progress, maps, **inference):
         maps = model.predict_maps(image, progress, **inference)
     pts = model.decode_maps(maps)  # input pixels
     prob = decoded_channels(maps[model.decode["task"]], model.decode)[0]
-    scale = 1.0  # input px per net px: min_area is in net pixels
-    if isinstance(maps, Maps) and maps.rescaled:
-        prob = _resize_map_to(prob, maps.input_shape)
-        scale = maps.input_shape[0] / maps.net_shape[0]
-    min_area = max(1, int(round(model.decode["min_area"] * scale * scale)))
-    return pts, argmax_instances(prob, pts.coords, min_area)
+    planes, scale = _at_input_pixels(maps, {"prob": prob})  # min_area is in net pixels
+    return pts, argmax_instances(
+        planes["prob"], pts.coords, _scaled_px(model.decode["min_area"], scale, 2)
+    )
 
 
 def _split_segmentation(model: Model, image, progress, maps, **inference):
     """Detections and instances of a DeepSplit model (``decode.segment: split``): the
-    segmentation and separation maps brought to input pixels, then :func:`split_maps`
+    segmentation and separation maps brought to input pixels, then :func:`split_planes`
     (its sizes — min_area, seed distance, border length — scaled to input pixels)."""
     if maps is None:
         maps = model.predict_maps(image, progress, **inference)
     d = model.decode
-    scale = 1.0
-    if isinstance(maps, Maps) and maps.rescaled:
-        scale = maps.input_shape[0] / maps.net_shape[0]
-        keys = [d["task"]] + ([d["boundary_task"]] if d.get("boundary_task") else [])
-        maps = {k: _resize_map_to(maps[k][0], maps.input_shape)[None] for k in keys}
-    with model.decoding(
-        min_area=max(1, int(round(d["min_area"] * scale * scale))),
-        min_distance=max(1, int(round(d["min_distance"] * scale))),
-        max_border=None if d["max_border"] is None else max(1, int(round(d["max_border"] * scale))),
-    ):
-        labels, coords = split_maps(model, maps)
-    return model._scored(maps[d["task"]][0], coords), labels
+    planes = {"seg": maps[d["task"]][0]}
+    if d.get("boundary_task"):
+        planes["sep"] = maps[d["boundary_task"]][0]
+    planes, scale = _at_input_pixels(maps, planes)
+    labels, coords = split_planes(model, planes["seg"], planes.get("sep"), scale)
+    return model._scored(planes["seg"], coords), labels
 
 
 def _resize_map_to(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

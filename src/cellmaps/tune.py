@@ -9,6 +9,7 @@ from cellmaps.errors import CellmapsInputError
 from cellmaps.io.dataset import Dataset
 from cellmaps.io.masks import mask_centroids
 from cellmaps.metrics import match_points, pool_detection
+from cellmaps.postprocess.peaks import decoded_channels
 
 XI_GRID = [round(x, 2) for x in np.arange(0.05, 0.96, 0.05)]
 H_GRID = [0.1, 0.2, 0.3, 0.4, 0.5]
@@ -117,8 +118,6 @@ def choose_evidence_floor(model, cached, best: dict, param: str) -> dict:
 
     ``cached`` holds (truth coords, maps) per validation image. Returns the floor, the edge
     and the curve of (min_score, F1)."""
-    from cellmaps.postprocess.peaks import decoded_channels
-
     task = model.decode["task"]
     top = float(
         np.median([float(np.max(decoded_channels(maps[task], model.decode))) for _, maps in cached])

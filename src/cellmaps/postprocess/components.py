@@ -68,8 +68,6 @@ def argmax_instances(probability: np.ndarray, seeds: np.ndarray, min_area: int =
     -------
     (H, W) int32, labels 1..K (0 background)
     """
-    from skimage.segmentation import relabel_sequential, watershed
-
     prob = np.asarray(probability, dtype=np.float32)
     if prob.ndim != 2:
         raise ValueError(f"probability must be 2-D, got shape {prob.shape}")
@@ -82,9 +80,31 @@ def argmax_instances(probability: np.ndarray, seeds: np.ndarray, min_area: int =
     rc = rc[inside]
     rc = rc[fg[rc[:, 0], rc[:, 1]]]
     markers[rc[:, 0], rc[:, 1]] = np.arange(1, len(rc) + 1, dtype=np.int32)
-    labels = watershed(-prob, markers, mask=fg, connectivity=2).astype(np.int32)
-    rest, n_rest = ndimage.label(fg & (labels == 0), structure=np.ones((3, 3), bool))
-    labels[rest > 0] = rest[rest > 0] + len(rc)
-    areas = np.bincount(labels.ravel(), minlength=len(rc) + n_rest + 1)
-    labels[areas[labels] < min_area] = 0
+    return drop_small_labels(seeded_watershed(-prob, markers, fg), min_area)
+
+
+def seeded_watershed(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """scikit-image's watershed of ``elevation`` from ``markers`` (labels 1..n) inside
+    ``mask`` (8-connectivity); each 8-connected part of the mask without a marker becomes
+    one more label (n+1, ...), so no masked pixel is left unlabelled.
+
+    Returns
+    -------
+    (H, W) int32, labels 1..K
+    """
+    from skimage.segmentation import watershed
+
+    labels = watershed(elevation, markers, mask=mask, connectivity=2).astype(np.int32)
+    rest, _ = ndimage.label(mask & (labels == 0), structure=np.ones((3, 3), bool))
+    labels[rest > 0] = rest[rest > 0] + int(markers.max())
+    return labels
+
+
+def drop_small_labels(labels: np.ndarray, min_size: int) -> np.ndarray:
+    """``labels`` without the objects under ``min_size`` px, renumbered 1..K (int32)."""
+    from skimage.segmentation import relabel_sequential
+
+    labels = np.asarray(labels).copy()
+    sizes = np.bincount(labels.ravel())
+    labels[(sizes[labels] < min_size) & (labels > 0)] = 0
     return relabel_sequential(labels)[0].astype(np.int32)

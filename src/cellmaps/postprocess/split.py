@@ -32,24 +32,19 @@ def merge_long_borders(labels: np.ndarray, max_border: int) -> np.ndarray:
     """Merge every two touching labels whose border is ``max_border`` pixel edges or
     longer (DeepSplit: a cut is kept only along a border below a length criterion, so a
     cell whose inner boundary the watershed found is not cut in half). Labels 1..K."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
     from skimage.segmentation import relabel_sequential
 
     lab = np.asarray(labels).astype(np.int64)
-    parent = np.arange(int(lab.max()) + 1)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = parent[i]
-        return i
-
-    for (a, b), length in border_lengths(lab).items():
-        if length >= max_border:
-            ra, rb = find(a), find(b)
-            if ra != rb:
-                parent[max(ra, rb)] = min(ra, rb)
-    roots = np.array([find(i) for i in range(len(parent))])
-    return relabel_sequential(roots[lab])[0].astype(np.int32)
+    n = int(lab.max()) + 1
+    pairs = [pair for pair, length in border_lengths(lab).items() if length >= max_border]
+    pairs = np.array(pairs, np.int64).reshape(-1, 2)
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(n, n))
+    _, group = connected_components(graph, directed=False)
+    # background (0) never touches a border, so it stays a group of its own
+    group = np.where(np.arange(n) == 0, -1, group)
+    return relabel_sequential(group[lab] + 1)[0].astype(np.int32)
 
 
 def fill_small_holes(mask: np.ndarray, max_hole: int) -> np.ndarray:
@@ -99,7 +94,9 @@ def split_instances(
     centroids : (K, 2) float64, (row, col)
     """
     from skimage.feature import peak_local_max
-    from skimage.segmentation import relabel_sequential, watershed
+    from skimage.segmentation import watershed
+
+    from cellmaps.postprocess.components import drop_small_labels, seeded_watershed
 
     seg = np.asarray(segmentation) > threshold
     if seg.ndim != 2:
@@ -121,18 +118,13 @@ def split_instances(
         peaks = np.zeros((0, 2), int)
     markers = np.zeros(seg.shape, np.int32)
     markers[peaks[:, 0], peaks[:, 1]] = np.arange(1, len(peaks) + 1)
-    grown = watershed(-dist, markers, mask=cells, connectivity=2)
     # cells without a seed (none in a flat or one-pixel-wide object) keep their component
-    rest = cells & (grown == 0)
-    grown[rest] = comps[rest] + len(peaks)
-    grown = relabel_sequential(grown)[0]
+    grown = seeded_watershed(-dist, markers, cells)
     if max_border is not None:
         grown = merge_long_borders(grown, max_border)
     # give the removed contact pixels (and filled holes) back to the nearest cell in the mask
     full = watershed(ndimage.distance_transform_edt(grown == 0), grown, mask=seg | cells)
-    sizes = np.bincount(full.ravel())
-    full[sizes[full] < min_size] = 0
-    full = relabel_sequential(full)[0].astype(np.int32)
+    full = drop_small_labels(full, min_size)
     k = int(full.max())
     if k == 0:
         return full, np.zeros((0, 2))
