@@ -572,13 +572,27 @@ def _split_segmentation(model: Model, image, progress, maps, **inference):
     (its sizes — min_area, seed distance, border length — scaled to input pixels)."""
     if maps is None:
         maps = model.predict_maps(image, progress, **inference)
+    seg, sep, scale = split_probabilities(model, maps)
+    labels, coords = split_planes(model, seg, sep, scale)
+    return model._scored(seg, coords), labels
+
+
+def split_probabilities(model: Model, maps) -> tuple[np.ndarray, np.ndarray | None, float]:
+    """A DeepSplit model's segmentation and (when it has one) separation probabilities at
+    the input's pixels, and the input pixels per map pixel.
+
+    Returns
+    -------
+    segmentation : (H, W) float32
+    separation : (H, W) float32 or None (a model without a separation task, e.g. ``unet``)
+    scale : float
+    """
     d = model.decode
     planes = {"seg": maps[d["task"]][0]}
     if d.get("boundary_task"):
         planes["sep"] = maps[d["boundary_task"]][0]
     planes, scale = _at_input_pixels(maps, planes)
-    labels, coords = split_planes(model, planes["seg"], planes.get("sep"), scale)
-    return model._scored(planes["seg"], coords), labels
+    return planes["seg"], planes.get("sep"), scale
 
 
 def _resize_map_to(m: np.ndarray, shape: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,554 @@
+"""DeepSplit (seeds/deepsplit.md) at CPU scale: Table 1 (cumulative) and Table 2
+(simultaneous) layouts on fluorescent nuclei and phase-contrast cells, before and after
+post-processing, side by side with StarDist trained from scratch on the same split within
+the same CPU time.
+
+    python -m benchmarks.deepsplit [--iterations 500] [--base 16] [--crop 128] [--lr 1e-3]
+        [--object-size 8] [--seed 0] [--datasets dsb,usiigaci] [--models all]
+        [--stardist dsb] [--name deepsplit] [--report-only]
+
+Datasets (nothing copied; symlinks under runs/ where the split is ours):
+- dsb: dsb2018_fluo with its own seeded train / val / test split (166 / 38 / 38 images,
+  every size group).
+- usiigaci: usiigaci_phc's train ids sorted by name, every 5th → test (9), the rest train
+  (36); its 5 val images stay val (as benchmarks/deepdistance.py).
+
+Models (``--models``): unet (Ronneberger weight map, one output), and deepsplit,
+branch-net, double-unet each trained cumulatively (stage 1 segmentation only with the
+separation layers frozen, stage 2 segmentation 0.3 / separation 1.0; the recipes' stages
+stretched to --iterations) and simultaneously (0.3 / 1.0 from the first step). Every net
+is trained on the train split with the val images for model selection, at the object
+scale --object-size (images resampled so cells have that radius), Adam at --lr.
+
+Post-processing: "before" = connected components of segmentation > 0.5 minus
+separation > 0.5 (the raw output); "after" = :func:`cellmaps.postprocess.split.split_instances`
+(holes filled, small objects removed, seeded watershed that only cuts along borders
+shorter than ``decode.max_border``). max_border is chosen on the val images by CDS from
+MAX_BORDER_GRID (ties → AJI) and kept in the model file.
+
+Scores on the test images (cellmaps.metrics.segmentation): DSC = Dice of the binary cell
+masks, mean over images; CDS = 2TP/(2TP+FP+FN) with cells matched one-to-one at IoU ≥ 0.5
+(position and area both enter the IoU), TP/FP/FN pooled over the test images — CDS is
+the instance F1 at IoU 0.5; AJI, mean over images.
+
+StarDist (``--stardist``; benchmarks/peers/stardist_train.py in its own venv, made by
+``bash benchmarks/peers/setup.sh stardist``) trains from scratch on the same train images
+for the wall time the cumulative DeepSplit model took, with the same val images and the
+same object scale, then both predict the test images one after the other in this run;
+end-to-end time per image = read + normalise + net + post-processing to a label image.
+
+Writes results/<name>.json, docs/deepsplit_panel.png and the <name> section of
+BENCHMARKS.md. Finished models in runs/deepsplit/ are reused when recipe, data and code
+match.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks._common import (
+    REPO,
+    SHARED_DATA,
+    cached_train,
+    machine,
+    machine_line,
+    read_results,
+    save_figure,
+    update_benchmarks_md,
+    write_results,
+)
+from benchmarks.deepdistance import usiigaci_split
+from cellmaps.io import Dataset, read_image
+from cellmaps.metrics.segmentation import aji, dice, instance_scores
+from cellmaps.model import Model, segment_image, split_planes, split_probabilities
+from cellmaps.recipes import load_recipe
+
+WORK = REPO / "runs" / "deepsplit"
+PEERS = REPO / "benchmarks" / "peers"
+# (row label, recipe, training mode); unet has one task, so one mode
+MODELS = [
+    ("U-Net", "unet", "single"),
+    ("DeepSplit", "deepsplit", "cumulative"),
+    ("Branch-Net", "branch-net", "cumulative"),
+    ("Double-U-Net", "double-unet", "cumulative"),
+    ("DeepSplit", "deepsplit", "simultaneous"),
+    ("Branch-Net", "branch-net", "simultaneous"),
+    ("Double-U-Net", "double-unet", "simultaneous"),
+]
+MAX_BORDER_GRID = (4, 8, 12, 16, 24, None)  # map pixels; None keeps every cut
+TARGET_DSC, TARGET_CDS = 0.91, 0.91  # dsb, DeepSplit cumulative
+TARGET_USIIGACI_DSC, TARGET_USIIGACI_CDS = 0.91, 0.85
+TARGET_F1_MARGIN = 0.02  # DeepSplit F1@0.5 ≥ StarDist's + 0.02
+PAPER = {  # the paper's own data (GFP cells), post-processed DSC / CDS
+    ("DeepSplit", "simultaneous"): (0.812, 0.770),
+    ("Branch-Net", "simultaneous"): (0.689, 0.706),
+    ("Double-U-Net", "simultaneous"): (0.802, 0.742),
+}
+
+
+def model_key(label: str, mode: str) -> str:
+    return f"{label.lower()}_{mode}"
+
+
+# -- data ---------------------------------------------------------------------------------
+def dataset_root(key: str) -> Path:
+    if key == "dsb":
+        return SHARED_DATA / "dsb2018_fluo"
+    if key == "usiigaci":
+        return usiigaci_split(SHARED_DATA / "usiigaci_phc", WORK / "usiigaci")
+    raise SystemExit(f"unknown dataset {key!r} (dsb, usiigaci)")
+
+
+# -- training -----------------------------------------------------------------------------
+def recipe_for(name: str, mode: str, args) -> dict:
+    """The bundled recipe at the benchmark's size, in the given training mode."""
+    r = load_recipe(name)
+    r["net"]["base"] = args.base
+    r["training"].update(
+        iterations=args.iterations,
+        seed=args.seed,
+        crop=args.crop,
+        tile_stride=args.crop // 2,
+        object_size=args.object_size,
+        val_every=max(50, args.iterations // 5),
+        checkpoint_every=max(50, args.iterations // 5),
+    )
+    r["optimizer"] = {**r["optimizer"], "lr": args.lr}
+    r["inference"].update(tile=args.crop * 2, stride=args.crop * 3 // 2)
+    if mode == "simultaneous":  # both losses from the first step, the paper's 0.3 / 1.0
+        r["combine"] = {
+            "kind": "staged",
+            "stages": [
+                {"iterations": args.iterations, "weights": {"segmentation": 0.3, "separation": 1.0}}
+            ],
+        }
+    return r
+
+
+# -- post-processing and scores ------------------------------------------------------------
+def raw_labels(seg: np.ndarray, sep: np.ndarray | None) -> np.ndarray:
+    """Before post-processing: 4-connected components of segmentation > 0.5 minus
+    separation > 0.5."""
+    from skimage.measure import label
+
+    cells = seg > 0.5
+    if sep is not None:
+        cells &= ~(sep > 0.5)
+    return label(cells, connectivity=1).astype(np.int32)
+
+
+def summarise(rows: list[dict]) -> dict:
+    """DSC and AJI as means over images, CDS (= F1 at IoU 0.5) from pooled TP/FP/FN."""
+    tp, fp, fn = (int(sum(r[k] for r in rows)) for k in ("tp", "fp", "fn"))
+    denom = 2 * tp + fp + fn
+    return {
+        "dsc": float(np.mean([r["dsc"] for r in rows])),
+        "aji": float(np.mean([r["aji"] for r in rows])),
+        "cds": 2 * tp / denom if denom else 1.0,
+        "precision": tp / (tp + fp) if tp + fp else 0.0,
+        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "n_images": len(rows),
+    }
+
+
+def image_scores(truth: np.ndarray, labels: np.ndarray) -> dict:
+    inst = instance_scores(truth, labels, 0.5)
+    return {
+        "dsc": dice(truth, labels),
+        "aji": aji(truth, labels),
+        **{k: inst[k] for k in ("tp", "fp", "fn")},
+    }
+
+
+def choose_max_border(model: Model, root: Path) -> dict:
+    """max_border from MAX_BORDER_GRID with the best CDS on the val images (ties → AJI)."""
+    ds = Dataset(root)
+    cached = [
+        (ds.mask(i), split_probabilities(model, model.predict_maps(ds.image(i))))
+        for i in ds.ids("val")
+    ]
+    scores = {}
+    for b in MAX_BORDER_GRID:
+        model.decode["max_border"] = b
+        rows = [
+            image_scores(t, split_planes(model, seg, sep, scale)[0])
+            for t, (seg, sep, scale) in cached
+        ]
+        s = summarise(rows)
+        scores[str(b)] = {"cds": s["cds"], "aji": s["aji"], "dsc": s["dsc"]}
+    best = max(MAX_BORDER_GRID, key=lambda b: (scores[str(b)]["cds"], scores[str(b)]["aji"]))
+    model.decode["max_border"] = best
+    return {"max_border": best, "val": scores}
+
+
+def score_test(model: Model, root: Path) -> dict:
+    """Before / after post-processing scores on the test images, and the end-to-end
+    seconds per image (read, net, post-processing to labels)."""
+    ds = Dataset(root)
+    before, after, seconds = [], [], []
+    for i in ds.ids("test"):
+        t0 = time.perf_counter()
+        image = read_image(ds.image_path(i))
+        maps = model.predict_maps(image)
+        _, labels = segment_image(model, None, maps=maps)
+        seconds.append(time.perf_counter() - t0)
+        seg, sep, _ = split_probabilities(model, maps)
+        truth = ds.mask(i)
+        before.append(image_scores(truth, raw_labels(seg, sep)))
+        after.append(image_scores(truth, labels))
+    return {
+        "before": summarise(before),
+        "after": summarise(after),
+        "predict_s_per_image": float(np.mean(seconds)),
+        "predict_s_total": float(np.sum(seconds)),
+    }
+
+
+def run_model(label: str, name: str, mode: str, root: Path, key: str, args) -> dict:
+    recipe = recipe_for(name, mode, args)
+    sources = [(str(root), "train", 1.0)]
+    model = cached_train(
+        recipe, sources, [(str(root), "val")], WORK, f"{key}_{model_key(label, mode)}"
+    )
+    choice = model.training.get("max_border_choice")
+    if choice is None:
+        choice = choose_max_border(model, root)
+        model.training["max_border_choice"] = choice
+        model.save(model.path)
+    model.decode["max_border"] = choice["max_border"]
+    return {
+        "label": label,
+        "recipe": name,
+        "mode": mode,
+        "model": str(model.path),
+        "train_minutes": model.training["elapsed_seconds"] / 60.0,
+        "iterations": model.training["iterations"],
+        "stop_reason": model.training.get("stop_reason"),
+        "max_border": choice,
+        "test": score_test(model, root),
+    }
+
+
+# -- StarDist -----------------------------------------------------------------------------
+def run_stardist(root: Path, key: str, minutes: float, scale: float, args) -> dict:
+    """StarDist trained within ``minutes`` on the same split, its test label images scored
+    by the same metrics."""
+    python = PEERS / "stardist" / ".venv" / "bin" / "python"
+    if not python.is_file():
+        raise SystemExit("no StarDist venv: run  bash benchmarks/peers/setup.sh stardist")
+    ds = Dataset(root)
+    out = WORK / f"stardist_{key}"
+    labels_dir = out / "labels"
+    labels_dir.mkdir(parents=True, exist_ok=True)
+
+    def pairs(split: str) -> list[list[str]]:
+        return [[str(ds.image_path(i)), str(ds.file_path("mask", i))] for i in ds.ids(split)]
+
+    test_ids = ds.ids("test")
+    job = {
+        "train": pairs("train"),
+        "val": pairs("val"),
+        "test": [[str(ds.image_path(i)), str(labels_dir / f"{i}.tif")] for i in test_ids],
+        "minutes": minutes,
+        "patch": args.crop,
+        "batch": 4,
+        "scale": scale,
+        "outdir": str(out / f"model_{time.strftime('%Y%m%d%H%M%S')}"),
+        "seed": args.seed,
+    }
+    job_path = out / "job.json"
+    job_path.write_text(json.dumps(job))
+    log = out / "train.log"
+    with log.open("w") as fh:
+        proc = subprocess.run(
+            [str(python), str(PEERS / "stardist_train.py"), str(job_path)],
+            stdout=subprocess.PIPE,
+            stderr=fh,
+            text=True,
+        )
+    if proc.returncode:
+        raise SystemExit(f"StarDist training failed (exit {proc.returncode}); see {log}")
+    timing = json.loads(proc.stdout.strip().splitlines()[-1])
+    import tifffile
+
+    rows = [image_scores(ds.mask(i), tifffile.imread(labels_dir / f"{i}.tif")) for i in test_ids]
+    return {
+        "train_minutes": timing["train_s"] / 60.0,
+        "budget_minutes": minutes,
+        "train_steps": timing["train_steps"],
+        "thresholds": timing["thresholds"],
+        "thresholds_minutes": timing["thresholds_s"] / 60.0,
+        "scale": scale,
+        "test": {
+            "after": summarise(rows),
+            "predict_s_per_image": float(np.mean(timing["predict_s"])),
+            "predict_s_total": float(np.sum(timing["predict_s"])),
+        },
+    }
+
+
+# -- figure -------------------------------------------------------------------------------
+def plot_panel(model: Model, root: Path, image_id: str, path: Path) -> None:
+    """One test image: the image with the true outlines, the segmentation and separation
+    probabilities, and the final instances."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from skimage.color import label2rgb
+    from skimage.segmentation import find_boundaries
+
+    ds = Dataset(root)
+    image, truth = ds.image(image_id), ds.mask(image_id)
+    maps = model.predict_maps(image)
+    _, labels = segment_image(model, None, maps=maps)
+    seg, sep, _ = split_probabilities(model, maps)
+    gray = image if image.ndim == 2 else image[..., 0]
+    gray = (gray - gray.min()) / max(float(np.ptp(gray)), 1e-6)
+    shown = np.dstack([gray] * 3)
+    shown[find_boundaries(truth, mode="inner")] = (0.0, 1.0, 0.0)
+    fig, axes = plt.subplots(1, 4, figsize=(14, 3.8))
+    panels = [
+        (shown, f"{image_id}: truth outlines ({truth.max()} cells)", None),
+        (seg, "segmentation probability", "magma"),
+        (sep, "separation probability", "magma"),
+        (label2rgb(labels, gray, alpha=0.35, bg_label=0), f"instances ({labels.max()})", None),
+    ]
+    for ax, (im, title, cmap) in zip(axes, panels, strict=True):
+        ax.imshow(im, cmap=cmap, vmin=0 if cmap else None, vmax=1 if cmap else None)
+        ax.set_title(title, fontsize=9)
+        ax.axis("off")
+    fig.tight_layout()
+    save_figure(fig, path)
+
+
+# -- report -------------------------------------------------------------------------------
+def fmt(x: float | None) -> str:
+    return "–" if x is None else f"{x:.3f}"
+
+
+def table(rows: dict, mode_keys: list[str], stardist: dict | None) -> list[str]:
+    out = [
+        "| model | mode | DSC | CDS | post-processed DSC | post-processed CDS (= F1@IoU 0.5) | AJI | max_border (val) | train min | predict s/image |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for k in mode_keys:
+        r = rows.get(k)
+        if not r:
+            continue
+        b, a = r["test"]["before"], r["test"]["after"]
+        out.append(
+            f"| {r['label']} | {r['mode']} | {fmt(b['dsc'])} | {fmt(b['cds'])} | {fmt(a['dsc'])} | "
+            f"{fmt(a['cds'])} | {fmt(a['aji'])} | {r['max_border']['max_border']} | "
+            f"{r['train_minutes']:.1f} | {r['test']['predict_s_per_image']:.2f} |"
+        )
+    if stardist:
+        a = stardist["test"]["after"]
+        out.append(
+            f"| StarDist (peer) | from scratch, {stardist['train_steps']} steps | – | – | "
+            f"{fmt(a['dsc'])} | {fmt(a['cds'])} | {fmt(a['aji'])} | – | "
+            f"{stardist['train_minutes']:.1f} (+{stardist['thresholds_minutes']:.1f} thresholds) | "
+            f"{stardist['test']['predict_s_per_image']:.2f} |"
+        )
+    return out
+
+
+def verdict(ok: bool) -> str:
+    return "met" if ok else "not met"
+
+
+def findings(key: str, v: dict) -> list[str]:
+    """Target and ordering statements computed from the run's figures."""
+    rows, lines = v["models"], []
+    cum = rows.get("deepsplit_cumulative")
+    if cum:
+        a = cum["test"]["after"]
+        t_dsc, t_cds = (
+            (TARGET_DSC, TARGET_CDS) if key == "dsb" else (TARGET_USIIGACI_DSC, TARGET_USIIGACI_CDS)
+        )
+        lines.append(
+            f"- DeepSplit cumulative, post-processed: DSC {a['dsc']:.3f} (target ≥ {t_dsc}: "
+            f"{verdict(a['dsc'] >= t_dsc)}), CDS {a['cds']:.3f} (target ≥ {t_cds}: "
+            f"{verdict(a['cds'] >= t_cds)})."
+        )
+    pairs = []
+    for label in ("DeepSplit", "Branch-Net", "Double-U-Net"):
+        c = rows.get(model_key(label, "cumulative"))
+        s = rows.get(model_key(label, "simultaneous"))
+        if c and s:
+            pairs.append((label, c["test"]["after"]["cds"], s["test"]["after"]["cds"]))
+    if pairs:
+        held = [p for p in pairs if p[1] >= p[2]]
+        detail = "; ".join(f"{lab} {c:.3f} vs {s:.3f}" for lab, c, s in pairs)
+        lines.append(
+            f"- Cumulative ≥ simultaneous (post-processed CDS) holds for {len(held)} of "
+            f"{len(pairs)} architectures ({detail})."
+        )
+    unet = rows.get("u-net_single")
+    if unet and cum:
+        d = cum["test"]["after"]["cds"] - unet["test"]["after"]["cds"]
+        lines.append(f"- DeepSplit cumulative − U-Net, post-processed CDS: {d:+.3f}.")
+    sd = v.get("stardist")
+    if sd and cum:
+        f_ds, f_sd = cum["test"]["after"]["cds"], sd["test"]["after"]["cds"]
+        t_ds, t_sd = cum["test"]["predict_s_total"], sd["test"]["predict_s_total"]
+        lines.append(
+            f"- F1 at IoU 0.5: DeepSplit {f_ds:.3f}, StarDist {f_sd:.3f}, difference "
+            f"{f_ds - f_sd:+.3f} (target ≥ +{TARGET_F1_MARGIN}: "
+            f"{verdict(f_ds - f_sd >= TARGET_F1_MARGIN)}); end-to-end prediction of the "
+            f"{cum['test']['after']['n_images']} test images: DeepSplit {t_ds:.1f} s, "
+            f"StarDist {t_sd:.1f} s (target DeepSplit ≤ StarDist: {verdict(t_ds <= t_sd)}). "
+            f"Training: DeepSplit {cum['train_minutes']:.1f} min, StarDist "
+            f"{sd['train_minutes']:.1f} min ({sd['train_steps']} steps of batch 4)."
+        )
+    return lines
+
+
+def report(args, mach: dict, data: dict) -> str:
+    lines = [
+        "## DeepSplit: Tables 1 and 2 at CPU scale, and StarDist side by side",
+        "",
+        machine_line(mach),
+        "",
+        f"Command: `python -m benchmarks.deepsplit --iterations {args.iterations} --base "
+        f"{args.base} --crop {args.crop} --lr {args.lr} --object-size {args.object_size} "
+        f"--seed {args.seed} --datasets {args.datasets} --models {args.models} "
+        f"--stardist {args.stardist or 'none'}` (then `--report-only`). CPU budget: "
+        f"{args.iterations} iterations of batch 4 per model (minutes in the tables), "
+        "StarDist given the cumulative DeepSplit model's training minutes. Nets at base "
+        f"width {args.base} (paper 64), Adam lr {args.lr} (paper 1e-4: chosen for the short "
+        f"budget), images resampled to a cell radius of {args.object_size} px.",
+        "",
+        "DSC: Dice of the binary cell masks (mean over test images). CDS: 2TP/(2TP+FP+FN) "
+        "with cells matched one-to-one at IoU ≥ 0.5 (position and area), pooled over the "
+        "test images — the same number as the instance F1 at IoU 0.5. 'Before' = connected "
+        "components of segmentation − separation; 'post-processed' = holes filled, small "
+        "objects removed, seeded watershed cutting only borders shorter than max_border "
+        "(chosen on val by CDS).",
+    ]
+    modes = {
+        "Table 1 (cumulative learning)": [
+            "u-net_single",
+            "deepsplit_cumulative",
+            "branch-net_cumulative",
+            "double-unet_cumulative",
+        ],
+        "Table 2 (simultaneous learning)": [
+            "u-net_single",
+            "deepsplit_simultaneous",
+            "branch-net_simultaneous",
+            "double-unet_simultaneous",
+        ],
+    }
+    for key, v in data.items():
+        lines += [
+            "",
+            f"### {key} ({v['n_test']} test images, {v['n_train']} train, {v['n_val']} val)",
+        ]
+        for title, keys in modes.items():
+            sd = v.get("stardist") if title.startswith("Table 1") else None
+            lines += ["", f"{title}:", "", *table(v["models"], keys, sd)]
+        lines += ["", *findings(key, v)]
+    if any(v.get("stardist") for v in data.values()):
+        lines += [
+            "",
+            "StarDist: its 2D training notebook's pipeline (1–99.8 percentile normalisation, "
+            "flips / rotations / intensity augmentation, 32 rays, grid 2×2, default U-Net, "
+            f"{args.crop}² patches, batch 4), stopped when the budget was spent, best-val "
+            "weights, probability / NMS thresholds optimised on val; run from its own venv "
+            "(`benchmarks/peers/stardist_train.py`).",
+        ]
+    lines += ["", "![DeepSplit test image](docs/deepsplit_panel.png)"]
+    return "\n".join(lines)
+
+
+# -- main ---------------------------------------------------------------------------------
+SETTINGS = ("iterations", "base", "crop", "lr", "object_size", "seed")
+
+
+def earlier_data(args) -> dict:
+    """The datasets / models of an earlier run of the same name at the same settings (so
+    the datasets can be run one invocation at a time); empty otherwise."""
+    try:
+        saved, run_args = read_results(args.name)
+    except FileNotFoundError:
+        return {}
+    same = all(getattr(run_args, k, None) == getattr(args, k) for k in SETTINGS)
+    return saved["data"] if same else {}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--iterations", type=int, default=500)
+    ap.add_argument("--base", type=int, default=16)
+    ap.add_argument("--crop", type=int, default=128)
+    ap.add_argument("--lr", type=float, default=1e-3)
+    ap.add_argument("--object-size", type=float, default=8.0)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--datasets", default="dsb,usiigaci")
+    ap.add_argument(
+        "--models", default="all", help="all, or row keys e.g. u-net_single,deepsplit_cumulative"
+    )
+    ap.add_argument("--stardist", default="dsb", help="datasets to train StarDist on ('' for none)")
+    ap.add_argument("--name", default="deepsplit")
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+    if args.report_only:
+        saved, run_args = read_results(args.name)
+        update_benchmarks_md(args.name, report(run_args, saved["machine"], saved["data"]))
+        return
+    mach = machine()
+    wanted = None if args.models == "all" else set(args.models.split(","))
+    data = earlier_data(args)
+    for key in [d for d in args.datasets.split(",") if d]:
+        root = dataset_root(key)
+        ds = Dataset(root)
+        v = data.setdefault(
+            key,
+            {
+                "root": str(root),
+                "n_train": len(ds.ids("train")),
+                "n_val": len(ds.ids("val")),
+                "n_test": len(ds.ids("test")),
+                "models": {},
+            },
+        )
+        for label, name, mode in MODELS:
+            k = model_key(label, mode)
+            if wanted is not None and k not in wanted:
+                continue
+            print(f"[{time.strftime('%H:%M:%S')}] {key} {k}", flush=True)
+            v["models"][k] = run_model(label, name, mode, root, key, args)
+            a = v["models"][k]["test"]["after"]
+            print(f"  test DSC {a['dsc']:.3f} CDS {a['cds']:.3f} AJI {a['aji']:.3f}", flush=True)
+            write_results(args.name, {"command": vars(args), "machine": mach, "data": data})
+        cum = v["models"].get("deepsplit_cumulative")
+        if cum and key in args.stardist.split(","):
+            model = Model.load(cum["model"])
+            scale = model.input_scale()
+            scale = float(np.mean(scale)) if np.ndim(scale) else float(scale)
+            print(
+                f"[{time.strftime('%H:%M:%S')}] {key} StarDist for {cum['train_minutes']:.1f} min",
+                flush=True,
+            )
+            v["stardist"] = run_stardist(root, key, cum["train_minutes"], scale, args)
+            print(f"  StarDist CDS {v['stardist']['test']['after']['cds']:.3f}", flush=True)
+        if cum and key == "dsb":
+            model = Model.load(cum["model"])
+            model.decode["max_border"] = cum["max_border"]["max_border"]
+            plot_panel(model, root, ds.ids("test")[0], REPO / "docs" / "deepsplit_panel.png")
+        write_results(args.name, {"command": vars(args), "machine": mach, "data": data})
+    update_benchmarks_md(args.name, report(args, mach, data))
+
+
+if __name__ == "__main__":
+    main()
