@@ -421,8 +421,8 @@ def report(args, mach: dict, data: dict) -> str:
         "",
         f"Command: `python -m benchmarks.deepsplit --iterations {args.iterations} --base "
         f"{args.base} --crop {args.crop} --lr {args.lr} --object-size {args.object_size} "
-        f"--seed {args.seed} --datasets {args.datasets} --models {args.models} "
-        f"--stardist {args.stardist or 'none'}` (then `--report-only`). CPU budget: "
+        f"--seed {args.seed} --datasets D --models M --stardist S` per dataset (below; then "
+        "`--report-only`). CPU budget: "
         f"{args.iterations} iterations of batch 4 per model (minutes in the tables), "
         "StarDist given the cumulative DeepSplit model's training minutes. Nets at base "
         f"width {args.base} (paper 64), Adam lr {args.lr} (paper 1e-4: chosen for the short "
@@ -453,6 +453,9 @@ def report(args, mach: dict, data: dict) -> str:
         lines += [
             "",
             f"### {key} ({v['n_test']} test images, {v['n_train']} train, {v['n_val']} val)",
+            "",
+            f"Run with `--datasets {key} --models {v.get('models_arg', 'all')} --stardist "
+            f"{v.get('stardist_arg') or 'none'}`; code {v.get('commit', mach['commit'])}.",
         ]
         for title, keys in modes.items():
             sd = v.get("stardist") if title.startswith("Table 1") else None
@@ -522,6 +525,7 @@ def main() -> None:
                 "models": {},
             },
         )
+        v.update(models_arg=args.models, stardist_arg=args.stardist, commit=mach["commit"])
         for label, name, mode in MODELS:
             k = model_key(label, mode)
             if wanted is not None and k not in wanted:
