@@ -200,6 +200,19 @@ def test_predict_masks_writes_instance_masks_evaluate_reads(tmp_path, capsys, mo
     assert main([*argv, "--masks", "--quiet"]) == 0
     for k, n in enumerate((3, 2)):
         assert len(np.unique(tifffile.imread(ideal / "masks" / f"b{k}.tif"))) == n + 1
+    # QuPath gets one outline per cell (no points beside them), each enclosing the area of
+    # one instance of the mask written beside it (shoelace vs pixel counts)
+    from cellmaps.io.geojson import read_geojson
+
+    for k, n in enumerate((3, 2)):
+        pts, polys = read_geojson(ideal / "geojson" / f"b{k}.geojson")
+        assert len(pts) == 0 and len(polys) == n
+        areas = []
+        for poly in polys:
+            r, c = poly.coords[:, 0], poly.coords[:, 1]
+            areas.append(0.5 * abs(np.dot(r, np.roll(c, 1)) - np.dot(c, np.roll(r, 1))))
+        pixels = np.bincount(tifffile.imread(ideal / "masks" / f"b{k}.tif").ravel())[1:]
+        np.testing.assert_allclose(sorted(areas), sorted(pixels), rtol=0.05)
     report = tmp_path / "ideal.json"
     argv = ["evaluate", "--truth", str(big), "--pred", str(ideal), "--protocol", "iou"]
     assert main([*argv, "--json", str(report), "--quiet"]) == 0

@@ -636,8 +636,10 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument(
         "--masks",
         action="store_true",
-        help="also write masks/<id>.tif by marker-controlled region growing "
-        "(deepdistance-extended models)",
+        help="also write instance masks masks/<id>.tif (deepdistance-extended: region "
+        "growing; deepsplit / unet / branch-net / double-unet: border-limited watershed; "
+        "weakly-points: argmax + watershed); geojson/<id>.geojson then holds one QuPath "
+        "polygon per cell instead of points",
     )
     pr.set_defaults(func=_cmd_predict)
 

@@ -117,27 +117,45 @@ def _predict_one(
         if is_large_tiff(f, slides.get("stream_above") or DEFAULT_STREAM_ABOVE):
             return _predict_slide(m, f, out, xi, masks, channels, inference, slides, client)
         image = select_channels(read_image(f), channels, f)
+        outlines = None
         if masks:
             pts, mask = segment_image(m, image, **inference)
             write_mask(out / "masks" / f"{f.stem}.tif", mask)
+            outlines = instance_outlines(mask, m.training.get("label") or "nucleus")
         else:
             pts = m.detect(image, xi=xi, **inference)
     except CellmapsInputError as exc:
         if exc.path is None:  # name the file the problem came from
             raise CellmapsInputError(exc.problem, f) from exc
         raise
-    _write_points_outputs(out, f.stem, pts, slides.get("parquet", False))
+    _write_points_outputs(out, f.stem, pts, slides.get("parquet", False), outlines)
     write_overlay(out / "overlays" / f"{f.stem}.png", image, pts)
     return _label_counts(pts)
 
 
-def _write_points_outputs(out: Path, stem: str, pts: Points, parquet: bool) -> None:
+def instance_outlines(mask: np.ndarray, label: str) -> list:
+    """One QuPath polygon per instance of a label image, all classified ``label``."""
+    from cellmaps.io.geojson import mask_to_polygons
+
+    ids = np.unique(mask)
+    return mask_to_polygons(mask, {int(k): label for k in ids[ids > 0]})
+
+
+def _write_points_outputs(
+    out: Path, stem: str, pts: Points, parquet: bool, outlines: list | None = None
+) -> None:
+    """points/<stem>.csv (and .parquet) and geojson/<stem>.geojson: the points, or with
+    ``outlines`` (``--masks``) one polygon per instance in their place, so QuPath imports
+    each cell once, with its outline."""
     from cellmaps.io.points import write_points_parquet
 
     if parquet:
         write_points_parquet(out / "points" / f"{stem}.parquet", pts)
     write_points(out / "points" / f"{stem}.csv", pts)
-    write_geojson(out / "geojson" / f"{stem}.geojson", points=pts)
+    if outlines is None:
+        write_geojson(out / "geojson" / f"{stem}.geojson", points=pts)
+    else:
+        write_geojson(out / "geojson" / f"{stem}.geojson", polygons=outlines)
 
 
 SLIDES_FILE = "slides.json"  # per slide read by region: level, net shape, tiles skipped
@@ -291,8 +309,10 @@ def predict_paths(
 ) -> list[dict]:
     """Detect objects in every image and write ``points/<id>.csv`` (x,y,label,score),
     ``geojson/<id>.geojson`` (QuPath), ``overlays/<id>.png`` and ``counts.csv``; with
-    ``masks``, also ``masks/<id>.tif`` instance masks by region growing (models with outer
-    distance and cell-pixel tasks, DeepDistance §4.7).
+    ``masks``, also ``masks/<id>.tif`` instance masks (region growing for models with outer
+    distance and cell-pixel tasks, DeepDistance §4.7; the border-limited watershed for
+    DeepSplit models; argmax + watershed for weakly-points) and, for images (not slides),
+    the geojson holds one polygon per instance instead of the points.
 
     ``model`` is a model file, a loaded :class:`~cellmaps.model.Model` or None (the
     bundled default). ``xi`` and ``min_score`` override the model's relative threshold and
