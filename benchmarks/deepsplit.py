@@ -23,8 +23,9 @@ scale --object-size (images resampled so cells have that radius), Adam at --lr.
 Post-processing: "before" = connected components of segmentation > 0.5 minus
 separation > 0.5 (the raw output); "after" = :func:`cellmaps.postprocess.split.split_instances`
 (holes filled, small objects removed, seeded watershed that only cuts along borders
-shorter than ``decode.max_border``). max_border is chosen on the val images by CDS from
-MAX_BORDER_GRID (ties → AJI) and kept in the model file.
+shorter than ``decode.max_border``). max_border is chosen on the val images by CDS
+(ties → AJI) by :func:`cellmaps.tune.tune_max_border` (as ``cellmaps tune`` does) and kept
+in the model file.
 
 Scores on the test images (cellmaps.metrics.segmentation): DSC = Dice of the binary cell
 masks, mean over images; CDS = 2TP/(2TP+FP+FN) with cells matched one-to-one at IoU ≥ 0.5
@@ -66,8 +67,9 @@ from benchmarks._common import (
 from benchmarks.deepdistance import usiigaci_split
 from cellmaps.io import Dataset, read_image
 from cellmaps.metrics.segmentation import aji, dice, instance_scores
-from cellmaps.model import Model, segment_image, split_planes, split_probabilities
+from cellmaps.model import Model, segment_image, split_probabilities
 from cellmaps.recipes import load_recipe
+from cellmaps.tune import tune_max_border
 
 WORK = REPO / "runs" / "deepsplit"
 PEERS = REPO / "benchmarks" / "peers"
@@ -81,7 +83,6 @@ MODELS = [
     ("Branch-Net", "branch-net", "simultaneous"),
     ("Double-U-Net", "double-unet", "simultaneous"),
 ]
-MAX_BORDER_GRID = (4, 8, 12, 16, 24, None)  # map pixels; None keeps every cut
 TARGET_DSC, TARGET_CDS = 0.91, 0.91  # dsb, DeepSplit cumulative
 TARGET_USIIGACI_DSC, TARGET_USIIGACI_CDS = 0.91, 0.85
 TARGET_F1_MARGIN = 0.02  # DeepSplit F1@0.5 ≥ StarDist's + 0.02
@@ -169,27 +170,6 @@ def image_scores(truth: np.ndarray, labels: np.ndarray) -> dict:
     }
 
 
-def choose_max_border(model: Model, root: Path) -> dict:
-    """max_border from MAX_BORDER_GRID with the best CDS on the val images (ties → AJI)."""
-    ds = Dataset(root)
-    cached = [
-        (ds.mask(i), split_probabilities(model, model.predict_maps(ds.image(i))))
-        for i in ds.ids("val")
-    ]
-    scores = {}
-    for b in MAX_BORDER_GRID:
-        model.decode["max_border"] = b
-        rows = [
-            image_scores(t, split_planes(model, seg, sep, scale)[0])
-            for t, (seg, sep, scale) in cached
-        ]
-        s = summarise(rows)
-        scores[str(b)] = {"cds": s["cds"], "aji": s["aji"], "dsc": s["dsc"]}
-    best = max(MAX_BORDER_GRID, key=lambda b: (scores[str(b)]["cds"], scores[str(b)]["aji"]))
-    model.decode["max_border"] = best
-    return {"max_border": best, "val": scores}
-
-
 def score_test(model: Model, root: Path) -> dict:
     """Before / after post-processing scores on the test images, and the end-to-end
     seconds per image (read, net, post-processing to labels)."""
@@ -221,7 +201,7 @@ def run_model(label: str, name: str, mode: str, root: Path, key: str, args) -> d
     )
     choice = model.training.get("max_border_choice")
     if choice is None:
-        choice = choose_max_border(model, root)
+        choice = tune_max_border(model, [(str(root), "val")], progress=False)
         model.training["max_border_choice"] = choice
         model.save(model.path)
     model.decode["max_border"] = choice["max_border"]

@@ -178,3 +178,48 @@ def test_cumulative_training_switches_stage(name, frozen, trained, tmp_path):
     tr.step()
     assert params[frozen].requires_grad
     assert not torch.equal(mid[frozen], tr.net.state_dict()[frozen])
+
+
+def test_tune_max_border_keeps_short_cuts_and_long_waists(tmp_path, monkeypatch):
+    """On ideal maps (cell pixels, no separation) of two touching discs (two cells, a
+    9-edge contact) and a dumbbell with a wide neck (one cell; the watershed cuts it along
+    borders of 18 and 19 edges), the limit chosen cuts the first and not the second (12 or
+    16); 4 and 8 merge the discs, 24 and no limit cut the dumbbell, all with a lower CDS.
+    `cellmaps tune` stores the limit in the model."""
+    import tifffile
+    from PIL import Image
+
+    from cellmaps.cli import main
+    from cellmaps.model import Model
+    from cellmaps.recipes import load_recipe
+    from cellmaps.tune import tune_max_border
+
+    root = tmp_path / "d"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    touching = discs((40, 70), [(20, 20), (20, 38)], 10)
+    dumbbell = (discs((40, 70), [(20, 20), (20, 46)], 10) > 0).astype(np.int32)
+    dumbbell[13:27, 20:46] = 1
+    for name, mask in (("touching", touching), ("dumbbell", dumbbell)):
+        Image.fromarray(np.where(mask > 0, 200, 20).astype(np.uint8)).save(
+            root / "images" / f"{name}.png"
+        )
+        tifffile.imwrite(root / "masks" / f"{name}.tif", mask.astype(np.uint16))
+    (root / "splits.csv").write_text("id,split\ntouching,val\ndumbbell,val\n")
+
+    def ideal_maps(self, image, *_a, **_k):
+        grey = np.asarray(image, np.float32)
+        cells = ((grey[..., 0] if grey.ndim == 3 else grey) > 100).astype(np.float32)
+        return {"segmentation": cells[None], "separation": np.zeros_like(cells)[None]}
+
+    monkeypatch.setattr(Model, "predict_maps", ideal_maps)
+    model = Model(load_recipe("deepsplit"), 3, [0.5] * 3, [0.2] * 3, training={"label": "cell"})
+    best = tune_max_border(model, [(str(root), "val")], progress=False)
+    cds = {r["max_border"]: r["cds"] for r in best["curve"]}
+    assert best["max_border"] in (12, 16) and model.decode["max_border"] == best["max_border"]
+    assert best["cds"] == 1.0 and max(cds[4], cds[8], cds[24], cds[None]) < 1.0
+    path = tmp_path / "m.safetensors"
+    model.decode["max_border"] = None
+    model.save(path)
+    assert main(["tune", str(path), "--data", str(root), "--split", "val", "--quiet"]) == 0
+    assert Model.load(path).decode["max_border"] in (12, 16)

@@ -169,7 +169,13 @@ def _cmd_crosseval(args: argparse.Namespace) -> int:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from cellmaps.model import Model
-    from cellmaps.tune import FLOOR_SAFETY, FLOOR_TOLERANCE, apply_tuning, tune_decoding
+    from cellmaps.tune import (
+        FLOOR_SAFETY,
+        FLOOR_TOLERANCE,
+        apply_tuning,
+        tune_decoding,
+        tune_max_border,
+    )
 
     model = Model.load(args.model)
     splits = [x.strip() for x in args.split.split(",") if x.strip()]
@@ -185,15 +191,33 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             f"{best['param']} = {row[best['param']]:.2f}, min distance {row['min_distance']}: "
             f"P {row['precision']:.4f} R {row['recall']:.4f} F1 {row['f1']:.4f}"
         )
-    apply_tuning(model, best, [(d, sp) for d in args.data for sp in splits])
+    sources = [(d, sp) for d in args.data for sp in splits]
+    apply_tuning(model, best, sources)
+    border = ""
+    if model.decode.get("segment") == "split" and _any_mask(sources):
+        cut = tune_max_border(model, sources, progress=not args.quiet)
+        for row in cut["curve"]:
+            print(f"max_border = {row['max_border']}: CDS {row['cds']:.4f} AJI {row['aji']:.4f}")
+        model.training["tuned_max_border"] = {"cds": cut["cds"], "aji": cut["aji"]}
+        border = f"; max_border = {cut['max_border']} (CDS {cut['cds']:.4f})"
     model.save(args.out or args.model)
     print(
         f"best {best['param']} = {best[best['param']]} (F1 {best['f1']:.4f}); evidence floor "
         f"{best['min_score']:.3g} ({FLOOR_SAFETY} × {best['floor_edge']:.3g}, the highest "
-        f"keeping F1 within {FLOOR_TOLERANCE} of the best); "
+        f"keeping F1 within {FLOOR_TOLERANCE} of the best){border}; "
         f"wrote {args.out or args.model}"
     )
     return 0
+
+
+def _any_mask(sources) -> bool:
+    from cellmaps.io.dataset import Dataset
+
+    for root, split in sources:
+        ds = Dataset(root)
+        if any(ds.has("mask", i) for i in ds.ids(split)):
+            return True
+    return False
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:

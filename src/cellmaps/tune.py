@@ -136,6 +136,49 @@ def choose_evidence_floor(model, cached, best: dict, param: str) -> dict:
     return {"min_score": FLOOR_SAFETY * edge, "edge": edge, "curve": curve}
 
 
+#: DeepSplit border-length limits tried (map pixels); None cuts every border
+MAX_BORDER_GRID = (4, 8, 12, 16, 24, None)
+
+
+def tune_max_border(model, sources, grid=MAX_BORDER_GRID, progress: bool = True) -> dict:
+    """DeepSplit's border-length limit (``decode.max_border``, §3.2) with the best cell
+    detection score on the masked images of ``sources`` (ties → AJI): each image's maps are
+    predicted once, split into instances at every limit in ``grid``
+    (:func:`cellmaps.model.split_planes`) and scored against the mask — CDS from TP/FP/FN
+    pooled over the images (cells matched at IoU ≥ 0.5), AJI as the mean over images.
+    Sets ``model.decode["max_border"]`` to the best and returns it with the curve."""
+    from cellmaps.metrics.segmentation import aji, instance_scores
+    from cellmaps.model import split_planes, split_probabilities
+
+    if model.decode.get("segment") != "split":
+        raise CellmapsInputError(
+            "max_border is tuned for DeepSplit-style models (decode.segment: split)"
+        )
+    cached = []
+    for root, split in sources:
+        ds = Dataset(root)
+        for i in tqdm([i for i in ds.ids(split) if ds.has("mask", i)], desc="tune: max_border",
+                      disable=not progress, leave=False):  # fmt: skip
+            cached.append((ds.mask(i), split_probabilities(model, model.predict_maps(ds.image(i)))))
+    if not cached:
+        raise CellmapsInputError("tuning max_border needs images with masks", sources[0][0])
+    curve = []
+    for b in grid:
+        model.decode["max_border"] = b
+        tp = fp = fn = 0
+        ajis = []
+        for truth, (seg, sep, scale) in cached:
+            labels = split_planes(model, seg, sep, scale)[0]
+            m = instance_scores(truth, labels, 0.5)
+            tp, fp, fn = tp + m["tp"], fp + m["fp"], fn + m["fn"]
+            ajis.append(aji(truth, labels))
+        cds = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+        curve.append({"max_border": b, "cds": cds, "aji": float(np.mean(ajis))})
+    best = max(curve, key=lambda r: (r["cds"], r["aji"]))
+    model.decode["max_border"] = best["max_border"]
+    return {**best, "curve": curve}
+
+
 DECODE_KEYS = ("xi", "h", "min_area", "min_distance", "min_score")
 
 
