@@ -18,6 +18,7 @@ SHARED_DATA = Path(os.environ.get("CELLMAPS_SHARED_DATA", REPO.parent / "shared"
 sys.path.insert(0, str(REPO / "src"))
 
 from cellmaps.io._atomic import atomic_path, write_text_atomic  # noqa: E402
+from cellmaps.io.dataset import link_dataset  # noqa: E402, F401  (re-exported for the benchmarks)
 from cellmaps.metrics.evaluate import json_ready  # noqa: E402
 
 
@@ -200,18 +201,3 @@ def train_mosaic(name: str, side: int = 2048):
     tiles = [ds.image(ids[k % len(ids)])[..., :3] for k in range(n * n)]
     rows = [np.concatenate(tiles[r * n : (r + 1) * n], 1) for r in range(n)]
     return np.ascontiguousarray(np.concatenate(rows, 0)[:side, :side])
-
-
-def link_dataset(
-    src: Path, dst: Path, rows: list[str], subs: tuple[str, ...] = ("images", "masks", "points")
-) -> Path:
-    """A dataset folder of symlinks to the ``subs`` folders of ``src`` (those it has) with
-    its own splits.csv rows (``id,split,group``): other splits of shared data, nothing
-    copied."""
-    dst.mkdir(parents=True, exist_ok=True)
-    for sub in subs:
-        link = dst / sub
-        if not link.exists() and (src / sub).exists():
-            os.symlink((src / sub).resolve(), link)
-    (dst / "splits.csv").write_text("\n".join(["id,split,group", *rows]) + "\n")
-    return dst

@@ -88,3 +88,49 @@ def test_crosseval_refuses_one_dataset_or_one_without_a_test_split(tmp_path, cap
     assert main([*argv, "--data", str(b)]) == 2
     err = capsys.readouterr().err
     assert "light" in err and "missing ['test']" in err
+
+
+def test_crosseval_by_group_trains_one_model_per_group_of_one_folder(tmp_path, capsys):
+    """One folder holding two groups with train and test images and a third group with test
+    images only: two models, the matrix over the two groups equals scoring each model on
+    each group's test images, the third group is left out with the reason."""
+    import shutil
+
+    from cellmaps.model import Model
+    from cellmaps.tune import score_split
+
+    one = tmp_path / "organs"
+    for sub in ("images", "points"):
+        (one / sub).mkdir(parents=True)
+    rows = ["id,split,group"]
+    for name, seed, dark in (("dark", 0, True), ("light", 1, False)):
+        src = disc_dataset(tmp_path / name, seed, dark)
+        for sub in ("images", "points"):
+            for f in (src / sub).iterdir():
+                shutil.copy(f, one / sub / f.name)
+        rows += [f"{i},{s},{name}" for i, s in (r.split(",") for r in
+                 (src / "splits.csv").read_text().split()[1:])]  # fmt: skip
+    rows[-1] = rows[-1].replace(",light", ",lonely")  # light3 (test) → a test-only group
+    rows[-2] = rows[-2].replace(",train,", ",test,")  # light2 → test, so light keeps one
+    (one / "splits.csv").write_text("\n".join(rows) + "\n")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text(yaml.safe_dump(tiny_recipe(iterations=4)))
+    out = tmp_path / "cx"
+    argv = ["crosseval", "--recipe", str(recipe), "--data", str(one), "--by-group"]
+    assert main([*argv, "--out", str(out), "--quiet"]) == 0
+    assert "group lonely left out: no train images" in capsys.readouterr().out
+    r = json.loads((out / "crosseval.json").read_text())
+    assert r["datasets"] == ["dark", "light"] and r["left_out"] == {"lonely": "no train images"}
+    for i, trained in enumerate(r["datasets"]):
+        model = Model.load(out / "models" / f"{trained}.safetensors")
+        for j, tested in enumerate(r["datasets"]):
+            assert r["f1"][i][j] == pytest.approx(
+                score_split(model, out / "groups" / tested, "test")["f1"]
+            )
+    from cellmaps.io import Dataset
+
+    light = Dataset(out / "groups" / "light")
+    assert light.ids("test") == ["light2"] and light.ids("train") == ["light0", "light1"]
+    assert main(["crosseval", "--recipe", str(recipe), "--data", str(tmp_path / "dark"),
+                 "--by-group", "--out", str(tmp_path / "o2")]) == 2  # fmt: skip
+    assert "group column" in capsys.readouterr().err

@@ -146,16 +146,26 @@ def _cmd_train(args: argparse.Namespace) -> int:
 
 
 def _cmd_crosseval(args: argparse.Namespace) -> int:
-    from cellmaps.crosseval import cross_evaluate
+    from cellmaps.crosseval import cross_evaluate, group_folders
     from cellmaps.recipes import load_recipe
 
-    if len(args.data) < 2:
-        raise CellmapsInputError("give at least two --data folders to cross-evaluate")
+    folders, skipped = list(args.data), {}
+    if args.by_group:
+        folders, skipped = group_folders(args.data, args.out)
+    elif len(args.data) < 2:
+        raise CellmapsInputError(
+            "give at least two --data folders to cross-evaluate (or --by-group: one model per "
+            "group of splits.csv)"
+        )
     recipe = load_recipe(args.recipe)
     for key in ("iterations", "seed"):
         if getattr(args, key) is not None:
             recipe["training"][key] = getattr(args, key)
-    r = cross_evaluate(recipe, args.data, args.out, args.radius, progress=not args.quiet)
+    r = cross_evaluate(
+        recipe, folders, args.out, args.radius, progress=not args.quiet, skipped=skipped
+    )
+    for name, why in skipped.items():
+        print(f"group {name} left out: {why}")
     width = max(len(n) for n in r["datasets"])
     print(f"{'train/test':>{width}}  " + "  ".join(r["datasets"]))
     for name, row in zip(r["datasets"], r["f1"], strict=True):
@@ -628,6 +638,12 @@ def build_parser() -> argparse.ArgumentParser:
     cx.add_argument("--seed", type=int, help="random seed")
     cx.add_argument(
         "--radius", type=_positive, help="matching radius in px (default: the recipe's)"
+    )
+    cx.add_argument(
+        "--by-group",
+        action="store_true",
+        help="one model per group of splits.csv (e.g. MoNuSeg organs) instead of per folder; "
+        "groups without train and test images are left out",
     )
     cx.add_argument("--quiet", action="store_true", help="no progress bars")
     cx.set_defaults(func=_cmd_crosseval)

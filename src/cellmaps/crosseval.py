@@ -41,6 +41,39 @@ def check_splits(folder: str | os.PathLike) -> str | None:
     return "val" if "val" in splits else "train"
 
 
+def group_folders(
+    folders: list[str | os.PathLike], out: str | os.PathLike
+) -> tuple[list[Path], dict[str, str]]:
+    """One dataset per group of each folder's splits.csv (e.g. MoNuSeg's organs): folders of
+    symlinks under ``out/groups/`` holding that group's rows (named by the group, or
+    ``<folder>-<group>`` when several folders are given). Groups without both train and
+    test images are left out and returned with the reason."""
+    from cellmaps.io.dataset import link_dataset
+
+    made, skipped = [], {}
+    for folder in folders:
+        ds = Dataset(folder)
+        groups: dict[str, list[str]] = {}
+        for image_id, (split, group) in sorted(ds.splits.items()):
+            if not group:
+                raise CellmapsInputError(
+                    f"--by-group needs a group column in splits.csv ({image_id} has none)", folder
+                )
+            groups.setdefault(group, []).append(f"{image_id},{split},{group}")
+        for group, rows in groups.items():
+            name = group if len(folders) == 1 else f"{Path(folder).resolve().name}-{group}"
+            splits = {r.split(",")[1] for r in rows}
+            if not {"train", "test"} <= splits:
+                skipped[name] = f"no {' or '.join(sorted({'train', 'test'} - splits))} images"
+                continue
+            made.append(link_dataset(folder, Path(out) / "groups" / name, rows))
+    if len(made) < 2:
+        raise CellmapsInputError(
+            f"--by-group needs two or more groups with train and test images; skipped {skipped}"
+        )
+    return made, skipped
+
+
 def summarise(matrix: np.ndarray) -> dict:
     """Mean F1 on the diagonal (tested on its own source) and off it (other sources)."""
     n = matrix.shape[0]
@@ -57,11 +90,13 @@ def cross_evaluate(
     out: str | os.PathLike,
     radius: float | None = None,
     progress: bool = True,
+    skipped: dict[str, str] | None = None,
 ) -> dict:
     """Train ``recipe`` on each folder's train split (models kept in ``out/models/``; an
     existing model there is reused, and a stopped training resumes from its checkpoint),
     score every model on every folder's test split and write ``out/crosseval.json``,
-    ``crosseval.csv`` and ``crosseval.png``. Returns the result."""
+    ``crosseval.csv`` and ``crosseval.png``. Returns the result (``skipped``: groups left
+    out by :func:`group_folders` and why, recorded as ``left_out``)."""
     from cellmaps.model import Model
     from cellmaps.training import train
     from cellmaps.tune import score_split
@@ -98,6 +133,7 @@ def cross_evaluate(
         "folders": [str(f) for f in folders],
         "tuned_on": dict(zip(names, tune_splits, strict=True)),
         "radius": radius,
+        "left_out": skipped or {},
         "f1": matrix.tolist(),
         "cells": cells,
         **summarise(matrix),

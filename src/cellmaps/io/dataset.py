@@ -235,3 +235,22 @@ class Dataset:
         if image_id not in self._rois:
             return None
         return read_roi(self._rois[image_id], self.shape(image_id))
+
+
+def link_dataset(
+    src: str | os.PathLike,
+    dst: str | os.PathLike,
+    rows: list[str],
+    subs: tuple[str, ...] = ("images", "masks", "points"),
+) -> Path:
+    """A dataset folder ``dst`` of symlinks to the ``subs`` folders of ``src`` (those it has)
+    with its own ``splits.csv`` rows (``id,split,group``): another split or subset of a
+    dataset, nothing copied. Returns ``dst``."""
+    src, dst = Path(src), Path(dst)
+    dst.mkdir(parents=True, exist_ok=True)
+    for sub in subs:
+        link = dst / sub
+        if not link.exists() and (src / sub).exists():
+            os.symlink((src / sub).resolve(), link)
+    (dst / "splits.csv").write_text("\n".join(["id,split,group", *rows]) + "\n")
+    return dst
