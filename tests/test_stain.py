@@ -107,3 +107,91 @@ def test_empty_crops_in_a_batch_have_zero_regression_targets(tiny_dataset):  # n
     r["augment"].update(empty=0.0)
     _, t, _, _ = make_batch(data, np.random.default_rng(0), 4, 48, r["augment"])
     assert float(t["proximity"].max()) > 0  # real crops keep their nuclei
+
+
+def _two_stain_tissue(stain_matrix: np.ndarray, seed: int = 0) -> np.ndarray:
+    """A 96² uint8 H&E-like image from fixed concentrations: eosin stroma everywhere, discs of
+    haematoxylin (nuclei), a glass corner; mixed by ``stain_matrix`` (3 RGB × 2 stains, optical
+    density per unit concentration) as transmitted light of intensity 240."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:96, :96]
+    h = np.zeros((96, 96))
+    e = 0.4 + 0.15 * rng.random((96, 96))
+    for r, c in rng.uniform(10, 86, size=(14, 2)):
+        disc = (yy - r) ** 2 + (xx - c) ** 2 <= 25
+        h[disc] = 1.2 + 0.3 * rng.random()
+        e[disc] *= 0.2
+    e[:20, :20] = h[:20, :20] = 0.0  # glass
+    od = np.stack([h, e], -1) @ np.asarray(stain_matrix, float).T
+    return np.clip(np.round(240 * np.exp(-od) - 1), 0, 255).astype(np.uint8)
+
+
+def test_macenko_removes_a_change_of_stain_colours():
+    """The same tissue stained with two different haematoxylin / eosin colours comes out of
+    the Macenko normalisation nearly identical, though the inputs differ far more."""
+    from cellmaps.io.stain import normalise_stain
+
+    ref = np.array([[0.5626, 0.2159], [0.7201, 0.8012], [0.4062, 0.5581]])  # Macenko's H&E
+    other = np.array([[0.65, 0.07], [0.70, 0.99], [0.29, 0.11]])  # scikit-image's H and E
+    a, b = _two_stain_tissue(ref), _two_stain_tissue(other)
+    before = np.abs(a.astype(float) - b).mean()
+    na, nb = normalise_stain(a, "macenko"), normalise_stain(b, "macenko")
+    after = np.abs(na.astype(float) - nb).mean()
+    assert before > 15 and after < 3, (before, after)
+    assert na.dtype == np.uint8 and na.shape == a.shape
+
+
+def test_reinhard_matches_the_reference_lab_statistics():
+    from cellmaps.io.stain import normalise_stain, reinhard_stats
+
+    ref = _two_stain_tissue(np.array([[0.56, 0.22], [0.72, 0.80], [0.41, 0.56]]), seed=1)
+    img = _two_stain_tissue(np.array([[0.30, 0.05], [0.50, 0.60], [0.20, 0.30]]), seed=2)
+    out = normalise_stain(img, "reinhard", ref)
+    np.testing.assert_allclose(reinhard_stats(out), reinhard_stats(ref), atol=1.5)
+    assert np.abs(reinhard_stats(img) - reinhard_stats(ref)).max() > 5
+    with pytest.raises(ValueError, match="reference"):
+        normalise_stain(img, "reinhard")
+
+
+@pytest.mark.parametrize("value", [0, 128, 255])
+def test_stain_normalisation_leaves_blank_images_alone(value):
+    from cellmaps.io.stain import normalise_stain
+
+    blank = np.full((64, 64, 3), value, np.uint8)
+    for method, ref in (("macenko", None), ("reinhard", _two_stain_tissue(np.eye(3)[:, :2] + 0.2))):
+        assert np.array_equal(normalise_stain(blank, method, ref), blank)
+
+
+def test_predict_stain_norm_from_the_command_line(tmp_path, capsys):
+    """`predict --stain-norm`: refused without the reference Reinhard needs (nothing
+    written) and on a greyscale image (named); Macenko runs, is recorded in the run file and
+    finds the same nuclei in two stainings of one tissue as in each other."""
+    import json
+
+    from PIL import Image
+
+    from cellmaps.cli import main
+    from cellmaps.io.points import read_points
+
+    ref = np.array([[0.5626, 0.2159], [0.7201, 0.8012], [0.4062, 0.5581]])
+    other = np.array([[0.65, 0.07], [0.70, 0.99], [0.29, 0.11]])
+    (tmp_path / "he").mkdir()
+    Image.fromarray(_two_stain_tissue(ref)).save(tmp_path / "he" / "a.png")
+    Image.fromarray(_two_stain_tissue(other)).save(tmp_path / "he" / "b.png")
+    out = tmp_path / "out"
+    argv = ["predict", str(tmp_path / "he"), "--out", str(out), "--quiet"]
+    assert main([*argv, "--stain-norm", "reinhard"]) == 2
+    assert "--stain-reference" in capsys.readouterr().err and not out.exists()
+    assert main([*argv, "--stain-norm", "macenko"]) == 0
+    assert (
+        json.loads((out / "cellmaps-run.json").read_text())["settings"]["stain_norm"] == "macenko"
+    )
+    a, b = (read_points(out / "points" / f"{k}.csv").coords for k in "ab")
+    near = np.linalg.norm(a[:, None] - b[None], axis=-1).min(1) <= 3
+    assert len(a) >= 8 and near.sum() >= 0.85 * max(len(a), len(b)), (a, b)
+    (tmp_path / "grey").mkdir()
+    Image.fromarray(np.full((64, 64), 90, np.uint8)).save(tmp_path / "grey" / "g.png")
+    argv = ["predict", str(tmp_path / "grey"), "--out", str(tmp_path / "o2"), "--quiet"]
+    assert main([*argv, "--stain-norm", "macenko"]) == 2
+    err = capsys.readouterr().err
+    assert "g.png" in err and "RGB" in err

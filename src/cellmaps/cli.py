@@ -238,7 +238,15 @@ def _cmd_predict(args: argparse.Namespace) -> int:
         paths.append(str(sample_image_path()))
     if not paths:
         raise CellmapsInputError("give images or folders to predict on (or --sample)")
-    summary = predict_paths(model, paths, args.out, masks=args.masks, **_prediction_options(args))
+    summary = predict_paths(
+        model,
+        paths,
+        args.out,
+        masks=args.masks,
+        stain_norm=args.stain_norm,
+        stain_reference=args.stain_reference,
+        **_prediction_options(args),
+    )
     print(
         f"wrote predictions for {len(summary)} image(s) to {Path(args.out)} "
         "(points/, geojson/, overlays/, counts.csv)"
@@ -672,6 +680,18 @@ def build_parser() -> argparse.ArgumentParser:
     _add_prediction_args(pr)
     pr.add_argument(
         "--sample", action="store_true", help="also run on scikit-image's IHC sample image"
+    )
+    pr.add_argument(
+        "--stain-norm",
+        choices=["macenko", "reinhard"],
+        help="bring each RGB brightfield image to a reference stain appearance before the "
+        "model: macenko (H&E; Macenko's reference unless --stain-reference) or reinhard "
+        "(L*a*b* mean/std of --stain-reference); images without stained tissue (blank, "
+        "flat) are left as they are",
+    )
+    pr.add_argument(
+        "--stain-reference",
+        help="RGB image whose stain appearance --stain-norm matches (e.g. a training image)",
     )
     pr.add_argument(
         "--masks",

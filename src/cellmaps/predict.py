@@ -115,8 +115,15 @@ def _predict_one(
     slides = slides or {}
     try:
         if is_large_tiff(f, slides.get("stream_above") or DEFAULT_STREAM_ABOVE):
+            if slides.get("stain_norm"):
+                raise CellmapsInputError(
+                    "--stain-norm is for images read whole, not for streamed slides (the stain "
+                    "estimate would change from tile to tile)"
+                )
             return _predict_slide(m, f, out, xi, masks, channels, inference, slides, client)
         image = select_channels(read_image(f), channels, f)
+        if slides.get("stain_norm"):
+            image = _stain_normalised(image, slides["stain_norm"], slides.get("stain_ref"), f)
         outlines = None
         if masks:
             pts, mask = segment_image(m, image, **inference)
@@ -131,6 +138,28 @@ def _predict_one(
     _write_points_outputs(out, f.stem, pts, slides.get("parquet", False), outlines)
     write_overlay(out / "overlays" / f"{f.stem}.png", image, pts)
     return _label_counts(pts)
+
+
+def _stain_normalised(image: np.ndarray, method: str, reference, f: Path) -> np.ndarray:
+    """``--stain-norm``: the RGB image brought to the reference stain appearance
+    (:func:`cellmaps.io.stain.normalise_stain`); other images are refused, naming the file."""
+    from cellmaps.io.stain import normalise_stain
+
+    if image.ndim != 3 or image.shape[-1] != 3:
+        raise CellmapsInputError(
+            f"--stain-norm needs RGB brightfield images; this one has shape {image.shape}", f
+        )
+    return normalise_stain(_uint8_pixels(image, f), method, reference)
+
+
+def _uint8_pixels(image: np.ndarray, path=None) -> np.ndarray:
+    """The image's intensities as uint8 (cellmaps' bit-depth rule, no contrast stretch: the
+    stain estimate must see the true colours)."""
+    from cellmaps.io.images import normalize_image
+
+    if image.dtype == np.uint8:
+        return image
+    return np.round(np.clip(normalize_image(image, path), 0, 1) * 255).astype(np.uint8)
 
 
 def instance_outlines(mask: np.ndarray, label: str) -> list:
@@ -172,6 +201,26 @@ def _record_slide(out: Path, stem: str, info: dict) -> None:
     table = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
     table[stem] = info
     write_text_atomic(path, json.dumps(table, indent=1, sort_keys=True) + "\n")
+
+
+def _stain_reference(method: str | None, path) -> np.ndarray | None:
+    """The ``--stain-reference`` image's RGB pixels (checked), or None."""
+    from cellmaps.io.stain import STAIN_NORM_METHODS
+
+    if method is None:
+        if path is not None:
+            raise CellmapsInputError("--stain-reference needs --stain-norm macenko|reinhard")
+        return None
+    if method not in STAIN_NORM_METHODS:
+        raise CellmapsInputError(f"unknown --stain-norm {method!r}; known: {STAIN_NORM_METHODS}")
+    if path is None:
+        if method == "reinhard":
+            raise CellmapsInputError("--stain-norm reinhard needs --stain-reference IMAGE")
+        return None  # Macenko's own H&E reference
+    ref = read_image(path)
+    if ref.ndim != 3 or ref.shape[-1] < 3:
+        raise CellmapsInputError(f"the stain reference must be an RGB image, got {ref.shape}", path)
+    return _uint8_pixels(ref[..., :3], path)
 
 
 def _predict_slide(m, f, out, xi, masks, channels, inference, slides, client) -> dict[str, int]:
@@ -305,6 +354,8 @@ def predict_paths(
     magnification: float | None = None,
     parquet: bool = False,
     regions: str | os.PathLike | None = None,
+    stain_norm: str | None = None,
+    stain_reference: str | os.PathLike | None = None,
     **inference,
 ) -> list[dict]:
     """Detect objects in every image and write ``points/<id>.csv`` (x,y,label,score),
@@ -364,10 +415,12 @@ def predict_paths(
             )
     for f in files:  # bad region files are reported before anything is written
         read_regions(regions, f.stem)
+    stain_ref = _stain_reference(stain_norm, stain_reference)
     slides = {"stream_above": stream_above, "tissue": tissue, "magnification": magnification,
-              "regions": None if regions is None else str(regions)}  # fmt: skip
+              "regions": None if regions is None else str(regions), "stain_norm": stain_norm,
+              "stain_reference": None if stain_reference is None else str(stain_reference)}  # fmt: skip
     record = _run_record(m, xi, masks, split, channels, dict(inference, **slides))
-    slides.update(parquet=parquet, progress=progress and len(files) == 1)
+    slides.update(parquet=parquet, progress=progress and len(files) == 1, stain_ref=stain_ref)
     out = start_run(out, record, overwrite, resume)
     done: dict[int, dict] = {}  # file index → row; tables list them in file order
     rows: list[dict] = []
