@@ -23,9 +23,11 @@ scale --object-size (images resampled so cells have that radius), Adam at --lr.
 Post-processing: "before" = connected components of segmentation > 0.5 minus
 separation > 0.5 (the raw output); "after" = :func:`cellmaps.postprocess.split.split_instances`
 (holes filled, small objects removed, seeded watershed that only cuts along borders
-shorter than ``decode.max_border``). max_border is chosen on the val images by CDS
-(ties → AJI) by :func:`cellmaps.tune.tune_max_border` (as ``cellmaps tune`` does) and kept
-in the model file.
+shorter than ``decode.max_border``). The cell and separation probability thresholds and
+max_border are chosen on the val images by CDS (ties → AJI) by
+:func:`cellmaps.tune.tune_split` (as ``cellmaps tune`` does) and kept in the model file;
+"before" uses 0.5 for both. ``--rescore`` repeats the choice and the test scoring with the
+current code on the trained models of results/<name>.json.
 
 Scores on the test images (cellmaps.metrics.segmentation): DSC = Dice of the binary cell
 masks, mean over images; CDS = 2TP/(2TP+FP+FN) with cells matched one-to-one at IoU ≥ 0.5
@@ -69,11 +71,12 @@ from cellmaps.io import Dataset, read_image
 from cellmaps.metrics.segmentation import aji, dice, instance_scores
 from cellmaps.model import Model, segment_image, split_probabilities
 from cellmaps.recipes import load_recipe
-from cellmaps.tune import tune_max_border
+from cellmaps.tune import tune_split
 
 WORK = REPO / "runs" / "deepsplit"
 PEERS = REPO / "benchmarks" / "peers"
 # (row label, recipe, training mode); unet has one task, so one mode
+SPLIT_KEYS = ("cell_threshold", "separation_threshold", "max_border")
 MODELS = [
     ("U-Net", "unet", "single"),
     ("DeepSplit", "deepsplit", "cumulative"),
@@ -199,12 +202,6 @@ def run_model(label: str, name: str, mode: str, root: Path, key: str, args) -> d
     model = cached_train(
         recipe, sources, [(str(root), "val")], WORK, f"{key}_{model_key(label, mode)}"
     )
-    choice = model.training.get("max_border_choice")
-    if choice is None:
-        choice = tune_max_border(model, [(str(root), "val")], progress=False)
-        model.training["max_border_choice"] = choice
-        model.save(model.path)
-    model.decode["max_border"] = choice["max_border"]
     return {
         "label": label,
         "recipe": name,
@@ -213,9 +210,48 @@ def run_model(label: str, name: str, mode: str, root: Path, key: str, args) -> d
         "train_minutes": model.training["elapsed_seconds"] / 60.0,
         "iterations": model.training["iterations"],
         "stop_reason": model.training.get("stop_reason"),
-        "max_border": choice,
-        "test": score_test(model, root),
+        "trained_by": model.training["code"],
+        **postprocess_and_score(model, root),
     }
+
+
+def postprocess_and_score(model: Model, root: Path) -> dict:
+    """Cell / separation thresholds and border limit chosen on val
+    (:func:`cellmaps.tune.tune_split`, from the recipe's defaults), then the test scores;
+    the code that did it is recorded."""
+    from cellmaps.provenance import code_version
+
+    model.decode.update({k: load_recipe(model.recipe["name"])["decode"].get(k) for k in SPLIT_KEYS})
+    choice = tune_split(model, [(str(root), "val")], progress=False)
+    model.training["split_choice"] = {k: v for k, v in choice.items() if k != "curve"}
+    model.save(model.path)
+    return {"split_choice": choice, "test": score_test(model, root), "scored_by": code_version()}
+
+
+def rescore(name: str) -> None:
+    """--rescore: post-processing chosen and test scored again with the current code on the
+    models the results file lists (their training is not repeated; ``trained_by`` keeps the
+    code that trained each)."""
+    saved, run_args = read_results(name)
+    for key, v in saved["data"].items():
+        root = Path(v["root"])
+        for k, r in v["models"].items():
+            model = Model.load(r["model"])
+            r.update(postprocess_and_score(model, root))
+            a = r["test"]["after"]
+            print(
+                f"{key} {k}: test DSC {a['dsc']:.3f} CDS {a['cds']:.3f} AJI {a['aji']:.3f}",
+                flush=True,
+            )
+            write_results(name, saved)
+        cum = v["models"].get("deepsplit_cumulative")
+        if cum and key == "dsb":
+            model = Model.load(cum["model"])
+            plot_panel(
+                model, root, Dataset(root).ids("test")[0], REPO / "docs" / "deepsplit_panel.png"
+            )
+    write_results(name, saved)
+    update_benchmarks_md(name, report(run_args, saved["machine"], saved["data"]))
 
 
 # -- StarDist -----------------------------------------------------------------------------
@@ -318,7 +354,7 @@ def fmt(x: float | None) -> str:
 
 def table(rows: dict, mode_keys: list[str], stardist: dict | None) -> list[str]:
     out = [
-        "| model | mode | DSC | CDS | post-processed DSC | post-processed CDS (= F1@IoU 0.5) | AJI | max_border (val) | train min | predict s/image |",
+        "| model | mode | DSC | CDS | post-processed DSC | post-processed CDS (= F1@IoU 0.5) | AJI | cell / separation threshold, max_border (val) | train min | predict s/image |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k in mode_keys:
@@ -328,7 +364,7 @@ def table(rows: dict, mode_keys: list[str], stardist: dict | None) -> list[str]:
         b, a = r["test"]["before"], r["test"]["after"]
         out.append(
             f"| {r['label']} | {r['mode']} | {fmt(b['dsc'])} | {fmt(b['cds'])} | {fmt(a['dsc'])} | "
-            f"{fmt(a['cds'])} | {fmt(a['aji'])} | {r['max_border']['max_border']} | "
+            f"{fmt(a['cds'])} | {fmt(a['aji'])} | {choice_text(r)} | "
             f"{r['train_minutes']:.1f} | {r['test']['predict_s_per_image']:.2f} |"
         )
     if stardist:
@@ -340,6 +376,20 @@ def table(rows: dict, mode_keys: list[str], stardist: dict | None) -> list[str]:
             f"{stardist['test']['predict_s_per_image']:.2f} |"
         )
     return out
+
+
+def scored_by(v: dict) -> str:
+    """', scored by code abc1234' when the models were rescored by other code."""
+    codes = {(r.get("scored_by") or {}).get("commit") for r in v["models"].values()}
+    codes = sorted(c[:7] for c in codes if c)
+    return f", post-processing chosen and scored by code {', '.join(codes)}" if codes else ""
+
+
+def choice_text(r: dict) -> str:
+    """'0.7 / 0.5, 12' from a row's post-processing choice."""
+    c = r.get("split_choice") or {"max_border": r["max_border"]["max_border"]}
+    th = lambda k: "–" if c.get(k) is None else f"{c[k]:g}"  # noqa: E731
+    return f"{th('cell_threshold')} / {th('separation_threshold')}, {c['max_border']}"
 
 
 def verdict(ok: bool) -> str:
@@ -411,9 +461,12 @@ def report(args, mach: dict, data: dict) -> str:
         "DSC: Dice of the binary cell masks (mean over test images). CDS: 2TP/(2TP+FP+FN) "
         "with cells matched one-to-one at IoU ≥ 0.5 (position and area), pooled over the "
         "test images — the same number as the instance F1 at IoU 0.5. 'Before' = connected "
-        "components of segmentation − separation; 'post-processed' = holes filled, small "
-        "objects removed, seeded watershed cutting only borders shorter than max_border "
-        "(chosen on val by CDS).",
+        "components of segmentation > 0.5 minus separation > 0.5; 'post-processed' = the "
+        "cell / separation thresholds chosen on val, holes filled, small objects removed, "
+        "seeded watershed cutting only borders shorter than max_border (all three chosen on "
+        "val by CDS, `cellmaps.tune.tune_split`). `--rescore` redid the choice and the "
+        "scoring with the code named per dataset ('scored by'); training is by the code "
+        "named 'trained by'.",
     ]
     modes = {
         "Table 1 (cumulative learning)": [
@@ -435,7 +488,9 @@ def report(args, mach: dict, data: dict) -> str:
             f"### {key} ({v['n_test']} test images, {v['n_train']} train, {v['n_val']} val)",
             "",
             f"Run with `--datasets {key} --models {v.get('models_arg', 'all')} --stardist "
-            f"{v.get('stardist_arg') or 'none'}`; code {v.get('commit', mach['commit'])}.",
+            f"{v.get('stardist_arg') or 'none'}`; trained by code {v.get('commit', mach['commit'])}"
+            + scored_by(v)
+            + ".",
         ]
         for title, keys in modes.items():
             sd = v.get("stardist") if title.startswith("Table 1") else None
@@ -484,7 +539,16 @@ def main() -> None:
     ap.add_argument("--stardist", default="dsb", help="datasets to train StarDist on ('' for none)")
     ap.add_argument("--name", default="deepsplit")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument(
+        "--rescore",
+        action="store_true",
+        help="choose the post-processing and score the test images again with the current "
+        "code on the models listed in results/<name>.json (no training)",
+    )
     args = ap.parse_args()
+    if args.rescore:
+        rescore(args.name)
+        return
     if args.report_only:
         saved, run_args = read_results(args.name)
         update_benchmarks_md(args.name, report(run_args, saved["machine"], saved["data"]))
@@ -528,7 +592,6 @@ def main() -> None:
             print(f"  StarDist CDS {v['stardist']['test']['after']['cds']:.3f}", flush=True)
         if cum and key == "dsb":
             model = Model.load(cum["model"])
-            model.decode["max_border"] = cum["max_border"]["max_border"]
             plot_panel(model, root, ds.ids("test")[0], REPO / "docs" / "deepsplit_panel.png")
         write_results(args.name, {"command": vars(args), "machine": mach, "data": data})
     update_benchmarks_md(args.name, report(args, mach, data))

@@ -192,7 +192,7 @@ def test_tune_max_border_keeps_short_cuts_and_long_waists(tmp_path, monkeypatch)
     from cellmaps.cli import main
     from cellmaps.model import Model
     from cellmaps.recipes import load_recipe
-    from cellmaps.tune import tune_max_border
+    from cellmaps.tune import tune_split
 
     root = tmp_path / "d"
     for sub in ("images", "masks"):
@@ -214,8 +214,8 @@ def test_tune_max_border_keeps_short_cuts_and_long_waists(tmp_path, monkeypatch)
 
     monkeypatch.setattr(Model, "predict_maps", ideal_maps)
     model = Model(load_recipe("deepsplit"), 3, [0.5] * 3, [0.2] * 3, training={"label": "cell"})
-    best = tune_max_border(model, [(str(root), "val")], progress=False)
-    cds = {r["max_border"]: r["cds"] for r in best["curve"]}
+    best = tune_split(model, [(str(root), "val")], progress=False)
+    cds = {r["max_border"]: r["cds"] for r in best["curve"] if r["cell_threshold"] == 0.3}
     assert best["max_border"] in (12, 16) and model.decode["max_border"] == best["max_border"]
     assert best["cds"] == 1.0 and max(cds[4], cds[8], cds[24], cds[None]) < 1.0
     path = tmp_path / "m.safetensors"
@@ -223,3 +223,41 @@ def test_tune_max_border_keeps_short_cuts_and_long_waists(tmp_path, monkeypatch)
     model.save(path)
     assert main(["tune", str(path), "--data", str(root), "--split", "val", "--quiet"]) == 0
     assert Model.load(path).decode["max_border"] in (12, 16)
+
+
+def test_tune_split_chooses_the_thresholds_the_maps_need(tmp_path, monkeypatch):
+    """Maps biased like a class-weighted net's: a row of three cells pressed together (long
+    contacts) whose contact pixels have separation probability 0.35, a faint cell at 0.45
+    and a background smear at 0.35. Only cell threshold 0.4 (finds the faint cell, not the
+    smear) with separation threshold 0.3 (cuts the row) gets every cell; the 0.5 defaults
+    merge the row and lose the faint cell."""
+    import tifffile
+    from PIL import Image
+
+    from cellmaps.model import Model
+    from cellmaps.recipes import load_recipe
+    from cellmaps.targets import separation
+    from cellmaps.tune import tune_split
+
+    root = tmp_path / "d"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    row = discs((40, 80), [(20, 16), (20, 30), (20, 44)], 10)  # chords ~14 px: not cut
+    faint = discs((40, 80), [(20, 66)], 8)
+    truth = np.where(faint > 0, 4, row)
+    maps = np.where(row > 0, 0.9, 0.0) + np.where(faint > 0, 0.45, 0.0)
+    maps[2:8, 60:78] = 0.35  # smear: an object only at threshold 0.3
+    sep = np.where(separation(row) > 0, 0.35, 0.0)
+    Image.fromarray((maps * 255).astype(np.uint8)).save(root / "images" / "a.png")
+    tifffile.imwrite(root / "masks" / "a.tif", truth.astype(np.uint16))
+    (root / "splits.csv").write_text("id,split\na,val\n")
+    monkeypatch.setattr(Model, "predict_maps", lambda self, image, *a, **k: {
+        "segmentation": maps[None].astype(np.float32), "separation": sep[None].astype(np.float32)})  # fmt: skip
+    model = Model(load_recipe("deepsplit"), 3, [0.5] * 3, [0.2] * 3, training={"label": "cell"})
+    model.decode.update(max_border=12, min_area=20)
+    default = {(r["cell_threshold"], r["separation_threshold"]): r["cds"]
+               for r in tune_split(model, [(str(root), "val")], progress=False)["curve"]
+               if r["max_border"] == 12}  # the first two stages (and 12 in the third)  # fmt: skip
+    best = model.decode
+    assert best["cell_threshold"] == 0.4 and best["separation_threshold"] == 0.3
+    assert default[(0.5, 0.5)] < 0.5 and max(default.values()) == 1.0

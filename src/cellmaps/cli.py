@@ -184,8 +184,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         FLOOR_TOLERANCE,
         apply_tuning,
         tune_decoding,
-        tune_max_border,
+        tune_split,
     )
+
+    SPLIT_KEYS = ("cell_threshold", "separation_threshold", "max_border")
 
     model = Model.load(args.model)
     splits = [x.strip() for x in args.split.split(",") if x.strip()]
@@ -205,11 +207,15 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     apply_tuning(model, best, sources)
     border = ""
     if model.decode.get("segment") == "split" and _any_mask(sources):
-        cut = tune_max_border(model, sources, progress=not args.quiet)
+        cut = tune_split(model, sources, progress=not args.quiet)
+        keys = [k for k in SPLIT_KEYS if k in cut]
         for row in cut["curve"]:
-            print(f"max_border = {row['max_border']}: CDS {row['cds']:.4f} AJI {row['aji']:.4f}")
-        model.training["tuned_max_border"] = {"cds": cut["cds"], "aji": cut["aji"]}
-        border = f"; max_border = {cut['max_border']} (CDS {cut['cds']:.4f})"
+            print(
+                ", ".join(f"{k} {row[k]}" for k in keys)
+                + f": CDS {row['cds']:.4f} AJI {row['aji']:.4f}"
+            )
+        model.training["tuned_split"] = {k: cut[k] for k in (*keys, "cds", "aji")}
+        border = "; " + ", ".join(f"{k} = {cut[k]}" for k in keys) + f" (CDS {cut['cds']:.4f})"
     model.save(args.out or args.model)
     print(
         f"best {best['param']} = {best[best['param']]} (F1 {best['f1']:.4f}); evidence floor "

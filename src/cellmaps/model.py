@@ -472,9 +472,10 @@ def split_planes(
     model: Model, seg: np.ndarray, sep: np.ndarray | None, scale: float = 1.0, min_area=None
 ):
     """DeepSplit's instances (:func:`cellmaps.postprocess.split.split_instances`) from the
-    segmentation plane and, when the model has one, the separation plane, with the model's
-    sizes (min_area, or the given one; seed distance; border length) times ``scale`` (input
-    pixels per map pixel). Returns (labels, centroids)."""
+    segmentation plane and, when the model has one, the separation plane, at the model's
+    cell / separation thresholds and with its sizes (min_area, or the given one; seed
+    distance; border length) times ``scale`` (input pixels per map pixel). Returns
+    (labels, centroids)."""
     from cellmaps.postprocess.split import split_instances
 
     d = model.decode
@@ -482,6 +483,8 @@ def split_planes(
     return split_instances(
         seg,
         sep,
+        threshold=d.get("cell_threshold", 0.5),
+        separation_threshold=d.get("separation_threshold", 0.5),
         min_size=_scaled_px(d["min_area"] if min_area is None else min_area, scale, 2),
         seed_distance=_scaled_px(d["min_distance"], scale),
         max_border=None if border is None else _scaled_px(border, scale),

@@ -138,45 +138,69 @@ def choose_evidence_floor(model, cached, best: dict, param: str) -> dict:
 
 #: DeepSplit border-length limits tried (map pixels); None cuts every border
 MAX_BORDER_GRID = (4, 8, 12, 16, 24, None)
+#: DeepSplit cell / separation probability thresholds tried
+SPLIT_THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
 
 
-def tune_max_border(model, sources, grid=MAX_BORDER_GRID, progress: bool = True) -> dict:
-    """DeepSplit's border-length limit (``decode.max_border``, §3.2) with the best cell
-    detection score on the masked images of ``sources`` (ties → AJI): each image's maps are
-    predicted once, split into instances at every limit in ``grid``
-    (:func:`cellmaps.model.split_planes`) and scored against the mask — CDS from TP/FP/FN
-    pooled over the images (cells matched at IoU ≥ 0.5), AJI as the mean over images.
-    Sets ``model.decode["max_border"]`` to the best and returns it with the curve."""
+def split_scores(model, cached) -> dict:
+    """Cell detection score (CDS = 2TP/(2TP+FP+FN), cells matched at IoU ≥ 0.5, TP/FP/FN
+    pooled over the images) and mean AJI of the instances :func:`cellmaps.model.split_planes`
+    makes at the model's current decoding, over cached (mask, split probabilities) pairs."""
     from cellmaps.metrics.segmentation import aji, instance_scores
-    from cellmaps.model import split_planes, split_probabilities
+    from cellmaps.model import split_planes
+
+    tp = fp = fn = 0
+    ajis = []
+    for truth, (seg, sep, scale) in cached:
+        labels = split_planes(model, seg, sep, scale)[0]
+        m = instance_scores(truth, labels, 0.5)
+        tp, fp, fn = tp + m["tp"], fp + m["fp"], fn + m["fn"]
+        ajis.append(aji(truth, labels))
+    cds = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
+    return {"cds": cds, "aji": float(np.mean(ajis))}
+
+
+def tune_split(model, sources, grids: dict | None = None, progress: bool = True) -> dict:
+    """DeepSplit's post-processing chosen on the masked images of ``sources`` (§3.2): the
+    cell threshold, the separation threshold and the border-length limit
+    (``decode.cell_threshold``, ``separation_threshold``, ``max_border``), one after the
+    other in that order (coordinate search; each keeps the values chosen before it), each
+    by the best cell detection score (ties → AJI) of :func:`split_scores`. Each image's maps
+    are predicted once. Sets the chosen values in ``model.decode`` and returns them with
+    the curve of every setting tried."""
+    from cellmaps.model import split_probabilities
 
     if model.decode.get("segment") != "split":
         raise CellmapsInputError(
-            "max_border is tuned for DeepSplit-style models (decode.segment: split)"
+            "split post-processing is tuned for DeepSplit-style models (decode.segment: split)"
         )
+    grids = grids or {
+        "cell_threshold": SPLIT_THRESHOLD_GRID,
+        "separation_threshold": SPLIT_THRESHOLD_GRID,
+        "max_border": MAX_BORDER_GRID,
+    }
+    if not model.decode.get("boundary_task"):
+        grids = {k: v for k, v in grids.items() if k != "separation_threshold"}
     cached = []
     for root, split in sources:
         ds = Dataset(root)
-        for i in tqdm([i for i in ds.ids(split) if ds.has("mask", i)], desc="tune: max_border",
-                      disable=not progress, leave=False):  # fmt: skip
+        ids = [i for i in ds.ids(split) if ds.has("mask", i)]
+        for i in tqdm(ids, desc="tune: split", disable=not progress, leave=False):
             cached.append((ds.mask(i), split_probabilities(model, model.predict_maps(ds.image(i)))))
     if not cached:
-        raise CellmapsInputError("tuning max_border needs images with masks", sources[0][0])
+        raise CellmapsInputError(
+            "tuning the split post-processing needs images with masks", sources[0][0]
+        )
     curve = []
-    for b in grid:
-        model.decode["max_border"] = b
-        tp = fp = fn = 0
-        ajis = []
-        for truth, (seg, sep, scale) in cached:
-            labels = split_planes(model, seg, sep, scale)[0]
-            m = instance_scores(truth, labels, 0.5)
-            tp, fp, fn = tp + m["tp"], fp + m["fp"], fn + m["fn"]
-            ajis.append(aji(truth, labels))
-        cds = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
-        curve.append({"max_border": b, "cds": cds, "aji": float(np.mean(ajis))})
-    best = max(curve, key=lambda r: (r["cds"], r["aji"]))
-    model.decode["max_border"] = best["max_border"]
-    return {**best, "curve": curve}
+    for key, grid in grids.items():
+        rows = []
+        for v in grid:
+            model.decode[key] = v
+            rows.append({**{k: model.decode.get(k) for k in grids}, **split_scores(model, cached)})
+        best = max(rows, key=lambda r: (r["cds"], r["aji"]))
+        model.decode[key] = best[key]
+        curve += rows
+    return {**{k: model.decode[k] for k in grids}, **split_scores(model, cached), "curve": curve}
 
 
 DECODE_KEYS = ("xi", "h", "min_area", "min_distance", "min_score")

@@ -68,12 +68,15 @@ def split_instances(
     max_hole: int = 20,
     seed_distance: int = 5,
     max_border: int | None = 12,
+    separation_threshold: float | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Instance mask and centroids from DeepSplit's two maps (§3.2).
 
-    1. Cells = segmentation > ``threshold`` minus separation > ``threshold`` (the separation
-       result intersected with the segmentation mask: the predicted contact pixels are taken
-       out so touching cells fall apart); holes up to ``max_hole`` px filled.
+    1. Cells = segmentation > ``threshold`` minus separation > ``separation_threshold``
+       (default: ``threshold``) — the separation result intersected with the segmentation
+       mask: the predicted contact pixels are taken out so touching cells fall apart; holes
+       up to ``max_hole`` px filled. (Class-weighted losses bias both probabilities upwards,
+       so the thresholds are worth choosing on validation: :func:`cellmaps.tune.tune_split`.)
     2. Seeds at cell centres: maxima of each cell's (8-connected component's) distance
        transform at least ``seed_distance`` px apart; labels grow from them by a watershed
        on the negated distance inside the cells.
@@ -103,7 +106,8 @@ def split_instances(
         raise ValueError(f"segmentation must be 2-D, got shape {seg.shape}")
     cells = seg.copy()
     if separation is not None:
-        sep = np.asarray(separation) > threshold
+        sep_cut = threshold if separation_threshold is None else separation_threshold
+        sep = np.asarray(separation) > sep_cut
         if sep.shape != seg.shape:
             raise ValueError(f"separation {sep.shape} and segmentation {seg.shape} differ")
         cells &= ~sep

@@ -147,6 +147,10 @@ SCHEMA = {
         # decode.kind split (DeepSplit): touching cells are cut only along borders shorter
         # than this many pixel edges (null = every watershed cut is kept)
         "max_border": ((int, type(None)), 12),
+        # decode.kind split: probability above which a pixel is a cell / a contact between
+        # cells (the losses' class weights bias both upwards; `cellmaps tune` chooses them)
+        "cell_threshold": (NUM, 0.5),
+        "separation_threshold": (NUM, 0.5),
     },
     "evaluate": {
         "protocol": (str, "hungarian"),
