@@ -312,6 +312,31 @@ def run_stardist(root: Path, key: str, minutes: float, scale: float, args) -> di
     }
 
 
+def stardist_beside(v: dict, key: str, root: Path, args) -> dict:
+    """StarDist on the dataset, for the training minutes of the model ``--stardist-budget``
+    names (default the cumulative DeepSplit model), at that model's object scale."""
+    budget_from = v["models"][args.stardist_budget]
+    model = Model.load(v["models"]["deepsplit_cumulative"]["model"])
+    scale = model.input_scale()
+    scale = float(np.mean(scale)) if np.ndim(scale) else float(scale)
+    minutes = budget_from["train_minutes"]
+    print(f"[{time.strftime('%H:%M:%S')}] {key} StarDist for {minutes:.1f} min", flush=True)
+    sd = run_stardist(root, key, minutes, scale, args)
+    sd["budget_from"] = args.stardist_budget
+    print(f"  StarDist CDS {sd['test']['after']['cds']:.3f}", flush=True)
+    return sd
+
+
+def stardist_only(args) -> None:
+    """--stardist-only: StarDist beside the models already in results/<name>.json."""
+    saved, run_args = read_results(args.name)
+    for key in [d for d in args.stardist.split(",") if d]:
+        v = saved["data"][key]
+        v["stardist"] = stardist_beside(v, key, Path(v["root"]), args)
+        write_results(args.name, saved)
+    update_benchmarks_md(args.name, report(run_args, saved["machine"], saved["data"]))
+
+
 # -- figure -------------------------------------------------------------------------------
 def plot_panel(model: Model, root: Path, image_id: str, path: Path) -> None:
     """One test image: the image with the true outlines, the segmentation and separation
@@ -437,8 +462,9 @@ def findings(key: str, v: dict) -> list[str]:
             f"{verdict(f_ds - f_sd >= TARGET_F1_MARGIN)}); end-to-end prediction of the "
             f"{cum['test']['after']['n_images']} test images: DeepSplit {t_ds:.1f} s, "
             f"StarDist {t_sd:.1f} s (target DeepSplit ≤ StarDist: {verdict(t_ds <= t_sd)}). "
-            f"Training: DeepSplit {cum['train_minutes']:.1f} min, StarDist "
-            f"{sd['train_minutes']:.1f} min ({sd['train_steps']} steps of batch 4)."
+            f"Training: DeepSplit cumulative {cum['train_minutes']:.1f} min, StarDist "
+            f"{sd['train_minutes']:.1f} min ({sd['train_steps']} steps of batch 4; its budget: "
+            f"the training minutes of {sd.get('budget_from', 'deepsplit_cumulative')})."
         )
     return lines
 
@@ -538,6 +564,17 @@ def main() -> None:
     )
     ap.add_argument("--stardist", default="dsb", help="datasets to train StarDist on ('' for none)")
     ap.add_argument("--name", default="deepsplit")
+    ap.add_argument(
+        "--stardist-budget",
+        default="deepsplit_cumulative",
+        help="row whose training minutes StarDist gets (e.g. deepsplit_simultaneous: the same "
+        "net and iterations)",
+    )
+    ap.add_argument(
+        "--stardist-only",
+        action="store_true",
+        help="train and score StarDist beside the models of results/<name>.json",
+    )
     ap.add_argument("--report-only", action="store_true")
     ap.add_argument(
         "--rescore",
@@ -546,6 +583,9 @@ def main() -> None:
         "code on the models listed in results/<name>.json (no training)",
     )
     args = ap.parse_args()
+    if args.stardist_only:
+        stardist_only(args)
+        return
     if args.rescore:
         rescore(args.name)
         return
@@ -581,15 +621,7 @@ def main() -> None:
             write_results(args.name, {"command": vars(args), "machine": mach, "data": data})
         cum = v["models"].get("deepsplit_cumulative")
         if cum and key in args.stardist.split(","):
-            model = Model.load(cum["model"])
-            scale = model.input_scale()
-            scale = float(np.mean(scale)) if np.ndim(scale) else float(scale)
-            print(
-                f"[{time.strftime('%H:%M:%S')}] {key} StarDist for {cum['train_minutes']:.1f} min",
-                flush=True,
-            )
-            v["stardist"] = run_stardist(root, key, cum["train_minutes"], scale, args)
-            print(f"  StarDist CDS {v['stardist']['test']['after']['cds']:.3f}", flush=True)
+            v["stardist"] = stardist_beside(v, key, root, args)
         if cum and key == "dsb":
             model = Model.load(cum["model"])
             plot_panel(model, root, ds.ids("test")[0], REPO / "docs" / "deepsplit_panel.png")
