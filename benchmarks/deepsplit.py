@@ -127,6 +127,7 @@ def recipe_for(name: str, mode: str, args) -> dict:
     r["inference"].update(tile=args.crop * 2, stride=args.crop * 3 // 2)
     if mode == "simultaneous":  # both losses from the first step, the paper's 0.3 / 1.0
         r["combine"] = {
+            **r["combine"],  # the validated defaults (e.g. correlation_eta) stay
             "kind": "staged",
             "stages": [
                 {"iterations": args.iterations, "weights": {"segmentation": 0.3, "separation": 1.0}}
@@ -232,10 +233,15 @@ def rescore(name: str) -> None:
     """--rescore: post-processing chosen and test scored again with the current code on the
     models the results file lists (their training is not repeated; ``trained_by`` keeps the
     code that trained each)."""
+    from cellmaps.provenance import code_version
+
+    current = code_version()["source_hash"]
     saved, run_args = read_results(name)
     for key, v in saved["data"].items():
         root = Path(v["root"])
         for k, r in v["models"].items():
+            if (r.get("scored_by") or {}).get("source_hash") == current:
+                continue  # already chosen and scored by this code
             model = Model.load(r["model"])
             r.update(postprocess_and_score(model, root))
             a = r["test"]["after"]
