@@ -243,6 +243,7 @@ def rescore(name: str) -> None:
             if (r.get("scored_by") or {}).get("source_hash") == current:
                 continue  # already chosen and scored by this code
             model = Model.load(r["model"])
+            r.setdefault("trained_by", model.training.get("code"))
             r.update(postprocess_and_score(model, root))
             a = r["test"]["after"]
             print(
@@ -409,11 +410,18 @@ def table(rows: dict, mode_keys: list[str], stardist: dict | None) -> list[str]:
     return out
 
 
-def scored_by(v: dict) -> str:
-    """', scored by code abc1234' when the models were rescored by other code."""
-    codes = {(r.get("scored_by") or {}).get("commit") for r in v["models"].values()}
-    codes = sorted(c[:7] for c in codes if c)
-    return f", post-processing chosen and scored by code {', '.join(codes)}" if codes else ""
+def code_lines(v: dict) -> str:
+    """Which code trained the dataset's models and which chose their post-processing and
+    scored them (short commits, '+' when the tree had uncommitted changes)."""
+
+    def short(c: dict | None) -> str | None:
+        if not c or not c.get("commit"):
+            return None
+        return c["commit"][:7] + ("+" if c.get("dirty") else "")
+
+    trained = sorted({short(r.get("trained_by")) or "?" for r in v["models"].values()})
+    scored = sorted({short(r.get("scored_by")) or "?" for r in v["models"].values()})
+    return f"Models trained by code {', '.join(trained)}; post-processing chosen and test scored by code {', '.join(scored)}."
 
 
 def choice_text(r: dict) -> str:
@@ -486,7 +494,7 @@ def report(args, mach: dict, data: dict) -> str:
         f"--seed {args.seed} --datasets D --models M --stardist S` per dataset (below; then "
         "`--report-only`). CPU budget: "
         f"{args.iterations} iterations of batch 4 per model (minutes in the tables), "
-        "StarDist given the cumulative DeepSplit model's training minutes. Nets at base "
+        "StarDist given the training minutes of the DeepSplit row named below. Nets at base "
         f"width {args.base} (paper 64), Adam lr {args.lr} (paper 1e-4: chosen for the short "
         f"budget), images resampled to a cell radius of {args.object_size} px.",
         "",
@@ -505,13 +513,13 @@ def report(args, mach: dict, data: dict) -> str:
             "u-net_single",
             "deepsplit_cumulative",
             "branch-net_cumulative",
-            "double-unet_cumulative",
+            "double-u-net_cumulative",
         ],
         "Table 2 (simultaneous learning)": [
             "u-net_single",
             "deepsplit_simultaneous",
             "branch-net_simultaneous",
-            "double-unet_simultaneous",
+            "double-u-net_simultaneous",
         ],
     }
     for key, v in data.items():
@@ -519,10 +527,7 @@ def report(args, mach: dict, data: dict) -> str:
             "",
             f"### {key} ({v['n_test']} test images, {v['n_train']} train, {v['n_val']} val)",
             "",
-            f"Run with `--datasets {key} --models {v.get('models_arg', 'all')} --stardist "
-            f"{v.get('stardist_arg') or 'none'}`; trained by code {v.get('commit', mach['commit'])}"
-            + scored_by(v)
-            + ".",
+            code_lines(v),
         ]
         for title, keys in modes.items():
             sd = v.get("stardist") if title.startswith("Table 1") else None
