@@ -247,6 +247,7 @@ def rescore(name: str) -> None:
             if (r.get("scored_by") or {}).get("source_hash") == current:
                 continue  # already chosen and scored by this code
             model = Model.load(r["model"])
+            model.path = Path(r["model"])  # postprocess_and_score saves the choice into it
             r.setdefault("trained_by", model.training.get("code"))
             r.update(postprocess_and_score(model, root))
             a = r["test"]["after"]
