@@ -233,6 +233,13 @@ def postprocess_and_score(model: Model, root: Path) -> dict:
     return {"split_choice": choice, "test": score_test(model, root), "scored_by": code_version()}
 
 
+def best_deepsplit_on_val(v: dict) -> str | None:
+    """The deepsplit-recipe row with the best validation CDS (for the README panel)."""
+    rows = [(r["split_choice"]["cds"], k) for k, r in v["models"].items()
+            if r["recipe"] == "deepsplit" and r.get("split_choice")]  # fmt: skip
+    return max(rows)[1] if rows else None
+
+
 def rescore(name: str) -> None:
     """--rescore: post-processing chosen and test scored again with the current code on the
     models the results file lists (their training is not repeated; ``trained_by`` keeps the
@@ -256,9 +263,10 @@ def rescore(name: str) -> None:
                 flush=True,
             )
             write_results(name, saved)
-        cum = v["models"].get("deepsplit_cumulative")
-        if cum and key == "dsb":
-            model = Model.load(cum["model"])
+        shown = best_deepsplit_on_val(v)
+        if shown and key == "dsb":
+            v["panel_model"] = shown
+            model = Model.load(v["models"][shown]["model"])
             plot_panel(
                 model, root, Dataset(root).ids("test")[0], REPO / "docs" / "deepsplit_panel.png"
             )
@@ -572,6 +580,9 @@ def report(args, mach: dict, data: dict) -> str:
             "weights, probability / NMS thresholds optimised on val; run from its own venv "
             "(`benchmarks/peers/stardist_train.py`).",
         ]
+    shown = data.get("dsb", {}).get("panel_model")
+    if shown:
+        lines += ["", f"One dsb test image by {shown} (the DeepSplit run best on val):"]
     lines += ["", "![DeepSplit test image](docs/deepsplit_panel.png)"]
     return "\n".join(lines)
 
