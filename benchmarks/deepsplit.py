@@ -87,6 +87,7 @@ MODELS = [
     ("Double-U-Net", "double-unet", "simultaneous"),
     # ablation: the paper's histogram equalisation left out (DSB's dim, noisy backgrounds)
     ("DeepSplit", "deepsplit", "cumulative-no-histeq"),
+    ("U-Net", "unet", "single-no-histeq"),
 ]
 TARGET_DSC, TARGET_CDS = 0.91, 0.91  # dsb, DeepSplit cumulative
 TARGET_USIIGACI_DSC, TARGET_USIIGACI_CDS = 0.91, 0.85
