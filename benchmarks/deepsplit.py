@@ -698,8 +698,10 @@ def main() -> None:
         cum = v["models"].get("deepsplit_cumulative")
         if cum and key in args.stardist.split(","):
             v["stardist"] = stardist_beside(v, key, root, args)
-        if cum and key == "dsb":
-            model = Model.load(cum["model"])
+        shown = best_deepsplit_on_val(v)
+        if shown and key == "dsb":
+            v["panel_model"] = shown
+            model = Model.load(v["models"][shown]["model"])
             plot_panel(model, root, ds.ids("test")[0], REPO / "docs" / "deepsplit_panel.png")
         write_results(args.name, {"command": vars(args), "machine": mach, "data": data})
     update_benchmarks_md(args.name, report(args, mach, data))
