@@ -68,15 +68,15 @@ from benchmarks._common import (
 )
 from benchmarks.deepdistance import usiigaci_split
 from cellmaps.io import Dataset, read_image
+from cellmaps.metrics import prf
 from cellmaps.metrics.segmentation import aji, dice, instance_scores
 from cellmaps.model import Model, segment_image, split_probabilities
 from cellmaps.recipes import load_recipe
-from cellmaps.tune import tune_split
+from cellmaps.tune import SPLIT_DECODE_KEYS, tune_split
 
 WORK = REPO / "runs" / "deepsplit"
 PEERS = REPO / "benchmarks" / "peers"
 # (row label, recipe, training mode); unet has one task, so one mode
-SPLIT_KEYS = ("cell_threshold", "separation_threshold", "max_border")
 MODELS = [
     ("U-Net", "unet", "single"),
     ("DeepSplit", "deepsplit", "cumulative"),
@@ -156,13 +156,13 @@ def raw_labels(seg: np.ndarray, sep: np.ndarray | None) -> np.ndarray:
 def summarise(rows: list[dict]) -> dict:
     """DSC and AJI as means over images, CDS (= F1 at IoU 0.5) from pooled TP/FP/FN."""
     tp, fp, fn = (int(sum(r[k] for r in rows)) for k in ("tp", "fp", "fn"))
-    denom = 2 * tp + fp + fn
+    pooled = prf(tp, fp, fn)
     return {
         "dsc": float(np.mean([r["dsc"] for r in rows])),
         "aji": float(np.mean([r["aji"] for r in rows])),
-        "cds": 2 * tp / denom if denom else 1.0,
-        "precision": tp / (tp + fp) if tp + fp else 0.0,
-        "recall": tp / (tp + fn) if tp + fn else 0.0,
+        "cds": pooled["f1"],
+        "precision": pooled["precision"],
+        "recall": pooled["recall"],
         "tp": tp,
         "fp": fp,
         "fn": fn,
@@ -227,7 +227,9 @@ def postprocess_and_score(model: Model, root: Path) -> dict:
     the code that did it is recorded."""
     from cellmaps.provenance import code_version
 
-    model.decode.update({k: load_recipe(model.recipe["name"])["decode"].get(k) for k in SPLIT_KEYS})
+    model.decode.update(
+        {k: load_recipe(model.recipe["name"])["decode"].get(k) for k in SPLIT_DECODE_KEYS}
+    )
     choice = tune_split(model, [(str(root), "val")], progress=False)
     model.training["split_choice"] = {k: v for k, v in choice.items() if k != "curve"}
     model.save(model.path)

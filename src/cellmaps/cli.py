@@ -182,12 +182,11 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     from cellmaps.tune import (
         FLOOR_SAFETY,
         FLOOR_TOLERANCE,
+        SPLIT_DECODE_KEYS,
         apply_tuning,
         tune_decoding,
         tune_split,
     )
-
-    SPLIT_KEYS = ("cell_threshold", "separation_threshold", "max_border")
 
     model = Model.load(args.model)
     splits = [x.strip() for x in args.split.split(",") if x.strip()]
@@ -208,7 +207,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     border = ""
     if model.decode.get("segment") == "split" and _any_mask(sources):
         cut = tune_split(model, sources, progress=not args.quiet)
-        keys = [k for k in SPLIT_KEYS if k in cut]
+        keys = [k for k in SPLIT_DECODE_KEYS if k in cut]
         for row in cut["curve"]:
             print(
                 ", ".join(f"{k} {row[k]}" for k in keys)

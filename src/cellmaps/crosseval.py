@@ -53,19 +53,20 @@ def group_folders(
     made, skipped = [], {}
     for folder in folders:
         ds = Dataset(folder)
-        groups: dict[str, list[str]] = {}
+        groups: dict[str, list[tuple[str, str]]] = {}
         for image_id, (split, group) in sorted(ds.splits.items()):
             if not group:
                 raise CellmapsInputError(
                     f"--by-group needs a group column in splits.csv ({image_id} has none)", folder
                 )
-            groups.setdefault(group, []).append(f"{image_id},{split},{group}")
-        for group, rows in groups.items():
+            groups.setdefault(group, []).append((image_id, split))
+        for group, members in groups.items():
             name = group if len(folders) == 1 else f"{Path(folder).resolve().name}-{group}"
-            splits = {r.split(",")[1] for r in rows}
-            if not {"train", "test"} <= splits:
-                skipped[name] = f"no {' or '.join(sorted({'train', 'test'} - splits))} images"
+            missing = {"train", "test"} - {split for _, split in members}
+            if missing:
+                skipped[name] = f"no {' or '.join(sorted(missing))} images"
                 continue
+            rows = [f"{i},{split},{group}" for i, split in members]
             made.append(link_dataset(folder, Path(out) / "groups" / name, rows))
     if len(made) < 2:
         raise CellmapsInputError(

@@ -8,7 +8,7 @@ from tqdm import tqdm
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io.dataset import Dataset
 from cellmaps.io.masks import mask_centroids
-from cellmaps.metrics import match_points, pool_detection
+from cellmaps.metrics import match_points, pool_detection, prf
 from cellmaps.postprocess.peaks import decoded_channels
 
 XI_GRID = [round(x, 2) for x in np.arange(0.05, 0.96, 0.05)]
@@ -140,6 +140,8 @@ def choose_evidence_floor(model, cached, best: dict, param: str) -> dict:
 MAX_BORDER_GRID = (4, 8, 12, 16, 24, None)
 #: DeepSplit cell / separation probability thresholds tried
 SPLIT_THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: the decode keys :func:`tune_split` chooses, in the order it chooses them
+SPLIT_DECODE_KEYS = ("cell_threshold", "separation_threshold", "max_border")
 
 
 def split_scores(model, cached) -> dict:
@@ -156,8 +158,7 @@ def split_scores(model, cached) -> dict:
         m = instance_scores(truth, labels, 0.5)
         tp, fp, fn = tp + m["tp"], fp + m["fp"], fn + m["fn"]
         ajis.append(aji(truth, labels))
-    cds = 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 1.0
-    return {"cds": cds, "aji": float(np.mean(ajis))}
+    return {"cds": prf(tp, fp, fn)["f1"], "aji": float(np.mean(ajis))}
 
 
 def tune_split(model, sources, grids: dict | None = None, progress: bool = True) -> dict:
@@ -174,11 +175,13 @@ def tune_split(model, sources, grids: dict | None = None, progress: bool = True)
         raise CellmapsInputError(
             "split post-processing is tuned for DeepSplit-style models (decode.segment: split)"
         )
-    grids = grids or {
-        "cell_threshold": SPLIT_THRESHOLD_GRID,
-        "separation_threshold": SPLIT_THRESHOLD_GRID,
-        "max_border": MAX_BORDER_GRID,
-    }
+    grids = grids or dict(
+        zip(
+            SPLIT_DECODE_KEYS,
+            (SPLIT_THRESHOLD_GRID, SPLIT_THRESHOLD_GRID, MAX_BORDER_GRID),
+            strict=True,
+        )
+    )
     if not model.decode.get("boundary_task"):
         grids = {k: v for k, v in grids.items() if k != "separation_threshold"}
     cached = []
