@@ -89,6 +89,29 @@ def test_weighted_mse_by_hand():
     assert weighted_mse(p, y, lam=5).item() == pytest.approx(0.5 * 7.0 / 4)
 
 
+def test_weighted_mse_weighs_an_empty_sample_like_the_batch_background():
+    """Eq. 2 gives an all-zero target weight 0 everywhere (an empty-image negative would teach
+    nothing); the default borrows the batch's mean ȳ for it. Worked by hand: sample 0 as in
+    the test above (ȳ 0.5), sample 1 empty with a spurious peak of 2 predicted at one pixel:
+    ½·(0 + 5·0.5)·2² / 4 = 1.25. Sample 0 keeps Eq. 2's value."""
+    y = torch.tensor([[[[0.0, 2.0], [0.0, 0.0]]], [[[0.0, 0.0], [0.0, 0.0]]]])
+    p = torch.tensor([[[[1.0, 1.0], [0.0, 0.0]]], [[[2.0, 0.0], [0.0, 0.0]]]])
+    assert weighted_mse(p, y, lam=5).tolist() == pytest.approx([0.5 * 7.0 / 4, 1.25])
+    assert weighted_mse(p, y, lam=5, empty="zero").tolist() == pytest.approx([0.5 * 7.0 / 4, 0])
+    # a batch of empty samples only: nothing to borrow, Eq. 2's 0
+    assert weighted_mse(p[1:], y[1:], lam=5).tolist() == [0.0]
+    # per channel: channel 1 is empty in sample 0 only, and borrows sample 1's channel-1 mean
+    y2 = torch.zeros(2, 2, 2, 2)
+    y2[0, 0, 0, 0] = 4.0  # sample 0: channel 0 mean 1, channel 1 empty
+    y2[1, 1, 0, 0] = 8.0  # sample 1: channel 1 mean 2, channel 0 empty
+    p2 = y2.clone()
+    p2[0, 1, 1, 1] = 1.0  # error 1 on sample 0's empty channel
+    # ½·(0 + 5·2)·1 / 4 = 1.25
+    assert weighted_mse(p2, y2, lam=5).tolist() == pytest.approx([1.25, 0.0])
+    with pytest.raises(ValueError, match="empty"):
+        weighted_mse(p, y, empty="none")
+
+
 def test_masked_cross_entropy_ignores_unlabelled_pixels():
     logits = torch.randn(1, 2, 3, 3, requires_grad=True)
     labels = torch.full((1, 3, 3), 255)

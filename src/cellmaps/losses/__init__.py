@@ -31,6 +31,7 @@ def weighted_mse(
     target: torch.Tensor,
     lam: float = 5.0,
     weights: torch.Tensor | None = None,
+    empty: str = "batch",
 ) -> torch.Tensor:
     """Weighted MSE, MicroNet Eq. 2 / KiNet Eq. 2 (per class):
 
@@ -38,13 +39,35 @@ def weighted_mse(
     where ȳ_s is the mean of the target's channel s in this sample. ``weights`` (B, 1, H,
     W), when given, multiplies each pixel's term (0 = ignore, e.g. around nuclei whose
     class is unknown).
+
+    On a sample whose channel s holds no object (ȳ_s = 0: an empty-image negative, a crop of
+    stroma, a KiNet class absent from the crop) Eq. 2 weighs every pixel 0, so whatever the
+    net predicts there costs nothing and training on empty images teaches it nothing (the
+    bundled detector still peaked on noise after 10 % empty crops). ``empty="batch"`` (the
+    default) gives such a channel the mean ȳ_s of the batch's samples that do hold objects,
+    i.e. the background weight of a typical crop; ``empty="zero"`` is Eq. 2 as printed.
+    Samples with objects are weighted exactly as in Eq. 2 either way.
     """
+    if empty not in ("batch", "zero"):
+        raise ValueError(f"weighted_mse: empty must be 'batch' or 'zero', not {empty!r}")
     pred = pred.float()
     ybar = target.mean(dim=(2, 3), keepdim=True)
+    if empty == "batch":
+        ybar = ybar_for_empty_channels(ybar)
     per_pixel = 0.5 * (target + lam * ybar) * (pred - target) ** 2
     if weights is not None:
         per_pixel = per_pixel * weights
     return per_pixel.sum(dim=(1, 2, 3)) / (target.shape[-1] * target.shape[-2])
+
+
+def ybar_for_empty_channels(ybar: torch.Tensor) -> torch.Tensor:
+    """Per-sample channel means (B, S, 1, 1) where each zero entry is replaced by the mean of
+    the batch's nonzero entries of that channel (left 0 if the channel is empty in every
+    sample); detached, so it only weighs the loss."""
+    has = ybar > 0
+    n = has.sum(dim=0, keepdim=True)
+    batch_mean = (ybar * has).sum(dim=0, keepdim=True) / n.clamp(min=1)
+    return torch.where(has, ybar, batch_mean).detach()
 
 
 def channel_mse(
