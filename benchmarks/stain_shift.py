@@ -35,6 +35,7 @@ from cellmaps.io import Dataset, normalize_image
 from cellmaps.io.stain import shift_stains
 from cellmaps.metrics import match_points, pool_detection
 from cellmaps.metrics.counts import ki67_index, mean_absolute_error
+from cellmaps.metrics.evaluate import KI67_CLASSES
 from cellmaps.model import Model, bundled_model_path
 
 STRENGTHS = (0.0, 0.1, 0.2, 0.3, 0.4, 0.5)
@@ -70,9 +71,13 @@ def score_case(model: Model, dataset: str, radius: float, ki67: bool, seed: int)
             truth = ds.points(image_id)
             image = shifted_image(ds.image(image_id), s, stain_signs(seed, k))
             found = model.detect(image)
-            matches.append(match_points(truth.coords, found.coords, radius))
+            coords, found_labels = found.coords, np.asarray(found.labels).astype(str)
+            if ki67:  # tumour nuclei only: a model's non-tumour class is left out, as in the index
+                keep = np.isin(found_labels, KI67_CLASSES)
+                coords, found_labels = coords[keep], found_labels[keep]
+            matches.append(match_points(truth.coords, coords, radius))
             if ki67:
-                for side, labels in ((t_idx, truth.labels), (p_idx, found.labels)):
+                for side, labels in ((t_idx, truth.labels), (p_idx, found_labels)):
                     labels = np.asarray(labels).astype(str)
                     side.append(
                         ki67_index(np.sum(labels == "positive"), np.sum(labels == "negative"))

@@ -201,3 +201,32 @@ def test_evaluate_by_group_and_with_the_one_to_one_protocol_by_hand(tmp_path, ca
     assert (s["tp"], s["fp"], s["fn"]) == (0, 2, 1)
     assert main(["evaluate", "--truth", str(truth), "--pred", str(pred), "--group", "g3"]) == 2
     assert "unknown group 'g3'" in capsys.readouterr().err
+
+
+def test_evaluate_scores_only_the_labels_asked_for(tmp_path, capsys):
+    """Truth: a positive at (10,10) and a negative at (30,30). Prediction: both found, plus a
+    'non_tumour' nucleus at (50,50). All labels: TP 2, FP 1; --labels positive,negative: TP 2,
+    FP 0, and the Ki67 index is the truth's (1/2) on both sides."""
+    import json
+
+    from PIL import Image
+
+    truth, pred = tmp_path / "t", tmp_path / "p"
+    for root in (truth, pred):
+        (root / "points").mkdir(parents=True)
+    (truth / "images").mkdir()
+    Image.fromarray(np.zeros((60, 60), np.uint8)).save(truth / "images" / "a.png")
+    (truth / "points" / "a.csv").write_text("x,y,label\n10,10,positive\n30,30,negative\n")
+    (pred / "points" / "a.csv").write_text(
+        "x,y,label\n11,10,positive\n30,31,negative\n50,50,non_tumour\n"
+    )
+    out = tmp_path / "r.json"
+    argv = ["evaluate", "--truth", str(truth), "--pred", str(pred), "--json", str(out), "--quiet"]
+    assert main(argv) == 0
+    s = json.loads(out.read_text())["summary"]
+    assert (s["tp"], s["fp"], s["fn"]) == (2, 1, 0)
+    assert main([*argv, "--labels", "positive, negative"]) == 0
+    s = json.loads(out.read_text())["summary"]
+    assert (s["tp"], s["fp"], s["fn"]) == (2, 0, 0)
+    assert s["ki67"]["pooled_pred"] == s["ki67"]["pooled_truth"] == 0.5
+    capsys.readouterr()

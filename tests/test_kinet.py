@@ -317,3 +317,52 @@ def test_ki67_tables_quote_image_names_with_commas_and_refuse_reserved_names(tmp
     err = capsys.readouterr().err
     assert "pooled.png" in err and "reserved" in err
     assert not (out2 / "ki67.csv").exists() and not (out2 / "points").exists()
+
+
+def test_non_tumour_points_are_the_detections_away_from_every_annotation():
+    from cellmaps.io.points import Points
+    from cellmaps.weak_roi import NON_TUMOUR, add_non_tumour_points
+
+    pts = Points(np.array([[10.0, 10.0], [50.0, 50.0]]), np.array(["p", "n"], object))
+    # gaps to the nearest annotation: 2 (same nucleus), 28.3, 13 (> 12), 11.9 (< 12)
+    det = np.array([[12.0, 10.0], [30.0, 30.0], [50.0, 63.0], [50.0, 38.1]])
+    out = add_non_tumour_points(pts, det, min_gap=12.0)
+    assert out.coords.tolist() == [[10, 10], [50, 50], [30, 30], [50, 63]]
+    assert out.labels.tolist() == ["p", "n", NON_TUMOUR, NON_TUMOUR]
+    # no annotation at all: every detection is non-tumour; no detection: unchanged
+    none = Points(np.zeros((0, 2)), np.array([], object))
+    assert len(add_non_tumour_points(none, det, 12.0).coords) == 4
+    assert add_non_tumour_points(pts, np.zeros((0, 2)), 12.0).labels.tolist() == ["p", "n"]
+
+
+def test_weak_roi_adds_non_tumour_nuclei_to_train_images_only(tmp_path, monkeypatch, capsys):
+    """A stand-in detector that finds the annotated nuclei (a pixel off) plus one unannotated
+    nucleus far from all of them: the train image's points gain exactly that one as
+    'non_tumour'; the test image keeps its source points (linked)."""
+    import cellmaps.model
+    from cellmaps.cli import main
+    from cellmaps.io.points import Points
+
+    root = _two_image_dataset(tmp_path / "d", [True, True])
+    (root / "splits.csv").write_text("id,split\ni0,train\ni1,test\n")
+    src = Dataset(root)
+    extra = np.array([[2.0, 2.0]])  # every annotated point lies in [8, 56]²
+
+    class Finder:
+        def detect(self, image):
+            k = next(i for i in src.ids() if np.array_equal(src.image(i), image))
+            return Points(np.concatenate([src.points(k).coords + 1, extra]), None)
+
+    monkeypatch.setattr(cellmaps.model.Model, "load", staticmethod(lambda path: Finder()))
+    out = tmp_path / "roi"
+    argv = ["weak-roi", str(root), "--out", str(out), "--tumour", "p", "--quiet"]
+    assert main([*argv, "--other-nuclei", "finder.safetensors", "--min-gap", "5"]) == 0
+    assert "added 1 non-tumour nuclei" in capsys.readouterr().out
+    ds = Dataset(out)
+    train = ds.points("i0")
+    assert train.labels.tolist() == [*src.points("i0").labels.tolist(), "non_tumour"]
+    assert np.allclose(train.coords[-1], extra[0])
+    assert (out / "points" / "i1.csv").is_symlink()  # test truth untouched
+    assert "non_tumour" in (out / "DERIVED.md").read_text()
+    assert main([*argv, "--overwrite", "--other-nuclei", "f", "--min-gap", "0"]) == 2
+    assert "min_gap" in capsys.readouterr().err

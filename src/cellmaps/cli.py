@@ -30,6 +30,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         radius=args.radius,
         iou=args.iou,
         progress=not args.quiet,
+        labels=[c.strip() for c in args.labels.split(",") if c.strip()] if args.labels else None,
     )
     print(format_table(result))
     if args.json:
@@ -328,7 +329,15 @@ def _cmd_weak_roi(args: argparse.Namespace) -> int:
         seed=args.seed,
         progress=not args.quiet,
         overwrite=args.overwrite,
+        other_nuclei=args.other_nuclei,
+        min_gap=args.min_gap,
     )
+    if args.other_nuclei:
+        print(
+            f"added {s['non_tumour_added']} non-tumour nuclei (detected by "
+            f"{Path(args.other_nuclei).name}, > {args.min_gap:g} px from every annotated point) "
+            f"to {s['non_tumour_images']} non-test image(s)"
+        )
     print(
         f"wrote weak ROIs for {s['images']} image(s) to {Path(args.out)} "
         f"({s['annotated_share']:.0%} of pixels annotated; points kept for "
@@ -513,6 +522,10 @@ def build_parser() -> argparse.ArgumentParser:
         type=_unit_interval,
         default=0.5,
         help="IoU threshold for instance matching (default 0.5)",
+    )
+    ev.add_argument(
+        "--labels",
+        help="comma-separated labels: score only points with these, e.g. positive,negative",
     )
     ev.add_argument("--json", help="write the full result (summary, per_group, per_image) here")
     ev.add_argument("--plot", help="write a PNG with the PR curve, per-image F1 and counts")
@@ -740,6 +753,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="keep points for only this share of the train split (others: ROI only)",
     )
     wr.add_argument("--seed", type=int, default=0, help="seed of the block and image choice")
+    wr.add_argument(
+        "--other-nuclei",
+        metavar="MODEL",
+        help="add the nuclei this detector finds away from every annotated point as class "
+        "'non_tumour' (train/val images; only for data that annotates every tumour cell)",
+    )
+    wr.add_argument(
+        "--min-gap",
+        type=float,
+        default=12.0,
+        help="a detection closer than this (px) to an annotated point is that nucleus",
+    )
     wr.add_argument("--overwrite", action="store_true", help="replace an existing OUT folder")
     wr.add_argument("--quiet", action="store_true", help="no progress bar")
     wr.set_defaults(func=_cmd_weak_roi)

@@ -11,11 +11,13 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy.spatial import cKDTree
 from tqdm import tqdm
 
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io._atomic import atomic_path, write_text_atomic
 from cellmaps.io.dataset import Dataset
+from cellmaps.io.points import Points, write_points
 from cellmaps.targets.roi import tumour_regions_from_points, weak_roi_annotation
 
 NOTICE = """# DERIVED DATA - weak ROIs computed by cellmaps, not drawn by a pathologist
@@ -30,8 +32,18 @@ peak and exceeds the density of the other classified points; only a random {keep
 {block}-px blocks is annotated and an {margin}-px band along the tumour border is left out
 (cellmaps.targets.roi.tumour_regions_from_points / weak_roi_annotation).
 
-images/, masks/ and points/ link to the source files. {points_note}
+images/, masks/ and points/ link to the source files. {points_note}{other_note}
 """
+
+OTHER_NOTE = """
+
+Non-tumour nuclei added: in {n_images} non-test image(s) points/<id>.csv is rewritten with
+the source's points plus, labelled '{label}', every nucleus that {model} detects farther than
+{min_gap:g} px from all annotated points ({n_added} points; the source annotates every tumour
+cell, so an unannotated nucleus is taken as non-tumour). Test images keep the source's points.
+"""
+
+NON_TUMOUR = "non_tumour"
 
 
 def _link(src: Path, dst: Path) -> None:
@@ -53,6 +65,8 @@ def derive_weak_roi_dataset(
     seed: int = 0,
     progress: bool = True,
     overwrite: bool = False,
+    other_nuclei: str | os.PathLike | None = None,
+    min_gap: float = 12.0,
 ) -> dict:
     """Write ``out`` as a dataset folder: links to ``src``'s images/masks/points, a weak
     ROI mask per image with points, ``splits.csv`` and ``DERIVED.md`` saying how.
@@ -60,6 +74,12 @@ def derive_weak_roi_dataset(
     With ``points_share`` < 1, only that share of the *train* split's images (chosen with
     ``seed``) keeps its points file; the others keep only the ROI (KiNet §IV-D2's
     limited fine-grained annotation). Returns a summary (images, kept points, ROI share).
+
+    With ``other_nuclei`` (a detector model file), the train and val images' points gain
+    every nucleus that model finds farther than ``min_gap`` px from all annotated points,
+    labelled ``non_tumour`` (:func:`add_non_tumour_points`): for datasets that annotate every
+    tumour cell (BCData), so that a KiNet model learns to find the stromal and immune nuclei
+    and leave them out of the Ki67 index. They also count as "other" points for the ROIs.
 
     Everything is checked before anything is written (options, tumour labels present in the
     points, ``out`` new or empty unless ``overwrite``); the dataset is then written into a
@@ -79,6 +99,13 @@ def derive_weak_roi_dataset(
             "already exists; choose a new folder or pass --overwrite to replace it", out
         )
     check_tumour_labels(ds, tumour_classes, src)
+    if min_gap <= 0 or min_gap != min_gap:
+        raise CellmapsInputError(f"min_gap must be a positive number of pixels, got {min_gap}")
+    detector = None
+    if other_nuclei is not None:
+        from cellmaps.model import Model
+
+        detector = Model.load(other_nuclei)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
     try:
@@ -95,12 +122,26 @@ def derive_weak_roi_dataset(
             points_share,
             seed,
             progress,
+            (detector, other_nuclei, min_gap),
         )
         _replace_folder(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
+
+
+def add_non_tumour_points(points: Points, detections: np.ndarray, min_gap: float) -> Points:
+    """``points`` plus, labelled ``non_tumour``, each detection (row, col) farther than
+    ``min_gap`` px from every annotated point (scores dropped). In a dataset that annotates
+    every tumour cell, a nucleus nobody annotated is a non-tumour nucleus (stroma, immune
+    cells) — the examples KiNet's tumour-only index needs."""
+    det = np.asarray(detections, np.float64).reshape(-1, 2)
+    if len(points.coords) and len(det):
+        gap = cKDTree(points.coords).query(det, k=1)[0]
+        det = det[gap > min_gap]
+    labels = np.concatenate([np.asarray(points.labels, object), [NON_TUMOUR] * len(det)])
+    return Points(np.concatenate([points.coords, det]), labels)
 
 
 def check_tumour_labels(ds: Dataset, tumour_classes: list[str], src: Path) -> None:
@@ -144,13 +185,15 @@ def _write_weak_roi_dataset(
     points_share: float,
     seed: int,
     progress: bool,
+    other: tuple,
 ) -> dict:
+    detector, detector_path, min_gap = other
     rng = np.random.default_rng(seed)
     train = ds.ids("train") if ds.splits else []
     n_keep = int(round(points_share * len(train)))
     dropped = set(rng.permutation(train)[n_keep:].tolist()) if train else set()
     ids = ds.ids()
-    annotated = []
+    annotated, n_added, n_rewritten = [], 0, 0
     for image_id in tqdm(ids, desc="weak ROIs", unit="img", disable=not progress):
         img_path = ds.image_path(image_id)
         if img_path is None:
@@ -162,7 +205,14 @@ def _write_weak_roi_dataset(
         pts = ds.points(image_id)
         if pts is None:
             continue
-        if image_id not in dropped:
+        if detector is not None and ds.split_of(image_id) != "test":
+            found = detector.detect(ds.image(image_id)).coords
+            pts = add_non_tumour_points(pts, found, min_gap)
+            n_added += int(np.sum(pts.labels == NON_TUMOUR))
+            n_rewritten += 1
+            if image_id not in dropped:
+                write_points(out / "points" / f"{image_id}.csv", pts)
+        elif image_id not in dropped:
             _link(ds.file_path("points", image_id), out / "points" / f"{image_id}.csv")
         tumour = tumour_regions_from_points(
             pts.coords, pts.labels, ds.shape(image_id), tumour_classes, sigma
@@ -192,6 +242,15 @@ def _write_weak_roi_dataset(
             block=block,
             margin=margin,
             points_note=note,
+            other_note=""
+            if detector is None
+            else OTHER_NOTE.format(
+                n_images=n_rewritten,
+                label=NON_TUMOUR,
+                model=Path(detector_path).name,
+                min_gap=min_gap,
+                n_added=n_added,
+            ),
         ),
     )
     return {
@@ -199,4 +258,6 @@ def _write_weak_roi_dataset(
         "train_with_points": len(train) - len(dropped),
         "train_images": len(train),
         "annotated_share": float(np.mean(annotated)) if annotated else 0.0,
+        "non_tumour_added": n_added,
+        "non_tumour_images": n_rewritten,
     }

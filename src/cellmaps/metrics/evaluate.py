@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections import defaultdict
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -49,6 +50,15 @@ def _points_of(ds: Dataset, image_id: str, shape, mask) -> Points | None:
     return pts
 
 
+def _only_labels(pts: Points | None, labels: Sequence[str] | None) -> Points | None:
+    """The points whose label is one of ``labels`` (all of them when ``labels`` is None)."""
+    if pts is None or labels is None:
+        return pts
+    keep = np.isin(np.asarray(pts.labels, dtype=object).astype(str), [str(x) for x in labels])
+    scores = None if pts.scores is None else pts.scores[keep]
+    return Points(pts.coords[keep], pts.labels[keep], scores)
+
+
 def _as_dataset(d: Dataset | str | os.PathLike) -> Dataset:
     return d if isinstance(d, Dataset) else Dataset(d)
 
@@ -62,6 +72,7 @@ def evaluate(
     radius: float = 6.0,
     iou: float = 0.5,
     progress: bool = False,
+    labels: Sequence[str] | None = None,
 ) -> dict:
     """Score predictions against truth, image by image, and summarise.
 
@@ -77,6 +88,9 @@ def evaluate(
         matching at IoU ≥ ``iou`` (needs masks on both sides).
     radius : float
         Matching radius in pixels for the point protocols.
+    labels : sequence of str, optional
+        Score only points with these labels, on both sides (e.g. ``positive, negative``
+        when a Ki67 model also reports the non-tumour nuclei it leaves out of the index).
 
     Returns
     -------
@@ -105,8 +119,8 @@ def evaluate(
         shape = truth.shape(image_id)
         t_mask = truth.mask(image_id, shape)
         p_mask = pred.mask(image_id, shape) if pred.has("mask", image_id) else None
-        t_pts = _points_of(truth, image_id, shape, t_mask)
-        p_pts = _points_of(pred, image_id, shape, p_mask)
+        t_pts = _only_labels(_points_of(truth, image_id, shape, t_mask), labels)
+        p_pts = _only_labels(_points_of(pred, image_id, shape, p_mask), labels)
         if protocol == "iou":
             if t_mask is None or p_mask is None:
                 side = "truth" if t_mask is None else "prediction"
