@@ -133,6 +133,7 @@ EMPTY = {
     "black": np.zeros((1024, 1024, 3), np.uint8),
     "white": np.full((1024, 1024, 3), 255, np.uint8),
     "grey": np.full((1024, 1024, 3), 128, np.uint8),
+    "uniform noise": np.random.default_rng(0).integers(0, 256, (1024, 1024, 3)).astype(np.uint8),
 }
 
 
