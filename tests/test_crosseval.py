@@ -77,6 +77,16 @@ def test_crosseval_matrix_matches_separate_scoring_and_reuses_models(tmp_path, c
     monkeypatch.setattr(cellmaps.training, "train", lambda *a, **k: pytest.fail("retrained"))
     assert main([*argv, "--out", str(out), "--quiet"]) == 0
     assert json.loads((out / "crosseval.json").read_text())["f1"] == r["f1"]
+    # one radius per test set (datasets at different magnifications), in --data order
+    assert main([*argv, "--out", str(out), "--quiet", "--radius", "1.5", "--radius", "6"]) == 0
+    per = json.loads((out / "crosseval.json").read_text())
+    assert per["radius"] == [1.5, 6.0]
+    for i, trained in enumerate(per["datasets"]):
+        model = Model.load(out / "models" / f"{trained}.safetensors")
+        for j, (folder, rad) in enumerate(((a, 1.5), (b, 6.0))):
+            assert per["f1"][i][j] == pytest.approx(score_split(model, folder, "test", rad)["f1"])
+    assert main([*argv, "--out", str(out), "--quiet", *["--radius", "2"] * 3]) == 2
+    assert "one per dataset (2), got 3" in capsys.readouterr().err
 
 
 def test_crosseval_refuses_one_dataset_or_one_without_a_test_split(tmp_path, capsys):

@@ -200,3 +200,29 @@ def test_decoding_overrides_are_undone_after_the_block_even_on_error():
     with pytest.raises(RuntimeError), model.decoding(xi=0.9):
         raise RuntimeError("decoding failed")
     assert model.decode == before
+
+
+def test_tuning_matches_each_source_within_its_own_radius(tmp_path, monkeypatch):
+    """Two one-image sources; each has one nucleus whose map peak lies 8 px from the
+    annotation. With the recipe's radius (6 px) for both, neither matches (F1 0); with radii
+    [6, 12] the second source's does: pooled TP 1, FP 1, FN 1 → F1 0.5."""
+    from PIL import Image
+
+    from cellmaps.tune import tune_decoding
+
+    roots = []
+    for k in range(2):
+        root = tmp_path / f"s{k}"
+        (root / "images").mkdir(parents=True)
+        (root / "points").mkdir()
+        Image.fromarray(np.zeros((40, 60, 3), np.uint8)).save(root / "images" / f"i{k}.png")
+        (root / "points" / f"i{k}.csv").write_text("x,y,label\n10,10,nucleus\n")
+        roots.append((str(root), None))
+    model = peak_model(0.0)
+    net_maps(monkeypatch, bump_map((40, 60), {(10, 18): 3.0}))
+    kw = dict(grid=[0.5], min_distances=[3], progress=False, evidence_floor=False)
+    assert model.recipe["evaluate"]["radius"] == 6
+    assert tune_decoding(model, roots, **kw)["f1"] == 0.0
+    assert tune_decoding(model, roots, radii=[6, 12], **kw)["f1"] == pytest.approx(0.5)
+    with pytest.raises(CellmapsInputError, match="1 radii for 2"):
+        tune_decoding(model, roots, radii=[12], **kw)

@@ -663,7 +663,11 @@ def build_parser() -> argparse.ArgumentParser:
     cx.add_argument("--iterations", type=_positive_int, help="training steps per model")
     cx.add_argument("--seed", type=int, help="random seed")
     cx.add_argument(
-        "--radius", type=_positive, help="matching radius in px (default: the recipe's)"
+        "--radius",
+        type=_positive,
+        action="append",
+        help="matching radius in px: once for all test sets, or once per --data in the same "
+        "order (datasets at different magnifications); default: the recipe's",
     )
     cx.add_argument(
         "--by-group",

@@ -1,15 +1,16 @@
 """``cellmaps crosseval``: MicroNet's cross-dataset study (seed micronet.md §IV, Fig. 4) — one
 model per dataset, each scored on every dataset's test split.
 
-The matrix (rows: trained on, columns: tested on; pooled detection F1 with each test set's
-recipe radius or ``radius``) is written as JSON, CSV and a heat-map PNG, with the mean of the
-diagonal (same source) and of the off-diagonal cells (other sources).
+The matrix (rows: trained on, columns: tested on; pooled detection F1 with the recipe's
+radius, ``radius``, or one radius per test set) is written as JSON, CSV and a heat-map PNG,
+with the mean of the diagonal (same source) and of the off-diagonal cells (other sources).
 """
 
 from __future__ import annotations
 
 import json
 import os
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -85,11 +86,26 @@ def summarise(matrix: np.ndarray) -> dict:
     }
 
 
+def radii_per_test_set(radius: float | Sequence[float] | None, n: int) -> list[float | None]:
+    """The matching radius of each of ``n`` test sets: one value (or None: the recipe's) for
+    all, or one per dataset in the order given (datasets at different magnifications)."""
+    if radius is None or isinstance(radius, int | float):
+        return [radius] * n
+    radii = [float(r) for r in radius]
+    if len(radii) == 1:
+        return radii * n
+    if len(radii) != n:
+        raise CellmapsInputError(
+            f"give one radius for all datasets or one per dataset ({n}), got {len(radii)}"
+        )
+    return radii
+
+
 def cross_evaluate(
     recipe: dict,
     folders: list[str | os.PathLike],
     out: str | os.PathLike,
-    radius: float | None = None,
+    radius: float | Sequence[float] | None = None,
     progress: bool = True,
     skipped: dict[str, str] | None = None,
 ) -> dict:
@@ -103,6 +119,7 @@ def cross_evaluate(
     from cellmaps.tune import score_split
 
     names = dataset_names(folders)
+    radii = radii_per_test_set(radius, len(folders))
     tune_splits = [check_splits(f) for f in folders]
     out = Path(out)
     (out / "models").mkdir(parents=True, exist_ok=True)
@@ -125,7 +142,7 @@ def cross_evaluate(
     cells = []
     for i, trained_on in enumerate(names):
         for j, (tested_on, folder) in enumerate(zip(names, folders, strict=True)):
-            r = score_split(models[trained_on], folder, "test", radius)
+            r = score_split(models[trained_on], folder, "test", radii[j])
             matrix[i, j] = r["f1"]
             cells.append({"trained_on": trained_on, "tested_on": tested_on, **r})
     result = {
@@ -133,7 +150,7 @@ def cross_evaluate(
         "datasets": names,
         "folders": [str(f) for f in folders],
         "tuned_on": dict(zip(names, tune_splits, strict=True)),
-        "radius": radius,
+        "radius": radii,
         "left_out": skipped or {},
         "f1": matrix.tolist(),
         "cells": cells,

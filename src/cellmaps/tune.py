@@ -34,6 +34,7 @@ def tune_decoding(
     object_size: float | None = None,
     pixel_size: float | None = None,
     evidence_floor: bool = True,
+    radii: list[float] | None = None,
 ) -> dict:
     """Predict the maps of every validation image once, decode them at every value of the
     grid (ξ for peak decoding, h for h-maxima, the area threshold for connected
@@ -42,13 +43,18 @@ def tune_decoding(
     radius, and return the setting with the best pooled F1 (first of ties) and the curve.
     The sweep decodes without an evidence floor; with ``evidence_floor`` the floor is then
     chosen by :func:`choose_evidence_floor` (``min_score`` in the result).
-    ``object_size`` / ``pixel_size`` describe the images as in :meth:`Model.predict_maps`."""
+    ``object_size`` / ``pixel_size`` describe the images as in :meth:`Model.predict_maps`.
+    ``radii`` gives each source its own matching radius (sources at different
+    magnifications, e.g. CRCHisto 20× r 6 and MoNuSeg 40× r 12); default: the recipe's."""
+    if radii is not None and len(radii) != len(sources):
+        raise CellmapsInputError(f"{len(radii)} radii for {len(sources)} validation sources")
     kind = model.task_decoders.get(model.decode["task"]) or model.decode["kind"]
     param = {"hmaxima": "h", "components": "min_area", "split": "min_area"}.get(kind, "xi")
     default = {"h": H_GRID, "min_area": AREA_GRID, "xi": XI_GRID}[param]
     grid = grid or model.decode.get("grid") or default
     cached = []
-    for root, split in sources:
+    for k, (root, split) in enumerate(sources):
+        radius = model.recipe["evaluate"]["radius"] if radii is None else float(radii[k])
         ds = Dataset(root)
         annotated = [i for i in ds.ids(split) if ds.has("points", i) or ds.has("mask", i)]
         if not annotated:
@@ -63,7 +69,7 @@ def tune_decoding(
             maps = model.predict_maps(
                 ds.image(image_id), object_size=object_size, pixel_size=pixel_size
             )
-            cached.append((truth, maps))
+            cached.append((truth, maps, radius))
     if param != "xi":
         min_distances = [model.decode["min_distance"]]
     elif min_distances is None:
@@ -98,13 +104,19 @@ def tune_decoding(
 
 
 def pooled_scores(model, cached, **decode) -> dict:
-    """Pooled detection scores over cached (truth coords, maps) pairs, each map decoded by
-    ``model.decode_maps(maps, **decode)`` and matched with the recipe's protocol and radius."""
+    """Pooled detection scores over cached (truth coords, maps[, radius]) entries, each map
+    decoded by ``model.decode_maps(maps, **decode)`` and matched with the recipe's protocol
+    and the entry's radius (the recipe's where it has none)."""
     ev = model.recipe["evaluate"]
     return pool_detection(
         [
-            match_points(t, model.decode_maps(maps, **decode).coords, ev["radius"], ev["protocol"])
-            for t, maps in cached
+            match_points(
+                t,
+                model.decode_maps(maps, **decode).coords,
+                r[0] if r else ev["radius"],
+                ev["protocol"],
+            )
+            for t, maps, *r in cached
         ]
     )
 
@@ -120,7 +132,9 @@ def choose_evidence_floor(model, cached, best: dict, param: str) -> dict:
     and the curve of (min_score, F1)."""
     task = model.decode["task"]
     top = float(
-        np.median([float(np.max(decoded_channels(maps[task], model.decode))) for _, maps in cached])
+        np.median(
+            [float(np.max(decoded_channels(maps[task], model.decode))) for _, maps, *_ in cached]
+        )
     )
     with model.decoding(min_distance=int(best["min_distance"])):
         floors = [max(frac * top, 0.0) for frac in FLOOR_FRACTIONS]

@@ -581,6 +581,7 @@ def train(
     progress: bool = True,
     object_sizes: list[float | None] | None = None,
     pixel_size: float | None = None,
+    val_radii: list[float] | None = None,
 ) -> Model:
     """Train a recipe and write the model file ``out`` (plus ``out.ckpt``, a CSV log and a
     loss / learning-rate PNG next to it). With ``resume`` the run continues from ``out.ckpt``.
@@ -588,7 +589,8 @@ def train(
     ``object_sizes`` gives the median object radius (px) of each source instead of measuring
     it; ``pixel_size`` (µm/px of the training images) lets the model take ``--pixel-size``
     at prediction. The validation images are resampled like the training images, ξ (or h)
-    is tuned on them at the end (:func:`cellmaps.tune.apply_tuning`).
+    is tuned on them at the end (:func:`cellmaps.tune.apply_tuning`), matched within each
+    source's radius in ``val_radii`` (default: the recipe's).
     """
     from cellmaps.training.data import load_training_data
     from cellmaps.tune import apply_tuning, tune_decoding
@@ -621,6 +623,7 @@ def train(
             val_sources,
             progress=progress,
             min_distances=[model.decode["min_distance"]] if fixed else None,
+            radii=val_radii,
         )
         apply_tuning(model, best, val_sources)
     model.save(out)
