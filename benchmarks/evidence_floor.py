@@ -89,7 +89,11 @@ def run_model(name: str, dataset: str, images: dict[str, np.ndarray]) -> dict:
     root = SHARED_DATA / dataset
     before = {k: model.decode[k] for k in ("xi", "min_distance", "min_score")}
     images = {**images, "IHC sample": read_image(sample_image_path())}
-    sources = [(str(root), "val")]
+    sources, radii = [(str(root), "val")], None
+    if name == "default":  # the validation images its training script tunes on
+        from benchmarks.train_default_model import training_sources
+
+        _, sources, radii = training_sources(0)
     # ξ and the peak distance stay as the model's training script tuned them; only the
     # floor is chosen here (the Ki67 model was tuned on its weak-ROI copy of the data)
     best = tune_decoding(
@@ -98,9 +102,10 @@ def run_model(name: str, dataset: str, images: dict[str, np.ndarray]) -> dict:
         grid=[model.decode["xi"]],
         min_distances=[model.decode["min_distance"]],
         progress=False,
+        radii=radii,
     )
     model.decode["min_score"] = best["min_score"]
-    model.training["evidence_floor_tuned_on"] = [{"folder": str(root), "split": "val"}]
+    model.training["evidence_floor_tuned_on"] = [{"folder": str(r), "split": s} for r, s in sources]
     model.save(path, half=stored_as_half(path))
     floor = model.decode["min_score"]
     row = {

@@ -59,6 +59,41 @@ def count_label(folder: Path, label: str) -> int:
     )
 
 
+def non_tumour_panel(roi_ds: Path) -> int:
+    """docs/ki67_non_tumour.png: the first train image of the derived data with its annotated
+    tumour nuclei (red positive, blue negative) and the added non-tumour nuclei (green), so
+    that anyone can check that the unannotated nuclei are stroma / immune cells. Returns the
+    number of annotated tumour nuclei on the derived train and val images."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from benchmarks._common import save_figure
+    from cellmaps.io.dataset import Dataset
+
+    ds = Dataset(roi_ds)
+    ids = ds.ids("train") + ds.ids("val")
+    annotated = sum(
+        int(np.isin(np.asarray(ds.points(i).labels).astype(str), KI67_CLASSES).sum())
+        for i in ids
+        if ds.has("points", i)
+    )
+    first = ds.ids("train")[0]
+    pts = ds.points(first)
+    labels = np.asarray(pts.labels).astype(str)
+    fig, ax = plt.subplots(figsize=(6.4, 6.4))
+    ax.imshow(ds.image(first))
+    for label, colour in (("positive", "red"), ("negative", "blue"), (NON_TUMOUR, "lime")):
+        rc = pts.coords[labels == label]
+        ax.scatter(rc[:, 1], rc[:, 0], s=14, c=colour, label=f"{label} ({len(rc)})")
+    ax.legend(loc="lower right", fontsize=8)
+    ax.set_axis_off()
+    ax.set_title(f"{first}: annotated tumour nuclei and added non-tumour nuclei", fontsize=9)
+    save_figure(fig, REPO / "docs" / "ki67_non_tumour.png")
+    return annotated
+
+
 def train_model(args) -> Model:
     roi_ds = REPO / "runs" / "bcdata_ki67_roi"
     derived = derive_weak_roi_dataset(
@@ -69,6 +104,8 @@ def train_model(args) -> Model:
         overwrite=True,
         other_nuclei=default_model_path() if args.non_tumour else None,
     )
+    if args.non_tumour:
+        derived["annotated_train_val"] = non_tumour_panel(roi_ds)
     recipe = load_recipe("kinet")
     recipe["net"]["base"] = 12
     recipe["training"].update(iterations=args.iterations, seed=args.seed)
@@ -100,6 +137,7 @@ def train_model(args) -> Model:
         + "); xi tuned on BCData val"
     )
     model.training["non_tumour_added"] = derived.get("non_tumour_added", 0)
+    model.training["annotated_train_val"] = derived.get("annotated_train_val", 0)
     return model
 
 
@@ -161,7 +199,9 @@ def main() -> None:
         f"({model.training['n_images']} images, weak ROIs derived from the points"
         + (
             f"; {model.training['non_tumour_added']} unannotated nuclei found by the default "
-            "detector added as class non_tumour"
+            f"detector on the train + val images, next to their "
+            f"{model.training['annotated_train_val']} annotated tumour nuclei, added as class "
+            "non_tumour — `docs/ki67_non_tumour.png` shows them on one train image"
             if model.training.get("non_tumour_added")
             else ""
         )
