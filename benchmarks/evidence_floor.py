@@ -89,13 +89,19 @@ def run_model(name: str, dataset: str, images: dict[str, np.ndarray]) -> dict:
     root = SHARED_DATA / dataset
     before = {k: model.decode[k] for k in ("xi", "min_distance", "min_score")}
     images = {**images, "IHC sample": read_image(sample_image_path())}
-    sources, radii = [(str(root), "val")], None
-    if name == "default":  # the validation images its training script tunes on
+    # the validation images the model's training script tuned it on: the default model's
+    # crchisto val + held-out MoNuSeg images (each at its own radius); the Ki67 model's
+    # weak-ROI copy of the data where it is here, else the dataset's own val split
+    if name == "default":
         from benchmarks.train_default_model import training_sources
 
         _, sources, radii = training_sources(0)
+    else:
+        here = [t for t in model.training.get("tuned_on", []) if Path(t["folder"]).is_dir()]
+        sources = [(t["folder"], t["split"]) for t in here] or [(str(root), "val")]
+        radii = None
     # ξ and the peak distance stay as the model's training script tuned them; only the
-    # floor is chosen here (the Ki67 model was tuned on its weak-ROI copy of the data)
+    # floor is chosen here
     best = tune_decoding(
         model,
         sources,

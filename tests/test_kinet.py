@@ -348,8 +348,20 @@ def test_weak_roi_adds_non_tumour_nuclei_to_train_images_only(tmp_path, monkeypa
     src = Dataset(root)
     extra = np.array([[2.0, 2.0]])  # every annotated point lies in [8, 56]²
 
+    from scipy.spatial import cKDTree
+
+    # the detector runs at the data's object scale: half the lower quartile of the points'
+    # nearest-neighbour spacing over every annotated image (cellmaps.io.scale), computed here
+    nn = np.concatenate(
+        [cKDTree(src.points(i).coords).query(src.points(i).coords, k=2)[0][:, 1] for i in src.ids()]
+    )
+    sizes = []
+
     class Finder:
-        def detect(self, image):
+        object_size = 5.0
+
+        def detect(self, image, object_size=None):
+            sizes.append(object_size)
             k = next(i for i in src.ids() if np.array_equal(src.image(i), image))
             return Points(np.concatenate([src.points(k).coords + 1, extra]), None)
 
@@ -364,5 +376,6 @@ def test_weak_roi_adds_non_tumour_nuclei_to_train_images_only(tmp_path, monkeypa
     assert np.allclose(train.coords[-1], extra[0])
     assert (out / "points" / "i1.csv").is_symlink()  # test truth untouched
     assert "non_tumour" in (out / "DERIVED.md").read_text()
+    assert sizes == [pytest.approx(np.percentile(nn, 25) / 2)]  # the train image only
     assert main([*argv, "--overwrite", "--other-nuclei", "f", "--min-gap", "0"]) == 2
     assert "min_gap" in capsys.readouterr().err

@@ -39,7 +39,8 @@ OTHER_NOTE = """
 
 Non-tumour nuclei added: in {n_images} non-test image(s) points/<id>.csv is rewritten with
 the source's points plus, labelled '{label}', every nucleus that {model} detects farther than
-{min_gap:g} px from all annotated points ({n_added} points; the source annotates every tumour
+{min_gap:g} px from all annotated points ({n_added} points; run at the data's object scale,
+median radius {object_size} px from the points; the source annotates every tumour
 cell, so an unannotated nucleus is taken as non-tumour). Test images keep the source's points.
 """
 
@@ -188,6 +189,15 @@ def _write_weak_roi_dataset(
     other: tuple,
 ) -> dict:
     detector, detector_path, min_gap = other
+    object_size = None
+    if detector is not None and detector.object_size is not None:
+        # run the detector at the data's object scale (median radius from the annotated
+        # points): an H&E detector run at its own scale on IHC cells twice as large fires on
+        # the rims of dark DAB-positive cells, and those would be taught as non-tumour
+        from cellmaps.training.data import measure_object_size
+
+        with_points = [i for i in ds.ids() if ds.has("points", i)]
+        object_size = measure_object_size(ds, with_points, use_masks=False)[0]
     rng = np.random.default_rng(seed)
     train = ds.ids("train") if ds.splits else []
     n_keep = int(round(points_share * len(train)))
@@ -206,7 +216,7 @@ def _write_weak_roi_dataset(
         if pts is None:
             continue
         if detector is not None and ds.split_of(image_id) != "test":
-            found = detector.detect(ds.image(image_id)).coords
+            found = detector.detect(ds.image(image_id), object_size=object_size).coords
             pts = add_non_tumour_points(pts, found, min_gap)
             n_added += int(np.sum(pts.labels == NON_TUMOUR))
             n_rewritten += 1
@@ -250,6 +260,7 @@ def _write_weak_roi_dataset(
                 model=Path(detector_path).name,
                 min_gap=min_gap,
                 n_added=n_added,
+                object_size="?" if object_size is None else f"{object_size:.1f}",
             ),
         ),
     )
