@@ -37,6 +37,7 @@ from benchmarks._common import (
 )
 from benchmarks.evidence_floor import empty_images
 from benchmarks.train_default_model import RADIUS, ROBUST_AUGMENT, training_sources
+from cellmaps.metrics.detection import prf
 from cellmaps.recipes import load_recipe, validate_recipe
 from cellmaps.tune import score_split
 
@@ -73,7 +74,7 @@ def run_row(empty: str, share: float, args) -> dict:
         for name, (root, split) in zip(RADIUS, val_sources, strict=True)
     }
     tp, fp, fn = (sum(p[k] for p in per.values()) for k in ("tp", "fp", "fn"))
-    val = {"f1": 2 * tp / max(2 * tp + fp + fn, 1), **{f"f1_{n}": p["f1"] for n, p in per.items()}}
+    val = {"f1": prf(tp, fp, fn)["f1"], **{f"f1_{n}": p["f1"] for n, p in per.items()}}
     found = {k: len(model.detect(v)) for k, v in empty_images(1024, args.seed).items()}
     row = {
         "empty": empty,
