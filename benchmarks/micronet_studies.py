@@ -10,8 +10,10 @@ bone marrow). Matching radius per test set: 6 px (crchisto, the paper's), 12 px 
 40×) and 11 px (mbm: the same share, ≈ 0.4, of its median nearest-neighbour distance, 27.7 px,
 as 6 px is of crchisto's 14.6 px and 12 of monuseg's 29.8).
 
-1. **Matrix** (Fig. 4): one model per dataset (train split), ξ tuned on its val split (train
-   for monuseg, which has none), F1 on every test split; same- vs other-source means.
+1. **Matrix** (Fig. 4): one model per dataset (train split), ξ tuned on its val split
+   (MoNuSeg has none: one train image per organ is held out as val,
+   :func:`benchmarks.train_default_model.monuseg_with_val`), F1 on every test split;
+   same- vs other-source means.
 2. **Fine-tuning vs scratch by target fraction** (Fig. 5 row 2): target mbm_bonemarrow; the
    base model is the other-source model of the matrix that scores best on the target's *val*
    split (the paper's "best base dataset", chosen without its test split). 10 / 20 / 40 /
@@ -22,6 +24,9 @@ as 6 px is of crchisto's 14.6 px and 12 of monuseg's 29.8).
 4. **Auxiliary data** (Figs. 6–8): all target images plus 5 % / 50 % (seeded) of the other
    two datasets' train images, L = γ·L_target + L_aux with γ ∈ {0.5, 1, 5}, against the
    target-only model.
+5. **Leave one source out**: for each dataset, a model trained on the other two, ξ tuned on
+   their val splits, scored on the held-out dataset's test split, next to same-source
+   training and the best single other source.
 
 Every model: recipe `micronet` at base ``--base``, ``--crop``² crops, ``--iterations`` steps,
 seed ``--seed``; ξ and the evidence floor tuned on the target's val split; models cached by
@@ -48,6 +53,7 @@ from benchmarks._common import (
     update_benchmarks_md,
     write_results,
 )
+from benchmarks.train_default_model import monuseg_with_val
 from cellmaps.crosseval import check_splits, plot_matrix, summarise
 from cellmaps.recipes import load_recipe, validate_recipe
 from cellmaps.tune import score_split
@@ -69,18 +75,25 @@ def study_recipe(args) -> dict:
     return validate_recipe(r, "micronet_studies")
 
 
+FOLDERS: dict[str, str] = {}  # dataset → folder; monuseg's gets a val split (main)
+
+
 def folder(name: str) -> str:
-    return str(SHARED_DATA / name)
+    return FOLDERS.get(name, str(SHARED_DATA / name))
 
 
 def tune_source(name: str) -> list[tuple[str, str]]:
     return [(folder(name), check_splits(folder(name)))]
 
 
-def trained(recipe: dict, sources: list[tuple], tune_on: str, name: str, **options):
-    """A model trained (or taken from the cache) with ξ tuned on ``tune_on``'s tuning split.
-    Runs that would train the same thing share a name, so the cache serves them once."""
-    m = cached_train(recipe, sources, tune_source(tune_on), WORK, name, **options)
+def trained(recipe: dict, sources: list[tuple], tune_on: str | list[str], name: str, **options):
+    """A model trained (or taken from the cache) with ξ tuned on the tuning split of
+    ``tune_on`` (one dataset or several, each matched at its own radius). Runs that would
+    train the same thing share a name, so the cache serves them once."""
+    tune = [tune_on] if isinstance(tune_on, str) else list(tune_on)
+    val = [s for n in tune for s in tune_source(n)]
+    options.setdefault("val_radii", [RADIUS[n] for n in tune])
+    m = cached_train(recipe, sources, val, WORK, name, **options)
     TRAINED[str(m.path)] = m.training["elapsed_seconds"]
     return m
 
@@ -145,6 +158,29 @@ def run_aux(recipe: dict) -> list[dict]:
     return rows
 
 
+def run_loso(recipe: dict, matrix: dict) -> list[dict]:
+    """Leave one source out: for each dataset, a model trained on the other two (ξ tuned on
+    *their* tuning splits: the held-out source plays a user's unseen lab), against the model
+    trained on the dataset itself (the matrix diagonal) and the best single other source."""
+    names = matrix["datasets"]
+    f1 = np.array(matrix["f1"])
+    rows = []
+    for j, n in enumerate(names):
+        others = [m for m in names if m != n]
+        m = trained(recipe, [(folder(o), "train", 1.0) for o in others], others, f"loso_{n}")
+        rows.append(
+            {
+                "held_out": n,
+                "trained_on": others,
+                "f1": f1_on_test(m, n),
+                "same_source": float(f1[j, j]),
+                "best_single_other": float(max(f1[i, j] for i in range(len(names)) if i != j)),
+            }
+        )
+        print(rows[-1], flush=True)
+    return rows
+
+
 def findings(res: dict) -> list[str]:
     """Which of the paper's observations hold here, computed from the figures."""
     mx = res["matrix"]
@@ -187,6 +223,16 @@ def findings(res: dict) -> list[str]:
         + ("falls below it" if fz[8] < scratch else "does not fall below it")
         + " (the paper: few frozen blocks compete, many fall below)."
     )
+    lo = res.get("loso", [])
+    if lo:
+        beats = sum(r["f1"] > r["best_single_other"] for r in lo)
+        gap = np.mean([r["same_source"] - r["f1"] for r in lo])
+        out.append(
+            "Leave one source out: trained on the other two sources, F1 on the unseen one "
+            + ", ".join(f"{r['held_out']} {r['f1']:.3f}" for r in lo)
+            + f"; beats the best single other source on {beats} of {len(lo)}; "
+            f"mean shortfall against same-source training {gap:+.3f}."
+        )
     target_only = full["scratch"]
     ax = res["aux"]
     for share in AUX_SHARES:
@@ -212,7 +258,7 @@ def plot(res: dict) -> None:
     plot_matrix(
         np.array(mx["f1"]), mx["datasets"], REPO / "docs" / "micronet_matrix.png", "micronet"
     )
-    fig, ax = plt.subplots(1, 3, figsize=(13, 3.6))
+    fig, ax = plt.subplots(1, 4, figsize=(17, 3.6))
     fr = res["fractions"]
     x = [r["fraction"] * 100 for r in fr]
     ax[0].plot(x, [r["scratch"] for r in fr], "o-", label="scratch")
@@ -232,6 +278,15 @@ def plot(res: dict) -> None:
     ax[2].axhline(fr[-1]["scratch"], color="grey", ls="--", label="target only")
     ax[2].set(xscale="log", xlabel="γ (target loss weight)", title="Figs. 6–8")
     ax[2].legend()
+    lo = res.get("loso", [])
+    x = np.arange(len(lo))
+    for k, (key, label) in enumerate(
+        [("same_source", "same source"), ("best_single_other", "best other"), ("f1", "other two")]
+    ):
+        ax[3].bar(x + (k - 1) * 0.27, [r[key] for r in lo], 0.27, label=label)
+    ax[3].set_xticks(x, [r["held_out"] for r in lo])
+    ax[3].set(ylabel="test F1", title="leave one source out")
+    ax[3].legend(fontsize=8)
     fig.tight_layout()
     save_figure(fig, REPO / "docs" / "micronet_studies.png")
 
@@ -273,6 +328,18 @@ def report(res: dict) -> str:
     lines += [f"| {r['frozen']} | {r['f1']:.3f} |" for r in res["frozen"]]
     lines += ["", "| aux share | γ | F1 |", "|---|---|---|"]
     lines += [f"| {r['aux_share']:.0%} | {r['gamma']:g} | {r['f1']:.3f} |" for r in res["aux"]]
+    lines += [
+        "",
+        "Leave one source out (trained on the other two, ξ tuned on their val splits):",
+        "",
+        "| held out | trained on | F1 | same source | best single other |",
+        "|---|---|---|---|---|",
+    ]
+    lines += [
+        f"| {r['held_out']} | {' + '.join(r['trained_on'])} | {r['f1']:.3f} | "
+        f"{r['same_source']:.3f} | {r['best_single_other']:.3f} |"
+        for r in res.get("loso", [])
+    ]
     lines += ["", "![](docs/micronet_matrix.png)", "", "![](docs/micronet_studies.png)", ""]
     lines += [f"- {f}" for f in findings(res)]
     return "\n".join(lines)
@@ -289,6 +356,7 @@ def main() -> None:
     if args.report_only:
         res, _ = read_results("micronet_studies")
     else:
+        FOLDERS["monuseg"] = str(monuseg_with_val(args.seed))
         recipe = study_recipe(args)
         matrix, models = run_matrix(recipe)
         others = {n: v for n, v in matrix["target_val_f1"].items() if n != TARGET}
@@ -301,6 +369,7 @@ def main() -> None:
             "fractions": run_fractions(recipe, models[base]),
             "frozen": run_frozen(recipe, models[base]),
             "aux": run_aux(recipe),
+            "loso": run_loso(recipe, matrix),
         }
         res["n_models"] = len(TRAINED)
         res["train_minutes"] = sum(TRAINED.values()) / 60
