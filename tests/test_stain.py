@@ -195,3 +195,36 @@ def test_predict_stain_norm_from_the_command_line(tmp_path, capsys):
     assert main([*argv, "--stain-norm", "macenko"]) == 2
     err = capsys.readouterr().err
     assert "g.png" in err and "RGB" in err
+
+
+def test_empty_crops_keep_every_pixel_weighted():
+    """A pixel-weight map (KiNet's known-class weights, the U-Net weight map) is 1 on an empty
+    crop, so the proximity loss charges a peak predicted there; it used to be filled with 0,
+    which let the Ki67 model ignore its empty crops."""
+    import torch
+
+    from cellmaps.losses import weighted_mse
+    from cellmaps.targets import IGNORE_INDEX
+    from cellmaps.training.data import Sample, empty_crop
+
+    targets = {
+        "proximity_per_class": np.zeros((2, 40, 40), np.float32),
+        "known_class_weights": np.zeros((1, 40, 40), np.float32),  # all unknown here
+        "roi_labels": np.zeros((1, 40, 40), np.uint8),
+    }
+    s = Sample("a", np.zeros((3, 40, 40), np.float32), targets, 1.0, frozenset())
+    img, maps = empty_crop(s, np.random.default_rng(0), 16)
+    assert img.shape == (3, 16, 16)
+    assert np.all(maps["known_class_weights"] == 1.0)
+    assert np.all(maps["proximity_per_class"] == 0.0)
+    assert np.all(maps["roi_labels"] == IGNORE_INDEX)
+    # a batch of one crop with a nucleus (ȳ = 0.1 in both channels) and the empty crop: a
+    # prediction of 1 everywhere on the empty crop costs ½ · λ · 0.1 · 1² per pixel and channel
+    real = torch.zeros(1, 2, 16, 16)
+    real[0, :, :4, :4] = 1.6  # mean 0.1
+    y = torch.cat([real, torch.from_numpy(maps["proximity_per_class"])[None]])
+    pred = torch.cat([real, torch.ones(1, 2, 16, 16)])
+    w = torch.cat([torch.ones(1, 1, 16, 16), torch.from_numpy(maps["known_class_weights"])[None]])
+    loss = weighted_mse(pred, y, lam=5.0, weights=w)
+    assert float(loss[0]) == 0.0
+    assert float(loss[1]) == pytest.approx(2 * 0.5 * 5.0 * 0.1, rel=1e-5)
