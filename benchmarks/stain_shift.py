@@ -1,7 +1,8 @@
 """How the bundled models hold up when the stain changes: each model scored on its test split
 after seeded haematoxylin / eosin / DAB shifts at five strengths.
 
-    python -m benchmarks.stain_shift [--seed 0] [--report-only]
+    python -m benchmarks.stain_shift [--seed 0] [--compare-default MODEL]
+        [--stain-norm macenko|reinhard] [--report-only]
 
 At strength s every test image is re-stained in stain space (`cellmaps.io.stain.shift_stains`):
 each of H, E and DAB is scaled by 1 + σ·s with a sign σ = ±1 drawn per image and stain from
@@ -32,7 +33,7 @@ from benchmarks._common import (
     write_results,
 )
 from cellmaps.io import Dataset, normalize_image
-from cellmaps.io.stain import shift_stains
+from cellmaps.io.stain import STAIN_NORM_METHODS, normalise_stain, shift_stains
 from cellmaps.metrics import match_points, pool_detection
 from cellmaps.metrics.counts import ki67_index, mean_absolute_error
 from cellmaps.metrics.evaluate import KI67_CLASSES
@@ -60,16 +61,30 @@ def shifted_image(image: np.ndarray, strength: float, signs: np.ndarray) -> np.n
     return shift_stains(rgb, scale=1.0 + signs * strength)
 
 
-def score_case(model: Model, dataset: str, radius: float, ki67: bool, seed: int) -> list[dict]:
-    """Scores of ``model`` on ``dataset``/test at every strength."""
+def stain_reference(ds: Dataset) -> np.ndarray:
+    """The first train image of a dataset as uint8 RGB: the reference a user would pick for
+    ``--stain-norm`` (a tile of the data the model was trained on)."""
+    rgb = normalize_image(ds.image(ds.ids("train")[0]))[..., :3]
+    return np.round(rgb * 255).astype(np.uint8)
+
+
+def score_case(
+    model: Model, dataset: str, radius: float, ki67: bool, seed: int, norm: str | None = None
+) -> list[dict]:
+    """Scores of ``model`` on ``dataset``/test at every strength; with ``norm`` each shifted
+    image is stain-normalised (`cellmaps.io.stain.normalise_stain`, as `predict --stain-norm`)
+    to :func:`stain_reference` first."""
     ds = Dataset(SHARED_DATA / dataset)
     ids = ds.ids("test")
+    ref = stain_reference(ds) if norm else None
     rows = []
     for s in STRENGTHS:
         matches, t_idx, p_idx = [], [], []
         for k, image_id in enumerate(ids):
             truth = ds.points(image_id)
             image = shifted_image(ds.image(image_id), s, stain_signs(seed, k))
+            if norm:
+                image = normalise_stain(np.round(image * 255).astype(np.uint8), norm, ref)
             found = model.detect(image)
             coords, found_labels = found.coords, np.asarray(found.labels).astype(str)
             if ki67:  # tumour nuclei only: a model's non-tumour class is left out, as in the index
@@ -158,13 +173,24 @@ def report(results: dict) -> str:
             if results["command"].get("compare_default")
             else ""
         )
+        + (
+            f" --stain-norm {results['command']['stain_norm']}"
+            if results["command"].get("stain_norm")
+            else ""
+        )
         + "`. "
         + machine_line(results["machine"]),
         "",
         "Each test image re-stained in H/E/DAB space: every stain scaled by 1 ± s (sign drawn "
         "per image and stain from the seed; `cellmaps.io.stain.shift_stains`). Bundled models "
         f"as committed (sha256 {', '.join(f'{k} {v}' for k, v in results['models'].items())}). "
-        "Panel: docs/stain_shift_panel.png; curves: docs/stain_shift.png.",
+        "Panel: docs/stain_shift_panel.png; curves: docs/stain_shift.png."
+        + (
+            f" Rows '+ {results['command']['stain_norm']}': each shifted image stain-normalised "
+            "(as `predict --stain-norm`) to the first train image of its dataset."
+            if results["command"].get("stain_norm")
+            else ""
+        ),
         "",
         "Detection F1 (pooled, Hungarian):",
         "",
@@ -180,7 +206,10 @@ def report(results: dict) -> str:
         maes = [r["index_mae"] for r in case["rows"]]
         cells = " | ".join(f"{m:.3f}" for m in maes)
         lines += ["", "Ki67 index MAE per image (bcdata_ki67/test):", "", head]
-        lines += ["|---|---|" + "---|" * len(STRENGTHS), f"| ki67 | {case['dataset']} | {cells} |"]
+        lines += [
+            "|---|---|" + "---|" * len(STRENGTHS),
+            f"| {case['model']} | {case['dataset']} | {cells} |",
+        ]
         over = [s for s, m in zip(STRENGTHS, maes, strict=True) if m > KI67_TARGET_MAE]
         lines += [
             "",
@@ -204,6 +233,11 @@ def main() -> None:
         "--compare-default",
         help="also score this default-detector file (e.g. the previous bundled model)",
     )
+    ap.add_argument(
+        "--stain-norm",
+        choices=STAIN_NORM_METHODS,
+        help="also score the bundled models with this stain normalisation before detection",
+    )
     args = ap.parse_args()
     if args.report_only:
         results, _ = read_results("stain_shift")
@@ -218,15 +252,25 @@ def main() -> None:
             models[other] = Model.load(args.compare_default)
             shas[other] = hashlib.sha256(Path(args.compare_default).read_bytes()).hexdigest()[:16]
             case_list += [(other, d, r, k) for name, d, r, k in CASES if name == "default"]
+        norms = {}
+        if args.stain_norm:
+            for name, d, r, k in CASES:
+                normed = f"{name} + {args.stain_norm}"
+                models[normed], norms[normed] = models[name], args.stain_norm
+                case_list.append((normed, d, r, k))
         cases = []
         for name, dataset, radius, ki67 in case_list:
             print(f"{name} on {dataset}/test", flush=True)
-            rows = score_case(models[name], dataset, radius, ki67, args.seed)
+            rows = score_case(models[name], dataset, radius, ki67, args.seed, norms.get(name))
             cases.append(
                 {"model": name, "dataset": dataset, "radius": radius, "ki67": ki67, "rows": rows}
             )
         results = {
-            "command": {"seed": args.seed, "compare_default": args.compare_default},
+            "command": {
+                "seed": args.seed,
+                "compare_default": args.compare_default,
+                "stain_norm": args.stain_norm,
+            },
             "machine": machine(),
             "strengths": list(STRENGTHS),
             "models": shas,

@@ -1,7 +1,12 @@
 """Train the bundled Ki67 model (KiNet recipe on BCData's train split).
 
     python -m benchmarks.train_ki67_model [--iterations 3000] [--seed 0] [--robust]
-        [--non-tumour]
+        [--non-tumour] [--init MODEL] [--force] [--score-only]
+
+The new model is written to runs/ki67_candidate.safetensors and replaces the bundled one
+only when BCData *val* and a 1024² uniform-noise image favour it (:func:`keep_candidate`;
+``--force`` bundles it anyway); both are reported. ``--init`` fine-tunes from another model
+(default: the bundled default H&E detector), e.g. the bundled Ki67 model itself.
 
 ``--robust`` adds the default model's stain / acquisition augmentation and empty-image
 negatives (``ROBUST_AUGMENT``). ``--non-tumour`` adds a third class, ``non_tumour``: the
@@ -121,10 +126,12 @@ def train_model(args) -> Model:
         args.work,
         [(str(roi_ds), "val")],
         resume=args.resume,
-        init=default_model_path(),
+        init=args.init,
     )
+    start = "the default H&E model" if args.init == str(default_model_path()) else args.init
+    model.training["init"] = start
     model.training["description"] = (
-        "cellmaps Ki67 model: KiNet recipe (base 12) fine-tuned from the default H&E model on "
+        f"cellmaps Ki67 model: KiNet recipe (base 12) fine-tuned from {start} on "
         "BCData train (Ki67-positive / negative tumour nuclei, weak ROIs derived from the "
         "points"
         + (
@@ -141,6 +148,48 @@ def train_model(args) -> Model:
     return model
 
 
+NOISE = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3)).astype(np.uint8)
+MAX_VAL_F1_LOSS = 0.01  # a candidate may give up this much val F1 for fewer noise detections
+
+
+def score_split(path: Path, split: str) -> tuple[dict, Path | None]:
+    """Tumour-class detection, classification and Ki67 index of a model on a BCData split,
+    by `cellmaps ki67`'s own code path (Hungarian, r = 10 px); with the number of non-tumour
+    nuclei it reported. For the test split also keeps the first overlay."""
+    with tempfile.TemporaryDirectory() as tmp:
+        score_ki67(path, [BCDATA], tmp, split=split, progress=False)
+        res = evaluate(BCDATA, tmp, split=split, radius=10.0, labels=KI67_CLASSES)
+        s = dict(res["summary"])
+        s["non_tumour_found"] = count_label(Path(tmp) / "points", NON_TUMOUR)
+        first = None
+        if split == "test":
+            first = sorted((Path(tmp) / "overlays").iterdir())[0]
+            shutil.copy(first, REPO / "docs" / "ki67_overlay.png")
+    return s, first
+
+
+def assess(path: Path) -> dict:
+    """What chooses between models: BCData *val* scores and detections on 1024² uniform noise."""
+    val, _ = score_split(path, "val")
+    return {"val": val, "noise_detections": len(Model.load(path).detect(NOISE))}
+
+
+def keep_candidate(new: dict, old: dict) -> tuple[bool, str]:
+    """The candidate replaces the bundled model when it finds fewer nuclei on noise without
+    losing more than MAX_VAL_F1_LOSS of val detection F1, or has a higher val F1 and no more
+    noise detections. Val and noise only: the test split never chooses."""
+    f_new, f_old = new["val"]["f1"], old["val"]["f1"]
+    n_new, n_old = new["noise_detections"], old["noise_detections"]
+    if n_new < n_old and f_new >= f_old - MAX_VAL_F1_LOSS:
+        return (
+            True,
+            f"fewer noise detections ({n_new} vs {n_old}), val F1 {f_new:.3f} vs {f_old:.3f}",
+        )
+    if f_new > f_old and n_new <= n_old:
+        return True, f"higher val F1 ({f_new:.3f} vs {f_old:.3f}), noise {n_new} vs {n_old}"
+    return False, f"val F1 {f_new:.3f} vs {f_old:.3f}, noise {n_new} vs {n_old}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--iterations", type=int, default=3000)
@@ -152,22 +201,39 @@ def main() -> None:
         "--non-tumour", action="store_true", help="train a non_tumour class (see above)"
     )
     ap.add_argument(
+        "--init",
+        default=str(default_model_path()),
+        help="model to fine-tune from (default: the bundled default H&E model)",
+    )
+    ap.add_argument(
+        "--force", action="store_true", help="bundle the new model even if val does not favour it"
+    )
+    ap.add_argument(
         "--score-only", action="store_true", help="score the bundled model without training"
     )
     args = ap.parse_args()
-    if args.score_only:
-        model = Model.load(OUT)
-    else:
+    decision = None
+    if not args.score_only:
+        candidate = Path(args.work).with_name("ki67_candidate.safetensors")
         model = train_model(args)
-        model.save(OUT, half=True)
+        model.save(candidate, half=True)
+        new, old = assess(candidate), assess(OUT)
+        keep, why = keep_candidate(new, old)
+        keep = keep or args.force
+        test_new, _ = score_split(candidate, "test")
+        decision = {
+            "kept_new": keep,
+            "why": why + (" (--force)" if args.force else ""),
+            "new": {**new, "test": test_new, "training": model.training},
+            "previous": old,
+        }
+        print(decision["why"], "→", "new model bundled" if keep else "previous model kept")
+        if keep:
+            shutil.copy(candidate, OUT)
+    model = Model.load(OUT)
     size_mb = OUT.stat().st_size / 1e6
-    with tempfile.TemporaryDirectory() as tmp:
-        score_ki67(OUT, [BCDATA], tmp, split="test", progress=False)
-        res = evaluate(BCDATA, tmp, split="test", radius=10.0, labels=KI67_CLASSES)
-        n_other = count_label(Path(tmp) / "points", NON_TUMOUR)
-        first = sorted((Path(tmp) / "overlays").iterdir())[0]
-        shutil.copy(first, REPO / "docs" / "ki67_overlay.png")
-    s = res["summary"]
+    s, first = score_split(OUT, "test")
+    n_other = s["non_tumour_found"]
     det, cls, ki = s, s["classification"]["weighted"], s["ki67"]
     mach = machine()
     write_results(
@@ -183,8 +249,10 @@ def main() -> None:
                 "test": s,
                 "overlay_image": first.stem,
                 "non_tumour_found_on_test": n_other,
+                "retrain": decision,
                 "command": {
-                    k: getattr(args, k) for k in ("iterations", "seed", "robust", "non_tumour")
+                    k: getattr(args, k)
+                    for k in ("iterations", "seed", "robust", "non_tumour", "init", "force")
                 },
             }
         ),
@@ -194,23 +262,16 @@ def main() -> None:
         "",
         f"`python -m benchmarks.train_ki67_model --iterations {args.iterations} --seed "
         f"{args.seed}{' --robust' if args.robust else ''}"
-        f"{' --non-tumour' if args.non_tumour else ''}`. {machine_line(mach)}",
-        f"KiNet recipe, base 12, fine-tuned from the default model on bcdata_ki67/train "
-        f"({model.training['n_images']} images, weak ROIs derived from the points"
-        + (
-            f"; {model.training['non_tumour_added']} unannotated nuclei found by the default "
-            f"detector on the train + val images, next to their "
-            f"{model.training['annotated_train_val']} annotated tumour nuclei, added as class "
-            "non_tumour — `docs/ki67_non_tumour.png` shows them on one train image"
-            if model.training.get("non_tumour_added")
-            else ""
-        )
-        + ") for "
-        f"{model.training['iterations']} iterations ({model.training['elapsed_seconds'] / 60:.1f}"
-        f" min); ξ = {model.decode['xi']} tuned on bcdata_ki67/val. File: "
-        f"`src/cellmaps/models/ki67.safetensors` (float16), {size_mb:.1f} MB.",
+        f"{' --non-tumour' if args.non_tumour else ''}"
+        f"{'' if args.init == str(default_model_path()) else ' --init ' + rel(args.init)}`. "
+        f"{machine_line(mach)}",
+    ]
+    if decision:
+        lines += ["", retrain_table(decision), ""]
+    lines += [
+        "The bundled model: " + describe(model, size_mb),
         "",
-        f"bcdata_ki67/test ({res['summary']['n_images']} images), Hungarian matching r = 10 px:",
+        f"bcdata_ki67/test ({s['n_images']} images), Hungarian matching r = 10 px:",
         "",
         "| detection P | R | F1 | class-weighted P | R | F1 | Ki67 index MAE | CCC |",
         "|---|---|---|---|---|---|---|---|",
@@ -230,6 +291,52 @@ def main() -> None:
     ]
     update_benchmarks_md("ki67_model", "\n".join(lines))
     print("\n".join(lines))
+
+
+def rel(path: str) -> str:
+    p = Path(path)
+    return str(p.relative_to(REPO)) if p.is_relative_to(REPO) else str(p)
+
+
+def describe(model: Model, size_mb: float) -> str:
+    t = model.training
+    return (
+        f"KiNet recipe, base 12, fine-tuned from {t.get('init', 'the default H&E model')} on "
+        f"bcdata_ki67/train ({t['n_images']} images, weak ROIs derived from the points"
+        + (
+            f"; {t['non_tumour_added']} unannotated nuclei found by the default "
+            f"detector on the train + val images, next to their "
+            f"{t['annotated_train_val']} annotated tumour nuclei, added as class "
+            "non_tumour — `docs/ki67_non_tumour.png` shows them on one train image"
+            if t.get("non_tumour_added")
+            else ""
+        )
+        + f") for {t['iterations']} iterations ({t['elapsed_seconds'] / 60:.1f} min); "
+        f"ξ = {model.decode['xi']} tuned on bcdata_ki67/val. File: "
+        f"`src/cellmaps/models/ki67.safetensors` (float16), {size_mb:.1f} MB."
+    )
+
+
+def retrain_table(d: dict) -> str:
+    """The new model against the bundled one on what chooses (val, noise) and, for the
+    record, test."""
+    rows = [
+        "Choice between the newly trained model and the one bundled before (val and noise "
+        f"choose, test is reported): {d['why']} → "
+        + ("**new model bundled**." if d["kept_new"] else "**previous model kept**."),
+        "",
+        "| model | val det. F1 | val index MAE | noise 1024² detections | test det. F1 | "
+        "test index MAE |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, m in (("new", d["new"]), ("previous", d["previous"])):
+        test = m.get("test")
+        rows.append(
+            f"| {name} | {m['val']['f1']:.3f} | {m['val']['ki67']['index_mae']:.4f} | "
+            f"{m['noise_detections']} | "
+            + (f"{test['f1']:.3f} | {test['ki67']['index_mae']:.4f} |" if test else "— | — |")
+        )
+    return "\n".join(rows)
 
 
 if __name__ == "__main__":
