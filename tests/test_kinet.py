@@ -345,16 +345,25 @@ def test_weak_roi_adds_non_tumour_nuclei_to_train_images_only(tmp_path, monkeypa
 
     root = _two_image_dataset(tmp_path / "d", [True, True])
     (root / "splits.csv").write_text("id,split\ni0,train\ni1,test\n")
+    # a source that already labels one nucleus non_tumour: it is not counted as added
+    csv = root / "points" / "i0.csv"
+    csv.write_text(csv.read_text().replace(",n\n", ",non_tumour\n", 1))
     src = Dataset(root)
+    assert src.points("i0").labels.tolist().count("non_tumour") == 1
     extra = np.array([[2.0, 2.0]])  # every annotated point lies in [8, 56]²
 
     from scipy.spatial import cKDTree
 
     # the detector runs at the data's object scale: half the lower quartile of the points'
-    # nearest-neighbour spacing over every annotated image (cellmaps.io.scale), computed here
-    nn = np.concatenate(
-        [cKDTree(src.points(i).coords).query(src.points(i).coords, k=2)[0][:, 1] for i in src.ids()]
-    )
+    # nearest-neighbour spacing over the annotated non-test images (cellmaps.io.scale; the
+    # test split's points must not choose it), computed here
+    def spacing(ids):
+        return np.concatenate(
+            [cKDTree(src.points(i).coords).query(src.points(i).coords, k=2)[0][:, 1] for i in ids]
+        )
+
+    nn = spacing(["i0"])
+    assert np.percentile(nn, 25) != np.percentile(spacing(["i0", "i1"]), 25)  # can tell
     sizes = []
 
     class Finder:

@@ -196,8 +196,10 @@ def _write_weak_roi_dataset(
         # the rims of dark DAB-positive cells, and those would be taught as non-tumour
         from cellmaps.training.data import measure_object_size
 
-        with_points = [i for i in ds.ids() if ds.has("points", i)]
-        object_size = measure_object_size(ds, with_points, use_masks=False)[0]
+        # measured on the images the detector runs on (never the test split's points)
+        with_points = [i for i in ds.ids() if ds.has("points", i) and ds.split_of(i) != "test"]
+        if with_points:
+            object_size = measure_object_size(ds, with_points, use_masks=False)[0]
     rng = np.random.default_rng(seed)
     train = ds.ids("train") if ds.splits else []
     n_keep = int(round(points_share * len(train)))
@@ -217,8 +219,9 @@ def _write_weak_roi_dataset(
             continue
         if detector is not None and ds.split_of(image_id) != "test":
             found = detector.detect(ds.image(image_id), object_size=object_size).coords
+            before = len(pts)
             pts = add_non_tumour_points(pts, found, min_gap)
-            n_added += int(np.sum(pts.labels == NON_TUMOUR))
+            n_added += len(pts) - before  # not the source's own non_tumour points
             n_rewritten += 1
             if image_id not in dropped:
                 write_points(out / "points" / f"{image_id}.csv", pts)
