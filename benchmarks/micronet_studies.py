@@ -3,7 +3,7 @@ cellmaps' own commands (`cellmaps crosseval`, `train --init --freeze --fraction`
 --aux-fraction --gamma`, here through the same library calls).
 
     python -m benchmarks.micronet_studies [--iterations 300] [--base 8] [--crop 128]
-        [--seed 0] [--report-only]
+        [--seed 0] [--report-only | --loso-only]
 
 Datasets: crchisto (H&E colon, 20×), monuseg (H&E, 7 organs, 40×) and mbm_bonemarrow (H&E
 bone marrow). Matching radius per test set: 6 px (crchisto, the paper's), 12 px (monuseg,
@@ -26,7 +26,9 @@ as 6 px is of crchisto's 14.6 px and 12 of monuseg's 29.8).
    target-only model.
 5. **Leave one source out**: for each dataset, a model trained on the other two, ξ tuned on
    their val splits, scored on the held-out dataset's test split, next to same-source
-   training and the best single other source.
+   training and the best single other source; once at each source's own pixel scale and once
+   with every source resampled to a common nucleus radius (``COMMON_RADIUS``; the unseen
+   source resampled by the radius measured on its train points).
 
 Every model: recipe `micronet` at base ``--base``, ``--crop``² crops, ``--iterations`` steps,
 seed ``--seed``; ξ and the evidence floor tuned on the target's val split; models cached by
@@ -158,21 +160,49 @@ def run_aux(recipe: dict) -> list[dict]:
     return rows
 
 
+# Leave-one-source-out variant at a common object scale: every training source resampled so
+# its median nucleus radius is this many pixels (CRCHisto's is 5.4 px at 20×, MoNuSeg's 12.1
+# and MBM's 11.5 at 40×), and the unseen source resampled likewise at prediction.
+COMMON_RADIUS = 6.0
+
+
+def held_out_object_size(name: str) -> float:
+    """The unseen source's median nucleus radius, from its *train* split's points (what a user
+    measures on a few annotated images of their own, or knows from the magnification)."""
+    from cellmaps.io.dataset import Dataset
+    from cellmaps.training.data import measure_object_size
+
+    ds = Dataset(folder(name))
+    return measure_object_size(ds, ds.ids("train"), use_masks=False)[0]
+
+
 def run_loso(recipe: dict, matrix: dict) -> list[dict]:
     """Leave one source out: for each dataset, a model trained on the other two (ξ tuned on
     *their* tuning splits: the held-out source plays a user's unseen lab), against the model
-    trained on the dataset itself (the matrix diagonal) and the best single other source."""
+    trained on the dataset itself (the matrix diagonal) and the best single other source; once
+    at each source's own scale and once at a common object scale (:data:`COMMON_RADIUS`)."""
     names = matrix["datasets"]
     f1 = np.array(matrix["f1"])
+    scaled = validate_recipe(
+        {**recipe, "training": {**recipe["training"], "object_size": COMMON_RADIUS}},
+        "micronet_studies",
+    )
     rows = []
     for j, n in enumerate(names):
         others = [m for m in names if m != n]
-        m = trained(recipe, [(folder(o), "train", 1.0) for o in others], others, f"loso_{n}")
+        src = [(folder(o), "train", 1.0) for o in others]
+        m = trained(recipe, src, others, f"loso_{n}")
+        ms = trained(scaled, src, others, f"loso_{n}_scaled")
+        size = held_out_object_size(n)
         rows.append(
             {
                 "held_out": n,
                 "trained_on": others,
                 "f1": f1_on_test(m, n),
+                "f1_common_scale": score_split(ms, folder(n), "test", RADIUS[n], object_size=size)[
+                    "f1"
+                ],
+                "held_out_object_size": size,
                 "same_source": float(f1[j, j]),
                 "best_single_other": float(max(f1[i, j] for i in range(len(names)) if i != j)),
             }
@@ -225,16 +255,34 @@ def findings(res: dict) -> list[str]:
     )
     lo = res.get("loso", [])
     if lo:
-        beats = sum(r["f1"] > r["best_single_other"] for r in lo)
-        gap = np.mean([r["same_source"] - r["f1"] for r in lo])
-        out.append(
-            "Leave one source out: trained on the other two sources, F1 on the unseen one "
-            + ", ".join(f"{r['held_out']} {r['f1']:.3f}" for r in lo)
-            + f"; beats the best single other source on {beats} of {len(lo)}; "
-            f"mean shortfall against same-source training {gap:+.3f}."
-        )
+        for key, how in (
+            ("f1", "at each source's own scale"),
+            ("f1_common_scale", f"at a common object scale (radius {COMMON_RADIUS:g} px)"),
+        ):
+            if key not in lo[0]:
+                continue
+            beats = sum(r[key] > r["best_single_other"] for r in lo)
+            gap = np.mean([r["same_source"] - r[key] for r in lo])
+            out.append(
+                f"Leave one source out, {how}: trained on the other two sources, F1 on the unseen "
+                "one "
+                + ", ".join(f"{r['held_out']} {r[key]:.3f}" for r in lo)
+                + f"; beats the best single other source on {beats} of {len(lo)}; on average "
+                f"{gap:.3f} {'below' if gap > 0 else 'above'} same-source training."
+            )
+        if "f1_common_scale" in lo[0]:
+            better = sum(r["f1_common_scale"] > r["f1"] for r in lo)
+            out.append(
+                f"The common object scale helps the unseen source on {better} of {len(lo)} "
+                f"(mean change {np.mean([r['f1_common_scale'] - r['f1'] for r in lo]):+.3f})."
+            )
     target_only = full["scratch"]
     ax = res["aux"]
+    helps = sum(r["f1"] > target_only for r in ax)
+    out.append(
+        f"Auxiliary data helps the target (Figs. 6–8): {helps} of {len(ax)} mixes beat "
+        f"target-only training ({target_only:.3f}) at this budget."
+    )
     for share in AUX_SHARES:
         rows = {r["gamma"]: r["f1"] for r in ax if r["aux_share"] == share}
         best_gamma = max(rows, key=rows.get)
@@ -277,13 +325,21 @@ def plot(res: dict) -> None:
         )
     ax[2].axhline(fr[-1]["scratch"], color="grey", ls="--", label="target only")
     ax[2].set(xscale="log", xlabel="γ (target loss weight)", title="Figs. 6–8")
+    ax[2].set_xticks(list(GAMMAS), [f"{g:g}" for g in GAMMAS])
+    ax[2].minorticks_off()
     ax[2].legend()
     lo = res.get("loso", [])
     x = np.arange(len(lo))
-    for k, (key, label) in enumerate(
-        [("same_source", "same source"), ("best_single_other", "best other"), ("f1", "other two")]
-    ):
-        ax[3].bar(x + (k - 1) * 0.27, [r[key] for r in lo], 0.27, label=label)
+    bars = [
+        ("same_source", "same source"),
+        ("best_single_other", "best other"),
+        ("f1", "other two"),
+        ("f1_common_scale", "other two, common scale"),
+    ]
+    bars = [b for b in bars if lo and b[0] in lo[0]]
+    w = 0.8 / max(len(bars), 1)
+    for k, (key, label) in enumerate(bars):
+        ax[3].bar(x + (k - (len(bars) - 1) / 2) * w, [r[key] for r in lo], w, label=label)
     ax[3].set_xticks(x, [r["held_out"] for r in lo])
     ax[3].set(ylabel="test F1", title="leave one source out")
     ax[3].legend(fontsize=8)
@@ -330,14 +386,23 @@ def report(res: dict) -> str:
     lines += [f"| {r['aux_share']:.0%} | {r['gamma']:g} | {r['f1']:.3f} |" for r in res["aux"]]
     lines += [
         "",
-        "Leave one source out (trained on the other two, ξ tuned on their val splits):",
+        "Leave one source out (trained on the other two, ξ tuned on their val splits)"
+        + (
+            f"; rerun with `--loso-only` ({res['loso_train_minutes']:.0f} training minutes), "
+            + machine_line(res["loso_machine"])
+            if res.get("loso_machine")
+            else ""
+        )
+        + ":",
         "",
-        "| held out | trained on | F1 | same source | best single other |",
-        "|---|---|---|---|---|",
+        f"| held out | trained on | F1 | F1, common scale (r {COMMON_RADIUS:g} px) | "
+        "same source | best single other |",
+        "|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r['held_out']} | {' + '.join(r['trained_on'])} | {r['f1']:.3f} | "
-        f"{r['same_source']:.3f} | {r['best_single_other']:.3f} |"
+        + (f"{r['f1_common_scale']:.3f}" if "f1_common_scale" in r else "—")
+        + f" | {r['same_source']:.3f} | {r['best_single_other']:.3f} |"
         for r in res.get("loso", [])
     ]
     lines += ["", "![](docs/micronet_matrix.png)", "", "![](docs/micronet_studies.png)", ""]
@@ -352,9 +417,22 @@ def main() -> None:
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument(
+        "--loso-only",
+        action="store_true",
+        help="rerun only the leave-one-source-out study (with the saved run's settings and "
+        "matrix) and record its own code version",
+    )
     args = ap.parse_args()
     if args.report_only:
         res, _ = read_results("micronet_studies")
+    elif args.loso_only:
+        res, saved = read_results("micronet_studies")
+        FOLDERS["monuseg"] = str(monuseg_with_val(saved.seed))
+        res["loso"] = run_loso(study_recipe(saved), res["matrix"])
+        res["loso_machine"] = machine()
+        res["loso_train_minutes"] = sum(TRAINED.values()) / 60
+        write_results("micronet_studies", res)
     else:
         FOLDERS["monuseg"] = str(monuseg_with_val(args.seed))
         recipe = study_recipe(args)
