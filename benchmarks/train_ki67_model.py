@@ -9,7 +9,8 @@ only when BCData *val* and a 1024² uniform-noise image favour it (:func:`keep_c
 (default: the bundled default H&E detector), e.g. the bundled Ki67 model itself.
 
 ``--robust`` adds the default model's stain / acquisition augmentation and empty-image
-negatives (``ROBUST_AUGMENT``). ``--non-tumour`` adds a third class, ``non_tumour``: the
+negatives (``ROBUST_AUGMENT``); ``--negatives`` only the empty-image negatives. Every
+attempt is appended to results/ki67_candidates.json and listed in the section. ``--non-tumour`` adds a third class, ``non_tumour``: the
 nuclei the bundled default detector finds farther than 12 px from every annotated point of
 a train / val image (BCData annotates every tumour cell, so these are stromal and immune
 nuclei; ``cellmaps weak-roi --other-nuclei``). The Ki67 index never counts them, and test
@@ -116,6 +117,8 @@ def train_model(args) -> Model:
     recipe["training"].update(iterations=args.iterations, seed=args.seed)
     if args.robust:
         recipe["augment"].update(ROBUST_AUGMENT)
+    elif args.negatives:
+        recipe["augment"]["empty"] = ROBUST_AUGMENT["empty"]
     # the paper's form of Eq. 5 (gamma 25 on the nucleus loss, 1 on the ROI loss): stable
     # when fine-tuning from the default model, whose outputs already fit
     for t in recipe["tasks"]:
@@ -141,6 +144,7 @@ def train_model(args) -> Model:
             else ""
         )
         + ("; stain / acquisition augmentation and empty-image negatives" if args.robust else "")
+        + ("; empty-image negatives" if args.negatives and not args.robust else "")
         + "); xi tuned on BCData val"
     )
     model.training["non_tumour_added"] = derived.get("non_tumour_added", 0)
@@ -198,6 +202,11 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--robust", action="store_true", help="stain/acquisition aug + negatives")
     ap.add_argument(
+        "--negatives",
+        action="store_true",
+        help="empty-image negatives only (ROBUST_AUGMENT's share), no stain / acquisition aug",
+    )
+    ap.add_argument(
         "--non-tumour", action="store_true", help="train a non_tumour class (see above)"
     )
     ap.add_argument(
@@ -228,6 +237,7 @@ def main() -> None:
             "previous": old,
         }
         print(decision["why"], "→", "new model bundled" if keep else "previous model kept")
+        record_candidate(args, decision)
         if keep:
             shutil.copy(candidate, OUT)
     model = Model.load(OUT)
@@ -252,7 +262,15 @@ def main() -> None:
                 "retrain": decision,
                 "command": {
                     k: getattr(args, k)
-                    for k in ("iterations", "seed", "robust", "non_tumour", "init", "force")
+                    for k in (
+                        "iterations",
+                        "seed",
+                        "robust",
+                        "negatives",
+                        "non_tumour",
+                        "init",
+                        "force",
+                    )
                 },
             }
         ),
@@ -262,12 +280,16 @@ def main() -> None:
         "",
         f"`python -m benchmarks.train_ki67_model --iterations {args.iterations} --seed "
         f"{args.seed}{' --robust' if args.robust else ''}"
+        f"{' --negatives' if args.negatives else ''}"
         f"{' --non-tumour' if args.non_tumour else ''}"
         f"{'' if args.init == str(default_model_path()) else ' --init ' + rel(args.init)}`. "
         f"{machine_line(mach)}",
     ]
     if decision:
         lines += ["", retrain_table(decision), ""]
+    history = candidate_history()
+    if history:
+        lines += ["", candidates_table(history), ""]
     lines += [
         "The bundled model: " + describe(model, size_mb),
         "",
@@ -291,6 +313,61 @@ def main() -> None:
     ]
     update_benchmarks_md("ki67_model", "\n".join(lines))
     print("\n".join(lines))
+
+
+CANDIDATES = REPO / "results" / "ki67_candidates.json"
+
+
+def candidate_history() -> list[dict]:
+    import json
+
+    return json.loads(CANDIDATES.read_text()) if CANDIDATES.is_file() else []
+
+
+def record_candidate(args, decision: dict) -> None:
+    """Append this run's candidate (command, val / noise / test, kept or not) to
+    results/ki67_candidates.json, so every retrain attempt stays in the ablation table."""
+    new = decision["new"]
+    entry = {
+        "command": {
+            k: getattr(args, k)
+            for k in ("iterations", "seed", "robust", "negatives", "non_tumour", "init")
+        },
+        "minutes": new["training"]["elapsed_seconds"] / 60,
+        "val_f1": new["val"]["f1"],
+        "val_index_mae": new["val"]["ki67"]["index_mae"],
+        "noise_detections": new["noise_detections"],
+        "test_f1": new["test"]["f1"],
+        "test_index_mae": new["test"]["ki67"]["index_mae"],
+        "previous_val_f1": decision["previous"]["val"]["f1"],
+        "previous_noise_detections": decision["previous"]["noise_detections"],
+        "kept": decision["kept_new"],
+        "code": machine()["commit"],
+    }
+    write_results("ki67_candidates", candidate_history() + [entry])
+
+
+def candidates_table(history: list[dict]) -> str:
+    rows = [
+        "Every retrain attempt (`results/ki67_candidates.json`; val and noise chose, test for "
+        "the record):",
+        "",
+        "| run | minutes | val det. F1 (bundled then) | noise (bundled then) | test det. F1 | "
+        "test index MAE | bundled? |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for h in history:
+        c = h["command"]
+        flags = " ".join(
+            f"--{k.replace('_', '-')}" for k in ("robust", "negatives", "non_tumour") if c.get(k)
+        )
+        run = f"{c['iterations']} its {flags} from {Path(c['init']).stem} ({h['code']})"
+        rows.append(
+            f"| {run} | {h['minutes']:.1f} | {h['val_f1']:.3f} ({h['previous_val_f1']:.3f}) | "
+            f"{h['noise_detections']} ({h['previous_noise_detections']}) | {h['test_f1']:.3f} | "
+            f"{h['test_index_mae']:.4f} | {'yes' if h['kept'] else 'no'} |"
+        )
+    return "\n".join(rows)
 
 
 def rel(path: str) -> str:
