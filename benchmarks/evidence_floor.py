@@ -67,6 +67,19 @@ def counts_on_empty(
         return {k: len(model.detect(im)) for k, im in images.items()}
 
 
+def detections_on_border(model: Model, images: dict[str, np.ndarray], margin: float = 2.0) -> dict:
+    """Of the detections left on each empty image (floor and flat-region rule on), how many
+    lie within ``margin`` px of the image edge — where the tiler's reflect padding mirrors
+    the image, so noise becomes a symmetric pattern about the edge."""
+    out = {}
+    for k, im in images.items():
+        rc = model.detect(im).coords
+        h, w = im.shape[:2]
+        d = np.minimum.reduce([rc[:, 0], rc[:, 1], h - 1 - rc[:, 0], w - 1 - rc[:, 1]])
+        out[k] = int(np.sum(d <= margin))
+    return out
+
+
 def map_maxima(model: Model, images: dict[str, np.ndarray]) -> dict:
     """Highest value of the decoded map on each empty image (what the floor must exceed)."""
     task = model.decode["task"]
@@ -129,6 +142,7 @@ def run_model(name: str, dataset: str, images: dict[str, np.ndarray]) -> dict:
         "empty_counts_without": counts_on_empty(model, images, 0.0, 0.0),
         "empty_counts_floor_only": counts_on_empty(model, images, floor, 0.0),
         "empty_counts_with": counts_on_empty(model, images, floor, model.decode["min_contrast"]),
+        "empty_on_border": detections_on_border(model, images),
         "test_f1_without": test_f1(model, root, 0.0),
         "test_f1_with": test_f1(model, root, floor),
     }
@@ -223,10 +237,22 @@ def report(args, mach: dict, rows: list[dict]) -> str:
                     if (left := [k for k in above if r["empty_counts_with"][k] > 0])
                     else "; the flat-region rule removes them."
                 )
+                + on_border(r)
             )
         )
     lines += ["", "![](docs/evidence_floor.png)"]
     return "\n".join(lines)
+
+
+def on_border(row: dict) -> str:
+    """How many of the detections left on empty images sit on the image edge (reflect
+    padding), for rows that recorded it."""
+    if "empty_on_border" not in row:
+        return ""
+    empty = ("black", "white", "grey", "noise")
+    left = sum(row["empty_counts_with"][k] for k in empty)
+    edge = sum(row["empty_on_border"][k] for k in empty)
+    return f" {edge} of the {left} left lie within 2 px of the image edge." if left else ""
 
 
 def empty_share(row: dict) -> float:
