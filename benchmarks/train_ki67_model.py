@@ -368,6 +368,7 @@ def record_candidate(args, decision: dict, redecided: bool = False) -> None:
         "previous_val_f1": decision["previous"]["val"]["f1"],
         "previous_noise_detections": decision["previous"]["noise_detections"],
         "kept": decision["kept_new"],
+        "rule": "val F1 sampling error",
         "code": machine()["commit"],
     }
     history = candidate_history()
@@ -397,7 +398,8 @@ def candidates_table(history: list[dict]) -> str:
             f"| {run} | {h['minutes']:.1f} | {h['val_f1']:.3f} ({h['previous_val_f1']:.3f}) | "
             f"{h['noise_detections']} ({h['previous_noise_detections']}) | {h['test_f1']:.3f} | "
             f"{h['test_index_mae']:.4f} | {'yes' if h['kept'] else 'no'}"
-            + (f" ({h['redecided']})" if h.get("redecided") else "")
+            + (f" ({h['rule']})" if h.get("rule") else "")
+            + (f"; {h['redecided']}" if h.get("redecided") else "")
             + " |"
         )
     return "\n".join(rows)
@@ -410,8 +412,11 @@ def rel(path: str) -> str:
 
 def describe(model: Model, size_mb: float) -> str:
     t = model.training
+    start = t.get("init", "the default H&E model")
+    if Path(start).name == OUT.name:
+        start = "the Ki67 model bundled before it (each attempt: table above)"
     return (
-        f"KiNet recipe, base 12, fine-tuned from {t.get('init', 'the default H&E model')} on "
+        f"KiNet recipe, base 12, fine-tuned from {start} on "
         f"bcdata_ki67/train ({t['n_images']} images, weak ROIs derived from the points"
         + (
             f"; {t['non_tumour_added']} unannotated nuclei found by the default "
