@@ -341,8 +341,8 @@ def plot(res: dict) -> None:
     for k, (key, label) in enumerate(bars):
         ax[3].bar(x + (k - (len(bars) - 1) / 2) * w, [r[key] for r in lo], w, label=label)
     ax[3].set_xticks(x, [r["held_out"] for r in lo])
-    ax[3].set(ylabel="test F1", title="leave one source out")
-    ax[3].legend(fontsize=8)
+    ax[3].set(ylabel="test F1", title="leave one source out", ylim=(0, 1.25))
+    ax[3].legend(fontsize=7, ncol=2, loc="upper center")
     fig.tight_layout()
     save_figure(fig, REPO / "docs" / "micronet_studies.png")
 
