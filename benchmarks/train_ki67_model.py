@@ -30,6 +30,7 @@ Ki67 index MAE and CCC. Writes results/ki67_model.json, docs/ki67_overlay.png an
 from __future__ import annotations
 
 import argparse
+import hashlib
 import shutil
 import tempfile
 from pathlib import Path
@@ -133,6 +134,8 @@ def train_model(args) -> Model:
     )
     start = "the default H&E model" if args.init == str(default_model_path()) else args.init
     model.training["init"] = start
+    # the file a path names changes when a model is bundled: the hash says which one it was
+    model.training["init_sha256"] = hashlib.sha256(Path(args.init).read_bytes()).hexdigest()
     model.training["description"] = (
         f"cellmaps Ki67 model: KiNet recipe (base 12) fine-tuned from {start} on "
         "BCData train (Ki67-positive / negative tumour nuclei, weak ROIs derived from the "
