@@ -58,26 +58,24 @@ def empty_images(size: int, seed: int) -> dict[str, np.ndarray]:
     }
 
 
+EDGE_MARGIN = 2.0  # px: a detection this close to the image edge counts as "on the edge"
+
+
 def counts_on_empty(
     model: Model, images: dict[str, np.ndarray], min_score: float, min_contrast: float
-) -> dict:
+) -> tuple[dict, dict]:
     """Detections per image with the given evidence floor and flat-region rule (the
-    model's ξ)."""
+    model's ξ), and how many of them lie within :data:`EDGE_MARGIN` px of the image edge —
+    where the tiler's reflect padding mirrors the image, so noise becomes a pattern
+    symmetric about the edge."""
+    counts, on_edge = {}, {}
     with model.decoding(min_score=min_score, min_contrast=min_contrast):
-        return {k: len(model.detect(im)) for k, im in images.items()}
-
-
-def detections_on_border(model: Model, images: dict[str, np.ndarray], margin: float = 2.0) -> dict:
-    """Of the detections left on each empty image (floor and flat-region rule on), how many
-    lie within ``margin`` px of the image edge — where the tiler's reflect padding mirrors
-    the image, so noise becomes a symmetric pattern about the edge."""
-    out = {}
-    for k, im in images.items():
-        rc = model.detect(im).coords
-        h, w = im.shape[:2]
-        d = np.minimum.reduce([rc[:, 0], rc[:, 1], h - 1 - rc[:, 0], w - 1 - rc[:, 1]])
-        out[k] = int(np.sum(d <= margin))
-    return out
+        for k, im in images.items():
+            rc = model.detect(im).coords
+            h, w = im.shape[:2]
+            d = np.minimum.reduce([rc[:, 0], rc[:, 1], h - 1 - rc[:, 0], w - 1 - rc[:, 1]])
+            counts[k], on_edge[k] = len(rc), int(np.sum(d <= EDGE_MARGIN))
+    return counts, on_edge
 
 
 def map_maxima(model: Model, images: dict[str, np.ndarray]) -> dict:
@@ -127,6 +125,7 @@ def run_model(name: str, dataset: str, images: dict[str, np.ndarray]) -> dict:
     model.training["evidence_floor_tuned_on"] = [{"folder": str(r), "split": s} for r, s in sources]
     model.save(path, half=stored_as_half(path))
     floor = model.decode["min_score"]
+    with_rules, on_edge = counts_on_empty(model, images, floor, model.decode["min_contrast"])
     row = {
         "model": name,
         "dataset": dataset,
@@ -139,10 +138,10 @@ def run_model(name: str, dataset: str, images: dict[str, np.ndarray]) -> dict:
         "empty_map_max": map_maxima(model, images),
         "empty_negatives": float(model.recipe["augment"].get("empty", 0.0)),
         "floor_edge": best["floor_edge"],
-        "empty_counts_without": counts_on_empty(model, images, 0.0, 0.0),
-        "empty_counts_floor_only": counts_on_empty(model, images, floor, 0.0),
-        "empty_counts_with": counts_on_empty(model, images, floor, model.decode["min_contrast"]),
-        "empty_on_border": detections_on_border(model, images),
+        "empty_counts_without": counts_on_empty(model, images, 0.0, 0.0)[0],
+        "empty_counts_floor_only": counts_on_empty(model, images, floor, 0.0)[0],
+        "empty_counts_with": with_rules,
+        "empty_on_border": on_edge,
         "test_f1_without": test_f1(model, root, 0.0),
         "test_f1_with": test_f1(model, root, floor),
     }
@@ -262,7 +261,11 @@ def on_border(row: dict) -> str:
     empty = ("black", "white", "grey", "noise")
     left = sum(row["empty_counts_with"][k] for k in empty)
     edge = sum(row["empty_on_border"][k] for k in empty)
-    return f" {edge} of the {left} left lie within 2 px of the image edge." if left else ""
+    return (
+        f" {edge} of the {left} left lie within {EDGE_MARGIN:g} px of the image edge."
+        if left
+        else ""
+    )
 
 
 def empty_share(row: dict) -> float:

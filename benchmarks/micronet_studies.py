@@ -100,8 +100,8 @@ def trained(recipe: dict, sources: list[tuple], tune_on: str | list[str], name: 
     return m
 
 
-def f1_on_test(model, name: str) -> float:
-    return score_split(model, folder(name), "test", RADIUS[name])["f1"]
+def f1_on_test(model, name: str, object_size: float | None = None) -> float:
+    return score_split(model, folder(name), "test", RADIUS[name], object_size=object_size)["f1"]
 
 
 def run_matrix(recipe: dict) -> tuple[dict, dict]:
@@ -199,9 +199,7 @@ def run_loso(recipe: dict, matrix: dict) -> list[dict]:
                 "held_out": n,
                 "trained_on": others,
                 "f1": f1_on_test(m, n),
-                "f1_common_scale": score_split(ms, folder(n), "test", RADIUS[n], object_size=size)[
-                    "f1"
-                ],
+                "f1_common_scale": f1_on_test(ms, n, object_size=size),
                 "held_out_object_size": size,
                 "same_source": float(f1[j, j]),
                 "best_single_other": float(max(f1[i, j] for i in range(len(names)) if i != j)),

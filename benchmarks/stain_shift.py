@@ -61,11 +61,15 @@ def shifted_image(image: np.ndarray, strength: float, signs: np.ndarray) -> np.n
     return shift_stains(rgb, scale=1.0 + signs * strength)
 
 
+def as_uint8(rgb: np.ndarray) -> np.ndarray:
+    """An RGB image in [0, 1] as uint8, what stain normalisation takes."""
+    return np.round(rgb * 255).astype(np.uint8)
+
+
 def stain_reference(ds: Dataset) -> np.ndarray:
     """The first train image of a dataset as uint8 RGB: the reference a user would pick for
     ``--stain-norm`` (a tile of the data the model was trained on)."""
-    rgb = normalize_image(ds.image(ds.ids("train")[0]))[..., :3]
-    return np.round(rgb * 255).astype(np.uint8)
+    return as_uint8(normalize_image(ds.image(ds.ids("train")[0]))[..., :3])
 
 
 def score_case(
@@ -84,7 +88,7 @@ def score_case(
             truth = ds.points(image_id)
             image = shifted_image(ds.image(image_id), s, stain_signs(seed, k))
             if norm:
-                image = normalise_stain(np.round(image * 255).astype(np.uint8), norm, ref)
+                image = normalise_stain(as_uint8(image), norm, ref)
             found = model.detect(image)
             coords, found_labels = found.coords, np.asarray(found.labels).astype(str)
             if ki67:  # tumour nuclei only: a model's non-tumour class is left out, as in the index

@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -45,6 +46,7 @@ from benchmarks._common import (
     update_benchmarks_md,
     write_results,
 )
+from benchmarks.evidence_floor import empty_images
 from benchmarks.train_default_model import ROBUST_AUGMENT
 from cellmaps.io.points import read_points
 from cellmaps.ki67 import score_ki67
@@ -155,7 +157,15 @@ def train_model(args) -> Model:
     return model
 
 
-NOISE = np.random.default_rng(0).integers(0, 256, (1024, 1024, 3)).astype(np.uint8)
+# the options that say how a candidate was trained (recorded, and enough to remake it)
+COMMAND_KEYS = ("iterations", "seed", "robust", "negatives", "non_tumour", "init")
+
+
+def command_flags(cmd: dict) -> str:
+    """The command-line flags of a recorded command, e.g. ``--robust --negatives``."""
+    return " ".join(
+        f"--{k.replace('_', '-')}" for k in ("robust", "negatives", "non_tumour") if cmd.get(k)
+    )
 
 
 def val_f1_error(val: dict) -> float:
@@ -165,7 +175,7 @@ def val_f1_error(val: dict) -> float:
     return float(np.sqrt(f * (1 - f) / max(n, 1)))
 
 
-def score_split(path: Path, split: str) -> tuple[dict, Path | None]:
+def score_bcdata(path: Path, split: str) -> tuple[dict, Path | None]:
     """Tumour-class detection, classification and Ki67 index of a model on a BCData split,
     by `cellmaps ki67`'s own code path (Hungarian, r = 10 px); with the number of non-tumour
     nuclei it reported. For the test split also keeps the first overlay."""
@@ -182,9 +192,11 @@ def score_split(path: Path, split: str) -> tuple[dict, Path | None]:
 
 
 def assess(path: Path) -> dict:
-    """What chooses between models: BCData *val* scores and detections on 1024² uniform noise."""
-    val, _ = score_split(path, "val")
-    return {"val": val, "noise_detections": len(Model.load(path).detect(NOISE))}
+    """What chooses between models: BCData *val* scores and detections on 1024² uniform noise
+    (the evidence-floor benchmark's noise image)."""
+    val, _ = score_bcdata(path, "val")
+    noise = empty_images(1024, 0)["noise"]
+    return {"val": val, "noise_detections": len(Model.load(path).detect(noise))}
 
 
 def keep_candidate(new: dict, old: dict) -> tuple[bool, str]:
@@ -256,7 +268,7 @@ def main() -> None:
         new, old = assess(candidate), assess(OUT)
         keep, why = keep_candidate(new, old)
         keep = keep or args.force
-        test_new, _ = score_split(candidate, "test")
+        test_new, _ = score_bcdata(candidate, "test")
         decision = {
             "kept_new": keep,
             "why": why + (" (--force)" if args.force else ""),
@@ -269,7 +281,7 @@ def main() -> None:
             shutil.copy(candidate, OUT)
     model = Model.load(OUT)
     size_mb = OUT.stat().st_size / 1e6
-    s, first = score_split(OUT, "test")
+    s, first = score_bcdata(OUT, "test")
     n_other = s["non_tumour_found"]
     det, cls, ki = s, s["classification"]["weighted"], s["ki67"]
     mach = machine()
@@ -287,18 +299,7 @@ def main() -> None:
                 "overlay_image": first.stem,
                 "non_tumour_found_on_test": n_other,
                 "retrain": decision,
-                "command": {
-                    k: getattr(args, k)
-                    for k in (
-                        "iterations",
-                        "seed",
-                        "robust",
-                        "negatives",
-                        "non_tumour",
-                        "init",
-                        "force",
-                    )
-                },
+                "command": {k: getattr(args, k) for k in (*COMMAND_KEYS, "force")},
             }
         ),
     )
@@ -306,9 +307,7 @@ def main() -> None:
         "## Bundled Ki67 model (`benchmarks/train_ki67_model.py`)",
         "",
         f"`python -m benchmarks.train_ki67_model --iterations {args.iterations} --seed "
-        f"{args.seed}{' --robust' if args.robust else ''}"
-        f"{' --negatives' if args.negatives else ''}"
-        f"{' --non-tumour' if args.non_tumour else ''}"
+        f"{args.seed}{' ' + command_flags(vars(args)) if command_flags(vars(args)) else ''}"
         f"{'' if args.init == str(default_model_path()) else ' --init ' + rel(args.init)}`. "
         f"{machine_line(mach)}",
     ]
@@ -346,8 +345,6 @@ CANDIDATES = REPO / "results" / "ki67_candidates.json"
 
 
 def candidate_history() -> list[dict]:
-    import json
-
     return json.loads(CANDIDATES.read_text()) if CANDIDATES.is_file() else []
 
 
@@ -358,10 +355,7 @@ def record_candidate(args, decision: dict, redecided: bool = False) -> None:
     so)."""
     new = decision["new"]
     entry = {
-        "command": {
-            k: getattr(args, k)
-            for k in ("iterations", "seed", "robust", "negatives", "non_tumour", "init")
-        },
+        "command": {k: getattr(args, k) for k in COMMAND_KEYS},
         "minutes": new["training"]["elapsed_seconds"] / 60,
         "val_f1": new["val"]["f1"],
         "val_index_mae": new["val"]["ki67"]["index_mae"],
@@ -393,10 +387,7 @@ def candidates_table(history: list[dict]) -> str:
     ]
     for h in history:
         c = h["command"]
-        flags = " ".join(
-            f"--{k.replace('_', '-')}" for k in ("robust", "negatives", "non_tumour") if c.get(k)
-        )
-        run = f"{c['iterations']} its {flags} from {Path(c['init']).stem} ({h['code']})"
+        run = f"{c['iterations']} its {command_flags(c)} from {Path(c['init']).stem} ({h['code']})"
         rows.append(
             f"| {run} | {h['minutes']:.1f} | {h['val_f1']:.3f} ({h['previous_val_f1']:.3f}) | "
             f"{h['noise_detections']} ({h['previous_noise_detections']}) | {h['test_f1']:.3f} | "

@@ -286,11 +286,18 @@ def _targets_or_blanks(
         if name == "proximity_per_class":
             c = len(opts[name]["classes"])
         if kind == "labels":
-            maps[name] = np.full(a.shape, IGNORE_INDEX, np.uint8)
+            maps[name] = np.full(a.shape, blank_value(name), np.uint8)
         else:
-            fill = 1.0 if kind == "weights" else 0.0
-            maps[name] = np.full((c, *a.shape) if c > 1 else a.shape, fill, np.float32)
+            maps[name] = np.full((c, *a.shape) if c > 1 else a.shape, blank_value(name), np.float32)
     return maps, missing
+
+
+def blank_value(name: str) -> float:
+    """What a target map holds where it says nothing is there: the ignore value for label
+    maps (their background class is recipe-specific), 1 for pixel-weight maps (every pixel
+    counts) and 0 for the rest."""
+    kind = TARGETS[name].kind
+    return IGNORE_INDEX if kind == "labels" else 1.0 if kind == "weights" else 0.0
 
 
 def _window(arr: np.ndarray, r0: int, c0: int, size: int, fill) -> np.ndarray:
@@ -369,19 +376,13 @@ def empty_crop(
     sample: Sample, rng: np.random.Generator, crop: int
 ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """A negative example shaped like ``sample``'s crops: an image with nothing in it
-    (:func:`~cellmaps.training.augment.empty_image`) and targets that say so — 0 for every
-    regression map, the ignore value for label maps (their background class is
-    recipe-specific) and 1 for pixel-weight maps: every pixel of an empty image counts (a
-    weight map filled with 0, as before, made KiNet's proximity loss ignore its empty crops —
-    the Ki67 model trained with 30 % of them still peaked on noise)."""
+    (:func:`~cellmaps.training.augment.empty_image`) and targets that say so
+    (:func:`blank_value`; a weight map filled with 0, as before, made KiNet's proximity loss
+    ignore its empty crops — the Ki67 model trained with 30 % of them still peaked on noise)."""
     img = empty_image(rng, sample.image.shape[0], crop)
     maps = {}
     for name, t in sample.targets.items():
-        if t.dtype == np.uint8:
-            fill = IGNORE_INDEX
-        else:
-            fill = 1.0 if TARGETS[name].kind == "weights" else 0.0
-        maps[name] = np.full((t.shape[0], crop, crop), fill, t.dtype)
+        maps[name] = np.full((t.shape[0], crop, crop), blank_value(name), t.dtype)
     return img, maps
 
 
