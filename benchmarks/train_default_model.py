@@ -62,7 +62,11 @@ ROBUST_AUGMENT = {
 # (tuned on CRCHisto val alone, a fine-tune picked a ξ that over-detected MoNuSeg's large
 # nuclei: precision on its train images 0.45 vs 0.54 before).
 MONUSEG_HELD_OUT_PER_ORGAN = 1
-RADIUS = {"crchisto": 6.0, "monuseg": 12.0}
+RADIUS = {"crchisto": 6.0, "monuseg": 12.0, "mbm_bonemarrow": 11.0}
+# CRCHisto's pixel size (≈0.55 µm at 20×, its PROVENANCE); with the first training source's
+# median radius (5.4 px) the model then knows its nuclei are ≈3.0 µm in radius, which MoNuSeg
+# (12.1 px at 0.25 µm/px) agrees with, so `--pixel-size` works at prediction.
+CRCHISTO_PIXEL_SIZE = 0.55
 
 
 def monuseg_with_val(seed: int) -> Path:
@@ -92,22 +96,58 @@ def monuseg_with_val(seed: int) -> Path:
     return link_dataset(src, REPO / "runs" / "monuseg_val", out)
 
 
-def training_sources(seed: int) -> tuple[list, list, list]:
+def training_sources(seed: int, names=("crchisto", "monuseg")) -> tuple[list, list, list]:
     """(train sources, val sources, val radii) of the default model: crchisto train +
-    monuseg train minus the held-out images; crchisto val (r 6) + those images (r 12)."""
-    mon = monuseg_with_val(seed)
-    crc = str(SHARED_DATA / "crchisto")
+    monuseg train minus the held-out images (+ mbm_bonemarrow train with ``names``); crchisto
+    val (r 6) + those images (r 12) (+ mbm val, r 11)."""
+    folders = {n: str(SHARED_DATA / n) for n in names}
+    if "monuseg" in folders:
+        folders["monuseg"] = str(monuseg_with_val(seed))
     return (
-        [(crc, "train", 1.0), (str(mon), "train", 1.0)],
-        [(crc, "val"), (str(mon), "val")],
-        [RADIUS["crchisto"], RADIUS["monuseg"]],
+        [(folders[n], "train", 1.0) for n in names],
+        [(folders[n], "val") for n in names],
+        [RADIUS[n] for n in names],
     )
 
 
-def score(model: Model, name: str, split: str, radius: float) -> dict:
+def train_object_size(name: str) -> float:
+    """Median nucleus radius (px) of a dataset, measured from its *train* points: what the
+    bundled model is told about a source's images at test time when trained at a common
+    object scale (a user gives it as --object-size, or --pixel-size)."""
+    from cellmaps.io.dataset import Dataset
+    from cellmaps.training.data import measure_object_size
+
+    ds = Dataset(SHARED_DATA / name)
+    return measure_object_size(ds, ds.ids("train"), use_masks=False)[0]
+
+
+def score(
+    model: Model, name: str, split: str, radius: float, object_size: float | None = None
+) -> dict:
     """Pooled Hungarian detection scores on a shared dataset's split (cellmaps.tune.score_split)."""
-    res = score_split(model, SHARED_DATA / name, split, radius, "hungarian")
-    return {"dataset": name, "split": split, "radius": radius, **res}
+    res = score_split(model, SHARED_DATA / name, split, radius, "hungarian", object_size)
+    return {"dataset": name, "split": split, "radius": radius, "object_size": object_size, **res}
+
+
+def val_scores(model: Model, val_sources, val_radii, object_sizes) -> dict:
+    """Pooled F1 of ``model`` on each validation source (its own radius and, for common-scale
+    models, its own object size) and over all of them: what chooses between candidates."""
+    from cellmaps.metrics import prf
+
+    per, tp, fp, fn = {}, 0, 0, 0
+    for (root, split), r, size in zip(val_sources, val_radii, object_sizes, strict=True):
+        res = score_split(model, root, split, r, "hungarian", size)
+        per[Path(root).name] = round(res["f1"], 4)
+        tp, fp, fn = tp + res["tp"], fp + res["fp"], fn + res["fn"]
+    return {"per_source": per, "pooled_f1": round(prf(tp, fp, fn)["f1"], 4)}
+
+
+def model_object_sizes(model: Model, names) -> list[float | None]:
+    """What a model is told about each source's images: nothing for a model trained at the
+    data's own scale, each source's train-split radius for a common-scale model."""
+    if model.recipe["training"].get("object_size") is None:
+        return [None] * len(names)
+    return [train_object_size(n) for n in names]
 
 
 def main() -> None:
@@ -118,17 +158,34 @@ def main() -> None:
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--init", help="start from this model's weights (fine-tuning)")
     ap.add_argument("--robust", action="store_true", help="use ROBUST_AUGMENT")
+    ap.add_argument(
+        "--object-size",
+        type=float,
+        help="train at this common nucleus radius (px): every source resampled to it",
+    )
+    ap.add_argument(
+        "--mbm", action="store_true", help="also train on mbm_bonemarrow/train (H&E, points)"
+    )
+    ap.add_argument(
+        "--bundle",
+        action="store_true",
+        help="replace the bundled model with this one and score it on the test splits; "
+        "without it the candidate is only compared with the bundled model on validation",
+    )
     args = ap.parse_args()
     recipe = load_recipe("micronet")
     recipe["net"]["base"] = 12
     recipe["training"].update(iterations=args.iterations, seed=args.seed)
+    if args.object_size:
+        recipe["training"]["object_size"] = args.object_size
     if args.robust:
         recipe["augment"].update(ROBUST_AUGMENT)
     init_note = ""
     if args.init:
         init_sha = hashlib.sha256(Path(args.init).read_bytes()).hexdigest()[:16]
         init_note = f", fine-tuned from {Path(args.init).name} (sha256 {init_sha})"
-    sources, val_sources, val_radii = training_sources(args.seed)
+    names = ("crchisto", "monuseg") + (("mbm_bonemarrow",) if args.mbm else ())
+    sources, val_sources, val_radii = training_sources(args.seed, names)
     model = train(
         recipe,
         sources,
@@ -137,14 +194,41 @@ def main() -> None:
         resume=args.resume,
         init=args.init,
         val_radii=val_radii,
+        pixel_size=CRCHISTO_PIXEL_SIZE,
+    )
+    trained_on = ", ".join(
+        {
+            "crchisto": "CRCHisto (20x)",
+            "monuseg": "MoNuSeg (40x)",
+            "mbm_bonemarrow": "MBM (H&E bone marrow)",
+        }[n]
+        for n in names
     )
     model.training["description"] = (
-        "cellmaps default nucleus detector: MicroNet recipe (base 12) trained on the H&E train splits "
-        "of CRCHisto (20x) and MoNuSeg (40x)"
+        f"cellmaps default nucleus detector: MicroNet recipe (base 12) trained on the H&E train "
+        f"splits of {trained_on}"
+        + (f" at a common nucleus radius of {args.object_size:g} px" if args.object_size else "")
         + (" with stain/acquisition augmentation and empty-image negatives" if args.robust else "")
         + init_note
-        + "; xi and evidence floor tuned on CRCHisto val + held-out MoNuSeg train images"
+        + "; xi and evidence floor tuned on the val splits (MoNuSeg: held-out train images)"
     )
+    model.save(args.work)
+    command = {
+        k: getattr(args, k) for k in ("iterations", "seed", "init", "robust", "object_size", "mbm")
+    }
+    compare = {
+        "command": command,
+        "minutes": round(model.training["elapsed_seconds"] / 60, 1),
+        "candidate": val_scores(model, val_sources, val_radii, model_object_sizes(model, names)),
+    }
+    bundled = Model.load(OUT)
+    compare["bundled"] = val_scores(
+        bundled, val_sources, val_radii, model_object_sizes(bundled, names)
+    )
+    record_candidate(compare)
+    print(compare, flush=True)
+    if not args.bundle:
+        return
     OUT.parent.mkdir(parents=True, exist_ok=True)
     model.save(OUT)
     size_mb = OUT.stat().st_size / 1e6
@@ -152,7 +236,12 @@ def main() -> None:
 
     held_ds = Dataset(sources[1][0])
     n_held, n_mon_train = len(held_ds.ids("val")), len(held_ds.ids("train"))
-    results = [score(model, "crchisto", "test", 6.0), score(model, "monuseg", "test", 12.0)]
+    sizes = dict(zip(RADIUS, model_object_sizes(model, list(RADIUS)), strict=True))
+    results = [score(model, n, "test", RADIUS[n], sizes[n]) for n in RADIUS]
+    if args.object_size:
+        # what a user gets who does not say the object size: the images taken to be like
+        # the first training source's (CRCHisto, 20x)
+        results += [score(model, n, "test", RADIUS[n]) for n in ("monuseg", "mbm_bonemarrow")]
     from benchmarks.evidence_floor import empty_images
 
     empty = {name: len(model.detect(img)) for name, img in empty_images(1024, args.seed).items()}
@@ -173,7 +262,8 @@ def main() -> None:
             "test": results,
             "sample_count": rows[0]["count"],
             "empty_detections": empty,
-            "command": {k: getattr(args, k) for k in ("iterations", "seed", "init", "robust")},
+            "command": command,
+            "candidates": candidate_history(),
         },
     )
     lines = [
@@ -182,6 +272,9 @@ def main() -> None:
         f"`python -m benchmarks.train_default_model --iterations {args.iterations} --seed {args.seed}"
         + (f" --init {args.init}" if args.init else "")
         + (" --robust" if args.robust else "")
+        + (f" --object-size {args.object_size:g}" if args.object_size else "")
+        + (" --mbm" if args.mbm else "")
+        + " --bundle"
         + f"`. {machine_line(mach)}",
         f"MicroNet recipe, base 12, trained on crchisto/train + monuseg/train for {model.training['iterations']} "
         f"iterations ({model.training['elapsed_seconds'] / 60:.1f} min){init_note}"
@@ -190,12 +283,13 @@ def main() -> None:
         f"crchisto/val (r 6) + {n_held} held-out monuseg train images (r 12; trained on the "
         f"other {n_mon_train}). File: `src/cellmaps/models/default.safetensors`, {size_mb:.1f} MB.",
         "",
-        "| test split | radius (px) | precision | recall | F1 |",
-        "|---|---|---|---|---|",
+        "| test split | radius (px) | object size given (px) | precision | recall | F1 |",
+        "|---|---|---|---|---|---|",
     ]
     for r in results:
+        given = "–" if r["object_size"] is None else f"{r['object_size']:.1f}"
         lines.append(
-            f"| {r['dataset']}/{r['split']} | {r['radius']:g} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} |"
+            f"| {r['dataset']}/{r['split']} | {r['radius']:g} | {given} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} |"
         )
     lines += [
         "",
@@ -203,9 +297,52 @@ def main() -> None:
         "Detections on 1024² images with nothing in them: "
         + ", ".join(f"{k} {v}" for k, v in empty.items())
         + ".",
+        "",
+        "Every candidate, compared with the model bundled at the time on the validation splits "
+        "(`results/default_candidates.json`; pooled F1 chose, the test splits were not looked at):",
+        "",
+        candidates_table(candidate_history()),
     ]
     update_benchmarks_md("default_model", "\n".join(lines))
     print("\n".join(lines))
+
+
+CANDIDATES = REPO / "results" / "default_candidates.json"
+
+
+def candidate_history() -> list[dict]:
+    import json
+
+    return json.loads(CANDIDATES.read_text())["candidates"] if CANDIDATES.exists() else []
+
+
+def record_candidate(entry: dict) -> None:
+    """Append a candidate's validation comparison with the bundled model to
+    results/default_candidates.json (every retrain attempt stays in the ablation table)."""
+    write_results("default_candidates", {"candidates": candidate_history() + [entry]})
+
+
+def candidates_table(history: list[dict]) -> str:
+    """Markdown table of every candidate: command, minutes, pooled and per-source val F1 of
+    the candidate and of the model bundled at the time."""
+    lines = [
+        "| candidate | minutes | val F1 (pooled) | per source | bundled then: pooled | per source |",
+        "|---|---|---|---|---|---|",
+    ]
+    for e in history:
+        c = e["command"]
+        flags = " ".join(
+            f"--{k.replace('_', '-')}"
+            + ("" if v is True else f" {Path(str(v)).name if k == 'init' else v}")
+            for k, v in c.items()
+            if v not in (None, False)
+        )
+        per = lambda d: ", ".join(f"{k} {v:.3f}" for k, v in d["per_source"].items())  # noqa: E731
+        lines.append(
+            f"| `{flags}` | {e['minutes']} | {e['candidate']['pooled_f1']:.3f} | {per(e['candidate'])} "
+            f"| {e['bundled']['pooled_f1']:.3f} | {per(e['bundled'])} |"
+        )
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":

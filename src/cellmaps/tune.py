@@ -35,6 +35,7 @@ def tune_decoding(
     pixel_size: float | None = None,
     evidence_floor: bool = True,
     radii: list[float] | None = None,
+    object_sizes: list[float | None] | None = None,
 ) -> dict:
     """Predict the maps of every validation image once, decode them at every value of the
     grid (ξ for peak decoding, h for h-maxima, the area threshold for connected
@@ -45,9 +46,16 @@ def tune_decoding(
     chosen by :func:`choose_evidence_floor` (``min_score`` in the result).
     ``object_size`` / ``pixel_size`` describe the images as in :meth:`Model.predict_maps`.
     ``radii`` gives each source its own matching radius (sources at different
-    magnifications, e.g. CRCHisto 20× r 6 and MoNuSeg 40× r 12); default: the recipe's."""
+    magnifications, e.g. CRCHisto 20× r 6 and MoNuSeg 40× r 12); default: the recipe's.
+    ``object_sizes`` gives each source its own median object radius (px), for models trained
+    at a common object scale on sources of several magnifications (each source is then
+    resampled as in training); default: ``object_size`` for every source."""
     if radii is not None and len(radii) != len(sources):
         raise CellmapsInputError(f"{len(radii)} radii for {len(sources)} validation sources")
+    if object_sizes is not None and len(object_sizes) != len(sources):
+        raise CellmapsInputError(
+            f"{len(object_sizes)} object sizes for {len(sources)} validation sources"
+        )
     kind = model.task_decoders.get(model.decode["task"]) or model.decode["kind"]
     param = {"hmaxima": "h", "components": "min_area", "split": "min_area"}.get(kind, "xi")
     default = {"h": H_GRID, "min_area": AREA_GRID, "xi": XI_GRID}[param]
@@ -55,6 +63,7 @@ def tune_decoding(
     cached = []
     for k, (root, split) in enumerate(sources):
         radius = model.recipe["evaluate"]["radius"] if radii is None else float(radii[k])
+        size = object_size if object_sizes is None else object_sizes[k]
         ds = Dataset(root)
         annotated = [i for i in ds.ids(split) if ds.has("points", i) or ds.has("mask", i)]
         if not annotated:
@@ -66,9 +75,7 @@ def tune_decoding(
         for image_id in tqdm(annotated, desc="tune: predict", disable=not progress, leave=False):
             pts = ds.points(image_id)
             truth = pts.coords if pts is not None else mask_centroids(ds.mask(image_id))[0]
-            maps = model.predict_maps(
-                ds.image(image_id), object_size=object_size, pixel_size=pixel_size
-            )
+            maps = model.predict_maps(ds.image(image_id), object_size=size, pixel_size=pixel_size)
             cached.append((truth, maps, radius))
     if param != "xi":
         min_distances = [model.decode["min_distance"]]
