@@ -237,3 +237,61 @@ def test_tuning_matches_each_source_within_its_own_radius(tmp_path, monkeypatch)
     assert tune_decoding(model, roots, radii=[6, 12], **kw)["f1"] == pytest.approx(0.5)
     with pytest.raises(CellmapsInputError, match="1 radii for 2"):
         tune_decoding(model, roots, radii=[12], **kw)
+
+
+def test_tuning_resamples_each_source_by_its_own_object_size(tmp_path, monkeypatch):
+    """A model trained at a common radius of 6 px; source A's nuclei have radius 6 px, source
+    B's 12 px (an image twice as large). The net 'sees' one nucleus at net pixel (10, 10) of
+    whatever it is given. Told B's size, B's image is halved first, so the detection maps back
+    to (20, 20), where B's nucleus is: F1 1. Taking both sources at the model's own scale,
+    B's detection lands at (10, 10), 14 px from its nucleus: TP 1, FP 1, FN 1 → F1 0.5."""
+    from PIL import Image
+
+    from cellmaps.inference.tiles import TiledInferer
+    from cellmaps.tune import tune_decoding
+
+    roots = []
+    for k, (shape, at) in enumerate([((40, 60), 10), ((80, 120), 20)]):
+        root = tmp_path / f"s{k}"
+        (root / "images").mkdir(parents=True)
+        (root / "points").mkdir()
+        Image.fromarray(np.zeros((*shape, 3), np.uint8)).save(root / "images" / f"i{k}.png")
+        (root / "points" / f"i{k}.csv").write_text(f"x,y,label\n{at},{at},nucleus\n")
+        roots.append((str(root), None))
+
+    def stream(self, forward, read_rows, shape, rows=None, *_a, **_k):
+        a, b = (0, shape[0]) if rows is None else rows
+        yield a, {k: v[:, a:b] for k, v in bump_map(shape[:2], {(10, 10): 3.0}).items()}
+
+    monkeypatch.setattr(TiledInferer, "stream", stream)
+    model = peak_model(0.0)
+    model.training.update(object_size=6.0, data_object_size=6.0)
+    kw = dict(grid=[0.5], min_distances=[3], progress=False, evidence_floor=False)
+    assert tune_decoding(model, roots, **kw)["f1"] == pytest.approx(0.5)
+    assert tune_decoding(model, roots, object_sizes=[6.0, 12.0], **kw)["f1"] == 1.0
+    with pytest.raises(CellmapsInputError, match="1 object sizes for 2"):
+        tune_decoding(model, roots, object_sizes=[6.0], **kw)
+
+
+def test_validation_object_sizes_follow_the_training_source_of_the_same_folder(tmp_path):
+    """Common-scale training: each val folder gets the radius measured on the training source
+    of the same folder, an unknown folder the first source's; data-scale training: None."""
+    from types import SimpleNamespace
+
+    from cellmaps.training.fit import validation_object_sizes
+
+    a, b, c = (str(tmp_path / n) for n in "abc")
+    data = SimpleNamespace(
+        object_sizes=[
+            {"folder": a, "radius": 5.4, "factor": 1.1},
+            {"folder": b, "radius": 12.0, "factor": 0.5},
+        ]
+    )
+    recipe = {"training": {"object_size": 6.0}}
+    assert validation_object_sizes(recipe, data, [(b, "val"), (a, "val"), (c, None)]) == [
+        12.0,
+        5.4,
+        5.4,
+    ]
+    assert validation_object_sizes({"training": {"object_size": None}}, data, [(a, "val")]) is None
+    assert validation_object_sizes(recipe, data, []) is None
