@@ -164,6 +164,12 @@ def main() -> None:
         help="train at this common nucleus radius (px): every source resampled to it",
     )
     ap.add_argument(
+        "--schedule",
+        choices=["plateau", "cosine"],
+        default="plateau",
+        help="learning-rate schedule (cosine: from 0.01 down to 1e-4 over the run)",
+    )
+    ap.add_argument(
         "--mbm", action="store_true", help="also train on mbm_bonemarrow/train (H&E, points)"
     )
     ap.add_argument(
@@ -178,6 +184,7 @@ def main() -> None:
     recipe["training"].update(iterations=args.iterations, seed=args.seed)
     if args.object_size:
         recipe["training"]["object_size"] = args.object_size
+    recipe["optimizer"]["schedule"] = args.schedule
     if args.robust:
         recipe["augment"].update(ROBUST_AUGMENT)
     init_note = ""
@@ -214,7 +221,8 @@ def main() -> None:
     )
     model.save(args.work)
     command = {
-        k: getattr(args, k) for k in ("iterations", "seed", "init", "robust", "object_size", "mbm")
+        k: getattr(args, k)
+        for k in ("iterations", "seed", "init", "robust", "object_size", "mbm", "schedule")
     }
     compare = {
         "command": command,
@@ -274,7 +282,7 @@ def main() -> None:
         + (" --robust" if args.robust else "")
         + (f" --object-size {args.object_size:g}" if args.object_size else "")
         + (" --mbm" if args.mbm else "")
-        + " --bundle"
+        + f" --schedule {args.schedule} --bundle"
         + f"`. {machine_line(mach)}",
         f"MicroNet recipe, base 12, trained on crchisto/train + monuseg/train for {model.training['iterations']} "
         f"iterations ({model.training['elapsed_seconds'] / 60:.1f} min){init_note}"
