@@ -14,7 +14,7 @@ from cellmaps.errors import CellmapsInputError
 from cellmaps.inference import TiledInferer, stream
 from cellmaps.io.slides import LazyImage, SlideSource, choose_level
 from cellmaps.model import Model, local_contrast
-from cellmaps.recipes import load_recipe, validate_recipe
+from cellmaps.recipes import load_recipe, tiling_options, validate_recipe
 from cellmaps.slide import detect_slide, row_bands, tissue_mask
 
 
@@ -87,7 +87,7 @@ def whole_map_detections(model: Model, image: np.ndarray):
     the model's decoder, flat-region rule on the whole image."""
     from cellmaps.io.images import normalize_image
 
-    maps = TiledInferer(**model.recipe["inference"]).predict(model.forward, model.prepare(image))
+    maps = TiledInferer(**tiling_options(model.recipe)).predict(model.forward, model.prepare(image))
     pts = model.decode_maps(maps)
     window = 2 * max(3, round(model.object_size or 3)) + 1
     flat = local_contrast(normalize_image(image), window, pts.coords)

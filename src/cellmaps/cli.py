@@ -368,7 +368,7 @@ def _add_prediction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=_positive_int, help="inference tile size (default: the model's)")
     p.add_argument("--stride", type=_positive_int, help="inference tile stride")
     p.add_argument("--batch", type=_positive_int, help="tiles per forward pass")
-    _add_scale_args(p, "the input images")
+    _add_scale_args(p, "the input images", auto=True)
     p.add_argument(
         "--resume",
         action="store_true",
@@ -472,12 +472,24 @@ _unit_interval = _checked_number(float, lambda v: 0 <= v <= 1, "a number in [0, 
 _positive_int = _checked_number(int, lambda v: v >= 1, "at least 1", kind="whole number")
 
 
-def _add_scale_args(p: argparse.ArgumentParser, what: str) -> None:
+def _positive_or_auto(text: str) -> float | str:
+    """--object-size of prediction: a positive number of px, or 'auto'."""
+    return "auto" if text.strip().lower() == "auto" else _positive(text)
+
+
+def _add_scale_args(p: argparse.ArgumentParser, what: str, auto: bool = False) -> None:
     p.add_argument(
         "--object-size",
-        type=_positive,
+        type=_positive_or_auto if auto else _positive,
         help=f"median object (nucleus/cell) radius in px of {what}; the image is resampled "
-        "so its objects match the model's and results are mapped back to input pixels",
+        "so its objects match the model's and results are mapped back to input pixels"
+        + (
+            "; 'auto' estimates it per image (the scale at which the model answers most "
+            "strongly; peak-decoding models; default of models whose recipe says "
+            "inference.object_size: auto)"
+            if auto
+            else ""
+        ),
     )
     p.add_argument(
         "--pixel-size",
@@ -689,7 +701,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="split(s) to tune on, comma-separated (default val; never the test split)",
     )
     tu.add_argument("--out", help="write the tuned model here (default: overwrite MODEL)")
-    _add_scale_args(tu, "the tuning images")
+    _add_scale_args(tu, "the tuning images", auto=True)
     tu.add_argument("--quiet", action="store_true", help="no progress bars")
     tu.set_defaults(func=_cmd_tune)
 

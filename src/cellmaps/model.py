@@ -33,7 +33,7 @@ from cellmaps.postprocess import (
     h_maxima_peaks,
 )
 from cellmaps.postprocess.peaks import decoded_channels, pixel_of
-from cellmaps.recipes import task_head, validate_recipe
+from cellmaps.recipes import task_head, tiling_options, validate_recipe
 
 __all__ = ["Maps", "Model", "equalize", "load_model", "segment_image"]
 
@@ -177,14 +177,34 @@ class Model:
         """Median object radius (px) in the pixels the net was trained on."""
         return self.training.get("object_size")
 
-    def input_scale(self, object_size: float | None = None, pixel_size: float | None = None):
+    def input_scale(
+        self,
+        object_size: float | str | None = None,
+        pixel_size: float | None = None,
+        image: np.ndarray | None = None,
+    ):
         """Factor from input pixels to the net's pixels.
 
-        ``object_size``: the median object radius (px) in the input; ``pixel_size``: the
+        ``object_size``: the median object radius (px) in the input, or ``"auto"`` to
+        estimate it from ``image`` (:meth:`estimate_input_scale`); ``pixel_size``: the
         input's µm per pixel, for models that know their object size in µm. Without either,
+        the recipe's ``inference.object_size`` policy: ``"auto"`` (with an image), else
         inputs are taken to be like the training images (factor = net object size /
         training-image object size; 1 for models trained without resampling)."""
         net = self.object_size
+        if object_size is None and pixel_size is None and image is not None:
+            object_size = self.recipe["inference"].get("object_size")
+        if isinstance(object_size, str):
+            if object_size != AUTO:
+                raise CellmapsInputError(
+                    f"object size must be a number of pixels or {AUTO!r}, got {object_size!r}"
+                )
+            if image is None:
+                raise CellmapsInputError(
+                    "--object-size auto needs the image (not available for streamed slides: "
+                    "give --object-size in px, --pixel-size or --magnification)"
+                )
+            return self.estimate_input_scale(image)
         if object_size is None and pixel_size is not None:
             um = self.training.get("object_size_um")
             if um is None:
@@ -204,6 +224,41 @@ class Model:
             return scale_factor(net, object_size)
         data = self.training.get("data_object_size")
         return 1.0 if net is None or data is None else scale_factor(net, data)
+
+    def estimate_input_scale(self, image: np.ndarray) -> float:
+        """The input → net factor at which the net's evidence for objects is strongest.
+
+        The decoded map (the decoding task, the maximum over its class channels) is
+        predicted on a central crop of the image at every factor of
+        :data:`AUTO_SCALE_FACTORS`; each factor is scored by the map's
+        ``AUTO_SCALE_PERCENTILE``-th percentile (the peaks: a net trained at one object
+        size answers most strongly where objects have that size), and the best factor is
+        refined by a parabola through it and its neighbours in log factor. Written here,
+        not taken from a library: it is a property of the trained net, not of the image.
+        On CRCHisto (20×), MoNuSeg and MBM (40×) validation images it lands within a grid
+        step of the factor the annotations give (``benchmarks/auto_scale.py``).
+        Only for peak-decoding models that record the object size they were trained at."""
+        if self.object_size is None or self.decode_kind() != "peaks":
+            raise CellmapsInputError(
+                "--object-size auto needs a peak-decoding model that records the object size "
+                "it was trained at; give --object-size in px or --pixel-size"
+            )
+        return float(np.exp(best_log_factor(*self.scale_response(image))))
+
+    def scale_response(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(log factors, response): :meth:`estimate_input_scale`'s score at every factor,
+        each on the central input crop that gives at most ``AUTO_SCALE_NET_CROP``² net px
+        (and at most ``AUTO_SCALE_CROP``² input px), so every factor costs about the same."""
+        img = np.asarray(image)
+        h, w = img.shape[:2]
+        response = []
+        for f in AUTO_SCALE_FACTORS:
+            side = min(AUTO_SCALE_CROP, int(np.ceil(AUTO_SCALE_NET_CROP / f)))
+            i0, j0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+            maps = self.predict_maps(img[i0 : i0 + side, j0 : j0 + side], scale=float(f))
+            m = decoded_channels(maps[self.decode["task"]], self.decode).max(0)
+            response.append(float(np.percentile(m, AUTO_SCALE_PERCENTILE)))
+        return np.log(AUTO_SCALE_FACTORS), np.asarray(response)
 
     def inference_net(self) -> torch.nn.Module:
         """The net used for prediction: an eval-mode copy with every BatchNorm folded into
@@ -239,8 +294,8 @@ class Model:
         to input pixels."""
         from cellmaps.inference import predict_tiled
 
-        factor = self.input_scale(object_size, pixel_size) if scale is None else scale
-        opts = dict(self.recipe["inference"])
+        factor = self.input_scale(object_size, pixel_size, image) if scale is None else scale
+        opts = tiling_options(self.recipe)
         opts.update({k: v for k, v in inference.items() if v is not None})
         self.net = self.net.to(memory_format=torch.channels_last)
         maps = Maps(
@@ -364,7 +419,7 @@ class Model:
         plus ``strip`` rows (decoded at a time) of the image's width, and the result is the
         decoding of the whole map (ξ uses the maximum of the whole image).
         """
-        factor = self.input_scale(object_size, pixel_size)
+        factor = self.input_scale(object_size, pixel_size, image)
         # normalised once for the whole image: every band gets the same intensity range,
         # and the flat-region rule reads the same pixels
         full = normalize_image(image)
@@ -420,6 +475,30 @@ def above_floor(pts: Points, min_score: float) -> Points:
 # Up to this many window values, local contrast is computed with numpy (see SMALL_MAP in
 # cellmaps.postprocess.peaks: loading the compiled kernels costs about a second).
 SMALL_CONTRAST_WORK = 1 << 21
+
+# --object-size auto (Model.estimate_input_scale): input → net factors tried (net objects of
+# 0.4× to 4× the model's object size in the input: 2.4–24 px radius for a 6 px model), the
+# largest central crop they are tried on (input px, and net px), and the percentile of the
+# map that scores each.
+AUTO = "auto"
+AUTO_SCALE_FACTORS = np.geomspace(0.25, 2.5, 12)
+AUTO_SCALE_CROP = 512
+AUTO_SCALE_NET_CROP = 384
+AUTO_SCALE_PERCENTILE = 99.5
+
+
+def best_log_factor(log_factors: np.ndarray, response: np.ndarray) -> float:
+    """The log factor of the highest response, refined by the vertex of the parabola through
+    it and its two neighbours (kept within half a step; the grid's end when the best is
+    there)."""
+    k = int(np.argmax(response))
+    if k in (0, len(response) - 1):
+        return float(log_factors[k])
+    y0, y1, y2 = response[k - 1 : k + 2]
+    curvature = y0 - 2 * y1 + y2  # < 0: argmax takes the first best, so y0 < y1 >= y2
+    step = log_factors[k + 1] - log_factors[k]
+    offset = np.clip(0.5 * (y0 - y2) / curvature, -0.5, 0.5)
+    return float(log_factors[k] + offset * step)
 
 
 def symmetric_index(index: np.ndarray, length: int) -> np.ndarray:

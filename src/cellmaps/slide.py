@@ -18,6 +18,7 @@ import numpy as np
 
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io.points import Points
+from cellmaps.recipes import tiling_options
 
 TISSUE_MAX_SATURATION = 0.08  # H&E / IHC tissue is more saturated than this; glass is not
 TISSUE_MIN_SATURATION = 0.02
@@ -174,7 +175,7 @@ def skipped_share(model, plan: SlidePlan, **inference) -> float:
 
     if plan.mask is None:
         return 0.0
-    opts = dict(model.recipe["inference"])
+    opts = tiling_options(model.recipe)
     opts.update({k: v for k, v in inference.items() if v is not None})
     inf = TiledInferer(**opts)
     h, w = plan.shape

@@ -30,6 +30,7 @@ import numpy as np
 from cellmaps.io.points import Points
 from cellmaps.postprocess import channel_peaks, merge_class_peaks
 from cellmaps.postprocess.peaks import decoded_channels, pixel_of
+from cellmaps.recipes import tiling_options
 
 PLATEAU_MARGIN = 32  # rows beyond the peak window a plateau of equal maxima may span
 DECODE_CHUNK = 1024  # rows decoded at a time (besides the overlaps)
@@ -249,7 +250,7 @@ def stream_candidates(
     h, w = shape
     a, b = (0, h) if rows is None else rows
     c, d = (0, w) if cols is None else cols
-    opts = dict(model.recipe["inference"])
+    opts = tiling_options(model.recipe)
     opts.update({k: v for k, v in inference.items() if v is not None})
     inferer = TiledInferer(**opts)
     peaks = model.decode_kind() in ("peaks", "peaks_per_class", "none")

@@ -163,6 +163,9 @@ SCHEMA = {
         "blend": (str, "mean"),
         # px at each tile edge left out of the blend; None: (tile − stride) // 4
         "trim": ((int, type(None)), None),
+        # object scale of inputs given no --object-size / --pixel-size: None = like the
+        # training images; "auto" = estimated per image (Model.estimate_input_scale)
+        "object_size": ((str, type(None)), None),
     },
 }
 
@@ -175,6 +178,7 @@ STATIC_CHOICES = {
     "evaluate.protocol": ("hungarian", "one-to-one", "iou"),
     "decode.segment": (None, "region_growing", "argmax", "split"),
     "inference.blend": ("mean", "gaussian"),
+    "inference.object_size": (None, "auto"),
 }
 
 
@@ -441,3 +445,9 @@ def describe_recipes() -> list[tuple[str, str]]:
             )
         )
     return out
+
+
+def tiling_options(recipe: dict) -> dict:
+    """The recipe's ``inference`` options that tiled prediction takes (all but the
+    object-scale policy)."""
+    return {k: v for k, v in recipe["inference"].items() if k != "object_size"}

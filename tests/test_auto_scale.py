@@ -1,0 +1,75 @@
+"""--object-size auto: the input → net factor at which the model answers most strongly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from cellmaps.errors import CellmapsInputError
+from cellmaps.model import AUTO_SCALE_FACTORS, Maps, Model, best_log_factor
+from cellmaps.recipes import load_recipe, validate_recipe
+
+
+def peak_model(**inference) -> Model:
+    r = load_recipe("micronet")
+    r["net"].update(base=4, depth=2)
+    r["inference"].update(inference)
+    return Model(validate_recipe(r), 3, [0.5] * 3, [0.2] * 3, training={"object_size": 6.0})
+
+
+def test_best_log_factor_is_the_vertex_of_the_parabola_through_the_best_three():
+    """Samples of y = −(x − 0.3)² at x = −1, 0, 1, 2: the vertex 0.3 exactly; a best value at
+    the grid's end is kept as it is; two equal best samples give the midpoint between them."""
+    x = np.array([-1.0, 0.0, 1.0, 2.0])
+    assert best_log_factor(x, -((x - 0.3) ** 2)) == pytest.approx(0.3)
+    assert best_log_factor(x, x) == 2.0
+    assert best_log_factor(x, np.array([0.0, 1.0, 1.0, 0.0])) == pytest.approx(0.5)
+
+
+def test_estimate_finds_the_factor_where_the_maps_peak(monkeypatch):
+    """A net whose map maximum is highest at factor 0.6 (a Gaussian in log factor): the
+    estimate is 0.6 to within 2 % (the grid steps are 23 %), and predict_maps / detect use it
+    when the recipe's policy is auto."""
+    model = peak_model(object_size="auto")
+    seen = []
+
+    def fake_maps(image, progress=False, object_size=None, pixel_size=None, scale=None, **_):
+        if scale is None:
+            scale = model.input_scale(object_size, pixel_size, image)
+            seen.append(scale)
+        m = np.zeros((1, 32, 32), np.float32)
+        m[0, 16, 16] = np.exp(-(np.log(scale / 0.6) ** 2))
+        maps = Maps(proximity=m)
+        maps.input_shape = (32, 32)
+        return maps
+
+    monkeypatch.setattr(model, "predict_maps", fake_maps)
+    monkeypatch.setattr("cellmaps.model.AUTO_SCALE_PERCENTILE", 100.0)
+    img = np.zeros((64, 64, 3), np.uint8)
+    assert model.estimate_input_scale(img) == pytest.approx(0.6, rel=0.02)
+    model.predict_maps(img)
+    assert seen[-1] == pytest.approx(0.6, rel=0.02)
+    assert model.input_scale(None, None, img) == pytest.approx(0.6, rel=0.02)
+    # explicit sizes win over the policy; without the image the policy cannot apply
+    assert model.input_scale(3.0, None, img) == 2.0
+    assert model.input_scale() == 1.0
+
+
+def test_auto_refused_where_it_cannot_work():
+    model = peak_model()
+    img = np.zeros((64, 64, 3), np.uint8)
+    with pytest.raises(CellmapsInputError, match="needs the image"):
+        model.input_scale("auto")
+    with pytest.raises(CellmapsInputError, match="'auto'"):
+        model.input_scale("big", None, img)
+    model.training.pop("object_size")
+    with pytest.raises(CellmapsInputError, match="records the object size"):
+        model.input_scale("auto", None, img)
+    with pytest.raises(ValueError, match="inference.object_size"):
+        peak_model(object_size="guess")
+
+
+def test_grid_spans_objects_from_a_tenth_to_ten_times_the_model_size_ratio():
+    assert AUTO_SCALE_FACTORS[0] == pytest.approx(0.25)
+    assert AUTO_SCALE_FACTORS[-1] == pytest.approx(2.5)
+    assert np.allclose(np.diff(np.log(AUTO_SCALE_FACTORS)), np.log(10) / 11)
