@@ -173,6 +173,12 @@ def main() -> None:
         "--mbm", action="store_true", help="also train on mbm_bonemarrow/train (H&E, points)"
     )
     ap.add_argument(
+        "--auto-scale",
+        action="store_true",
+        help="the model estimates each image's object scale when given no --object-size "
+        "(recipe inference.object_size: auto; chosen by benchmarks/auto_scale.py on val)",
+    )
+    ap.add_argument(
         "--bundle",
         action="store_true",
         help="replace the bundled model with this one and score it on the test splits; "
@@ -219,10 +225,21 @@ def main() -> None:
         + init_note
         + "; xi and evidence floor tuned on the val splits (MoNuSeg: held-out train images)"
     )
+    if args.auto_scale:
+        model.recipe["inference"]["object_size"] = "auto"
     model.save(args.work)
     command = {
         k: getattr(args, k)
-        for k in ("iterations", "seed", "init", "robust", "object_size", "mbm", "schedule")
+        for k in (
+            "iterations",
+            "seed",
+            "init",
+            "robust",
+            "object_size",
+            "mbm",
+            "schedule",
+            "auto_scale",
+        )
     }
     compare = {
         "command": command,
@@ -282,7 +299,9 @@ def main() -> None:
         + (" --robust" if args.robust else "")
         + (f" --object-size {args.object_size:g}" if args.object_size else "")
         + (" --mbm" if args.mbm else "")
-        + f" --schedule {args.schedule} --bundle"
+        + f" --schedule {args.schedule}"
+        + (" --auto-scale" if args.auto_scale else "")
+        + " --bundle"
         + f"`. {machine_line(mach)}",
         f"MicroNet recipe, base 12, trained on crchisto/train + monuseg/train for {model.training['iterations']} "
         f"iterations ({model.training['elapsed_seconds'] / 60:.1f} min){init_note}"
@@ -295,7 +314,8 @@ def main() -> None:
         "|---|---|---|---|---|---|",
     ]
     for r in results:
-        given = "–" if r["object_size"] is None else f"{r['object_size']:.1f}"
+        policy = "estimated (auto)" if args.auto_scale else "– (taken as CRCHisto-like)"
+        given = policy if r["object_size"] is None else f"{r['object_size']:.1f}"
         lines.append(
             f"| {r['dataset']}/{r['split']} | {r['radius']:g} | {given} | {r['precision']:.4f} | {r['recall']:.4f} | {r['f1']:.4f} |"
         )
