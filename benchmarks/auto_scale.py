@@ -50,7 +50,7 @@ def source_rows(model: Model, root: str, split: str, name: str) -> tuple[list[di
     rows, matches = [], {p: [] for p in POLICIES}
     for image_id in ds.ids(split):
         image, truth = ds.image(image_id), truth_of(ds, image_id)
-        true_factor = model.object_size / median_object_radius(points=[truth])
+        true_factor = model.object_size / median_object_radius(points=[truth])[0]
         estimate = model.estimate_input_scale(image)
         rows.append(
             {"source": name, "id": image_id, "true_factor": true_factor, "auto_factor": estimate}
