@@ -346,8 +346,10 @@ def candidate_history() -> list[dict]:
 
 def record_candidate(entry: dict) -> None:
     """Append a candidate's validation comparison with the bundled model to
-    results/default_candidates.json (every retrain attempt stays in the ablation table)."""
-    write_results("default_candidates", {"candidates": candidate_history() + [entry]})
+    results/default_candidates.json (every retrain attempt stays in the ablation table; the
+    same command run again, e.g. --resume --bundle, replaces its entry)."""
+    kept = [e for e in candidate_history() if e["command"] != entry["command"]]  # a rerun replaces
+    write_results("default_candidates", {"candidates": kept + [entry]})
 
 
 def candidates_table(history: list[dict]) -> str:

@@ -55,6 +55,28 @@ def test_estimate_finds_the_factor_where_the_maps_peak(monkeypatch):
     assert model.input_scale() == 1.0
 
 
+def test_no_evidence_or_best_at_the_grid_end_keeps_the_training_scale(monkeypatch):
+    """Responses all below the evidence floor (an empty or noise image), or highest at either
+    end of the grid: the estimate is the model's training-image factor (6 / 5 = 1.2)."""
+    model = peak_model(object_size="auto")
+    model.training["data_object_size"] = 5.0
+    model.decode["min_score"] = 1.0
+    logs = np.log(AUTO_SCALE_FACTORS)
+    curves = {
+        "below floor": 0.9 * np.exp(-((logs - np.log(0.6)) ** 2)),
+        "top end": np.linspace(1, 3, len(logs)),
+        "bottom end": np.linspace(3, 1, len(logs)),
+    }
+    img = np.zeros((64, 64, 3), np.uint8)
+    for name, curve in curves.items():
+        monkeypatch.setattr(model, "scale_response", lambda _img, c=curve: (logs, c))
+        assert model.estimate_input_scale(img) == pytest.approx(1.2), name
+    monkeypatch.setattr(
+        model, "scale_response", lambda _img: (logs, 1.1 * curves["below floor"] / 0.9)
+    )
+    assert model.estimate_input_scale(img) == pytest.approx(0.6, rel=0.02)
+
+
 def test_auto_refused_where_it_cannot_work():
     model = peak_model()
     img = np.zeros((64, 64, 3), np.uint8)

@@ -237,13 +237,20 @@ class Model:
         not taken from a library: it is a property of the trained net, not of the image.
         On CRCHisto (20×), MoNuSeg and MBM (40×) validation images it lands within a grid
         step of the factor the annotations give (``benchmarks/auto_scale.py``).
+        Where no factor gives evidence above the model's floor (``decode.min_score``: an empty
+        or noise image) or the best is at either end of the grid (the scale lies outside it;
+        enlarged noise looks like small nuclei), the training-image scale is kept.
         Only for peak-decoding models that record the object size they were trained at."""
         if self.object_size is None or self.decode_kind() != "peaks":
             raise CellmapsInputError(
                 "--object-size auto needs a peak-decoding model that records the object size "
                 "it was trained at; give --object-size in px or --pixel-size"
             )
-        return float(np.exp(best_log_factor(*self.scale_response(image))))
+        log_factors, response = self.scale_response(image)
+        k = int(np.argmax(response))
+        if response[k] < self.decode["min_score"] or k in (0, len(response) - 1):
+            return self.input_scale()
+        return float(np.exp(best_log_factor(log_factors, response)))
 
     def scale_response(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(log factors, response): :meth:`estimate_input_scale`'s score at every factor,
