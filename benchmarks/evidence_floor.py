@@ -94,6 +94,11 @@ def test_f1(model: Model, root: Path, min_score: float) -> float:
         return score_split(model, root, "test")["f1"]
 
 
+def trained_on(model: Model, name: str) -> bool:
+    """Whether a dataset (or a link copy of it, e.g. runs/monuseg_val) trained the model."""
+    return any(Path(x["folder"]).name.startswith(name) for x in model.training.get("data", []))
+
+
 def run_model(name: str, dataset: str, images: dict[str, np.ndarray]) -> dict:
     path = bundled_model_path(name)
     model = Model.load(path)
@@ -101,12 +106,16 @@ def run_model(name: str, dataset: str, images: dict[str, np.ndarray]) -> dict:
     before = {k: model.decode[k] for k in ("xi", "min_distance", "min_score")}
     images = {**images, "IHC sample": read_image(sample_image_path())}
     # the validation images the model's training script tuned it on: the default model's
-    # crchisto val + held-out MoNuSeg images (each at its own radius); the Ki67 model's
+    # crchisto val + held-out MoNuSeg images (+ MBM val), each at its own radius and, for a
+    # model trained at a common object scale, resampled by its own object size; the Ki67 model's
     # weak-ROI copy of the data where it is here, else the dataset's own val split
+    sizes = None
     if name == "default":
-        from benchmarks.train_default_model import training_sources
+        from benchmarks.train_default_model import model_object_sizes, training_sources
 
-        _, sources, radii = training_sources(0)
+        names = [n for n in ("crchisto", "monuseg", "mbm_bonemarrow") if trained_on(model, n)]
+        _, sources, radii = training_sources(0, names)
+        sizes = model_object_sizes(model, names)  # common-scale models: each source's radius
     else:
         here = [t for t in model.training.get("tuned_on", []) if Path(t["folder"]).is_dir()]
         sources = [(t["folder"], t["split"]) for t in here] or [(str(root), "val")]
@@ -120,6 +129,7 @@ def run_model(name: str, dataset: str, images: dict[str, np.ndarray]) -> dict:
         min_distances=[model.decode["min_distance"]],
         progress=False,
         radii=radii,
+        object_sizes=sizes,
     )
     model.decode["min_score"] = best["min_score"]
     model.training["evidence_floor_tuned_on"] = [{"folder": str(r), "split": s} for r, s in sources]
