@@ -229,6 +229,7 @@ def test_non_integer_rescaling_keeps_the_objects():
 def test_models_without_a_recorded_object_size_refuse_it_clearly():
     model = load_model()
     model.training.pop("object_size", None)
+    model.training.pop("object_size_um", None)
     with pytest.raises(CellmapsInputError, match="does not record the object size"):
         model.detect(_ihc_crop(), object_size=5.0)
     with pytest.raises(CellmapsInputError, match="object size in µm"):
