@@ -7,8 +7,8 @@ train images and MBM val at 40×): every image's estimated input → net factor
 (:meth:`cellmaps.model.Model.estimate_input_scale`) against the factor its own points give
 (model object size / half the median nearest-neighbour spacing of the image's points), and
 pooled detection F1 when the model is told the source's object size (its train split's
-median radius), estimates it per image (auto), or is told nothing (images taken to be like
-the first training source's). Writes results/auto_scale.json, docs/auto_scale.png and the
+median radius), estimates it per image (auto), or takes every image to be like its first
+training source's (CRCHisto's; what a model without auto does when told nothing). Writes results/auto_scale.json, docs/auto_scale.png and the
 'auto_scale' section of BENCHMARKS.md. Validation images only: this chooses the bundled
 model's default policy (recipe ``inference.object_size``).
 """
@@ -47,6 +47,7 @@ def source_rows(model: Model, root: str, split: str, name: str) -> tuple[list[di
     """Per image: true and estimated factor; per policy: pooled detection scores."""
     ds = Dataset(root)
     given = train_object_size(name)
+    data_size = model.training["data_object_size"]
     rows, matches = [], {p: [] for p in POLICIES}
     for image_id in ds.ids(split):
         image, truth = ds.image(image_id), truth_of(ds, image_id)
@@ -55,7 +56,8 @@ def source_rows(model: Model, root: str, split: str, name: str) -> tuple[list[di
         rows.append(
             {"source": name, "id": image_id, "true_factor": true_factor, "auto_factor": estimate}
         )
-        sizes = {"given": given, AUTO: model.object_size / estimate, "none": None}
+        # "none": taken to be like the training images (the default of models without auto)
+        sizes = {"given": given, AUTO: model.object_size / estimate, "none": data_size}
         for p in POLICIES:
             found = model.detect(image, object_size=sizes[p]).coords
             matches[p].append(match_points(truth, found, RADIUS[name], "hungarian"))
@@ -113,7 +115,7 @@ def main() -> None:
         f"|log ratio| {np.median(log_err):.3f} ({np.mean(log_err <= step):.0%} within one grid "
         f"step, ×{np.exp(step):.2f}); worst ×{np.exp(log_err.max()):.2f}.",
         "",
-        "| val source | images | F1, object size given | F1, auto | F1, told nothing |",
+        "| val source | images | F1, object size given | F1, auto | F1, taken as training-image scale |",
         "|---|---|---|---|---|",
     ]
     for name in NAMES:
