@@ -16,6 +16,7 @@ model's default policy (recipe ``inference.object_size``).
 from __future__ import annotations
 
 import argparse
+import json
 
 import numpy as np
 
@@ -80,7 +81,13 @@ def plot(rows: list[dict], path) -> None:
     ax.plot(lim, lim, "k--", lw=0.8)
     ax.set(xscale="log", yscale="log", xlim=lim, ylim=lim, xlabel="factor from the image's points",
            ylabel="factor estimated (auto)", title="--object-size auto, validation images")  # fmt: skip
+    ticks = [0.25, 0.5, 1.0, 2.0]
+    for axis in (ax.xaxis, ax.yaxis):
+        axis.set_major_locator(matplotlib.ticker.FixedLocator(ticks))
+        axis.set_major_formatter(matplotlib.ticker.FixedFormatter([f"{t:g}" for t in ticks]))
+        axis.set_minor_locator(matplotlib.ticker.NullLocator())
     ax.legend(fontsize=8)
+    fig.tight_layout()
     save_figure(fig, path)
 
 
@@ -88,7 +95,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default=str(bundled_model_path("default")))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--report-only", action="store_true", help="redraw the figure from the results")
     args = ap.parse_args()
+    if args.report_only:
+        plot(
+            json.loads((REPO / "results" / "auto_scale.json").read_text())["images"],
+            REPO / "docs" / "auto_scale.png",
+        )
+        return
     model = Model.load(args.model)
     _, val_sources, _ = training_sources(args.seed, NAMES)
     rows, scores = [], {}
