@@ -95,6 +95,12 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--model", default=str(bundled_model_path("default")))
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--ki67", action="store_true", help="the Ki67 scorer's study instead")
+    ap.add_argument(
+        "--apply",
+        action="store_true",
+        help="with --ki67: make auto its default if the rule says so",
+    )
     ap.add_argument("--report-only", action="store_true", help="redraw the figure from the results")
     args = ap.parse_args()
     if args.report_only:
@@ -102,6 +108,9 @@ def main() -> None:
             json.loads((REPO / "results" / "auto_scale.json").read_text())["images"],
             REPO / "docs" / "auto_scale.png",
         )
+        return
+    if args.ki67:
+        run_ki67(args, machine())
         return
     model = Model.load(args.model)
     _, val_sources, _ = training_sources(args.seed, NAMES)
@@ -138,6 +147,112 @@ def main() -> None:
         lines.append(f"| {name} | {n} | {f[0]:.4f} | {f[1]:.4f} | {f[2]:.4f} |")
     lines += ["", "![](docs/auto_scale.png)"]
     update_benchmarks_md("auto_scale", "\n".join(lines))
+    print("\n".join(lines))
+
+
+# The Ki67 scorer on BCData val (one source, 40x): each image as it is and shrunk to half (as
+# if scanned at 20x), scored with the object size given, estimated, or taken as training's.
+KI67_MAGNIFICATIONS = (1.0, 0.5)
+KI67_RADIUS = 10.0
+
+
+def ki67_study(seed: int) -> dict:
+    """Detection F1 and per-image Ki67 index MAE of the bundled Ki67 scorer on bcdata val at
+    each magnification of :data:`KI67_MAGNIFICATIONS`, per scale policy."""
+    from skimage.transform import rescale
+
+    from benchmarks._common import SHARED_DATA
+    from cellmaps.metrics.counts import ki67_index, mean_absolute_error
+
+    model = Model.load(bundled_model_path("ki67"))
+    ds = Dataset(SHARED_DATA / "bcdata_ki67")
+    size = model.training["data_object_size"]
+    out = {}
+    for mag in KI67_MAGNIFICATIONS:
+        matches = {p: [] for p in POLICIES}
+        idx = {p: [] for p in POLICIES}
+        truth_idx, factors = [], []
+        for image_id in ds.ids("val"):
+            img, pts = ds.image(image_id), ds.points(image_id)
+            if mag != 1.0:
+                img = rescale(img, mag, order=1, channel_axis=-1, preserve_range=True)
+                img = (img + 0.5).astype(np.uint8)
+            truth = (pts.coords + 0.5) * mag - 0.5
+            labels = np.asarray(pts.labels)
+            truth_idx.append(ki67_index((labels == "positive").sum(), (labels == "negative").sum()))
+            estimate = model.estimate_input_scale(img)
+            factors.append(
+                {"id": image_id, "true": 1 / mag, "auto": estimate * size / model.object_size}
+            )
+            sizes = {"given": size * mag, AUTO: model.object_size / estimate, "none": size}
+            for p in POLICIES:
+                found = model.detect(img, object_size=sizes[p])
+                matches[p].append(match_points(truth, found.coords, KI67_RADIUS * mag, "hungarian"))
+                lab = np.asarray(found.labels)
+                idx[p].append(ki67_index((lab == "positive").sum(), (lab == "negative").sum()))
+        out[str(mag)] = {
+            "factors": factors,
+            **{
+                p: {
+                    "f1": pool_detection(matches[p])["f1"],
+                    "index_mae": mean_absolute_error(idx[p], truth_idx),
+                }
+                for p in POLICIES
+            },
+        }
+        print(mag, {p: out[str(mag)][p] for p in POLICIES}, flush=True)
+    return out
+
+
+def ki67_keeps_auto(study: dict) -> tuple[bool, str]:
+    """Auto becomes the Ki67 scorer's default when, on val, it costs at most 0.01 detection
+    F1 at BCData's own magnification and beats the training scale on the half-size images."""
+    own, half = study["1.0"], study["0.5"]
+    ok_own = own[AUTO]["f1"] >= own["none"]["f1"] - 0.01
+    ok_half = half[AUTO]["f1"] > half["none"]["f1"]
+    return ok_own and ok_half, (
+        f"at 40x auto F1 {own[AUTO]['f1']:.3f} vs training scale {own['none']['f1']:.3f} "
+        f"({'within' if ok_own else 'more than'} 0.01 below); at half size {half[AUTO]['f1']:.3f} vs "
+        f"{half['none']['f1']:.3f} ({'better' if ok_half else 'not better'})"
+    )
+
+
+def run_ki67(args, mach) -> None:
+    from benchmarks.record_object_size import stored_as_half
+
+    study = ki67_study(args.seed)
+    keep, why = ki67_keeps_auto(study)
+    applied = False
+    if keep and args.apply:
+        path = bundled_model_path("ki67")
+        model = Model.load(path)
+        model.recipe["inference"]["object_size"] = AUTO
+        model.save(path, half=stored_as_half(path))
+        applied = True
+    write_results("auto_scale_ki67", {"machine": mach, "seed": args.seed, "study": study,
+                                      "keep_auto": keep, "applied": applied})  # fmt: skip
+    lines = [
+        "## Ki67 scorer: object size estimated per image (`benchmarks/auto_scale.py --ki67`)",
+        "",
+        f"`python -m benchmarks.auto_scale --ki67{' --apply' if args.apply else ''} --seed "
+        f"{args.seed}`. {machine_line(mach)} BCData val images as they are (40×) and shrunk to "
+        f"half (as if 20×); detection F1 within {KI67_RADIUS:g} px × size, per-image Ki67 index MAE.",
+        "",
+        "| images | policy | detection F1 | index MAE |",
+        "|---|---|---|---|",
+    ]
+    names = {"given": "object size given", AUTO: "estimated (auto)", "none": "training scale"}
+    for mag in KI67_MAGNIFICATIONS:
+        for p in POLICIES:
+            r = study[str(mag)][p]
+            lines.append(f"| ×{mag:g} | {names[p]} | {r['f1']:.4f} | {r['index_mae']:.4f} |")
+    lines += [
+        "",
+        f"Rule (auto becomes the default if it costs ≤ 0.01 F1 at 40× and helps at half size): "
+        f"{why} → {'auto' if keep else 'training scale'}"
+        + (" (written into the bundled Ki67 model)." if applied else "."),
+    ]
+    update_benchmarks_md("auto_scale_ki67", "\n".join(lines))
     print("\n".join(lines))
 
 
