@@ -75,6 +75,11 @@ def test_no_evidence_or_best_at_the_grid_end_keeps_the_training_scale(monkeypatc
         model, "scale_response", lambda _img: (logs, 1.1 * curves["below floor"] / 0.9)
     )
     assert model.estimate_input_scale(img) == pytest.approx(0.6, rel=0.02)
+    # a calibration measured on validation multiplies the estimate, never the fallback
+    model.recipe["inference"]["auto_scale_calibration"] = 1.5
+    assert model.estimate_input_scale(img) == pytest.approx(0.9, rel=0.02)
+    monkeypatch.setattr(model, "scale_response", lambda _img: (logs, curves["top end"]))
+    assert model.estimate_input_scale(img) == pytest.approx(1.2)
 
 
 def test_auto_refused_where_it_cannot_work():

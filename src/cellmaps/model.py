@@ -239,7 +239,9 @@ class Model:
         step of the factor the annotations give (``benchmarks/auto_scale.py``).
         Where no factor gives evidence above the model's floor (``decode.min_score``: an empty
         or noise image) or the best is at either end of the grid (the scale lies outside it;
-        enlarged noise looks like small nuclei), the training-image scale is kept.
+        enlarged noise looks like small nuclei), the training-image scale is kept. The
+        estimate is multiplied by ``inference.auto_scale_calibration`` (1 unless measured on
+        validation images, see ``benchmarks/auto_scale.py --ki67``).
         Only for peak-decoding models that record the object size they were trained at."""
         if self.object_size is None or self.decode_kind() != "peaks":
             raise CellmapsInputError(
@@ -250,7 +252,8 @@ class Model:
         k = int(np.argmax(response))
         if response[k] < self.decode["min_score"] or k in (0, len(response) - 1):
             return self.input_scale()
-        return float(np.exp(best_log_factor(log_factors, response)))
+        calibration = self.recipe["inference"]["auto_scale_calibration"]
+        return float(np.exp(best_log_factor(log_factors, response))) * calibration
 
     def scale_response(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(log factors, response): :meth:`estimate_input_scale`'s score at every factor,

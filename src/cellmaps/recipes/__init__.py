@@ -166,6 +166,9 @@ SCHEMA = {
         # object scale of inputs given no --object-size / --pixel-size: None = like the
         # training images; "auto" = estimated per image (Model.estimate_input_scale)
         "object_size": ((str, type(None)), None),
+        # factor the auto estimate is multiplied by, measured on validation images (a net
+        # fine-tuned at one magnification can answer most strongly off its training scale)
+        "auto_scale_calibration": (NUM, 1.0),
     },
 }
 
@@ -450,4 +453,8 @@ def describe_recipes() -> list[tuple[str, str]]:
 def tiling_options(recipe: dict) -> dict:
     """The recipe's ``inference`` options that tiled prediction takes (all but the
     object-scale policy)."""
-    return {k: v for k, v in recipe["inference"].items() if k != "object_size"}
+    return {
+        k: v
+        for k, v in recipe["inference"].items()
+        if k not in ("object_size", "auto_scale_calibration")
+    }
