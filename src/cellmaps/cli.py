@@ -474,7 +474,14 @@ _positive_int = _checked_number(int, lambda v: v >= 1, "at least 1", kind="whole
 
 def _positive_or_auto(text: str) -> float | str:
     """--object-size of prediction: a positive number of px, or 'auto'."""
-    return "auto" if text.strip().lower() == "auto" else _positive(text)
+    if text.strip().lower() == "auto":
+        return "auto"
+    try:
+        return _positive(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of px or 'auto', got {text!r}"
+        ) from None
 
 
 def _add_scale_args(p: argparse.ArgumentParser, what: str, auto: bool = False) -> None:
