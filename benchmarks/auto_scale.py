@@ -30,18 +30,13 @@ from benchmarks._common import (
 )
 from benchmarks.train_default_model import RADIUS, train_object_size, training_sources
 from cellmaps.io.dataset import Dataset
-from cellmaps.io.masks import mask_centroids
 from cellmaps.io.scale import median_object_radius
 from cellmaps.metrics import match_points, pool_detection
 from cellmaps.model import AUTO, Model, bundled_model_path
+from cellmaps.tune import truth_points
 
 NAMES = ("crchisto", "monuseg", "mbm_bonemarrow")
 POLICIES = ("given", AUTO, "none")
-
-
-def truth_of(ds: Dataset, image_id: str) -> np.ndarray:
-    pts = ds.points(image_id)
-    return pts.coords if pts is not None else mask_centroids(ds.mask(image_id))[0]
 
 
 def source_rows(model: Model, root: str, split: str, name: str) -> tuple[list[dict], dict]:
@@ -51,7 +46,7 @@ def source_rows(model: Model, root: str, split: str, name: str) -> tuple[list[di
     data_size = model.training["data_object_size"]
     rows, matches = [], {p: [] for p in POLICIES}
     for image_id in ds.ids(split):
-        image, truth = ds.image(image_id), truth_of(ds, image_id)
+        image, truth = ds.image(image_id), truth_points(ds, image_id)
         true_factor = model.object_size / median_object_radius(points=[truth])[0]
         estimate = model.estimate_input_scale(image)
         rows.append(

@@ -94,16 +94,6 @@ def test_f1(model: Model, root: Path, min_score: float) -> float:
         return score_split(model, root, "test")["f1"]
 
 
-def training_object_sizes(model: Model, sources) -> list[float] | None:
-    """For a model trained at a common object scale, the radius each source folder was
-    measured at in training (so tuning here resamples them exactly as training's own tuning
-    did); None for models trained at the data's scale."""
-    if model.recipe["training"].get("object_size") is None:
-        return None
-    radius = {Path(s["folder"]).resolve(): s["radius"] for s in model.training["object_sizes"]}
-    return [radius[Path(root).resolve()] for root, _ in sources]
-
-
 def trained_on(model: Model, name: str) -> bool:
     """Whether a dataset (or a link copy of it, e.g. runs/monuseg_val) trained the model."""
     return any(Path(x["folder"]).name.startswith(name) for x in model.training.get("data", []))
@@ -122,10 +112,12 @@ def run_model(name: str, dataset: str, images: dict[str, np.ndarray]) -> dict:
     sizes = None
     if name == "default":
         from benchmarks.train_default_model import training_sources
+        from cellmaps.training.fit import validation_object_sizes
 
         names = [n for n in ("crchisto", "monuseg", "mbm_bonemarrow") if trained_on(model, n)]
         _, sources, radii = training_sources(0, names)
-        sizes = training_object_sizes(model, sources)
+        # a common-scale model's sources resampled by the radii its training measured
+        sizes = validation_object_sizes(model.recipe, model.training["object_sizes"], sources)
     else:
         here = [t for t in model.training.get("tuned_on", []) if Path(t["folder"]).is_dir()]
         sources = [(t["folder"], t["split"]) for t in here] or [(str(root), "val")]

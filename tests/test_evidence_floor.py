@@ -276,22 +276,20 @@ def test_tuning_resamples_each_source_by_its_own_object_size(tmp_path, monkeypat
 def test_validation_object_sizes_follow_the_training_source_of_the_same_folder(tmp_path):
     """Common-scale training: each val folder gets the radius measured on the training source
     of the same folder, an unknown folder the first source's; data-scale training: None."""
-    from types import SimpleNamespace
-
     from cellmaps.training.fit import validation_object_sizes
 
     a, b, c = (str(tmp_path / n) for n in "abc")
-    data = SimpleNamespace(
-        object_sizes=[
-            {"folder": a, "radius": 5.4, "factor": 1.1},
-            {"folder": b, "radius": 12.0, "factor": 0.5},
-        ]
-    )
+    scales = [
+        {"folder": a, "radius": 5.4, "factor": 1.1},
+        {"folder": b, "radius": 12.0, "factor": 0.5},
+    ]
     recipe = {"training": {"object_size": 6.0}}
-    assert validation_object_sizes(recipe, data, [(b, "val"), (a, "val"), (c, None)]) == [
+    assert validation_object_sizes(recipe, scales, [(b, "val"), (a, "val"), (c, None)]) == [
         12.0,
         5.4,
         5.4,
     ]
-    assert validation_object_sizes({"training": {"object_size": None}}, data, [(a, "val")]) is None
-    assert validation_object_sizes(recipe, data, []) is None
+    assert (
+        validation_object_sizes({"training": {"object_size": None}}, scales, [(a, "val")]) is None
+    )
+    assert validation_object_sizes(recipe, scales, []) is None

@@ -25,6 +25,12 @@ FLOOR_TOLERANCE = 0.005
 FLOOR_SAFETY = 0.5
 
 
+def truth_points(ds: Dataset, image_id: str) -> np.ndarray:
+    """An image's annotated object centres: its points, else its mask's centroids."""
+    pts = ds.points(image_id)
+    return pts.coords if pts is not None else mask_centroids(ds.mask(image_id))[0]
+
+
 def tune_decoding(
     model,
     sources,
@@ -73,8 +79,7 @@ def tune_decoding(
                 root,
             )
         for image_id in tqdm(annotated, desc="tune: predict", disable=not progress, leave=False):
-            pts = ds.points(image_id)
-            truth = pts.coords if pts is not None else mask_centroids(ds.mask(image_id))[0]
+            truth = truth_points(ds, image_id)
             maps = model.predict_maps(ds.image(image_id), object_size=size, pixel_size=pixel_size)
             cached.append((truth, maps, radius))
     if param != "xi":
@@ -258,8 +263,7 @@ def score_split(
     ds = Dataset(root)
     matches = []
     for image_id in ds.ids(split):
-        pts = ds.points(image_id)
-        truth = pts.coords if pts is not None else mask_centroids(ds.mask(image_id))[0]
+        truth = truth_points(ds, image_id)
         found = model.detect(ds.image(image_id), object_size=object_size).coords
         matches.append(match_points(truth, found, radius, protocol))
     return {"n_images": len(matches), **pool_detection(matches)}

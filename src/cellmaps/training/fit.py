@@ -440,7 +440,9 @@ class Trainer:
             min_distances=[self.recipe["decode"]["min_distance"]],
             evidence_floor=False,
             radii=self.val_radii,
-            object_sizes=validation_object_sizes(self.recipe, self.data, self.val_sources),
+            object_sizes=validation_object_sizes(
+                self.recipe, self.data.object_sizes, self.val_sources
+            ),
         )
         return best["f1"]
 
@@ -602,7 +604,7 @@ def train(
     data = load_training_data(sources, recipe, progress, object_sizes=object_sizes)
     val = None
     if val_sources:
-        val_scales = _validation_scales(data, val_sources)
+        val_scales = _validation_scales(data.object_sizes, val_sources)
         val = load_training_data(
             [(r, s, 1.0) for r, s in val_sources],
             recipe,
@@ -630,7 +632,7 @@ def train(
             progress=progress,
             min_distances=[model.decode["min_distance"]] if fixed else None,
             radii=val_radii,
-            object_sizes=validation_object_sizes(recipe, data, val_sources),
+            object_sizes=validation_object_sizes(recipe, data.object_sizes, val_sources),
         )
         apply_tuning(model, best, val_sources)
     model.save(out)
@@ -649,20 +651,21 @@ def set_min_distance_um(model: Model) -> bool:
     return True
 
 
-def validation_object_sizes(recipe: dict, data: TrainingData, val_sources) -> list | None:
+def validation_object_sizes(recipe: dict, scales: list[dict], val_sources) -> list | None:
     """Median object radius (px) of each validation folder, so that tuning resamples it as
     training did: with ``training.object_size`` set, each source was brought to that size from
     its own radius (CRCHisto 5.4 px and MoNuSeg 12 px both to 6 px), which one model-wide
     input scale cannot repeat. None (the model's own input scale) for models trained at the
-    data's scale."""
+    data's scale. ``scales``: the training sources' records (``TrainingData.object_sizes``,
+    a model's ``training["object_sizes"]``)."""
     if not val_sources or recipe["training"].get("object_size") is None:
         return None
-    return [s["radius"] for s in _validation_scales(data, val_sources)]
+    return [s["radius"] for s in _validation_scales(scales, val_sources)]
 
 
-def _validation_scales(data: TrainingData, val_sources) -> list[dict]:
+def _validation_scales(scales: list[dict], val_sources) -> list[dict]:
     """Resampling of each validation folder: that of the training source with the same
     folder, else the first training source's."""
-    by_folder = {Path(s["folder"]).resolve(): s for s in data.object_sizes}
-    first = data.object_sizes[0]
+    by_folder = {Path(s["folder"]).resolve(): s for s in scales}
+    first = scales[0]
     return [by_folder.get(Path(r).resolve(), first) for r, _ in val_sources]
