@@ -73,13 +73,21 @@ def stain_reference(ds: Dataset) -> np.ndarray:
 
 
 def score_case(
-    model: Model, dataset: str, radius: float, ki67: bool, seed: int, norm: str | None = None
+    model: Model,
+    dataset: str,
+    radius: float,
+    ki67: bool,
+    seed: int,
+    norm: str | None = None,
+    split: str = "test",
+    progress: bool = True,
 ) -> list[dict]:
-    """Scores of ``model`` on ``dataset``/test at every strength; with ``norm`` each shifted
-    image is stain-normalised (`cellmaps.io.stain.normalise_stain`, as `predict --stain-norm`)
-    to :func:`stain_reference` first."""
+    """Scores of ``model`` on ``dataset``/``split`` at every strength; with ``norm`` each
+    shifted image is stain-normalised (`cellmaps.io.stain.normalise_stain`, as `predict
+    --stain-norm`) to :func:`stain_reference` first. (``split`` 'val' lets a training script
+    choose between models on shifted val images.)"""
     ds = Dataset(SHARED_DATA / dataset)
-    ids = ds.ids("test")
+    ids = ds.ids(split)
     ref = stain_reference(ds) if norm else None
     rows = []
     for s in STRENGTHS:
@@ -107,7 +115,8 @@ def score_case(
             ok = np.isfinite(t) & np.isfinite(p)
             row["index_mae"] = mean_absolute_error(t[ok], p[ok])
         rows.append(row)
-        print(f"  {dataset} s={s:.1f}: F1 {row['f1']:.3f}", flush=True)
+        if progress:
+            print(f"  {dataset}/{split} s={s:.1f}: F1 {row['f1']:.3f}", flush=True)
     return rows
 
 

@@ -335,6 +335,41 @@ def test_non_tumour_points_are_the_detections_away_from_every_annotation():
     assert add_non_tumour_points(pts, np.zeros((0, 2)), 12.0).labels.tolist() == ["p", "n"]
 
 
+def test_non_tumour_points_skip_the_border_and_dab_stained_detections():
+    from cellmaps.io.points import Points
+    from cellmaps.weak_roi import add_non_tumour_points, dab_threshold
+
+    pts = Points(np.array([[50.0, 50.0]]), np.array(["negative"], object))
+    # all far from the annotation; 2nd 1 px from the top edge, 3rd on DAB above the limit
+    det = np.array([[20.0, 20.0], [1.0, 40.0], [80.0, 80.0], [70.0, 20.0]])
+    dab = np.array([0.02, 0.02, 0.4, 0.1])
+    out = add_non_tumour_points(pts, det, 10.0, (100, 100), edge=3.0, dab=dab, max_dab=0.104)
+    assert out.coords.tolist() == [[50, 50], [20, 20], [70, 20]]
+    # a detection at row 98 of a 100-row image is 1 px from the bottom edge: left out
+    out = add_non_tumour_points(pts, np.array([[98.0, 20.0]]), 10.0, (100, 100), edge=3.0)
+    assert len(out.coords) == 1
+    # the limit is the geometric mean of the median DAB at positive and negative cells
+    assert dab_threshold(np.array([0.4, 0.5, 0.9]), np.array([0.01, 0.02, 0.5])) == pytest.approx(
+        0.1
+    )
+
+
+def test_dab_density_is_high_on_brown_and_low_on_blue_nuclei():
+    """Two discs stained in stain space (scikit-image hed2rgb): one haematoxylin only, one DAB
+    only; the DAB density at the brown disc is far above the blue one's and the glass's."""
+    from skimage.color import hed2rgb
+
+    from cellmaps.weak_roi import dab_density
+
+    yy, xx = np.mgrid[:80, :80]
+    hed = np.zeros((80, 80, 3))
+    hed[(yy - 20) ** 2 + (xx - 20) ** 2 <= 64, 0] = 0.08  # blue
+    hed[(yy - 60) ** 2 + (xx - 60) ** 2 <= 64, 2] = 0.08  # brown
+    rgb = np.round(np.clip(hed2rgb(hed), 0, 1) * 255).astype(np.uint8)
+    blue, brown, glass = dab_density(rgb, np.array([[20, 20], [60, 60], [5, 70]]), 6.0)
+    assert brown > 0.05 and brown > 10 * max(abs(blue), abs(glass))
+
+
 def test_weak_roi_adds_non_tumour_nuclei_to_train_images_only(tmp_path, monkeypatch, capsys):
     """A stand-in detector that finds the annotated nuclei (a pixel off) plus one unannotated
     nucleus far from all of them: the train image's points gain exactly that one as
@@ -350,7 +385,9 @@ def test_weak_roi_adds_non_tumour_nuclei_to_train_images_only(tmp_path, monkeypa
     csv.write_text(csv.read_text().replace(",n\n", ",non_tumour\n", 1))
     src = Dataset(root)
     assert src.points("i0").labels.tolist().count("non_tumour") == 1
-    extra = np.array([[2.0, 2.0]])  # every annotated point lies in [8, 56]²
+    # every annotated point lies in [8, 56]²: this one is > 5 px from all and 4 px from the
+    # border, more than the edge margin (half a radius)
+    extra = np.array([[4.0, 4.0]])
 
     from scipy.spatial import cKDTree
 
@@ -386,5 +423,18 @@ def test_weak_roi_adds_non_tumour_nuclei_to_train_images_only(tmp_path, monkeypa
     assert (out / "points" / "i1.csv").is_symlink()  # test truth untouched
     assert "non_tumour" in (out / "DERIVED.md").read_text()
     assert sizes == [pytest.approx(np.percentile(nn, 25) / 2)]  # the train image only
+    # without --min-gap the gap is 1.5 radii and the border margin half a radius; moved 1 px
+    # from the border, the extra nucleus is left out (within the margin)
+    radius = np.percentile(nn, 25) / 2
+    assert 2 < radius / 2 < 4
+    from cellmaps.weak_roi import derive_weak_roi_dataset
+
+    s = derive_weak_roi_dataset(root, tmp_path / "r2", ["p"], other_nuclei="f", progress=False)
+    assert s["non_tumour_rule"]["min_gap"] == pytest.approx(1.5 * radius)
+    assert s["non_tumour_rule"]["edge"] == pytest.approx(0.5 * radius)
+    assert s["non_tumour_rule"]["max_dab"] is None  # no positive / negative classes
+    extra[:] = [[1.0, 30.0]]
+    s = derive_weak_roi_dataset(root, tmp_path / "r3", ["p"], other_nuclei="f", progress=False)
+    assert s["non_tumour_added"] == 0 and s["non_tumour_detections"] == 7
     assert main([*argv, "--overwrite", "--other-nuclei", "f", "--min-gap", "0"]) == 2
     assert "min_gap" in capsys.readouterr().err

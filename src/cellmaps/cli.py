@@ -335,8 +335,9 @@ def _cmd_weak_roi(args: argparse.Namespace) -> int:
     if args.other_nuclei:
         print(
             f"added {s['non_tumour_added']} non-tumour nuclei (detected by "
-            f"{Path(args.other_nuclei).name}, > {args.min_gap:g} px from every annotated point) "
-            f"to {s['non_tumour_images']} non-test image(s)"
+            f"{Path(args.other_nuclei).name}, > {s['non_tumour_rule']['min_gap']:.1f} px from "
+            f"every annotated point; {s['non_tumour_detections']} detections in all) to "
+            f"{s['non_tumour_images']} non-test image(s); the rule is in DERIVED.md"
         )
     print(
         f"wrote weak ROIs for {s['images']} image(s) to {Path(args.out)} "
@@ -785,8 +786,9 @@ def build_parser() -> argparse.ArgumentParser:
     wr.add_argument(
         "--min-gap",
         type=float,
-        default=12.0,
-        help="a detection closer than this (px) to an annotated point is that nucleus",
+        default=None,
+        help="a detection closer than this (px) to an annotated point is that nucleus "
+        "(default: 1.5 median nucleus radii, measured from the train/val points)",
     )
     wr.add_argument("--overwrite", action="store_true", help="replace an existing OUT folder")
     wr.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -39,10 +39,24 @@ OTHER_NOTE = """
 
 Non-tumour nuclei added: in {n_images} non-test image(s) points/<id>.csv is rewritten with
 the source's points plus, labelled '{label}', every nucleus that {model} detects farther than
-{min_gap:g} px from all annotated points ({n_added} points; run at the data's object scale,
-median radius {object_size} px from the points; the source annotates every tumour
-cell, so an unannotated nucleus is taken as non-tumour). Test images keep the source's points.
+{min_gap:g} px from all annotated points and at least {edge:g} px inside the image{dab_note}
+({n_added} points of {n_found} detections; run at the data's object scale, median radius
+{object_size} px from the points; the source annotates every tumour cell, so an unannotated
+nucleus is taken as non-tumour). Test images keep the source's points.
 """
+
+DAB_NOTE = """, where
+the mean DAB optical density (rgb2hed) around it is under {max_dab:.3f} (the geometric mean of
+the median DAB at annotated positive and negative cells: a DAB-stained detection is a second
+peak of an annotated positive cell, since every positive tumour cell is annotated)"""
+
+#: gap between a detection and every annotated point, in median nucleus radii, beyond which
+#: the detection is another nucleus (BCData: two-lobed and large DAB cells gave second peaks
+#: up to about one radius from their point; docs/ki67_non_tumour.png)
+GAP_RADII = 1.5
+#: detections closer to the border than this many radii are skipped: a cut cell's peak sits
+#: on the edge, and whether annotators marked cut cells is not known
+EDGE_RADII = 0.5
 
 NON_TUMOUR = "non_tumour"
 
@@ -67,7 +81,7 @@ def derive_weak_roi_dataset(
     progress: bool = True,
     overwrite: bool = False,
     other_nuclei: str | os.PathLike | None = None,
-    min_gap: float = 12.0,
+    min_gap: float | None = None,
 ) -> dict:
     """Write ``out`` as a dataset folder: links to ``src``'s images/masks/points, a weak
     ROI mask per image with points, ``splits.csv`` and ``DERIVED.md`` saying how.
@@ -77,10 +91,13 @@ def derive_weak_roi_dataset(
     limited fine-grained annotation). Returns a summary (images, kept points, ROI share).
 
     With ``other_nuclei`` (a detector model file), the train and val images' points gain
-    every nucleus that model finds farther than ``min_gap`` px from all annotated points,
-    labelled ``non_tumour`` (:func:`add_non_tumour_points`): for datasets that annotate every
-    tumour cell (BCData), so that a KiNet model learns to find the stromal and immune nuclei
-    and leave them out of the Ki67 index. They also count as "other" points for the ROIs.
+    every nucleus that model finds farther than ``min_gap`` px from all annotated points
+    (default :data:`GAP_RADII` median radii, measured from the non-test points) and not on
+    the image border, labelled ``non_tumour`` (:func:`add_non_tumour_points`); with positive
+    and negative tumour classes on RGB images, detections on DAB-stained pixels are skipped
+    too (:func:`dab_threshold`). For datasets that annotate every tumour cell (BCData), so
+    that a KiNet model learns to find the stromal and immune nuclei and leave them out of
+    the Ki67 index. They also count as "other" points for the ROIs.
 
     Everything is checked before anything is written (options, tumour labels present in the
     points, ``out`` new or empty unless ``overwrite``); the dataset is then written into a
@@ -100,7 +117,7 @@ def derive_weak_roi_dataset(
             "already exists; choose a new folder or pass --overwrite to replace it", out
         )
     check_tumour_labels(ds, tumour_classes, src)
-    if min_gap <= 0 or min_gap != min_gap:
+    if min_gap is not None and (min_gap <= 0 or min_gap != min_gap):
         raise CellmapsInputError(f"min_gap must be a positive number of pixels, got {min_gap}")
     detector = None
     if other_nuclei is not None:
@@ -132,17 +149,55 @@ def derive_weak_roi_dataset(
     return summary
 
 
-def add_non_tumour_points(points: Points, detections: np.ndarray, min_gap: float) -> Points:
+def add_non_tumour_points(
+    points: Points,
+    detections: np.ndarray,
+    min_gap: float,
+    shape: tuple[int, int] | None = None,
+    edge: float = 0.0,
+    dab: np.ndarray | None = None,
+    max_dab: float | None = None,
+) -> Points:
     """``points`` plus, labelled ``non_tumour``, each detection (row, col) farther than
-    ``min_gap`` px from every annotated point (scores dropped). In a dataset that annotates
-    every tumour cell, a nucleus nobody annotated is a non-tumour nucleus (stroma, immune
-    cells) — the examples KiNet's tumour-only index needs."""
+    ``min_gap`` px from every annotated point (scores dropped), at least ``edge`` px inside an
+    image of ``shape``, and, with ``dab`` (the DAB density at each detection) and
+    ``max_dab``, under that density. In a dataset that annotates every tumour cell, a nucleus
+    nobody annotated is a non-tumour nucleus (stroma, immune cells) — the examples KiNet's
+    tumour-only index needs."""
     det = np.asarray(detections, np.float64).reshape(-1, 2)
+    keep = np.ones(len(det), bool)
     if len(points.coords) and len(det):
-        gap = cKDTree(points.coords).query(det, k=1)[0]
-        det = det[gap > min_gap]
+        keep &= cKDTree(points.coords).query(det, k=1)[0] > min_gap
+    if shape is not None and len(det):
+        inside = np.minimum(det, np.asarray(shape[:2], np.float64) - 1 - det).min(axis=1)
+        keep &= inside >= edge
+    if dab is not None and max_dab is not None:
+        keep &= np.asarray(dab, np.float64).reshape(-1) < max_dab
+    det = det[keep]
     labels = np.concatenate([np.asarray(points.labels, object), [NON_TUMOUR] * len(det)])
     return Points(np.concatenate([points.coords, det]), labels)
+
+
+def dab_density(image: np.ndarray, coords: np.ndarray, radius: float) -> np.ndarray:
+    """Mean DAB optical density (scikit-image ``rgb2hed``, channel 2) in a box of side
+    ``radius`` around each (row, col) point of an RGB image."""
+    from scipy import ndimage as ndi
+    from skimage.color import rgb2hed
+
+    from cellmaps.io import normalize_image
+
+    rgb = normalize_image(image)[..., :3]
+    dab = ndi.uniform_filter(rgb2hed(rgb)[..., 2], size=max(int(round(radius)), 1))
+    rc = np.round(np.asarray(coords, np.float64).reshape(-1, 2)).astype(int)
+    rc = np.clip(rc, 0, np.asarray(dab.shape) - 1)
+    return dab[rc[:, 0], rc[:, 1]]
+
+
+def dab_threshold(positive: np.ndarray, negative: np.ndarray) -> float:
+    """The DAB density that separates Ki67-positive from negative cells: the geometric mean
+    of the median density at annotated positive and at annotated negative cells (BCData
+    train + val: 0.495 and 0.022 → 0.104)."""
+    return float(np.sqrt(max(np.median(positive), 1e-6) * max(np.median(negative), 1e-6)))
 
 
 def check_tumour_labels(ds: Dataset, tumour_classes: list[str], src: Path) -> None:
@@ -189,23 +244,13 @@ def _write_weak_roi_dataset(
     other: tuple,
 ) -> dict:
     detector, detector_path, min_gap = other
-    object_size = None
-    if detector is not None and detector.object_size is not None:
-        # run the detector at the data's object scale (median radius from the annotated
-        # points): an H&E detector run at its own scale on IHC cells twice as large fires on
-        # the rims of dark DAB-positive cells, and those would be taught as non-tumour
-        from cellmaps.training.data import measure_object_size
-
-        # measured on the images the detector runs on (never the test split's points)
-        with_points = [i for i in ds.ids() if ds.has("points", i) and ds.split_of(i) != "test"]
-        if with_points:
-            object_size = measure_object_size(ds, with_points, use_masks=False)[0]
+    rule = _non_tumour_rule(ds, tumour_classes, min_gap) if detector is not None else {}
     rng = np.random.default_rng(seed)
     train = ds.ids("train") if ds.splits else []
     n_keep = int(round(points_share * len(train)))
     dropped = set(rng.permutation(train)[n_keep:].tolist()) if train else set()
     ids = ds.ids()
-    annotated, n_added, n_rewritten = [], 0, 0
+    annotated, n_added, n_rewritten, n_found = [], 0, 0, 0
     for image_id in tqdm(ids, desc="weak ROIs", unit="img", disable=not progress):
         img_path = ds.image_path(image_id)
         if img_path is None:
@@ -218,9 +263,20 @@ def _write_weak_roi_dataset(
         if pts is None:
             continue
         if detector is not None and ds.split_of(image_id) != "test":
-            found = detector.detect(ds.image(image_id), object_size=object_size).coords
+            image = ds.image(image_id)
+            # run the detector at the data's object scale (median radius from the annotated
+            # points): an H&E detector run at its own scale on IHC cells twice as large fires
+            # on the rims of dark DAB-positive cells, and those would be taught as non-tumour
+            scale = rule["radius"] if detector.object_size is not None else None
+            found = detector.detect(image, object_size=scale).coords
             before = len(pts)
-            pts = add_non_tumour_points(pts, found, min_gap)
+            dab = None
+            if rule["max_dab"] is not None:
+                dab = dab_density(image, found, rule["radius"])
+            pts = add_non_tumour_points(
+                pts, found, rule["min_gap"], image.shape, rule["edge"], dab, rule["max_dab"]
+            )
+            n_found += len(found)
             n_added += len(pts) - before  # not the source's own non_tumour points
             n_rewritten += 1
             if image_id not in dropped:
@@ -261,9 +317,14 @@ def _write_weak_roi_dataset(
                 n_images=n_rewritten,
                 label=NON_TUMOUR,
                 model=Path(detector_path).name,
-                min_gap=min_gap,
+                min_gap=rule["min_gap"],
+                edge=rule["edge"],
+                dab_note=""
+                if rule["max_dab"] is None
+                else DAB_NOTE.format(max_dab=rule["max_dab"]),
                 n_added=n_added,
-                object_size="?" if object_size is None else f"{object_size:.1f}",
+                n_found=n_found,
+                object_size=f"{rule['radius']:.1f}",
             ),
         ),
     )
@@ -274,4 +335,40 @@ def _write_weak_roi_dataset(
         "annotated_share": float(np.mean(annotated)) if annotated else 0.0,
         "non_tumour_added": n_added,
         "non_tumour_images": n_rewritten,
+        "non_tumour_detections": n_found,
+        "non_tumour_rule": rule,
+    }
+
+
+def _non_tumour_rule(ds: Dataset, tumour_classes: list[str], min_gap: float | None) -> dict:
+    """How detections become non-tumour examples, measured on the non-test images' points
+    (never the test split's): the median nucleus radius, the gap to annotated points
+    (``min_gap``, default :data:`GAP_RADII` radii), the border margin (:data:`EDGE_RADII`
+    radii) and, when the tumour classes are Ki67's positive / negative on RGB images, the
+    DAB density above which a detection is taken for part of a positive cell."""
+    from cellmaps.training.data import measure_object_size
+
+    ids = [i for i in ds.ids() if ds.has("points", i) and ds.split_of(i) != "test"]
+    if not ids:
+        raise CellmapsInputError(
+            "no train or val image has points: the non-tumour rule is measured on them", ds.root
+        )
+    radius = float(measure_object_size(ds, ids, use_masks=False)[0])
+    max_dab = None
+    if {"positive", "negative"} <= set(map(str, tumour_classes)) and ds.image(ids[0]).ndim == 3:
+        at = {"positive": [], "negative": []}
+        for i in ids:
+            pts = ds.points(i)
+            labels = np.asarray(pts.labels).astype(str)
+            dab = dab_density(ds.image(i), pts.coords, radius)
+            for k in at:
+                at[k].append(dab[labels == k])
+        pos, neg = (np.concatenate(at[k]) for k in ("positive", "negative"))
+        if len(pos) and len(neg):
+            max_dab = dab_threshold(pos, neg)
+    return {
+        "radius": radius,
+        "min_gap": float(GAP_RADII * radius if min_gap is None else min_gap),
+        "edge": float(EDGE_RADII * radius),
+        "max_dab": max_dab,
     }
