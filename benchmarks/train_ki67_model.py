@@ -165,13 +165,24 @@ def train_model(args) -> Model:
 
 
 # the options that say how a candidate was trained (recorded, and enough to remake it)
-COMMAND_KEYS = ("iterations", "seed", "robust", "stain", "negatives", "non_tumour", "init")
+COMMAND_KEYS = (
+    "iterations",
+    "seed",
+    "robust",
+    "stain",
+    "negatives",
+    "non_tumour",
+    "class_gain",
+    "init",
+)
 
 
 def command_flags(cmd: dict) -> str:
     """The command-line flags of a recorded command, e.g. ``--robust --negatives``."""
     flags = [
-        f"--{k.replace('_', '-')}" for k in ("robust", "negatives", "non_tumour") if cmd.get(k)
+        f"--{k.replace('_', '-')}"
+        for k in ("robust", "negatives", "non_tumour", "class_gain")
+        if cmd.get(k)
     ]
     if cmd.get("stain") is not None:
         flags.append(f"--stain {cmd['stain']:g}")
@@ -199,6 +210,29 @@ def score_bcdata(path: Path, split: str) -> tuple[dict, Path | None]:
             first = sorted((Path(tmp) / "overlays").iterdir())[0]
             shutil.copy(first, REPO / "docs" / "ki67_overlay.png")
     return s, first
+
+
+def calibrate_class_gain(path: Path) -> dict:
+    """Tune the factor on the positive map's class decision (`cellmaps.tune.tune_class_gain`)
+    on BCData *val* (unshifted) for the model file at ``path`` and save it there."""
+    from cellmaps.io.dataset import Dataset
+    from cellmaps.tune import tune_class_gain
+
+    ds = Dataset(BCDATA)
+    ids = ds.ids("val")
+    truths = []
+    for i in ids:
+        labels = np.asarray(ds.points(i).labels).astype(str)
+        truths.append((int(np.sum(labels == "positive")), int(np.sum(labels == "negative"))))
+    model = Model.load(path)
+    found = tune_class_gain(model, [ds.image(i) for i in ids], truths)
+    model.save(path, half=True)
+    print(
+        f"class gain on positive: {found['gain']} (val index MAE {found['mae']:.4f}, "
+        f"{found['mae_at_1']:.4f} at 1)",
+        flush=True,
+    )
+    return found
 
 
 def assess(path: Path) -> dict:
@@ -278,6 +312,12 @@ def main() -> None:
         help="model to fine-tune from (default: the bundled default H&E model)",
     )
     ap.add_argument(
+        "--class-gain",
+        action="store_true",
+        help="tune the positive map's factor in the class decision on val (cellmaps.tune."
+        "tune_class_gain) before the candidate is assessed",
+    )
+    ap.add_argument(
         "--force", action="store_true", help="bundle the new model even if val does not favour it"
     )
     ap.add_argument(
@@ -291,10 +331,15 @@ def main() -> None:
     )
     args = ap.parse_args()
     decision = None
+    same_command = True
     if args.bundle_candidate:
-        # the command that trained it, so the section shows how to remake it
-        for k, v in candidate_history()[-1]["command"].items():
-            setattr(args, k, v)
+        # the command that trained it, so the section shows how to remake it; a class gain
+        # asked for now makes it another candidate (its own row), not the same one re-decided
+        last = candidate_history()[-1]["command"]
+        same_command = bool(last.get("class_gain")) == args.class_gain
+        for k, v in last.items():
+            if k != "class_gain":
+                setattr(args, k, v)
     if not args.score_only:
         candidate = Path(args.work).with_name("ki67_candidate.safetensors")
         if args.bundle_candidate:
@@ -302,6 +347,9 @@ def main() -> None:
         else:
             model = train_model(args)
             model.save(candidate, half=True)
+        if args.class_gain:
+            model.training["class_gain_tuning"] = json_ready(calibrate_class_gain(candidate))
+            model = Model.load(candidate)
         new, old = assess(candidate), assess(OUT)
         keep, why = keep_candidate(new, old)
         keep = keep or args.force
@@ -313,7 +361,7 @@ def main() -> None:
             "previous": old,
         }
         print(decision["why"], "→", "new model bundled" if keep else "previous model kept")
-        record_candidate(args, decision, redecided=args.bundle_candidate)
+        record_candidate(args, decision, redecided=args.bundle_candidate and same_command)
         if keep:
             shutil.copy(candidate, OUT)
     model = Model.load(OUT)

@@ -383,9 +383,22 @@ class Model:
         m = decoded_channels(maps[self.decode["task"]], self.decode)
         md = self.decode["min_distance"]
         if m.shape[0] > 1:
-            return self.points(*find_peaks_per_class(m, xi, md, tops))
+            return self.points(*find_peaks_per_class(m, xi, md, tops, self.class_gains()))
         coords, scores = find_peaks(m[0], xi, md, None if tops is None else tops[0])
         return self.points(coords, scores)
+
+    def class_gains(self) -> np.ndarray | None:
+        """One factor per class map for the class decision (``decode.class_gain``, a
+        {class name: factor} mapping tuned on validation, e.g. by
+        :func:`cellmaps.tune.tune_class_gain`); None when not set."""
+        gain = self.decode.get("class_gain")
+        if not gain:
+            return None
+        names = self.training.get("classes") or []
+        unknown = sorted(set(gain) - set(names))
+        if unknown:
+            raise ValueError(f"decode.class_gain names classes {unknown} the model lacks: {names}")
+        return np.array([float(gain.get(n, 1.0)) for n in names])
 
     def decode_kind(self) -> str:
         kind = self.task_decoders.get(self.decode["task"]) or self.decode["kind"]

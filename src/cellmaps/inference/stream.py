@@ -301,6 +301,7 @@ def finish_candidates(model, found: Candidates, xi: float | None = None) -> Poin
         keep = s >= xi * found.tops[ch]
         c, s, v = c[keep], s[keep], v[keep]
         if found.tops is not None and len(found.tops) > 1:
-            return model.points(*merge_class_peaks(c, s, v, model.decode["min_distance"]))
+            md = model.decode["min_distance"]
+            return model.points(*merge_class_peaks(c, s, v, md, model.class_gains()))
     order = np.lexsort((c[:, 1], c[:, 0])) if len(c) else np.zeros(0, np.intp)
     return model.points(c[order], s[order])

@@ -126,10 +126,18 @@ def channel_peaks(
 
 
 def merge_class_peaks(
-    coords: np.ndarray, scores: np.ndarray, values: np.ndarray, min_distance: int
+    coords: np.ndarray,
+    scores: np.ndarray,
+    values: np.ndarray,
+    min_distance: int,
+    class_gain: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Merge peaks of different class maps closer than ``min_distance`` (the highest wins)
-    and give each survivor the class whose map is largest at its pixel (KiNet)."""
+    and give each survivor the class whose map is largest at its pixel (KiNet), after
+    multiplying each class's value by ``class_gain`` (one factor per class, chosen on
+    validation: a model biased towards one class; the peaks themselves do not change)."""
+    if class_gain is not None:
+        values = np.asarray(values) * np.asarray(class_gain, np.float64).reshape(1, -1)
     if len(coords) == 0:
         return coords, scores, np.zeros(0, dtype=np.intp)
     # highest first; equal scores by position, so the result does not depend on the order
@@ -147,18 +155,22 @@ def merge_class_peaks(
 
 
 def find_peaks_per_class(
-    maps: np.ndarray, xi: float = 0.5, min_distance: int = 3, tops: np.ndarray | None = None
+    maps: np.ndarray,
+    xi: float = 0.5,
+    min_distance: int = 3,
+    tops: np.ndarray | None = None,
+    class_gain: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """KiNet decoding: peaks on every class map (ξ relative to that map's max), the class of
-    a peak is the argmax across class maps at its pixel, and peaks of different maps closer
-    than ``min_distance`` are merged, keeping the highest.
+    a peak is the argmax across class maps at its pixel (each scaled by ``class_gain``), and
+    peaks of different maps closer than ``min_distance`` are merged, keeping the highest.
 
     Returns
     -------
     coords (N, 2), scores (N,), class_index (N,)
     """
     c, s, v, _ = channel_peaks(maps, xi, min_distance, tops)
-    return merge_class_peaks(c, s, v, min_distance)
+    return merge_class_peaks(c, s, v, min_distance, class_gain)
 
 
 def h_maxima_peaks_reference(image: np.ndarray, h: float) -> np.ndarray:
