@@ -438,3 +438,51 @@ def test_weak_roi_adds_non_tumour_nuclei_to_train_images_only(tmp_path, monkeypa
     assert s["non_tumour_added"] == 0 and s["non_tumour_detections"] == 7
     assert main([*argv, "--overwrite", "--other-nuclei", "f", "--min-gap", "0"]) == 2
     assert "min_gap" in capsys.readouterr().err
+
+
+def test_class_gain_changes_only_the_class_decision():
+    from cellmaps.postprocess import find_peaks_per_class
+
+    maps = np.zeros((2, 32, 32), np.float32)
+    maps[0, 8, 8], maps[1, 8, 8] = 0.5, 0.6  # class 1 wins by 0.1 at gain 1
+    maps[0, 24, 24], maps[1, 24, 24] = 0.9, 0.1  # class 0 wins at any gain tried
+    c1, s1, k1 = find_peaks_per_class(maps, 0.3, 3)
+    c2, s2, k2 = find_peaks_per_class(maps, 0.3, 3, class_gain=np.array([1.3, 1.0]))
+    assert c1.tolist() == c2.tolist() and s1.tolist() == s2.tolist()
+    assert dict(zip(map(tuple, c1.tolist()), k1.tolist(), strict=True)) == {(8, 8): 1, (24, 24): 0}
+    assert dict(zip(map(tuple, c2.tolist()), k2.tolist(), strict=True)) == {(8, 8): 0, (24, 24): 0}
+    # 0.5 · 1.19 = 0.595 < 0.6: still class 1
+    _, _, k3 = find_peaks_per_class(maps, 0.3, 3, class_gain=np.array([1.19, 1.0]))
+    assert sorted(k3.tolist()) == [0, 1]
+
+
+def test_tune_class_gain_picks_the_factor_that_matches_the_annotated_index():
+    """A stand-in Ki67 model whose nucleus i has positive-map value p_i and negative-map
+    value 1: it calls i positive when gain · p_i > 1. Truth: 5 of 10 positive; p = 0.9 for
+    three of them, 1.2 for two, 0.5 for the negatives. At gain 1 the index is 0.2, from
+    1.122 (0.9 · 1.122 = 1.01) it is 0.5 until 0.5 · gain > 1 (gain 2 is not > 2); the
+    smallest such factor (nearest 1) is chosen."""
+    from cellmaps.io.points import Points
+    from cellmaps.model import Model
+    from cellmaps.tune import tune_class_gain
+
+    p = np.array([0.9, 0.9, 0.9, 1.2, 1.2, 0.5, 0.5, 0.5, 0.5, 0.5])
+
+    class StandIn:
+        decode: dict = {}
+        training = {"classes": ["positive", "negative"]}
+        class_gains = Model.class_gains
+
+        def detect(self, image):
+            g = self.class_gains()[0]
+            labels = np.where(g * p > 1.0, "positive", "negative").astype(object)
+            return Points(np.zeros((len(p), 2)), labels)
+
+    m = StandIn()
+    found = tune_class_gain(m, [np.zeros((4, 4))], [(5, 5)], progress=False)
+    assert found["gain"] == pytest.approx(1.122)
+    assert found["mae_at_1"] == pytest.approx(0.3) and found["mae"] == pytest.approx(0.0)
+    assert m.decode["class_gain"] == {"positive": pytest.approx(1.122)}
+    m.decode["class_gain"] = {"mitotic": 2.0}
+    with pytest.raises(ValueError, match="mitotic"):
+        m.class_gains()

@@ -270,7 +270,7 @@ def score_split(
 
 
 #: factors tried for one class's map in the class decision (log-spaced, 1 in the middle)
-CLASS_GAIN_GRID = [round(float(x), 3) for x in np.geomspace(0.5, 2.0, 13)]
+CLASS_GAIN_GRID = [round(float(x), 3) for x in np.geomspace(0.25, 4.0, 25)]
 
 
 def index_mae_by_gain(
