@@ -175,6 +175,21 @@ def scores_png(results: dict) -> None:
     save_figure(fig, REPO / "docs" / "stain_shift.png")
 
 
+def kept_line(results: dict) -> str:
+    """Where the rows not rescored (``--only``) come from."""
+    kept = results.get("kept_from")
+    if not kept:
+        return ""
+    c, m = kept["command"], kept["machine"]
+    flags = "".join(
+        f" --{k.replace('_', '-')} {v}" for k, v in c.items() if v and k not in ("seed", "only")
+    )
+    return (
+        f" Rows of the other bundled model kept from `python -m benchmarks.stain_shift --seed "
+        f"{c['seed']}{flags}` (commit {m['commit']}, {m['date']}; its file unchanged since)."
+    )
+
+
 def report(results: dict) -> str:
     head = "| model | test split | " + " | ".join(f"s {s:.1f}" for s in STRENGTHS) + " |"
     lines = [
@@ -187,12 +202,19 @@ def report(results: dict) -> str:
             else ""
         )
         + (
+            f" --compare-ki67 {results['command']['compare_ki67']}"
+            if results["command"].get("compare_ki67")
+            else ""
+        )
+        + (
             f" --stain-norm {results['command']['stain_norm']}"
             if results["command"].get("stain_norm")
             else ""
         )
+        + (f" --only {results['command']['only']}" if results["command"].get("only") else "")
         + "`. "
-        + machine_line(results["machine"]),
+        + machine_line(results["machine"])
+        + kept_line(results),
         "",
         "Each test image re-stained in H/E/DAB space: every stain scaled by 1 ± s (sign drawn "
         "per image and stain from the seed; `cellmaps.io.stain.shift_stains`). Bundled models "
@@ -238,6 +260,22 @@ def report(results: dict) -> str:
     return "\n".join(lines)
 
 
+def kept_cases(only: str, shas: dict) -> dict:
+    """The rows of the model *not* rescored (``--only``), from results/stain_shift.json, with
+    the model hashes and machine of that run; refused when that model's file has changed
+    since (its rows would describe another model)."""
+    old, _ = read_results("stain_shift")
+    other = "ki67" if only == "default" else "default"
+    if old["models"].get(other) != shas[other]:
+        raise SystemExit(
+            f"the bundled {other} model changed since results/stain_shift.json was written: "
+            "rerun without --only"
+        )
+    cases = [c for c in old["cases"] if c["model"].split(" ")[0] == other]
+    models = {k: v for k, v in old["models"].items() if k.split(" ")[0] == other}
+    return {"cases": cases, "models": models, "machine": old["machine"], "command": old["command"]}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--seed", type=int, default=0)
@@ -251,27 +289,41 @@ def main() -> None:
         choices=STAIN_NORM_METHODS,
         help="also score the bundled models with this stain normalisation before detection",
     )
+    ap.add_argument(
+        "--compare-ki67",
+        help="also score this Ki67 model file (e.g. the previous bundled Ki67 model)",
+    )
+    ap.add_argument(
+        "--only",
+        choices=("default", "ki67"),
+        help="score only this bundled model's cases (and its --compare-* file); the other "
+        "model's rows are kept from results/stain_shift.json when its file is unchanged",
+    )
     args = ap.parse_args()
     if args.report_only:
         results, _ = read_results("stain_shift")
     else:
+        from pathlib import Path
+
         models = {name: Model.load(bundled_model_path(name)) for name in ("default", "ki67")}
         shas = {name: model_sha(name) for name in models}
         case_list = list(CASES)
-        if args.compare_default:
-            from pathlib import Path
-
-            other = f"default before ({Path(args.compare_default).name})"
-            models[other] = Model.load(args.compare_default)
-            shas[other] = hashlib.sha256(Path(args.compare_default).read_bytes()).hexdigest()[:16]
-            case_list += [(other, d, r, k) for name, d, r, k in CASES if name == "default"]
+        for base, other_file in (("default", args.compare_default), ("ki67", args.compare_ki67)):
+            if other_file:
+                other = f"{base} before ({Path(other_file).name})"
+                models[other] = Model.load(other_file)
+                shas[other] = hashlib.sha256(Path(other_file).read_bytes()).hexdigest()[:16]
+                case_list += [(other, d, r, k) for name, d, r, k in CASES if name == base]
         norms = {}
         if args.stain_norm:
             for name, d, r, k in CASES:
                 normed = f"{name} + {args.stain_norm}"
                 models[normed], norms[normed] = models[name], args.stain_norm
                 case_list.append((normed, d, r, k))
-        cases = []
+        cases, kept = [], {}
+        if args.only:
+            kept = kept_cases(args.only, shas)
+            case_list = [c for c in case_list if c[0].split(" ")[0] == args.only]
         for name, dataset, radius, ki67 in case_list:
             print(f"{name} on {dataset}/test", flush=True)
             rows = score_case(models[name], dataset, radius, ki67, args.seed, norms.get(name))
@@ -282,13 +334,17 @@ def main() -> None:
             "command": {
                 "seed": args.seed,
                 "compare_default": args.compare_default,
+                "compare_ki67": args.compare_ki67,
                 "stain_norm": args.stain_norm,
+                "only": args.only,
             },
             "machine": machine(),
             "strengths": list(STRENGTHS),
-            "models": shas,
-            "cases": cases,
+            "models": {**kept.get("models", {}), **shas},
+            "cases": kept.get("cases", []) + cases,
         }
+        if kept:
+            results["kept_from"] = {"machine": kept["machine"], "command": kept["command"]}
         write_results("stain_shift", results)
         panel_png(args.seed)
     scores_png(results)
