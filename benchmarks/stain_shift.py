@@ -235,22 +235,21 @@ def report(results: dict) -> str:
     for case in results["cases"]:
         cells = " | ".join(f"{r['f1']:.3f}" for r in case["rows"])
         lines.append(f"| {case['model']} | {case['dataset']} (r {case['radius']:g}) | {cells} |")
-    for case in results["cases"]:
-        if not case["ki67"]:
-            continue
-        maes = [r["index_mae"] for r in case["rows"]]
-        cells = " | ".join(f"{m:.3f}" for m in maes)
+    ki67_cases = [c for c in results["cases"] if c["ki67"]]
+    if ki67_cases:
         lines += ["", "Ki67 index MAE per image (bcdata_ki67/test):", "", head]
-        lines += [
-            "|---|---|" + "---|" * len(STRENGTHS),
-            f"| {case['model']} | {case['dataset']} | {cells} |",
-        ]
-        over = [s for s, m in zip(STRENGTHS, maes, strict=True) if m > KI67_TARGET_MAE]
-        lines += [
-            "",
-            f"Target MAE ≤ {KI67_TARGET_MAE} at every strength: "
-            + ("met." if not over else f"not met at s = {', '.join(f'{s:.1f}' for s in over)}."),
-        ]
+        lines.append("|---|---|" + "---|" * len(STRENGTHS))
+        verdicts = []
+        for case in ki67_cases:
+            maes = [r["index_mae"] for r in case["rows"]]
+            cells = " | ".join(f"{m:.4f}" for m in maes)
+            lines.append(f"| {case['model']} | {case['dataset']} | {cells} |")
+            over = [s for s, m in zip(STRENGTHS, maes, strict=True) if m > KI67_TARGET_MAE]
+            verdicts.append(
+                f"- {case['model']}: target MAE ≤ {KI67_TARGET_MAE} at every strength "
+                + ("met." if not over else f"not met at s = {', '.join(f'{s:.1f}' for s in over)}.")
+            )
+        lines += ["", *verdicts, ""]
     for case in results["cases"]:
         f1 = [r["f1"] for r in case["rows"]]
         lines.append(

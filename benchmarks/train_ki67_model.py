@@ -332,6 +332,11 @@ def main() -> None:
     args = ap.parse_args()
     decision = None
     same_command = True
+    if args.score_only:
+        kept = [h for h in candidate_history() if h["kept"]]
+        if kept:  # the section names the command that made the bundled model
+            for k, v in kept[-1]["command"].items():
+                setattr(args, k, v)
     if args.bundle_candidate:
         # the command that trained it, so the section shows how to remake it; a class gain
         # asked for now makes it another candidate (its own row), not the same one re-decided
@@ -452,7 +457,8 @@ def record_candidate(args, decision: dict, redecided: bool = False) -> None:
         "previous_val_f1": decision["previous"]["val"]["f1"],
         "previous_noise_detections": decision["previous"]["noise_detections"],
         "kept": decision["kept_new"],
-        "rule": "val F1 sampling error",
+        "rule": decision_rule(decision["why"]),
+        "class_gain": (new["training"].get("class_gain_tuning") or {}).get("gain"),
         "code": machine()["commit"],
     }
     history = candidate_history()
@@ -461,6 +467,11 @@ def record_candidate(args, decision: dict, redecided: bool = False) -> None:
         entry["code"] = last["code"]
         entry["redecided"] = f"{'not ' if not last['kept'] else ''}bundled under the first rule"
     write_results("ki67_candidates", history + [entry])
+
+
+def decision_rule(why: str) -> str:
+    """Which branch of :func:`keep_candidate` decided, from its explanation."""
+    return "val re-stained MAE" if "re-stained" in why else "val F1 sampling error"
 
 
 def candidates_table(history: list[dict]) -> str:
@@ -476,6 +487,8 @@ def candidates_table(history: list[dict]) -> str:
     for h in history:
         c = h["command"]
         run = f"{c['iterations']} its {command_flags(c)} from {Path(c['init']).stem} ({h['code']})"
+        if h.get("class_gain") is not None:
+            run += f"; positive-class gain {h['class_gain']:g}"
         rows.append(
             f"| {run} | {h['minutes']:.1f} | {h['val_f1']:.3f} ({h['previous_val_f1']:.3f}) | "
             f"{h['noise_detections']} ({h['previous_noise_detections']}) | "
@@ -519,8 +532,24 @@ def describe(model: Model, size_mb: float) -> str:
             else ""
         )
         + f") for {t['iterations']} iterations ({t['elapsed_seconds'] / 60:.1f} min); "
-        f"ξ = {model.decode['xi']} tuned on bcdata_ki67/val. File: "
+        f"ξ = {model.decode['xi']} tuned on bcdata_ki67/val" + gain_note(model) + ". File: "
         f"`src/cellmaps/models/ki67.safetensors` (float16), {size_mb:.1f} MB."
+    )
+
+
+def gain_note(model: Model) -> str:
+    """The class gain and what tuning it on val gave, when the model has one."""
+    from cellmaps.tune import CLASS_GAIN_GRID
+
+    t = model.training.get("class_gain_tuning")
+    if not t:
+        return ""
+    edge = t["gain"] in (CLASS_GAIN_GRID[0], CLASS_GAIN_GRID[-1])
+    return (
+        f"; the positive map's factor in the class decision, {t['gain']:g}, tuned on "
+        f"bcdata_ki67/val (index MAE {t['mae']:.4f}, {t['mae_at_1']:.4f} at 1"
+        + (", the end of the grid tried: the model under-calls positives strongly" if edge else "")
+        + ")"
     )
 
 
