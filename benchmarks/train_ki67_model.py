@@ -1,20 +1,26 @@
 """Train the bundled Ki67 model (KiNet recipe on BCData's train split).
 
     python -m benchmarks.train_ki67_model [--iterations 3000] [--seed 0] [--robust]
-        [--non-tumour] [--init MODEL] [--force] [--score-only]
+        [--stain A] [--negatives] [--non-tumour] [--class-gain] [--init MODEL] [--force]
+        [--score-only] [--bundle-candidate]
 
 The new model is written to runs/ki67_candidate.safetensors and replaces the bundled one
-only when BCData *val* and a 1024² uniform-noise image favour it (:func:`keep_candidate`;
-``--force`` bundles it anyway); both are reported. ``--init`` fine-tunes from another model
-(default: the bundled default H&E detector), e.g. the bundled Ki67 model itself.
+only when BCData *val*, the val images re-stained at the stain-shift benchmark's strengths
+and a 1024² uniform-noise image favour it (:func:`keep_candidate`; ``--force`` bundles it
+anyway); all are reported. ``--init`` fine-tunes from another model (default: the bundled
+default H&E detector), e.g. the bundled Ki67 model itself.
 
 ``--robust`` adds the default model's stain / acquisition augmentation and empty-image
-negatives (``ROBUST_AUGMENT``); ``--negatives`` only the empty-image negatives. Every
-attempt is appended to results/ki67_candidates.json and listed in the section. ``--non-tumour`` adds a third class, ``non_tumour``: the
-nuclei the bundled default detector finds farther than 12 px from every annotated point of
-a train / val image (BCData annotates every tumour cell, so these are stromal and immune
-nuclei; ``cellmaps weak-roi --other-nuclei``). The Ki67 index never counts them, and test
-detection is scored on the tumour classes only.
+negatives (``ROBUST_AUGMENT``; ``--stain A`` sets its stain jitter); ``--negatives`` only the
+empty-image negatives. Every attempt is appended to results/ki67_candidates.json and listed
+in the section. ``--non-tumour`` adds a third class, ``non_tumour``: the nuclei the bundled
+default detector finds away from every annotated point of a train / val image, off the
+border and not DAB-stained (``cellmaps weak-roi --other-nuclei``, whose rule is measured on
+the non-test points; BCData annotates every tumour cell, so these are stromal and immune
+nuclei). The Ki67 index never counts them, and test detection is scored on the tumour
+classes only. ``--class-gain`` tunes the positive map's factor in the class decision on val
+(`cellmaps.tune.tune_class_gain`) before the candidate is assessed; with
+``--bundle-candidate`` it makes a new candidate of the last trained one.
 
 Recipe `kinet` with base width 12, fine-tuned from the bundled default H&E model
 (encoder and decoder; the two-class head and the ROI branch start fresh), on
