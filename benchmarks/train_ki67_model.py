@@ -232,6 +232,7 @@ def calibrate_class_gain(path: Path) -> dict:
         truths.append((int(np.sum(labels == "positive")), int(np.sum(labels == "negative"))))
     model = Model.load(path)
     found = tune_class_gain(model, [ds.image(i) for i in ids], truths)
+    model.training["class_gain_tuning"] = json_ready(found)
     model.save(path, half=True)
     print(
         f"class gain on positive: {found['gain']} (val index MAE {found['mae']:.4f}, "
@@ -359,7 +360,7 @@ def main() -> None:
             model = train_model(args)
             model.save(candidate, half=True)
         if args.class_gain:
-            model.training["class_gain_tuning"] = json_ready(calibrate_class_gain(candidate))
+            calibrate_class_gain(candidate)
             model = Model.load(candidate)
         new, old = assess(candidate), assess(OUT)
         keep, why = keep_candidate(new, old)
@@ -547,15 +548,21 @@ def gain_note(model: Model) -> str:
     """The class gain and what tuning it on val gave, when the model has one."""
     from cellmaps.tune import CLASS_GAIN_GRID
 
-    t = model.training.get("class_gain_tuning")
-    if not t:
+    gain = (model.decode.get("class_gain") or {}).get("positive")
+    if gain is None:
         return ""
-    edge = t["gain"] in (CLASS_GAIN_GRID[0], CLASS_GAIN_GRID[-1])
+    t = model.training.get("class_gain_tuning")  # recorded from the second such run on
+    edge = gain in (CLASS_GAIN_GRID[0], CLASS_GAIN_GRID[-1])
     return (
-        f"; the positive map's factor in the class decision, {t['gain']:g}, tuned on "
-        f"bcdata_ki67/val (index MAE {t['mae']:.4f}, {t['mae_at_1']:.4f} at 1"
-        + (", the end of the grid tried: the model under-calls positives strongly" if edge else "")
-        + ")"
+        f"; the positive map's factor in the class decision, {gain:g}, tuned on "
+        "bcdata_ki67/val"
+        + (f" (index MAE {t['mae']:.4f}, {t['mae_at_1']:.4f} at 1)" if t else "")
+        + (
+            f" — the end of the grid tried ({CLASS_GAIN_GRID[0]:g}–{CLASS_GAIN_GRID[-1]:g}): "
+            "the model under-calls positives strongly"
+            if edge
+            else ""
+        )
     )
 
 

@@ -486,3 +486,48 @@ def test_tune_class_gain_picks_the_factor_that_matches_the_annotated_index():
     m.decode["class_gain"] = {"mitotic": 2.0}
     with pytest.raises(ValueError, match="mitotic"):
         m.class_gains()
+
+
+def test_cli_tune_class_gain_stores_the_factor_with_the_lowest_index_error(tmp_path, capsys):
+    """A 2-iteration KiNet model on positive / negative points: `tune --class-gain` stores a
+    factor of the grid, and the MAE it reports at factor 1 and at the chosen factor equal the
+    per-image index MAE recomputed here from the saved model's detections. A model whose
+    classes are not positive / negative is refused."""
+    from cellmaps.cli import main
+    from cellmaps.metrics.counts import ki67_index
+    from cellmaps.model import Model
+    from cellmaps.training import train
+    from cellmaps.tune import CLASS_GAIN_GRID
+
+    root = _two_image_dataset(tmp_path / "d", [True, True])
+    for csv in (root / "points").glob("*.csv"):
+        csv.write_text(
+            csv.read_text().replace(",p\n", ",positive\n").replace(",n\n", ",negative\n")
+        )
+    (root / "splits.csv").write_text("id,split\ni0,train\ni1,val\n")
+    path = tmp_path / "k.safetensors"
+    train(small_kinet(), [(str(root), "train", 1.0)], str(path), None)
+    assert main(["tune", str(path), "--data", str(root), "--class-gain", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    model = Model.load(path)
+    gain = model.decode["class_gain"]["positive"]
+    assert gain in CLASS_GAIN_GRID and f"positive class gain {gain:g}" in out
+    ds = Dataset(root)
+    labels = np.asarray(ds.points("i1").labels).astype(str)
+    truth = ki67_index(np.sum(labels == "positive"), np.sum(labels == "negative"))
+
+    def mae(g):
+        model.decode["class_gain"] = {"positive": g}
+        found = np.asarray(model.detect(ds.image("i1")).labels).astype(str)
+        return abs(ki67_index(np.sum(found == "positive"), np.sum(found == "negative")) - truth)
+
+    tuned = model.training["class_gain_tuning"]
+    assert tuned["mae"] == pytest.approx(mae(gain)) and tuned["mae_at_1"] == pytest.approx(mae(1.0))
+    assert tuned["mae"] <= min(mae(g) for g in (0.25, 1.0, 4.0)) + 1e-12
+    # a detector without Ki67 classes is refused with its classes named
+    for csv in (root / "points").glob("*.csv"):
+        csv.write_text(csv.read_text().replace(",positive\n", ",p\n"))
+    other = tmp_path / "o.safetensors"
+    train(small_kinet(), [(str(root), "train", 1.0)], str(other), None)
+    assert main(["tune", str(other), "--data", str(root), "--class-gain", "--quiet"]) == 2
+    assert "not a Ki67 model" in capsys.readouterr().err

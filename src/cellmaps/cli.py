@@ -216,6 +216,8 @@ def _cmd_tune(args: argparse.Namespace) -> int:
             )
         model.training["tuned_split"] = {k: cut[k] for k in (*keys, "cds", "aji")}
         border = "; " + ", ".join(f"{k} = {cut[k]}" for k in keys) + f" (CDS {cut['cds']:.4f})"
+    if args.class_gain:
+        border += _tune_class_gain(model, sources, args)
     model.save(args.out or args.model)
     print(
         f"best {best['param']} = {best[best['param']]} (F1 {best['f1']:.4f}); evidence floor "
@@ -224,6 +226,29 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         f"wrote {args.out or args.model}"
     )
     return 0
+
+
+def _tune_class_gain(model, sources, args: argparse.Namespace) -> str:
+    """``tune --class-gain``: the positive map's factor in the class decision, by the lowest
+    per-image Ki67 index MAE on the tuning images; a summary for the closing line."""
+    from cellmaps.ki67 import load_ki67_model
+    from cellmaps.tune import ki67_truths, tune_class_gain
+
+    load_ki67_model(args.model)  # refuses models without positive / negative classes
+    images, truths = ki67_truths(sources)
+    found = tune_class_gain(
+        model,
+        images,
+        truths,
+        progress=not args.quiet,
+        object_size=args.object_size,
+        pixel_size=args.pixel_size,
+    )
+    model.training["class_gain_tuning"] = {k: v for k, v in found.items() if k != "by_gain"}
+    return (
+        f"; positive class gain {found['gain']:g} (index MAE {found['mae']:.4f}, "
+        f"{found['mae_at_1']:.4f} at 1)"
+    )
 
 
 def _any_mask(sources) -> bool:
@@ -709,6 +734,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="split(s) to tune on, comma-separated (default val; never the test split)",
     )
     tu.add_argument("--out", help="write the tuned model here (default: overwrite MODEL)")
+    tu.add_argument(
+        "--class-gain",
+        action="store_true",
+        help="Ki67 models: also choose the positive map's factor in the class decision by the "
+        "lowest per-image index MAE on the tuning images (decode.class_gain)",
+    )
     _add_scale_args(tu, "the tuning images", auto=True)
     tu.add_argument("--quiet", action="store_true", help="no progress bars")
     tu.set_defaults(func=_cmd_tune)

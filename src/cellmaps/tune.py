@@ -274,10 +274,16 @@ CLASS_GAIN_GRID = [round(float(x), 3) for x in np.geomspace(0.25, 4.0, 25)]
 
 
 def index_mae_by_gain(
-    model, images: list[np.ndarray], truths: list[tuple[int, int]], cls: str, progress: bool = True
+    model,
+    images: list[np.ndarray],
+    truths: list[tuple[int, int]],
+    cls: str,
+    progress: bool = True,
+    **detect_options,
 ) -> dict[float, float]:
     """Per-image Ki67 index MAE for each factor of :data:`CLASS_GAIN_GRID` on class ``cls``'s
-    map; ``truths`` holds each image's annotated (positive, negative) counts."""
+    map; ``truths`` holds each image's annotated (positive, negative) counts; ``detect_options``
+    (e.g. ``object_size``) go to ``model.detect``."""
     from cellmaps.metrics.counts import ki67_index, mean_absolute_error
 
     truth = np.array([ki67_index(p, n) for p, n in truths], float)
@@ -288,7 +294,7 @@ def index_mae_by_gain(
             model.decode["class_gain"] = {cls: g}
             pred = []
             for image in images:
-                labels = np.asarray(model.detect(image).labels).astype(str)
+                labels = np.asarray(model.detect(image, **detect_options).labels).astype(str)
                 pred.append(ki67_index(np.sum(labels == "positive"), np.sum(labels == "negative")))
             pred = np.asarray(pred, float)
             ok = np.isfinite(truth) & np.isfinite(pred)
@@ -299,12 +305,37 @@ def index_mae_by_gain(
 
 
 def tune_class_gain(
-    model, images: list[np.ndarray], truths: list[tuple[int, int]], progress: bool = True
+    model,
+    images: list[np.ndarray],
+    truths: list[tuple[int, int]],
+    progress: bool = True,
+    **detect_options,
 ) -> dict:
     """Choose the factor on the 'positive' class map (the class decision of a Ki67 model)
     with the lowest per-image index MAE on validation images; ties go to the factor nearest
     1. Sets ``model.decode['class_gain']`` and returns {'gain', 'mae', 'mae_at_1'}."""
-    maes = index_mae_by_gain(model, images, truths, "positive", progress)
+    maes = index_mae_by_gain(model, images, truths, "positive", progress, **detect_options)
     best = min(maes, key=lambda g: (round(maes[g], 12), abs(np.log(g))))
     model.decode["class_gain"] = {"positive": best}
     return {"gain": best, "mae": maes[best], "mae_at_1": maes[1.0], "by_gain": maes}
+
+
+def ki67_truths(sources) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
+    """The images of (dataset, split) sources that have points, with their annotated
+    (positive, negative) counts; images without a tumour point are skipped (no index)."""
+    images, truths = [], []
+    for root, split in sources:
+        ds = Dataset(root)
+        for image_id in ds.ids(split):
+            if not ds.has("points", image_id):
+                continue
+            labels = np.asarray(ds.points(image_id).labels).astype(str)
+            pos, neg = int(np.sum(labels == "positive")), int(np.sum(labels == "negative"))
+            if pos + neg:
+                images.append(ds.image(image_id))
+                truths.append((pos, neg))
+    if not images:
+        raise CellmapsInputError(
+            "--class-gain needs validation images with points labelled positive / negative"
+        )
+    return images, truths
