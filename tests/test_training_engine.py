@@ -223,7 +223,10 @@ def test_non_integer_rescaling_keeps_the_objects():
     big_img = (resize(img, (384, 384), order=1, preserve_range=True)).astype(np.uint8)
     big = model.detect(big_img, object_size=1.5 * r)
     m = match_points(to_scaled_coords(ref.coords, (256, 256), (384, 384)), big.coords, 3.0)
-    assert m.tp >= 0.9 * max(len(ref), len(big))
+    # 0.85, not 0.9: linear resampling by 1.5 moves a few weak peaks across ξ; the bundled
+    # model keeps 40 of 42 in bf16 but 37 of 42 in fp32 (CPUs without AVX512-BF16). A wrong
+    # scale or coordinate mapping keeps far fewer (see the doubled-size test's naive run).
+    assert m.tp >= 0.85 * max(len(ref), len(big))
 
 
 def test_models_without_a_recorded_object_size_refuse_it_clearly():
