@@ -163,9 +163,7 @@ def scores_png(results: dict) -> None:
             xs, [r["f1"] for r in case["rows"]], "o-", label=f"{case['model']} on {case['dataset']}"
         )
         if case["ki67"]:
-            ax[1].plot(
-                xs, [r["index_mae"] for r in case["rows"]], "o-", label="ki67 on bcdata_ki67"
-            )
+            ax[1].plot(xs, [r["index_mae"] for r in case["rows"]], "o-", label=f"{case['model']}")
     ax[1].axhline(KI67_TARGET_MAE, color="grey", ls="--", label=f"target {KI67_TARGET_MAE}")
     ax[0].set(xlabel="stain shift strength", ylabel="detection F1", ylim=(0, 1))
     ax[1].set(xlabel="stain shift strength", ylabel="Ki67 index MAE")
