@@ -12,7 +12,7 @@ three ways of calling the tumour nuclei a model detects:
 - **DAB density**: the bundled model's detections, called positive when the mean DAB optical
   density (scikit-image ``rgb2hed``) in a box of one nucleus radius around the point exceeds a
   fixed limit: the geometric mean of the median density at annotated positive and negative
-  cells of the *train* images (`cellmaps.weak_roi.dab_threshold`), i.e. colour deconvolution
+  cells of the *train* images (`cellmaps.weak_roi.dab_limit_from_points`), i.e. colour deconvolution
   with a threshold, the rule of most IHC scoring tools.
 
 Writes results/ki67_classifier_ablation.json and the 'ki67_classifier_ablation' section of
@@ -40,7 +40,7 @@ from cellmaps.metrics.counts import ki67_index, mean_absolute_error
 from cellmaps.metrics.evaluate import KI67_CLASSES
 from cellmaps.model import Model, bundled_model_path
 from cellmaps.training.data import measure_object_size
-from cellmaps.weak_roi import dab_density, dab_threshold
+from cellmaps.weak_roi import dab_density, dab_limit_from_points
 
 BCDATA = SHARED_DATA / "bcdata_ki67"
 
@@ -57,13 +57,7 @@ def train_dab_rule(ds: Dataset) -> tuple[float, float]:
     """(nucleus radius, DAB limit) from the train images' annotated points."""
     ids = [i for i in ds.ids("train") if ds.has("points", i)]
     radius = float(measure_object_size(ds, ids, use_masks=False)[0])
-    at = {"positive": [], "negative": []}
-    for i in ids:
-        pts = ds.points(i)
-        dab = dab_density(ds.image(i), pts.coords, radius)
-        for k in at:
-            at[k].append(dab[labels_of(pts) == k])
-    return radius, dab_threshold(np.concatenate(at["positive"]), np.concatenate(at["negative"]))
+    return radius, dab_limit_from_points(ds, ids, radius)
 
 
 def val_maes(models: dict[str, Model], seed: int, radius: float, limit: float) -> dict:

@@ -221,17 +221,11 @@ def score_bcdata(path: Path, split: str) -> tuple[dict, Path | None]:
 def calibrate_class_gain(path: Path) -> dict:
     """Tune the factor on the positive map's class decision (`cellmaps.tune.tune_class_gain`)
     on BCData *val* (unshifted) for the model file at ``path`` and save it there."""
-    from cellmaps.io.dataset import Dataset
-    from cellmaps.tune import tune_class_gain
+    from cellmaps.tune import ki67_truths, tune_class_gain
 
-    ds = Dataset(BCDATA)
-    ids = ds.ids("val")
-    truths = []
-    for i in ids:
-        labels = np.asarray(ds.points(i).labels).astype(str)
-        truths.append((int(np.sum(labels == "positive")), int(np.sum(labels == "negative"))))
+    images, truths = ki67_truths([(BCDATA, "val")])
     model = Model.load(path)
-    found = tune_class_gain(model, [ds.image(i) for i in ids], truths)
+    found = tune_class_gain(model, images, truths)
     model.training["class_gain_tuning"] = json_ready(found)
     model.save(path, half=True)
     print(

@@ -231,10 +231,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 def _tune_class_gain(model, sources, args: argparse.Namespace) -> str:
     """``tune --class-gain``: the positive map's factor in the class decision, by the lowest
     per-image Ki67 index MAE on the tuning images; a summary for the closing line."""
-    from cellmaps.ki67 import load_ki67_model
+    from cellmaps.ki67 import check_ki67_classes
     from cellmaps.tune import ki67_truths, tune_class_gain
 
-    load_ki67_model(args.model)  # refuses models without positive / negative classes
+    check_ki67_classes(model, args.model)
     images, truths = ki67_truths(sources)
     found = tune_class_gain(
         model,

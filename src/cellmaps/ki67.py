@@ -18,7 +18,12 @@ def load_ki67_model(path: str | os.PathLike | None = None):
     from cellmaps.model import Model, bundled_model_path
 
     path = bundled_model_path("ki67") if path is None else Path(path)
-    model = Model.load(path)
+    return check_ki67_classes(Model.load(path), path)
+
+
+def check_ki67_classes(model, path: str | os.PathLike):
+    """``model`` if its classes include 'positive' and 'negative'; otherwise refused, naming
+    the file and the classes it does have."""
     classes = model.training.get("classes") or []
     if POSITIVE not in classes or NEGATIVE not in classes:
         raise CellmapsInputError(

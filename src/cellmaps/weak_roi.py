@@ -200,6 +200,20 @@ def dab_threshold(positive: np.ndarray, negative: np.ndarray) -> float:
     return float(np.sqrt(max(np.median(positive), 1e-6) * max(np.median(negative), 1e-6)))
 
 
+def dab_limit_from_points(ds: Dataset, ids: list[str], radius: float) -> float | None:
+    """:func:`dab_threshold` of the DAB density at the points labelled positive and negative
+    on the images ``ids`` (None when either class has no point there)."""
+    at = {"positive": [], "negative": []}
+    for i in ids:
+        pts = ds.points(i)
+        labels = np.asarray(pts.labels).astype(str)
+        dab = dab_density(ds.image(i), pts.coords, radius)
+        for k in at:
+            at[k].append(dab[labels == k])
+    pos, neg = (np.concatenate(at[k]) if at[k] else np.zeros(0) for k in at)
+    return dab_threshold(pos, neg) if len(pos) and len(neg) else None
+
+
 def check_tumour_labels(ds: Dataset, tumour_classes: list[str], src: Path) -> None:
     """Refuse tumour labels that no point of the dataset carries (naming those found)."""
     found: set[str] = set()
@@ -356,16 +370,7 @@ def _non_tumour_rule(ds: Dataset, tumour_classes: list[str], min_gap: float | No
     radius = float(measure_object_size(ds, ids, use_masks=False)[0])
     max_dab = None
     if {"positive", "negative"} <= set(map(str, tumour_classes)) and ds.image(ids[0]).ndim == 3:
-        at = {"positive": [], "negative": []}
-        for i in ids:
-            pts = ds.points(i)
-            labels = np.asarray(pts.labels).astype(str)
-            dab = dab_density(ds.image(i), pts.coords, radius)
-            for k in at:
-                at[k].append(dab[labels == k])
-        pos, neg = (np.concatenate(at[k]) for k in ("positive", "negative"))
-        if len(pos) and len(neg):
-            max_dab = dab_threshold(pos, neg)
+        max_dab = dab_limit_from_points(ds, ids, radius)
     return {
         "radius": radius,
         "min_gap": float(GAP_RADII * radius if min_gap is None else min_gap),
