@@ -1,18 +1,20 @@
 """Choose the bundled models' absolute evidence floor on validation and show what it does on
 empty images. The weights, ξ and peak distance are written back unchanged; only
-``decode.min_score`` is set.
+``decode.min_score`` and ``decode.edge_floor`` are set.
 
     python -m benchmarks.evidence_floor [--size 1024] [--seed 0]
 
 For each bundled model the evidence floor (``decode.min_score``) is tuned on its validation
 split at the model's own ξ and minimum peak distance, left as its training script chose them
 (`cellmaps.tune.tune_decoding`: the floor is ``FLOOR_SAFETY`` × the highest candidate whose
-validation F1 stays within ``FLOOR_TOLERANCE`` of the best); then the number of detections on black, white, flat grey
-and uniform-noise images (``--size``², noise seeded), on scikit-image's IHC sample (another
-stain) and the test-split F1 are measured without and with the floor and the flat-region
-rule (``decode.min_contrast``). Writes results/evidence_floor.json, docs/evidence_floor.png and the
-'evidence_floor' section of BENCHMARKS.md. Nothing is chosen on test splits or on the
-empty images.
+validation F1 stays within ``FLOOR_TOLERANCE`` of the best), and the floor's factor on the
+image edge (``decode.edge_floor``) on the same validation images and on noise images seeded
+apart from the reported ones. Then the number of detections on black, white, flat grey,
+uniform- and Gaussian-noise images (``--size``², noise seeded), on scikit-image's IHC sample
+(another stain) and the test-split F1 are measured without and with the floor and the
+flat-region rule (``decode.min_contrast``). Writes results/evidence_floor.json,
+docs/evidence_floor.png and the 'evidence_floor' section of BENCHMARKS.md. Nothing is chosen
+on test splits or on the reported empty images.
 """
 
 from __future__ import annotations
@@ -47,17 +49,40 @@ from cellmaps.tune import (
 MODELS = {"default": "crchisto", "ki67": "bcdata_ki67"}
 
 
-def empty_images(size: int, seed: int) -> dict[str, np.ndarray]:
-    """RGB images with nothing to detect: black, white, flat grey and uniform noise."""
+def noise_image(size: int, seed: int, kind: str = "uniform") -> np.ndarray:
+    """RGB noise: uniform over 0..255, or Gaussian (mean 128, sd 40, clipped)."""
     rng = np.random.default_rng(seed)
+    if kind == "uniform":
+        return rng.integers(0, 256, (size, size, 3)).astype(np.uint8)
+    return np.clip(rng.normal(128, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+
+
+def empty_images(size: int, seed: int) -> dict[str, np.ndarray]:
+    """RGB images with nothing to detect: black, white, flat grey, uniform and Gaussian
+    noise."""
     return {
         "black": np.zeros((size, size, 3), np.uint8),
         "white": np.full((size, size, 3), 255, np.uint8),
         "grey": np.full((size, size, 3), 128, np.uint8),
-        "noise": rng.integers(0, 256, (size, size, 3)).astype(np.uint8),
+        "noise": noise_image(size, seed),
+        "gaussian noise": noise_image(size, seed, "gaussian"),
     }
 
 
+#: noise images per kind that choose the edge factor (seeds VALIDATION_NOISE_SEED + k, never
+#: the reported ``--seed``'s)
+VALIDATION_NOISE = 4
+VALIDATION_NOISE_SEED = 1000
+
+
+def validation_noise(size: int) -> list[np.ndarray]:
+    """Uniform and Gaussian noise images that choose the floor's edge factor, seeded apart
+    from the reported empty images."""
+    seeds = range(VALIDATION_NOISE_SEED, VALIDATION_NOISE_SEED + VALIDATION_NOISE)
+    return [noise_image(size, s, k) for k in ("uniform", "gaussian") for s in seeds]
+
+
+EMPTY_KINDS = ("black", "white", "grey", "noise", "gaussian noise")
 EDGE_MARGIN = 2.0  # px: a detection this close to the image edge counts as "on the edge"
 
 
@@ -82,9 +107,7 @@ def map_maxima(model: Model, images: dict[str, np.ndarray]) -> dict:
     """Highest value of the decoded map on each empty image (what the floor must exceed)."""
     task = model.decode["task"]
     return {
-        k: float(model.predict_maps(im)[task].max())
-        for k, im in images.items()
-        if k in ("black", "white", "grey", "noise")
+        k: float(model.predict_maps(im)[task].max()) for k, im in images.items() if k in EMPTY_KINDS
     }
 
 
@@ -99,7 +122,9 @@ def trained_on(model: Model, name: str) -> bool:
     return any(Path(x["folder"]).name.startswith(name) for x in model.training.get("data", []))
 
 
-def run_model(name: str, dataset: str, images: dict[str, np.ndarray]) -> dict:
+def run_model(
+    name: str, dataset: str, images: dict[str, np.ndarray], noise: list[np.ndarray]
+) -> dict:
     path = bundled_model_path(name)
     model = Model.load(path)
     root = SHARED_DATA / dataset
@@ -132,8 +157,10 @@ def run_model(name: str, dataset: str, images: dict[str, np.ndarray]) -> dict:
         progress=False,
         radii=radii,
         object_sizes=sizes,
+        noise_images=noise,
     )
     model.decode["min_score"] = best["min_score"]
+    model.decode["edge_floor"] = best["edge_floor"]
     model.training["evidence_floor_tuned_on"] = [{"folder": str(r), "split": s} for r, s in sources]
     model.save(path, half=stored_as_half(path))
     floor = model.decode["min_score"]
@@ -143,8 +170,10 @@ def run_model(name: str, dataset: str, images: dict[str, np.ndarray]) -> dict:
         "dataset": dataset,
         "decode_before": before,
         "decode_after": {
-            k: model.decode[k] for k in ("xi", "min_distance", "min_score", "min_contrast")
+            k: model.decode[k]
+            for k in ("xi", "min_distance", "min_score", "edge_floor", "min_contrast")
         },
+        "edge_curve": best["edge_curve"],
         "val_f1_best": best["f1"],
         "floor_curve": best["floor_curve"],
         "empty_map_max": map_maxima(model, images),
@@ -255,8 +284,39 @@ def report(args, mach: dict, rows: list[dict]) -> str:
                 + on_border(r)
             )
         )
+    lines += edge_report(rows)
     lines += ["", "![](docs/evidence_floor.png)"]
     return "\n".join(lines)
+
+
+def edge_report(rows: list[dict]) -> list[str]:
+    """The table of the floor's edge factor: validation F1 and detections on the validation
+    noise images at each factor, and the one chosen (`cellmaps.tune.choose_edge_floor`)."""
+    rows = [r for r in rows if "edge_curve" in r]
+    if not rows:
+        return []
+    factors = [c["edge_floor"] for c in rows[0]["edge_curve"]]
+    out = [
+        "",
+        "The floor on the image edge (`decode.edge_floor`): tiling mirrors the image at its "
+        "edges, so noise there is seen twice and the nets' maps peak higher on the edge "
+        "than inside. A detection d px from the edge needs the floor × "
+        "√(1 + (e² − 1)·max(0, 1 − d/R)) (R the object radius the model was trained at); e "
+        "is chosen on validation: of the factors keeping the pooled validation F1 within "
+        f"{FLOOR_TOLERANCE} of the plain floor's, the one leaving the fewest detections on "
+        f"{2 * VALIDATION_NOISE} validation noise images ({VALIDATION_NOISE} uniform, "
+        f"{VALIDATION_NOISE} Gaussian, seeds from {VALIDATION_NOISE_SEED}; never the "
+        "reported ones), the smallest of ties. Validation F1 / noise detections per factor:",
+        "",
+        "| model | " + " | ".join(f"e = {f:g}" for f in factors) + " | chosen |",
+        "|---|" + "---|" * (len(factors) + 1),
+    ]
+    for r in rows:
+        cells = [f"{c['f1']:.4f} / {c['noise_detections']}" for c in r["edge_curve"]]
+        out.append(
+            f"| {r['model']} | " + " | ".join(cells) + f" | {r['decode_after']['edge_floor']:g} |"
+        )
+    return out
 
 
 def all_on_border(row: dict, kinds: list[str]) -> bool:
@@ -270,7 +330,7 @@ def on_border(row: dict) -> str:
     padding), for rows that recorded it."""
     if "empty_on_border" not in row:
         return ""
-    empty = ("black", "white", "grey", "noise")
+    empty = [k for k in EMPTY_KINDS if k in row["empty_counts_with"]]
     left = sum(row["empty_counts_with"][k] for k in empty)
     edge = sum(row["empty_on_border"][k] for k in empty)
     return (
@@ -306,7 +366,8 @@ def main() -> None:
         print(text)
         return
     images = empty_images(args.size, args.seed)
-    rows = [run_model(name, ds, images) for name, ds in MODELS.items()]
+    noise = validation_noise(args.size)
+    rows = [run_model(name, ds, images, noise) for name, ds in MODELS.items()]
     mach = machine()
     write_results("evidence_floor", {"machine": mach, "command": vars(args), "models": rows})
     plot(rows, REPO / "docs" / "evidence_floor.png")

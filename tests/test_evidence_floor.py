@@ -9,8 +9,9 @@ import pytest
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io import Dataset, Points
 from cellmaps.model import Model, above_floor, bundled_model_path
+from cellmaps.postprocess.peaks import edge_floor_factor
 from cellmaps.recipes import load_recipe, validate_recipe
-from cellmaps.tune import FLOOR_FRACTIONS, FLOOR_SAFETY, choose_evidence_floor
+from cellmaps.tune import FLOOR_FRACTIONS, FLOOR_SAFETY, choose_edge_floor, choose_evidence_floor
 
 
 def peak_model(min_score: float = 0.0) -> Model:
@@ -79,8 +80,37 @@ def test_floor_applies_on_the_strip_path_of_large_images(monkeypatch):
     model.decode["min_score"] = cut
     whole = model.detect(image, strip=4096)
     strips = model.detect(image, strip=64)
-    assert len(whole) == int((all_pts.scores >= cut).sum()) < len(all_pts)
+    floor = cut * edge_floor_factor(all_pts.coords, image.shape[:2], model.edge_radius(),
+                                    model.decode["edge_floor"])  # fmt: skip
+    assert len(whole) == int((all_pts.scores >= floor).sum()) < len(all_pts)
     assert np.allclose(strips.coords, whole.coords)
+
+
+def test_edge_floor_factor_known_values():
+    shape, r = (100, 200), 8.0
+    rc = np.array([[0.0, 50.0], [50.0, 199.0], [4.0, 100.0], [50.0, 8.0], [50.0, 100.0]])
+    f = edge_floor_factor(rc, shape, r, 2**0.5)
+    # on the edge (top row, last column): √2; half a radius in: √(1 + 1/2); a radius or
+    # more in: 1
+    assert f == pytest.approx([2**0.5, 2**0.5, 1.5**0.5, 1.0, 1.0])
+    # an edge factor of 1 is the plain floor everywhere; 2 on the edge gives 2 there
+    assert edge_floor_factor(rc, shape, r, 1.0) == pytest.approx([1.0] * 5)
+    assert edge_floor_factor(rc[:1], shape, r, 2.0) == pytest.approx([2.0])
+
+
+def test_edge_peak_needs_more_evidence_than_an_interior_one(monkeypatch):
+    """Two equal peaks, 1.2 × the floor: the one on the image edge (where tiling mirrors the
+    image) is dropped by an edge factor of 1.4, kept by 1; the interior one is kept by both,
+    on the in-memory and the streamed path alike."""
+    maps = bump_map((40, 60), {(20, 0): 1.2, (20, 30): 1.2})
+    image = np.zeros((40, 60, 3), np.float32)
+    image[::2, ::3] = 1.0  # not flat: the flat-region rule keeps everything
+    net_maps(monkeypatch, maps)
+    model = peak_model(1.0)
+    for edge, kept in ((1.4, [[20.0, 30.0]]), (1.0, [[20.0, 0.0], [20.0, 30.0]])):
+        model.decode["edge_floor"] = edge
+        assert model.decode_maps(maps).coords.tolist() == kept
+        assert model.detect(image).coords.tolist() == kept
 
 
 def test_choose_evidence_floor_is_highest_candidate_within_tolerance():
@@ -293,3 +323,24 @@ def test_validation_object_sizes_follow_the_training_source_of_the_same_folder(t
         validation_object_sizes({"training": {"object_size": None}}, scales, [(a, "val")]) is None
     )
     assert validation_object_sizes(recipe, scales, []) is None
+
+
+def test_choose_edge_floor_fewest_noise_detections_without_losing_validation_f1():
+    """Validation: a nucleus on the image edge (peak 1.6) and one inside (3.0), floor 1;
+    noise: a peak of 1.3 on the edge. The edge factors 1.41 and up remove the noise peak,
+    but above 1.6 the edge nucleus is lost (F1 2/3): 1.4142 is chosen, the smallest that
+    leaves no noise detection. A noise peak of 1.8 cannot be removed without losing the
+    nucleus: the plain floor (1) is kept."""
+    model = peak_model()
+    truth = np.array([[20.0, 0.0], [20.0, 30.0]])
+    val = [(truth, bump_map((40, 60), {(20, 0): 1.6, (20, 30): 3.0}))]
+    best = {"xi": 0.1, "min_distance": 3, "min_score": 1.0}
+    noise = bump_map((40, 60), {(10, 0): 1.3})
+    out = choose_edge_floor(model, val, [noise], best, "xi")
+    assert out["edge_floor"] == pytest.approx(1.4142)
+    by = {c["edge_floor"]: c for c in out["curve"]}
+    assert by[1.0]["noise_detections"] == 1 and by[1.0]["f1"] == 1.0
+    assert by[1.7]["f1"] == pytest.approx(2 / 3) and by[1.7]["noise_detections"] == 0
+    strong = bump_map((40, 60), {(10, 0): 1.8})
+    assert choose_edge_floor(model, val, [strong], best, "xi")["edge_floor"] == 1.0
+    assert model.decode["edge_floor"] == pytest.approx(2**0.5)  # the model is left as it was

@@ -32,7 +32,7 @@ from cellmaps.postprocess import (
     find_peaks_per_class,
     h_maxima_peaks,
 )
-from cellmaps.postprocess.peaks import decoded_channels, pixel_of
+from cellmaps.postprocess.peaks import decoded_channels, edge_floor_factor, pixel_of
 from cellmaps.recipes import task_head, tiling_options, validate_recipe
 
 __all__ = ["Maps", "Model", "equalize", "load_model", "segment_image"]
@@ -349,7 +349,9 @@ class Model:
             "tops": tops,
         }
         pts = DECODERS[self.decode_kind()](self, maps, **params)
-        pts = above_floor(pts, d["min_score"] if min_score is None else min_score)
+        floor = d["min_score"] if min_score is None else min_score
+        shape = np.shape(maps[d["task"]])[-2:] if d["task"] in maps else None
+        pts = above_floor(pts, floor, shape, self.edge_radius(), d["edge_floor"])
         if isinstance(maps, Maps) and maps.rescaled:
             coords = from_scaled_coords(pts.coords, maps.input_shape, maps.net_shape)
             pts = Points(coords, pts.labels, pts.scores)
@@ -399,6 +401,18 @@ class Model:
         if unknown:
             raise ValueError(f"decode.class_gain names classes {unknown} the model lacks: {names}")
         return np.array([float(gain.get(n, 1.0)) for n in names])
+
+    def edge_radius(self) -> float:
+        """How far in (net px) the edge's higher evidence floor reaches: the object radius
+        the model was trained at, else its peak distance."""
+        return float(self.object_size or self.decode["min_distance"] or 1)
+
+    def floor_at(self, coords: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+        """The evidence floor for detections at ``coords`` (net px) of an image of ``shape``
+        (net px): ``decode.min_score``, higher near the edge (``decode.edge_floor``)."""
+        d = self.decode
+        factor = edge_floor_factor(coords, shape, self.edge_radius(), d["edge_floor"])
+        return d["min_score"] * factor
 
     def decode_kind(self) -> str:
         kind = self.task_decoders.get(self.decode["task"]) or self.decode["kind"]
@@ -485,14 +499,25 @@ class Model:
         return stream.finish_candidates(self, found, xi)
 
 
-def above_floor(pts: Points, min_score: float) -> Points:
-    """The detections whose map value reaches the absolute evidence floor ``min_score``.
+def above_floor(
+    pts: Points,
+    min_score: float,
+    shape: tuple[int, int] | None = None,
+    radius: float = 1.0,
+    edge: float = 1.0,
+) -> Points:
+    """The detections whose map value reaches the absolute evidence floor ``min_score``
+    (times :func:`~cellmaps.postprocess.peaks.edge_floor_factor` near the edge of a map of
+    ``shape``, given with ``radius`` and ``edge``).
 
     ξ is relative to each image's own maximum, so an empty image (black, white, flat, noise)
     still has peaks above ξ·max; the floor, chosen on validation images, removes them."""
     if min_score <= 0 or len(pts) == 0 or pts.scores is None:
         return pts
-    return pts.subset(pts.scores >= min_score)
+    floor = np.full(len(pts), float(min_score))
+    if shape is not None and edge != 1.0:
+        floor = floor * edge_floor_factor(pts.coords, shape, radius, edge)
+    return pts.subset(pts.scores >= floor)
 
 
 # Up to this many window values, local contrast is computed with numpy (see SMALL_MAP in

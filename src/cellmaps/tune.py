@@ -23,6 +23,9 @@ FLOOR_FRACTIONS = [round(x, 2) for x in np.arange(0.0, 0.81, 0.05)]
 # model's peaks on scikit-image's IHC sample: half of them lie below that edge).
 FLOOR_TOLERANCE = 0.005
 FLOOR_SAFETY = 0.5
+#: edge factors of the floor tried by :func:`choose_edge_floor` (√2: what mirroring does to
+#: the spread of linearly filtered noise on the edge, see ``edge_floor_factor``)
+EDGE_FLOOR_GRID = [1.0, round(2**0.5, 4), 1.7, 2.0, 2.5, 3.0]
 
 
 def truth_points(ds: Dataset, image_id: str) -> np.ndarray:
@@ -42,6 +45,7 @@ def tune_decoding(
     evidence_floor: bool = True,
     radii: list[float] | None = None,
     object_sizes: list[float | None] | None = None,
+    noise_images: list[np.ndarray] | None = None,
 ) -> dict:
     """Predict the maps of every validation image once, decode them at every value of the
     grid (ξ for peak decoding, h for h-maxima, the area threshold for connected
@@ -55,7 +59,9 @@ def tune_decoding(
     magnifications, e.g. CRCHisto 20× r 6 and MoNuSeg 40× r 12); default: the recipe's.
     ``object_sizes`` gives each source its own median object radius (px), for models trained
     at a common object scale on sources of several magnifications (each source is then
-    resampled as in training); default: ``object_size`` for every source."""
+    resampled as in training); default: ``object_size`` for every source.
+    With ``noise_images`` (images with nothing in them) and the floor, the floor's edge
+    factor is chosen too (:func:`choose_edge_floor`: ``edge_floor`` in the result)."""
     if radii is not None and len(radii) != len(sources):
         raise CellmapsInputError(f"{len(radii)} radii for {len(sources)} validation sources")
     if object_sizes is not None and len(object_sizes) != len(sources):
@@ -105,7 +111,7 @@ def tune_decoding(
     if not evidence_floor:
         return {**best, "param": param, "curve": curve}
     floor = choose_evidence_floor(model, cached, best, param)
-    return {
+    out = {
         **best,
         "min_score": floor["min_score"],
         "param": param,
@@ -113,6 +119,33 @@ def tune_decoding(
         "floor_edge": floor["edge"],
         "floor_curve": floor["curve"],
     }
+    if noise_images:
+        noise = [model.predict_maps(im) for im in noise_images]
+        edge = choose_edge_floor(model, cached, noise, {**best, "min_score": out["min_score"]},
+                                 param)  # fmt: skip
+        out.update(edge_floor=edge["edge_floor"], edge_curve=edge["curve"])
+    return out
+
+
+def choose_edge_floor(model, cached, noise_maps, best: dict, param: str) -> dict:
+    """The floor's factor on the image edge (``decode.edge_floor``): of
+    :data:`EDGE_FLOOR_GRID`, those whose pooled validation F1 (at the chosen ξ / h / area,
+    peak distance and floor ``best['min_score']``) stays within ``FLOOR_TOLERANCE`` of the
+    plain floor's (factor 1), the one leaving the fewest detections on ``noise_maps`` (maps
+    of images with nothing in them); the smallest of ties.
+
+    Returns ``edge_floor`` and the curve of (edge_floor, F1, noise detections)."""
+    fixed = {param: best[param], "min_score": best["min_score"]}
+    curve = []
+    with model.decoding(min_distance=int(best["min_distance"])):
+        for f in EDGE_FLOOR_GRID:
+            with model.decoding(edge_floor=float(f)):
+                f1 = pooled_scores(model, cached, **fixed)["f1"]
+                found = sum(len(model.decode_maps(m, **fixed)) for m in noise_maps)
+            curve.append({"edge_floor": float(f), "f1": f1, "noise_detections": int(found)})
+    ok = [c for c in curve if c["f1"] >= curve[0]["f1"] - FLOOR_TOLERANCE]
+    chosen = min(ok, key=lambda c: (c["noise_detections"], c["edge_floor"]))
+    return {"edge_floor": chosen["edge_floor"], "curve": curve}
 
 
 def pooled_scores(model, cached, **decode) -> dict:
@@ -232,7 +265,7 @@ def tune_split(model, sources, grids: dict | None = None, progress: bool = True)
     return {**{k: model.decode[k] for k in grids}, **split_scores(model, cached), "curve": curve}
 
 
-DECODE_KEYS = ("xi", "h", "min_area", "min_distance", "min_score")
+DECODE_KEYS = ("xi", "h", "min_area", "min_distance", "min_score", "edge_floor")
 
 
 def apply_tuning(model, best: dict, sources) -> None:

@@ -191,7 +191,7 @@ def peak_chunk_decoder(model, base: BaseReader, shape) -> Callable:
         m = maps[task]
         # ξ is applied at the end (it needs the whole image's maximum); the floor here
         c, s, v, ch = channel_peaks(m, 0.0, md, np.ones(m.shape[0]), floor)
-        keep = (s >= floor) & in_core(c + [r0, c0], core)
+        keep = (s >= model.floor_at(c + [r0, c0], shape)) & in_core(c + [r0, c0], core)
         c, s, v, ch = c[keep], s[keep], v[keep], ch[keep]
         ok = flat_rule(model, base, shape, c + [r0, c0])
         return c[ok], s[ok], v[ok], ch[ok]
@@ -210,7 +210,7 @@ def region_chunk_decoder(model, base: BaseReader, shape) -> Callable:
     def decode(maps, r0, c0, core=None):
         pts = fn(model, maps, xi=d["xi"], h=d["h"], min_area=d["min_area"], tops=None)
         c, s = pts.coords, pts.scores
-        keep = (s >= d["min_score"]) & in_core(c + [r0, c0], core)
+        keep = (s >= model.floor_at(c + [r0, c0], shape)) & in_core(c + [r0, c0], core)
         c, s = c[keep], s[keep]
         ok = flat_rule(model, base, shape, c + [r0, c0])
         n = int(ok.sum())

@@ -20,6 +20,25 @@ def pixel_of(coords: np.ndarray) -> np.ndarray:
 SMALL_MAP = 1 << 20
 
 
+def edge_floor_factor(
+    coords: np.ndarray, shape: tuple[int, int], radius: float, edge: float
+) -> np.ndarray:
+    """The factor on the evidence floor for detections at ``coords`` (row, col) in a map of
+    ``shape``: ``edge`` on the image edge, easing to 1 at ``radius`` px in,
+    √(1 + (edge² − 1)·max(0, 1 − d/radius)) at distance d from the nearest edge.
+
+    Tiling mirrors the image at its edges (reflect padding), so a filter of radius R centred
+    d < R px from the edge sees R − d of its samples twice: for noise, the variance of its
+    output grows by about 1 + (1 − d/R) (a box filter: 1 + 2(R − d)/(2R + 1)), its spread by
+    the square root of that, which ``edge`` = √2 matches on the edge. Written here (a line of
+    numpy) because it is a rule of this decoder, not a library function."""
+    rc = np.asarray(coords, np.float64).reshape(-1, 2)
+    h, w = shape
+    d = np.minimum.reduce([rc[:, 0], rc[:, 1], h - 1 - rc[:, 0], w - 1 - rc[:, 1]])
+    frac = np.clip(1.0 - np.maximum(d, 0.0) / max(float(radius), 1e-9), 0.0, 1.0)
+    return np.sqrt(1.0 + (float(edge) ** 2 - 1.0) * frac)
+
+
 def plateau_centroids(
     cand: np.ndarray, values: np.ndarray | None = None
 ) -> tuple[np.ndarray, np.ndarray]:

@@ -130,6 +130,10 @@ SCHEMA = {
         # absolute evidence floor: a detection's map value must reach it besides the
         # relative ξ (chosen on validation by `cellmaps tune`; 0 = no floor)
         "min_score": (NUM, 0.0),
+        # the floor's factor for a detection on the image edge, easing to 1 one object radius
+        # in (cellmaps.model.edge_floor_factor): tiling mirrors the image there, which
+        # doubles the variance of noise seen by the net; 1 = the same floor everywhere
+        "edge_floor": (NUM, 2**0.5),
         # no detection where the input's local standard deviation (normalised intensities,
         # window of about twice the object radius) is below this: flat padding or background
         "min_contrast": (NUM, 0.002),
@@ -347,6 +351,7 @@ def _check_ranges(recipe: dict, source: str) -> None:
         ("training.iterations", tr["iterations"], tr["iterations"] > 0, "> 0"),
         ("decode.xi", dec["xi"], 0 <= dec["xi"] <= 1, "in [0, 1]"),
         ("decode.min_score", dec["min_score"], 0 <= dec["min_score"] < float("inf"), ">= 0"),
+        ("decode.edge_floor", dec["edge_floor"], 1 <= dec["edge_floor"] < float("inf"), ">= 1"),
         ("decode.min_contrast", dec["min_contrast"], 0 <= dec["min_contrast"] < 1, "in [0, 1)"),
         ("training.batch", tr["batch"], tr["batch"] > 0, "> 0"),
     ]
