@@ -67,6 +67,22 @@ def test_stain_jitter_stays_in_range_and_leaves_other_channel_counts_alone():
     assert stain_jitter(chw, np.random.default_rng(1), 0.0) is chw
 
 
+def test_stain_jitter_without_offset_adds_no_dab_where_there_was_none():
+    """A Ki67-like crop: haematoxylin everywhere, DAB (0.6) on the left half only. Scaling
+    alone keeps the right half free of DAB for every draw; the additive part (``offset``
+    0.25, the default: a share of the crop's own DAB 99th percentile) tints it for some."""
+    conc = np.zeros((16, 16, 3))
+    conc[..., 0] = np.linspace(0.0, 0.8, 256).reshape(16, 16)
+    conc[:, :8, 2] = 0.6
+    chw = stains_to_rgb(conc).astype(np.float32).transpose(2, 0, 1)
+    dab = []
+    for offset in (0.0, 0.25):
+        outs = [stain_jitter(chw, np.random.default_rng(k), 0.5, offset) for k in range(8)]
+        right = [rgb_to_stains(o.transpose(1, 2, 0))[:, 8:, 2] for o in outs]
+        dab.append(max(np.abs(r).max() for r in right))
+    assert dab[0] < 1e-3 and dab[1] > 0.03
+
+
 def test_acquisition_jitter_keeps_shape_and_zero_amounts_are_identity():
     img = RNG.uniform(0, 1, (3, 24, 24)).astype(np.float32)
     off = {"gamma": 0, "blur": 0, "noise": 0, "jpeg": 0}

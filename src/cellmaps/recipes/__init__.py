@@ -107,8 +107,12 @@ SCHEMA = {
         "elastic": (NUM, 0.0),
         "color": (NUM, 0.0),
         # brightfield stain amounts: each of H / E / DAB scaled by U(1 - a, 1 + a), shifted
-        # by U(-a, a)/4 of its 99th percentile (3-channel images only; 0.1-0.3 is typical)
+        # by U(-a, a)·stain_offset of its 99th percentile (3-channel images only; 0.1-0.3 is
+        # typical)
         "stain": (NUM, 0.0),
+        # the additive part of the stain jitter, per unit of a (0: scaling only; an additive
+        # DAB offset tints every nucleus, positive or negative, brown)
+        "stain_offset": (NUM, 0.25),
         "gamma": (NUM, 0.0),  # gamma exp(U(-g, g)), half of the crops
         "blur": (NUM, 0.0),  # Gaussian blur sigma ~ U(0, blur) px, half of the crops
         "noise": (NUM, 0.0),  # Gaussian noise sigma ~ U(0, noise), half of the crops
@@ -358,7 +362,7 @@ def _check_ranges(recipe: dict, source: str) -> None:
     aug = recipe["augment"]
     rules += [
         (f"augment.{k}", aug[k], 0 <= aug[k] <= 1, "in [0, 1]")
-        for k in ("stain", "jpeg", "empty", "noise")
+        for k in ("stain", "stain_offset", "jpeg", "empty", "noise")
     ]
     rules += [(f"augment.{k}", aug[k], 0 <= aug[k] < 10, "in [0, 10)") for k in ("gamma", "blur")]
     for key, value, ok, want in rules:

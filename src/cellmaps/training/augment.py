@@ -77,16 +77,19 @@ def color_jitter(img: np.ndarray, rng: np.random.Generator, amount: float) -> np
     return (img * gain + offset).astype(np.float32)
 
 
-def stain_jitter(img: np.ndarray, rng: np.random.Generator, amount: float) -> np.ndarray:
+def stain_jitter(
+    img: np.ndarray, rng: np.random.Generator, amount: float, offset: float = 0.25
+) -> np.ndarray:
     """Random haematoxylin / eosin / DAB amounts for an RGB crop (C=3, values in [0, 1]):
-    each stain scaled by U(1 − a, 1 + a) and shifted by U(−a, a)/4 of its 99th percentile
-    (:func:`cellmaps.io.stain.shift_stains`). Other channel counts pass unchanged."""
+    each stain scaled by U(1 − a, 1 + a) and shifted by U(−a, a)·``offset`` of its 99th
+    percentile (:func:`cellmaps.io.stain.shift_stains`). Other channel counts pass
+    unchanged."""
     if not amount or img.shape[0] != 3:
         return img
     from cellmaps.io.stain import shift_stains
 
     scale = rng.uniform(1 - amount, 1 + amount, 3)
-    shift = rng.uniform(-amount, amount, 3) / 4
+    shift = rng.uniform(-amount, amount, 3) * offset
     return shift_stains(img.transpose(1, 2, 0), scale, shift).transpose(2, 0, 1)
 
 

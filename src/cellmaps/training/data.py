@@ -366,7 +366,7 @@ def random_crop(
         win = _window(t, r0, c0, size, IGNORE_INDEX if is_label else 0)
         maps.append(warp(win, coords, 0 if is_label else 1))
     arrs = flip_rot([img, *maps], rng, aug)
-    img = stain_jitter(arrs[0], rng, aug["stain"])
+    img = stain_jitter(arrs[0], rng, aug["stain"], aug["stain_offset"])
     img = acquisition_jitter(img, rng, aug)
     img = color_jitter(img, rng, aug["color"])
     return img, dict(zip(names, arrs[1:], strict=True))
