@@ -88,6 +88,10 @@ MODELS = [
     # ablation: the paper's histogram equalisation left out (DSB's dim, noisy backgrounds)
     ("DeepSplit", "deepsplit", "cumulative-no-histeq"),
     ("U-Net", "unet", "single-no-histeq"),
+    # ablation: per-image percentile normalisation instead (StarDist's; no equalisation)
+    ("DeepSplit", "deepsplit", "cumulative-percentile"),
+    ("DeepSplit", "deepsplit", "simultaneous-percentile"),
+    ("U-Net", "unet", "single-percentile"),
 ]
 TARGET_DSC, TARGET_CDS = 0.91, 0.91  # dsb, DeepSplit cumulative
 TARGET_USIIGACI_DSC, TARGET_USIIGACI_CDS = 0.91, 0.85
@@ -130,7 +134,11 @@ def recipe_for(name: str, mode: str, args) -> dict:
     r["inference"].update(tile=args.crop * 2, stride=args.crop * 3 // 2)
     if mode.endswith("-no-histeq"):
         r["training"]["hist_eq"] = False
-    if mode == "simultaneous":  # both losses from the first step, the paper's 0.3 / 1.0
+    if mode.endswith("-percentile"):  # each image stretched between its own percentiles
+        r["training"].update(hist_eq=False, intensity="percentile")
+    if args.schedule:
+        r["optimizer"]["schedule"] = args.schedule
+    if mode.startswith("simultaneous"):  # both losses from the first step, the paper's 0.3 / 1.0
         r["combine"] = {
             **r["combine"],  # the validated defaults (e.g. correlation_eta) stay
             "kind": "staged",
@@ -614,7 +622,7 @@ def report(args, mach: dict, data: dict) -> str:
 
 
 # -- main ---------------------------------------------------------------------------------
-SETTINGS = ("iterations", "base", "crop", "lr", "object_size", "seed")
+SETTINGS = ("iterations", "base", "crop", "lr", "object_size", "seed", "schedule")
 
 
 def earlier_data(args) -> dict:
@@ -636,6 +644,9 @@ def main() -> None:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--object-size", type=float, default=8.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--schedule", default=None, help="learning-rate schedule (default: the recipe's constant)"
+    )
     ap.add_argument("--datasets", default="dsb,usiigaci")
     ap.add_argument(
         "--models", default="all", help="all, or row keys e.g. u-net_single,deepsplit_cumulative"

@@ -342,6 +342,58 @@ def test_strips_of_a_large_image_share_one_intensity_range():
     assert np.array_equal(np.sort(whole.coords, 0), np.sort(strips.coords, 0))
 
 
+def test_percentile_stretch_maps_each_channels_own_percentiles_to_0_and_1():
+    from cellmaps.io.scale import percentile_stretch
+
+    img = np.zeros((10, 100, 3), np.float32)
+    img[..., 0] = np.arange(1000).reshape(10, 100)  # 0..999
+    img[..., 1] = 0.5  # flat
+    img[..., 2] = np.arange(1000).reshape(10, 100)[::-1] * 0.001 + 0.2
+    out = percentile_stretch(img, 1.0, 99.8)
+    # numpy's linear percentile of 0..999: p1 = 0.01·999 = 9.99, p99.8 = 0.998·999 = 997.002
+    lo, hi = 9.99, 997.002
+    assert np.allclose(out[..., 0], (img[..., 0] - lo) / (hi - lo), atol=1e-5)
+    assert np.all(out[..., 1] == 0.0)  # a flat channel becomes 0, not NaN
+    assert np.allclose(out[..., 2], (img[..., 2] - (0.2 + lo * 1e-3)) / ((hi - lo) * 1e-3), atol=1e-4)
+
+
+def test_percentile_intensity_makes_a_dim_copy_give_the_same_input_and_detections():
+    """A model trained with ``training.intensity: percentile`` sees a dim acquisition (the
+    same image at a quarter of the brightness, plus an offset) as the bright one, on the
+    whole-image path (``prepare``) and on the streamed detection path; with the default
+    ``range`` it does not."""
+    from scipy import ndimage
+
+    from cellmaps.model import Model
+    from cellmaps.recipes import load_recipe, validate_recipe
+
+    rng = np.random.default_rng(1)
+    spots = np.zeros((96, 96))
+    spots[rng.integers(5, 91, 12), rng.integers(5, 91, 12)] = 1.0
+    bright = (ndimage.gaussian_filter(spots, 2.5) * 40 + 0.02 * rng.random((96, 96)))
+    bright = np.clip(bright, 0, 1).astype(np.float32)
+    dim = (0.25 * bright + 0.05).astype(np.float32)
+    r = load_recipe("micronet")
+    r["training"]["intensity"] = "percentile"
+    m = Model(validate_recipe(r), 1, [0.3], [0.2])
+    m.forward = lambda x: {"proximity": x[:, :1]}  # a pointwise "net"
+    m.decode.update(xi=0.3, min_distance=3, min_score=0.0)
+    assert np.allclose(m.prepare(bright), m.prepare(dim), atol=1e-4)
+    a, b = m.detect(bright, tile=32, stride=16), m.detect(dim, tile=32, stride=16)
+    assert len(a) >= 8 and np.array_equal(a.coords, b.coords)
+    m.recipe["training"]["intensity"] = "range"
+    assert np.abs(m.prepare(bright) - m.prepare(dim)).max() > 0.5
+
+
+def test_recipe_intensity_must_be_a_known_mode():
+    from cellmaps.recipes import load_recipe, validate_recipe
+
+    r = load_recipe("unet")
+    r["training"]["intensity"] = "zscore"
+    with pytest.raises(CellmapsInputError, match="intensity"):
+        validate_recipe(r)
+
+
 def test_binary_mask_is_split_into_connected_instances_with_a_warning(tmp_path):
     semantic = np.zeros((30, 40), np.uint8)
     semantic[2:8, 2:8] = 255

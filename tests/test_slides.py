@@ -378,6 +378,16 @@ def test_a_model_that_equalises_histograms_refuses_to_read_by_region(tmp_path, b
         detect_slide(model, path)
 
 
+def test_a_model_that_stretches_each_image_by_its_percentiles_refuses_to_read_by_region(
+    tmp_path, blob_slide
+):
+    path, _ = blob_slide
+    model = pointwise_model("micronet")
+    model.recipe["training"]["intensity"] = "percentile"
+    with pytest.raises(CellmapsInputError, match="percentiles"):
+        detect_slide(model, path)
+
+
 # -- Dask ----------------------------------------------------------------------------------------
 class ShiftNet(torch.nn.Module):
     """A pointwise 'net' that Dask can send to its workers (defined at module level)."""

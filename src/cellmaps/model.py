@@ -15,6 +15,7 @@ from cellmaps.errors import CellmapsInputError
 from cellmaps.io.images import INTENSITY_RULE, normalize_image
 from cellmaps.io.points import Points
 from cellmaps.io.scale import (
+    adjust_intensity,
     base_image,
     equalize,
     from_scaled_coords,
@@ -168,8 +169,20 @@ class Model:
         ``factor`` (the same :func:`~cellmaps.io.scale.base_image` and
         :func:`~cellmaps.io.scale.standardize` as training)."""
         hist_eq = self.recipe["training"]["hist_eq"]
-        img = base_image(image, hist_eq, factor, self.in_channels, source)
+        img = base_image(image, hist_eq, factor, self.in_channels, source, self.intensity)
         return standardize(img, self.mean, self.std)
+
+    @property
+    def intensity(self) -> str:
+        """The input intensity normalisation it was trained with (recipe
+        ``training.intensity``: "range" or "percentile"; files from before the key: range)."""
+        return self.recipe["training"].get("intensity", "range")
+
+    @property
+    def needs_whole_image(self) -> bool:
+        """True when preparing the input needs statistics of the whole image (histogram
+        equalisation, per-image percentiles), so it cannot be read region by region."""
+        return bool(self.recipe["training"]["hist_eq"]) or self.intensity != "range"
 
     # -- object scale ---------------------------------------------------------------------------
     @property
@@ -484,11 +497,15 @@ class Model:
         from top to bottom. ``skip_tile`` leaves tiles out (tissue detection)."""
         from cellmaps.inference import stream
 
-        if self.recipe["training"]["hist_eq"]:
-            # histogram equalisation needs the whole image (recipes for large images
-            # leave it off)
-            eq = equalize(match_channels(base(0, shape[0], 0, shape[1]), self.in_channels))
-            base = lambda i0, i1, j0, j1: eq[i0:i1, j0:j1]  # noqa: E731
+        if self.needs_whole_image:
+            # histogram equalisation and per-image percentiles need the whole image
+            # (recipes for large images leave them off)
+            whole = adjust_intensity(
+                match_channels(base(0, shape[0], 0, shape[1]), self.in_channels), self.intensity
+            )
+            if self.recipe["training"]["hist_eq"]:
+                whole = equalize(whole)
+            base = lambda i0, i1, j0, j1: whole[i0:i1, j0:j1]  # noqa: E731
         found = stream.Candidates()
         for cols in stream.column_strips(shape[1]):
             found.merge(

@@ -107,10 +107,11 @@ def plan_slide(
     images."""
     from cellmaps.io.slides import LazyImage, choose_level
 
-    if model.recipe["training"]["hist_eq"]:
+    if model.needs_whole_image:
         raise CellmapsInputError(
-            "this model equalises each image's histogram, which needs the whole image in "
-            "memory; it cannot read an image by region (raise --stream-above)",
+            "this model equalises each image's histogram or stretches it between its own "
+            "percentiles, which needs the whole image in memory; it cannot read an image by "
+            "region (raise --stream-above)",
             path,
         )
     with LazyImage(path) as img:

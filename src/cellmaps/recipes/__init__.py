@@ -89,6 +89,10 @@ SCHEMA = {
         "seed": (int, 0),
         "precision": (str, "auto"),
         "hist_eq": (bool, False),
+        # input intensities: "range" = divided by the dtype's range (8-bit: 255), the same for
+        # every image; "percentile" = each image stretched between its own 1st and 99.8th
+        # percentiles (StarDist's normalisation; for fluorescence of varying brightness)
+        "intensity": (str, "range"),
         "sampling": (str, "random"),
         "tile_stride": ((int, type(None)), None),
         # train at this median object radius (px) by resampling images and annotations;
@@ -186,6 +190,7 @@ STATIC_CHOICES = {
     "schedule.monitor": ("loss", "f1"),
     "training.precision": ("auto", "bf16", "fp32"),
     "training.sampling": ("random", "tiles"),
+    "training.intensity": ("range", "percentile"),
     "evaluate.protocol": ("hungarian", "one-to-one", "iou"),
     "decode.segment": (None, "region_growing", "argmax", "split"),
     "inference.blend": ("mean", "gaussian"),

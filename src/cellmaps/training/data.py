@@ -239,7 +239,12 @@ def load_training_data(
                 first_unusable = first_unusable or (a, opts, names)
                 bar.update()
                 continue
-            img = base_image(a.image, recipe["training"]["hist_eq"], source=a.source)
+            img = base_image(
+                a.image,
+                recipe["training"]["hist_eq"],
+                source=a.source,
+                intensity=recipe["training"]["intensity"],
+            )
             targets = {}
             for name, m in maps.items():
                 m = m[None] if m.ndim == 2 else m
