@@ -354,7 +354,9 @@ def test_percentile_stretch_maps_each_channels_own_percentiles_to_0_and_1():
     lo, hi = 9.99, 997.002
     assert np.allclose(out[..., 0], (img[..., 0] - lo) / (hi - lo), atol=1e-5)
     assert np.all(out[..., 1] == 0.0)  # a flat channel becomes 0, not NaN
-    assert np.allclose(out[..., 2], (img[..., 2] - (0.2 + lo * 1e-3)) / ((hi - lo) * 1e-3), atol=1e-4)
+    assert np.allclose(
+        out[..., 2], (img[..., 2] - (0.2 + lo * 1e-3)) / ((hi - lo) * 1e-3), atol=1e-4
+    )
 
 
 def test_percentile_intensity_makes_a_dim_copy_give_the_same_input_and_detections():
@@ -370,7 +372,7 @@ def test_percentile_intensity_makes_a_dim_copy_give_the_same_input_and_detection
     rng = np.random.default_rng(1)
     spots = np.zeros((96, 96))
     spots[rng.integers(5, 91, 12), rng.integers(5, 91, 12)] = 1.0
-    bright = (ndimage.gaussian_filter(spots, 2.5) * 40 + 0.02 * rng.random((96, 96)))
+    bright = ndimage.gaussian_filter(spots, 2.5) * 40 + 0.02 * rng.random((96, 96))
     bright = np.clip(bright, 0, 1).astype(np.float32)
     dim = (0.25 * bright + 0.05).astype(np.float32)
     r = load_recipe("micronet")
