@@ -3,9 +3,10 @@
 post-processing, side by side with StarDist trained from scratch on the same split within
 the same CPU time.
 
-    python -m benchmarks.deepsplit [--iterations 500] [--base 16] [--crop 128] [--lr 1e-3]
-        [--object-size 8] [--seed 0] [--datasets dsb,usiigaci] [--models all]
-        [--stardist dsb] [--name deepsplit] [--report-only]
+    python -m benchmarks.deepsplit [--iterations 500] [--schedule cosine] [--base 16]
+        [--crop 128] [--lr 1e-3] [--object-size 8 | dsb=8,usiigaci=12] [--seed 0]
+        [--datasets dsb,usiigaci] [--models all] [--stardist dsb] [--name deepsplit]
+        [--report-only | --rescore]
 
 Datasets (nothing copied; symlinks under runs/ where the split is ours):
 - dsb: dsb2018_fluo with its own seeded train / val / test split (166 / 38 / 38 images,
@@ -18,7 +19,11 @@ branch-net, double-unet each trained cumulatively (stage 1 segmentation only wit
 separation layers frozen, stage 2 segmentation 0.3 / separation 1.0; the recipes' stages
 stretched to --iterations) and simultaneously (0.3 / 1.0 from the first step). Every net
 is trained on the train split with the val images for model selection, at the object
-scale --object-size (images resampled so cells have that radius), Adam at --lr.
+scale --object-size (images resampled so cells have that radius), Adam at --lr, each image
+stretched between its own 1st and 99.8th percentiles (the recipes' ``training.intensity``).
+Ablation rows: ``cumulative-histeq`` (the paper's histogram equalisation instead),
+``cumulative-range`` (neither: 8-bit values / 255), ``cumulative-robust`` (gamma, blur and
+noise jitter and 10 % empty crops added).
 
 Post-processing: "before" = connected components of segmentation > 0.5 minus
 separation > 0.5 (the raw output); "after" = :func:`cellmaps.postprocess.split.split_instances`
@@ -85,14 +90,16 @@ MODELS = [
     ("DeepSplit", "deepsplit", "simultaneous"),
     ("Branch-Net", "branch-net", "simultaneous"),
     ("Double-U-Net", "double-unet", "simultaneous"),
-    # ablation: the paper's histogram equalisation left out (DSB's dim, noisy backgrounds)
-    ("DeepSplit", "deepsplit", "cumulative-no-histeq"),
-    ("U-Net", "unet", "single-no-histeq"),
-    # ablation: per-image percentile normalisation instead (StarDist's; no equalisation)
-    ("DeepSplit", "deepsplit", "cumulative-percentile"),
-    ("DeepSplit", "deepsplit", "simultaneous-percentile"),
-    ("U-Net", "unet", "single-percentile"),
+    # ablations of the input normalisation (the recipes stretch each image between its own
+    # 1st and 99.8th percentiles): the paper's histogram equalisation, and neither (8-bit /255)
+    ("DeepSplit", "deepsplit", "cumulative-histeq"),
+    ("DeepSplit", "deepsplit", "cumulative-range"),
+    # ablation: acquisition jitter and empty-image negatives
+    ("DeepSplit", "deepsplit", "cumulative-robust"),
 ]
+# "-robust" modes: microscope and camera variation (gamma, blur, noise on the normalised
+# image, each on half the crops) and 10 % empty crops (flat or noise: nothing to find)
+ROBUST_AUGMENT = {"gamma": 0.3, "blur": 1.0, "noise": 0.05, "empty": 0.1}
 TARGET_DSC, TARGET_CDS = 0.91, 0.91  # dsb, DeepSplit cumulative
 TARGET_USIIGACI_DSC, TARGET_USIIGACI_CDS = 0.91, 0.85
 TARGET_F1_MARGIN = 0.02  # DeepSplit F1@0.5 ≥ StarDist's + 0.02
@@ -117,7 +124,19 @@ def dataset_root(key: str) -> Path:
 
 
 # -- training -----------------------------------------------------------------------------
-def recipe_for(name: str, mode: str, args) -> dict:
+def object_size_for(args, key: str) -> float:
+    """The cell radius (px) the dataset ``key`` is trained at: ``--object-size`` is one
+    number for every dataset, or per dataset as ``dsb=8,usiigaci=16``."""
+    text = str(args.object_size)
+    if "=" not in text:
+        return float(text)
+    sizes = dict(part.split("=", 1) for part in text.split(","))
+    if key not in sizes:
+        raise SystemExit(f"--object-size {text} gives no size for dataset {key!r}")
+    return float(sizes[key])
+
+
+def recipe_for(name: str, mode: str, args, key: str = "dsb") -> dict:
     """The bundled recipe at the benchmark's size, in the given training mode."""
     r = load_recipe(name)
     r["net"]["base"] = args.base
@@ -126,16 +145,18 @@ def recipe_for(name: str, mode: str, args) -> dict:
         seed=args.seed,
         crop=args.crop,
         tile_stride=args.crop // 2,
-        object_size=args.object_size,
+        object_size=object_size_for(args, key),
         val_every=max(50, args.iterations // 5),
         checkpoint_every=max(50, args.iterations // 5),
     )
     r["optimizer"] = {**r["optimizer"], "lr": args.lr}
     r["inference"].update(tile=args.crop * 2, stride=args.crop * 3 // 2)
-    if mode.endswith("-no-histeq"):
-        r["training"]["hist_eq"] = False
-    if mode.endswith("-percentile"):  # each image stretched between its own percentiles
-        r["training"].update(hist_eq=False, intensity="percentile")
+    if mode.endswith("-histeq"):  # the paper's pre-processing
+        r["training"].update(hist_eq=True, intensity="range")
+    if mode.endswith("-range"):  # no per-image normalisation at all
+        r["training"].update(hist_eq=False, intensity="range")
+    if mode.endswith("-robust"):  # acquisition jitter and empty-image negatives as well
+        r["augment"].update(ROBUST_AUGMENT)
     if args.schedule:
         r["optimizer"]["schedule"] = args.schedule
     if mode.startswith("simultaneous"):  # both losses from the first step, the paper's 0.3 / 1.0
@@ -211,7 +232,7 @@ def score_test(model: Model, root: Path) -> dict:
 
 
 def run_model(label: str, name: str, mode: str, root: Path, key: str, args) -> dict:
-    recipe = recipe_for(name, mode, args)
+    recipe = recipe_for(name, mode, args, key)
     sources = [(str(root), "train", 1.0)]
     model = cached_train(
         recipe, sources, [(str(root), "val")], WORK, f"{key}_{model_key(label, mode)}"
@@ -642,7 +663,11 @@ def main() -> None:
     ap.add_argument("--base", type=int, default=16)
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--object-size", type=float, default=8.0)
+    ap.add_argument(
+        "--object-size",
+        default="8.0",
+        help="cell radius (px) to train at: one number, or per dataset (dsb=8,usiigaci=16)",
+    )
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument(
         "--schedule", default=None, help="learning-rate schedule (default: the recipe's constant)"
