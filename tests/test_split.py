@@ -261,3 +261,35 @@ def test_tune_split_chooses_the_thresholds_the_maps_need(tmp_path, monkeypatch):
     best = model.decode
     assert best["cell_threshold"] == 0.4 and best["separation_threshold"] == 0.3
     assert default[(0.5, 0.5)] < 0.5 and max(default.values()) == 1.0
+
+
+def test_tune_seed_distance_keeps_a_peanut_whole_and_cuts_a_touching_pair(tmp_path, monkeypatch):
+    """Ideal maps (no separation, every cut kept) of one peanut-shaped cell (two discs of
+    radius 8, centres 7 px apart: two distance-transform maxima 7 apart) and two touching
+    cells (radius 6, centres 11 apart). Seeds 3–7 px apart cut the peanut, 12 merge the
+    pair; only 9 gets both right, and tuning chooses it."""
+    import tifffile
+    from PIL import Image
+
+    from cellmaps.model import Model
+    from cellmaps.recipes import load_recipe
+    from cellmaps.tune import SEED_DISTANCE_GRID, tune_split
+
+    root = tmp_path / "d"
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    peanut = (discs((40, 80), [(20, 16), (20, 23)], 8) > 0).astype(np.int32)
+    pair = discs((40, 80), [(20, 52), (20, 63)], 6)
+    truth = np.where(pair > 0, pair + 1, peanut)
+    Image.fromarray(np.where(truth > 0, 200, 20).astype(np.uint8)).save(root / "images" / "a.png")
+    tifffile.imwrite(root / "masks" / "a.tif", truth.astype(np.uint16))
+    (root / "splits.csv").write_text("id,split\na,val\n")
+    cells = (truth > 0).astype(np.float32)
+    monkeypatch.setattr(Model, "predict_maps", lambda self, image, *a, **k: {
+        "segmentation": cells[None], "separation": np.zeros_like(cells)[None]})  # fmt: skip
+    model = Model(load_recipe("deepsplit"), 3, [0.5] * 3, [0.2] * 3, training={"label": "cell"})
+    model.decode.update(max_border=None, min_area=20)
+    best = tune_split(model, [(str(root), "val")], {"min_distance": SEED_DISTANCE_GRID}, False)
+    cds = {r["min_distance"]: r["cds"] for r in best["curve"]}
+    assert best["min_distance"] == 9 and model.decode["min_distance"] == 9 and cds[9] == 1.0
+    assert max(cds[3], cds[5], cds[7], cds[12]) < 1.0, cds

@@ -199,8 +199,12 @@ def choose_evidence_floor(model, cached, best: dict, param: str) -> dict:
 MAX_BORDER_GRID = (4, 8, 12, 16, 24, None)
 #: DeepSplit cell / separation probability thresholds tried
 SPLIT_THRESHOLD_GRID = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)
+#: DeepSplit watershed seed distances tried (map pixels; the benchmark's cells have a radius
+#: of 8): a larger distance cuts fewer elongated cells in two, a smaller one splits more
+#: merged pairs
+SEED_DISTANCE_GRID = (3, 5, 7, 9, 12)
 #: the decode keys :func:`tune_split` chooses, in the order it chooses them
-SPLIT_DECODE_KEYS = ("cell_threshold", "separation_threshold", "max_border")
+SPLIT_DECODE_KEYS = ("cell_threshold", "separation_threshold", "min_distance", "max_border")
 
 
 def split_scores(model, cached) -> dict:
@@ -222,9 +226,10 @@ def split_scores(model, cached) -> dict:
 
 def tune_split(model, sources, grids: dict | None = None, progress: bool = True) -> dict:
     """DeepSplit's post-processing chosen on the masked images of ``sources`` (§3.2): the
-    cell threshold, the separation threshold and the border-length limit
-    (``decode.cell_threshold``, ``separation_threshold``, ``max_border``), one after the
-    other in that order (coordinate search; each keeps the values chosen before it), each
+    cell threshold, the separation threshold, the watershed seed distance and the
+    border-length limit (``decode.cell_threshold``, ``separation_threshold``,
+    ``min_distance``, ``max_border``), one after the other in that order (coordinate
+    search; each keeps the values chosen before it), each
     by the best cell detection score (ties → AJI) of :func:`split_scores`. Each image's maps
     are predicted once. Sets the chosen values in ``model.decode`` and returns them with
     the curve of every setting tried."""
@@ -237,7 +242,7 @@ def tune_split(model, sources, grids: dict | None = None, progress: bool = True)
     grids = grids or dict(
         zip(
             SPLIT_DECODE_KEYS,
-            (SPLIT_THRESHOLD_GRID, SPLIT_THRESHOLD_GRID, MAX_BORDER_GRID),
+            (SPLIT_THRESHOLD_GRID, SPLIT_THRESHOLD_GRID, SEED_DISTANCE_GRID, MAX_BORDER_GRID),
             strict=True,
         )
     )
