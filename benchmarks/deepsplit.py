@@ -74,7 +74,13 @@ from benchmarks._common import (
 from benchmarks.deepdistance import usiigaci_split
 from cellmaps.io import Dataset, read_image
 from cellmaps.metrics import prf
-from cellmaps.metrics.segmentation import aji, dice, instance_scores
+from cellmaps.metrics.segmentation import (
+    INSTANCE_ERROR_KINDS,
+    aji,
+    dice,
+    instance_errors,
+    instance_scores,
+)
 from cellmaps.model import Model, segment_image, split_probabilities
 from cellmaps.recipes import load_recipe
 from cellmaps.tune import SPLIT_DECODE_KEYS, tune_split
@@ -213,6 +219,8 @@ def score_test(model: Model, root: Path) -> dict:
     seconds per image (read, net, post-processing to labels)."""
     ds = Dataset(root)
     before, after, seconds = [], [], []
+    errors = dict.fromkeys((*INSTANCE_ERROR_KINDS, "spurious"), 0)
+    by_group: dict[str, list[dict]] = {}
     for i in ds.ids("test"):
         t0 = time.perf_counter()
         image = read_image(ds.image_path(i))
@@ -223,9 +231,14 @@ def score_test(model: Model, root: Path) -> dict:
         truth = ds.mask(i)
         before.append(image_scores(truth, raw_labels(seg, sep)))
         after.append(image_scores(truth, labels))
+        for k, n in instance_errors(truth, labels).items():
+            errors[k] += n
+        by_group.setdefault(ds.splits.get(i, ("", ""))[1] or "all", []).append(after[-1])
     return {
         "before": summarise(before),
         "after": summarise(after),
+        "errors": errors,
+        "groups": {g: summarise(rows) for g, rows in sorted(by_group.items())},
         "predict_s_per_image": float(np.mean(seconds)),
         "predict_s_total": float(np.sum(seconds)),
     }
@@ -504,6 +517,29 @@ def verdict(ok: bool) -> str:
     return "met" if ok else "not met"
 
 
+def limits_text(test: dict) -> str:
+    """What the DeepSplit cumulative model's test errors are made of
+    (:func:`cellmaps.metrics.instance_errors`) and its weakest image group."""
+    e = test["errors"]
+    n = sum(e[k] for k in INSTANCE_ERROR_KINDS)
+    parts = ", ".join(f"{k} {e[k]} ({e[k] / max(n, 1):.0%})" for k in INSTANCE_ERROR_KINDS)
+    text = (
+        f"What limits it (DeepSplit cumulative, test): of {n} true cells {parts}; "
+        f"{e['spurious']} predictions lie mostly on background."
+    )
+    groups = test.get("groups") or {}
+    if len(groups) > 1:
+        shown = sorted(groups.items(), key=lambda gv: gv[1]["cds"])
+        text += (
+            " CDS / DSC by image group: "
+            + "; ".join(
+                f"{g} ({r['n_images']} images) {r['cds']:.3f} / {r['dsc']:.3f}" for g, r in shown
+            )
+            + "."
+        )
+    return text
+
+
 def findings(key: str, v: dict) -> list[str]:
     """Target and ordering statements computed from the run's figures."""
     rows, lines = v["models"], []
@@ -518,6 +554,8 @@ def findings(key: str, v: dict) -> list[str]:
             f"{verdict(a['dsc'] >= t_dsc)}), CDS {a['cds']:.3f} (target ≥ {t_cds}: "
             f"{verdict(a['cds'] >= t_cds)})."
         )
+    if cum and cum["test"].get("errors"):
+        lines.append(f"- {limits_text(cum['test'])}")
     pairs = []
     for label in ("DeepSplit", "Branch-Net", "Double-U-Net"):
         c = rows.get(model_key(label, "cumulative"))

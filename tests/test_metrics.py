@@ -235,3 +235,26 @@ def test_mean_average_precision_by_hand():
     assert mean_average_precision(truth, truth) == 1.0
     assert mean_average_precision(truth, pred, taus=[0.5]) == 1.0
     assert mean_average_precision(truth, np.zeros_like(truth)) == 0.0
+
+
+def test_instance_errors_name_what_became_of_each_cell_by_hand():
+    from cellmaps.metrics import instance_errors
+
+    t = np.zeros((40, 60), int)
+    p = np.zeros((40, 60), int)
+    t[2:8, 2:8], t[2:8, 8:14] = 1, 2  # two touching cells ...
+    p[2:8, 2:15] = 1  # ... found as one (IoU 36/78 each): merged
+    t[12:18, 2:20] = 3  # one cell ...
+    p[12:18, 2:8], p[12:18, 8:14], p[12:18, 14:20] = 2, 3, 4  # ... in three pieces: split
+    t[25:30, 2:7] = 4  # nothing there: missed
+    t[25:30, 20:25] = 5  # 25 px, 15 of them found inside a 27-px outline: IoU 15/37
+    p[25:28, 20:25] = 5
+    p[28:31, 25:29] = 5
+    t[32:38, 40:46] = 6
+    p[32:38, 40:46] = 6  # exact: matched
+    p[2:6, 50:54] = 7  # on background: spurious
+    got = instance_errors(t, p)
+    assert got == {"matched": 1, "merged": 2, "split": 1, "missed": 1, "imprecise": 1,
+                   "spurious": 1}  # fmt: skip
+    assert instance_errors(t, t) == {"matched": 6, "merged": 0, "split": 0, "missed": 0,
+                                     "imprecise": 0, "spurious": 0}  # fmt: skip

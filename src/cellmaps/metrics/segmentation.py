@@ -127,6 +127,52 @@ def instance_scores(truth_mask: np.ndarray, pred_mask: np.ndarray, tau: float = 
     }
 
 
+INSTANCE_ERROR_KINDS = ("matched", "merged", "split", "missed", "imprecise")
+
+
+def instance_errors(truth_mask: np.ndarray, pred_mask: np.ndarray, tau: float = 0.5) -> dict:
+    """What became of every true object, for reading an instance score: each is counted
+    once, in the first kind that applies —
+
+    - ``matched``: a prediction overlaps it with IoU ≥ ``tau``;
+    - ``merged``: the prediction holding most (> ½) of it also holds most of another true
+      object (two cells came back as one);
+    - ``split``: two or more predictions each lie mostly (> ½ of their own area) inside it;
+    - ``missed``: predictions cover less than half of it;
+    - ``imprecise``: found, but no outline reaches IoU ``tau``;
+
+    and ``spurious``: predictions lying mostly (> ½) on background.
+
+    >>> t = np.zeros((4, 8), int); t[:, :3], t[:, 4:7] = 1, 2
+    >>> p = np.zeros((4, 8), int); p[:, :7] = 1                 # both cells as one
+    >>> {k: v for k, v in instance_errors(t, p).items() if v}
+    {'merged': 2}
+    """
+    tid, pid, i, j, inter, ta, pa = label_overlap(truth_mask, pred_mask)
+    n_t, n_p = len(tid), len(pid)
+    iou = inter / (ta[i] + pa[j] - inter) if len(i) else np.zeros(0)
+    best_iou = np.zeros(n_t)
+    np.maximum.at(best_iou, i, iou)
+    covered = np.bincount(i, weights=inter, minlength=n_t) / np.maximum(ta, 1)
+    # the prediction holding most of each true object, and how many objects each holds so
+    host = np.full(n_t, -1)
+    mostly_t = inter > 0.5 * ta[i]
+    host[i[mostly_t]] = j[mostly_t]
+    held = np.bincount(host[host >= 0], minlength=n_p)
+    # predictions lying mostly inside one true object, counted per object
+    mostly_p = inter > 0.5 * pa[j]
+    pieces = np.bincount(i[mostly_p], minlength=n_t)
+    on_truth = np.bincount(j, weights=inter, minlength=n_p)
+    kind = np.full(n_t, "imprecise", dtype=object)
+    kind[covered < 0.5] = "missed"
+    kind[pieces >= 2] = "split"
+    kind[(host >= 0) & (held[np.maximum(host, 0)] >= 2)] = "merged"
+    kind[best_iou >= tau] = "matched"
+    out = {k: int(np.count_nonzero(kind == k)) for k in INSTANCE_ERROR_KINDS}
+    out["spurious"] = int(np.count_nonzero(on_truth <= 0.5 * pa))
+    return out
+
+
 def cell_detection_score(truth_mask: np.ndarray, pred_mask: np.ndarray, tau: float = 0.5) -> float:
     """DeepSplit's CDS = 2TP/(2TP+FP+FN) with cells matched at IoU ≥ tau (see instance_scores)."""
     return instance_scores(truth_mask, pred_mask, tau)["cds"]
