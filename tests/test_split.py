@@ -326,5 +326,5 @@ def test_deepsplit_on_real_fluorescent_nuclei_reaches_a_quality_floor(tmp_path):
         s = instance_scores(truth, labels, 0.5)
         tp, fp, fn = tp + s["tp"], fp + s["fp"], fn + s["fn"]
     cds = 2 * tp / (2 * tp + fp + fn)
-    print(f"DSC {np.mean(dscs):.3f} CDS {cds:.3f}")
-    assert np.mean(dscs) >= 0.0 and cds >= 0.0
+    # measured: DSC 0.855, CDS 0.782 (fp32, AMD EPYC); floors leave room for other CPUs
+    assert np.mean(dscs) >= 0.78 and cds >= 0.70, (np.mean(dscs), cds)
