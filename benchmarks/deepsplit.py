@@ -444,7 +444,7 @@ def fmt(x: float | None) -> str:
 
 def table(rows: dict, mode_keys: list[str], stardist: dict | None) -> list[str]:
     out = [
-        "| model | mode | DSC | CDS | post-processed DSC | post-processed CDS (= F1@IoU 0.5) | AJI | cell / separation threshold, max_border (val) | train min | predict s/image |",
+        "| model | mode | DSC | CDS | post-processed DSC | post-processed CDS (= F1@IoU 0.5) | AJI | cell / separation threshold, seed distance, max_border (val) | train min | predict s/image |",
         "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for k in mode_keys:
@@ -483,10 +483,12 @@ def code_lines(v: dict) -> str:
 
 
 def choice_text(r: dict) -> str:
-    """'0.7 / 0.5, 12' from a row's post-processing choice."""
+    """'0.7 / 0.5, 9, 12' from a row's post-processing choice (the seed distance only where
+    it was chosen)."""
     c = r.get("split_choice") or {"max_border": r["max_border"]["max_border"]}
     th = lambda k: "–" if c.get(k) is None else f"{c[k]:g}"  # noqa: E731
-    return f"{th('cell_threshold')} / {th('separation_threshold')}, {c['max_border']}"
+    seed = f", {c['min_distance']}" if "min_distance" in c else ""
+    return f"{th('cell_threshold')} / {th('separation_threshold')}{seed}, {c['max_border']}"
 
 
 def ablation(v: dict) -> list[str]:
@@ -619,22 +621,24 @@ def report(args, mach: dict, data: dict) -> str:
         "",
         machine_line(mach),
         "",
-        f"Command: `python -m benchmarks.deepsplit --iterations {args.iterations} --base "
-        f"{args.base} --crop {args.crop} --lr {args.lr} --object-size {args.object_size} "
+        f"Command: `python -m benchmarks.deepsplit --iterations {args.iterations} "
+        + (f"--schedule {args.schedule} " if getattr(args, "schedule", None) else "")
+        + f"--base {args.base} --crop {args.crop} --lr {args.lr} --object-size {args.object_size} "
         f"--seed {args.seed} --datasets D --models M --stardist S` per dataset (below; then "
         "`--report-only`). CPU budget: "
         f"{args.iterations} iterations of batch 4 per model (minutes in the tables), "
         "StarDist given the training minutes of the DeepSplit row named below. Nets at base "
         f"width {args.base} (paper 64), Adam lr {args.lr} (paper 1e-4: chosen for the short "
-        f"budget), images resampled to a cell radius of {args.object_size} px.",
+        f"budget), learning rate {getattr(args, 'schedule', None) or 'constant'}, images "
+        f"resampled to a cell radius of {args.object_size} px (per dataset where named).",
         "",
         "DSC: Dice of the binary cell masks (mean over test images). CDS: 2TP/(2TP+FP+FN) "
         "with cells matched one-to-one at IoU ≥ 0.5 (position and area), pooled over the "
         "test images — the same number as the instance F1 at IoU 0.5. 'Before' = connected "
         "components of segmentation > 0.5 minus separation > 0.5; 'post-processed' = the "
         "cell / separation thresholds chosen on val, holes filled, small objects removed, "
-        "seeded watershed cutting only borders shorter than max_border (all three chosen on "
-        "val by CDS, `cellmaps.tune.tune_split`). `--rescore` redid the choice and the "
+        "seeded watershed cutting only borders shorter than max_border (thresholds, seed "
+        "distance and max_border chosen on val by CDS, `cellmaps.tune.tune_split`). `--rescore` redid the choice and the "
         "scoring with the code named per dataset ('scored by'); training is by the code "
         "named 'trained by'.",
     ]
