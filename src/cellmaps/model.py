@@ -501,10 +501,10 @@ class Model:
             # histogram equalisation and per-image percentiles need the whole image
             # (recipes for large images leave them off)
             whole = adjust_intensity(
-                match_channels(base(0, shape[0], 0, shape[1]), self.in_channels), self.intensity
+                match_channels(base(0, shape[0], 0, shape[1]), self.in_channels),
+                self.intensity,
+                self.recipe["training"]["hist_eq"],
             )
-            if self.recipe["training"]["hist_eq"]:
-                whole = equalize(whole)
             base = lambda i0, i1, j0, j1: whole[i0:i1, j0:j1]  # noqa: E731
         found = stream.Candidates()
         for cols in stream.column_strips(shape[1]):

@@ -197,14 +197,15 @@ def match_channels(image: np.ndarray, channels: int, source=None) -> np.ndarray:
     )
 
 
-def adjust_intensity(image: np.ndarray, intensity: str) -> np.ndarray:
-    """A normalised (H, W, C) image under the recipe's ``training.intensity``: "range" as it
-    is, "percentile" by :func:`percentile_stretch`."""
-    if intensity == "range":
-        return image
+def adjust_intensity(image: np.ndarray, intensity: str, hist_eq: bool = False) -> np.ndarray:
+    """A normalised (H, W, C) image under the recipe's ``training.intensity`` ("range" as it
+    is, "percentile" by :func:`percentile_stretch`), then histogram-equalised when
+    ``hist_eq``: the whole-image steps of :func:`base_image`."""
     if intensity == "percentile":
-        return percentile_stretch(image)
-    raise ValueError(f"intensity must be one of {INTENSITY_MODES}, got {intensity!r}")
+        image = percentile_stretch(image)
+    elif intensity != "range":
+        raise ValueError(f"intensity must be one of {INTENSITY_MODES}, got {intensity!r}")
+    return equalize(image) if hist_eq else image
 
 
 def base_image(
@@ -223,9 +224,7 @@ def base_image(
     img = rescale_image(normalize_image(image, source), factor)
     if channels is not None:
         img = match_channels(img, channels, source)
-    img = adjust_intensity(img, intensity)
-    if hist_eq:
-        img = equalize(img)
+    img = adjust_intensity(img, intensity, hist_eq)
     return np.ascontiguousarray(img.transpose(2, 0, 1))
 
 

@@ -150,7 +150,7 @@ def instance_errors(truth_mask: np.ndarray, pred_mask: np.ndarray, tau: float = 
     """
     tid, pid, i, j, inter, ta, pa = label_overlap(truth_mask, pred_mask)
     n_t, n_p = len(tid), len(pid)
-    iou = inter / (ta[i] + pa[j] - inter) if len(i) else np.zeros(0)
+    iou = inter / (ta[i] + pa[j] - inter)
     best_iou = np.zeros(n_t)
     np.maximum.at(best_iou, i, iou)
     covered = np.bincount(i, weights=inter, minlength=n_t) / np.maximum(ta, 1)

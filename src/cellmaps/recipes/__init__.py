@@ -13,6 +13,7 @@ from pathlib import Path
 import yaml
 
 from cellmaps.errors import CellmapsInputError
+from cellmaps.io.scale import INTENSITY_MODES
 
 RECIPE_DIR = Path(__file__).parent
 
@@ -190,7 +191,7 @@ STATIC_CHOICES = {
     "schedule.monitor": ("loss", "f1"),
     "training.precision": ("auto", "bf16", "fp32"),
     "training.sampling": ("random", "tiles"),
-    "training.intensity": ("range", "percentile"),
+    "training.intensity": INTENSITY_MODES,
     "evaluate.protocol": ("hungarian", "one-to-one", "iou"),
     "decode.segment": (None, "region_growing", "argmax", "split"),
     "inference.blend": ("mean", "gaussian"),
