@@ -23,7 +23,10 @@ scale --object-size (images resampled so cells have that radius), Adam at --lr, 
 stretched between its own 1st and 99.8th percentiles (the recipes' ``training.intensity``).
 Ablation rows: ``cumulative-histeq`` (the paper's histogram equalisation instead),
 ``cumulative-range`` (neither: 8-bit values / 255), ``cumulative-robust`` (gamma, blur and
-noise jitter and 10 % empty crops added).
+noise jitter and 10 % empty crops added), ``cumulative-perimage`` (each training image
+resampled from its own median radius, ``training.object_scale: image``, and each val/test
+image's scale estimated from the model's own instances, ``inference.object_size: auto``),
+``cumulative-wide`` (twice --base).
 
 Post-processing: "before" = connected components of segmentation > 0.5 minus
 separation > 0.5 (the raw output); "after" = :func:`cellmaps.postprocess.split.split_instances`
@@ -102,6 +105,11 @@ MODELS = [
     ("DeepSplit", "deepsplit", "cumulative-range"),
     # ablation: acquisition jitter and empty-image negatives
     ("DeepSplit", "deepsplit", "cumulative-robust"),
+    # ablation: every image (not the whole set) brought to the object size, and each test
+    # image's scale estimated from the model's own instances (inference.object_size: auto)
+    ("DeepSplit", "deepsplit", "cumulative-perimage"),
+    # ablation: twice the width (the paper's net is 4x ours)
+    ("DeepSplit", "deepsplit", "cumulative-wide"),
 ]
 # "-robust" modes: microscope and camera variation (gamma, blur, noise on the normalised
 # image, each on half the crops) and 10 % empty crops (flat or noise: nothing to find)
@@ -163,6 +171,11 @@ def recipe_for(name: str, mode: str, args, key: str = "dsb") -> dict:
         r["training"].update(hist_eq=False, intensity="range")
     if mode.endswith("-robust"):  # acquisition jitter and empty-image negatives as well
         r["augment"].update(ROBUST_AUGMENT)
+    if mode.endswith("-perimage"):  # per-image object scale, estimated again at prediction
+        r["training"]["object_scale"] = "image"
+        r["inference"]["object_size"] = "auto"
+    if mode.endswith("-wide"):
+        r["net"]["base"] = 2 * args.base
     if args.schedule:
         r["optimizer"]["schedule"] = args.schedule
     if mode.startswith("simultaneous"):  # both losses from the first step, the paper's 0.3 / 1.0

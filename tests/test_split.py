@@ -328,3 +328,81 @@ def test_deepsplit_on_real_fluorescent_nuclei_reaches_a_quality_floor(tmp_path):
     cds = 2 * tp / (2 * tp + fp + fn)
     # measured: DSC 0.855, CDS 0.782 (fp32, AMD EPYC); floors leave room for other CPUs
     assert np.mean(dscs) >= 0.78 and cds >= 0.70, (np.mean(dscs), cds)
+
+
+def write_two_magnifications(root) -> None:
+    """Two images of the same discs, one at radius 10 and one at radius 5 (a set taken at two
+    magnifications), and one with two discs only (too few to measure its own radius)."""
+    import tifffile
+    from PIL import Image
+
+    for sub in ("images", "masks"):
+        (root / sub).mkdir(parents=True)
+    big = discs((120, 120), [(25, 25), (25, 70), (70, 25), (70, 70)], 10)
+    small = discs((120, 120), [(20, 20), (20, 50), (50, 20), (50, 50), (80, 80)], 5)
+    pair = discs((120, 120), [(30, 30), (80, 80)], 10)
+    for name, mask in (("big", big), ("small", small), ("pair", pair)):
+        Image.fromarray(np.where(mask > 0, 200, 20).astype(np.uint8)).save(
+            root / "images" / f"{name}.png"
+        )
+        tifffile.imwrite(root / "masks" / f"{name}.tif", mask.astype(np.uint16))
+    (root / "splits.csv").write_text("id,split\nbig,train\nsmall,train\npair,train\n")
+
+
+@pytest.mark.parametrize("scale", ["source", "image"])
+def test_per_image_object_scale_brings_every_image_to_the_object_size(tmp_path, scale):
+    """object_size 5: with object_scale "image" the radius-10 image is halved and the
+    radius-5 one kept; "source" applies the set's one factor (median radius of all 11
+    discs = 10 here, so both are halved). The two-disc image keeps the source factor."""
+    from cellmaps.errors import CellmapsInputError
+    from cellmaps.recipes import load_recipe, validate_recipe
+    from cellmaps.training.data import load_training_data
+
+    root = tmp_path / "d"
+    write_two_magnifications(root)
+    r = load_recipe("deepsplit")
+    r["training"].update(object_size=5.0, object_scale=scale)
+    data = load_training_data([(str(root), "train", 1.0)], validate_recipe(r), progress=False)
+    shapes = {s.image_id: s.image.shape[1:] for s in data.samples}
+    source = data.object_sizes[0]["factor"]
+    assert source == pytest.approx(0.5, abs=0.03)
+    side = {k: v[0] for k, v in shapes.items()}  # square images: one side says it
+    assert abs(side["big"] - 60) <= 2 and abs(side["pair"] - 60) <= 2
+    # a pixel disc of radius 5 has 81 px (equivalent radius 5.08): 120 · 5 / 5.08 = 118
+    assert abs(side["small"] - (118 if scale == "image" else 60)) <= 2
+    with pytest.raises(CellmapsInputError, match="object_scale"):
+        validate_recipe({**r, "training": {**r["training"], "object_scale": "tile"}})
+    with pytest.raises(CellmapsInputError, match="object_scale.*object_size is set"):
+        bad = {**r["training"], "object_size": None, "object_scale": "image"}
+        validate_recipe({**r, "training": bad})
+
+
+def test_split_models_estimate_each_images_scale_from_their_own_instances(monkeypatch):
+    """A DeepSplit model trained at radius 8 (on images whose cells had radius 8) shown an
+    image of radius-16 discs: its instances at the training scale have radius 16, so the
+    estimate is factor 0.5; a second pass at 0.5 finds radius 8 and stops there. An empty
+    image keeps the training-image factor (1)."""
+    from cellmaps.model import Maps, Model
+    from cellmaps.recipes import load_recipe
+
+    def ideal_maps(self, image, *_a, scale=1.0, **_k):
+        # the maps an ideal net gives: the image's bright pixels, resampled by `scale`
+        from cellmaps.io.scale import rescale_image
+
+        cells = (rescale_image(np.asarray(image, np.float32), scale) > 100).astype(np.float32)
+        maps = Maps(segmentation=cells[None], separation=np.zeros_like(cells)[None])
+        maps.input_shape = np.asarray(image).shape[:2]
+        return maps
+
+    monkeypatch.setattr(Model, "predict_maps", ideal_maps)
+    r = load_recipe("deepsplit")
+    r["inference"]["object_size"] = "auto"
+    training = {"label": "cell", "object_size": 8.0, "data_object_size": 8.0}
+    model = Model(r, 3, [0.5] * 3, [0.2] * 3, training=training)
+    model.decode.update(max_border=None, min_area=5)
+    image = np.where(
+        discs((256, 256), [(r, c) for r in (40, 128, 216) for c in (40, 128, 216)], 16) > 0, 200, 0
+    ).astype(np.uint8)
+    assert model.input_scale(image=image) == pytest.approx(0.5, rel=0.05)
+    assert model.input_scale(image=np.zeros((256, 256), np.uint8)) == 1.0
+    assert model.input_scale(object_size=4.0, image=image) == 2.0  # a given size wins

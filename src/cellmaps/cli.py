@@ -115,6 +115,9 @@ def _cmd_train(args: argparse.Namespace) -> int:
         recipe["optimizer"]["schedule"] = args.schedule
     if args.train_object_size:
         recipe["training"]["object_size"] = args.train_object_size
+    if args.per_image_scale:  # each image from its own radius; each input's scale estimated
+        recipe["training"]["object_scale"] = "image"
+        recipe["inference"]["object_size"] = "auto"
     if args.combine:
         recipe["combine"]["kind"] = args.combine
     if args.encoder_weights:
@@ -689,6 +692,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=_positive,
         help="resample the training images so their median object radius becomes this many "
         "px (default: the recipe's training.object_size; none = train at the data's scale)",
+    )
+    tr.add_argument(
+        "--per-image-scale",
+        action="store_true",
+        help="with --train-object-size: bring each image (not each dataset) to that radius, "
+        "for sets of mixed magnifications; the model then estimates each input's scale "
+        "(training.object_scale: image, inference.object_size: auto)",
     )
     _add_scale_args(tr, "the training images (default: measured from masks or points)")
     tr.add_argument("--quiet", action="store_true", help="no progress bars")

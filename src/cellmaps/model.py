@@ -19,6 +19,7 @@ from cellmaps.io.scale import (
     base_image,
     equalize,
     from_scaled_coords,
+    mask_object_radii,
     match_channels,
     rescale_image,
     scale_factor,
@@ -255,11 +256,14 @@ class Model:
         enlarged noise looks like small nuclei), the training-image scale is kept. The
         estimate is multiplied by ``inference.auto_scale_calibration`` (1 unless measured on
         validation images, see ``benchmarks/auto_scale.py --ki67``).
-        Only for peak-decoding models that record the object size they were trained at."""
+        Only for models that record the object size they were trained at; split-decoding
+        (DeepSplit) models measure their own instances instead (:meth:`estimate_split_scale`)."""
+        if self.object_size is not None and self.decode_kind() == "split":
+            return self.estimate_split_scale(image)
         if self.object_size is None or self.decode_kind() != "peaks":
             raise CellmapsInputError(
-                "--object-size auto needs a peak-decoding model that records the object size "
-                "it was trained at; give --object-size in px or --pixel-size"
+                "--object-size auto needs a peak- or split-decoding model that records the "
+                "object size it was trained at; give --object-size in px or --pixel-size"
             )
         log_factors, response = self.scale_response(image)
         k = int(np.argmax(response))
@@ -267,6 +271,34 @@ class Model:
             return self.input_scale()
         calibration = self.recipe["inference"]["auto_scale_calibration"]
         return float(np.exp(best_log_factor(log_factors, response))) * calibration
+
+    def estimate_split_scale(self, image: np.ndarray) -> float:
+        """The input → net factor that gives a DeepSplit model's instances its training
+        radius: instances are segmented on a central crop (as in :meth:`scale_response`) at
+        the training-image factor, and their median equivalent-disc radius r (input px)
+        gives factor = net object size / r; repeated at the new factor (up to
+        ``AUTO_SPLIT_ROUNDS`` times) until it moves by less than ``AUTO_SPLIT_TOLERANCE``.
+        With fewer than ``AUTO_SPLIT_MIN_OBJECTS`` instances (an empty image) the last factor
+        is kept; factors are held inside :data:`AUTO_SCALE_FACTORS`' range. Cellpose sizes
+        its inputs the same way (a first pass, then the size of its own masks); written here
+        because it is a property of the trained net."""
+        img = np.asarray(image)
+        h, w = img.shape[:2]
+        factor = float(self.input_scale())
+        lo, hi = float(AUTO_SCALE_FACTORS[0]), float(AUTO_SCALE_FACTORS[-1])
+        for _ in range(AUTO_SPLIT_ROUNDS):
+            side = min(AUTO_SCALE_CROP, int(np.ceil(AUTO_SCALE_NET_CROP / factor)))
+            i0, j0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+            crop = img[i0 : i0 + side, j0 : j0 + side]
+            seg, sep, px = split_probabilities(self, self.predict_maps(crop, scale=factor))
+            radii = mask_object_radii(split_planes(self, seg, sep, px)[0])
+            if len(radii) < AUTO_SPLIT_MIN_OBJECTS:
+                return factor
+            new = float(np.clip(scale_factor(self.object_size, float(np.median(radii))), lo, hi))
+            if abs(np.log(new / factor)) < np.log1p(AUTO_SPLIT_TOLERANCE):
+                return new
+            factor = new
+        return factor
 
     def scale_response(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(log factors, response): :meth:`estimate_input_scale`'s score at every factor,
@@ -550,6 +582,9 @@ AUTO_SCALE_FACTORS = np.geomspace(0.25, 2.5, 12)
 AUTO_SCALE_CROP = 512
 AUTO_SCALE_NET_CROP = 384
 AUTO_SCALE_PERCENTILE = 99.5
+AUTO_SPLIT_ROUNDS = 3  # segment-and-measure passes of Model.estimate_split_scale at most
+AUTO_SPLIT_TOLERANCE = 0.1  # stop when the factor moves by less than this share
+AUTO_SPLIT_MIN_OBJECTS = 3  # fewer instances than this say nothing about the scale
 
 
 def best_log_factor(log_factors: np.ndarray, response: np.ndarray) -> float:

@@ -99,6 +99,10 @@ SCHEMA = {
         # train at this median object radius (px) by resampling images and annotations;
         # null = train at the data's own scale (the measured size is recorded either way)
         "object_size": (NUM_OR_NONE, None),
+        # what is brought to object_size: each "source" (one factor per dataset, from its
+        # median radius) or each "image" (from its own, for sets of mixed magnifications;
+        # predict such models with inference.object_size: auto)
+        "object_scale": (str, "source"),
         # decay of an exponential moving average of the weights, used for validation and
         # saved as the model (e.g. 0.999); null = off
         "ema": (NUM_OR_NONE, None),
@@ -192,6 +196,7 @@ STATIC_CHOICES = {
     "training.precision": ("auto", "bf16", "fp32"),
     "training.sampling": ("random", "tiles"),
     "training.intensity": INTENSITY_MODES,
+    "training.object_scale": ("source", "image"),
     "evaluate.protocol": ("hungarian", "one-to-one", "iou"),
     "decode.segment": (None, "region_growing", "argmax", "split"),
     "inference.blend": ("mean", "gaussian"),
@@ -357,6 +362,12 @@ def _check_ranges(recipe: dict, source: str) -> None:
             tr["object_size"],
             tr["object_size"] is None or tr["object_size"] > 0,
             "> 0 or null",
+        ),
+        (
+            "training.object_scale",
+            tr["object_scale"],
+            tr["object_scale"] == "source" or tr["object_size"] is not None,
+            "'source' unless training.object_size is set (what would each image be brought to?)",
         ),
         ("training.iterations", tr["iterations"], tr["iterations"] > 0, "> 0"),
         ("decode.xi", dec["xi"], 0 <= dec["xi"] <= 1, "in [0, 1]"),

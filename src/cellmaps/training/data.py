@@ -13,6 +13,7 @@ from cellmaps.errors import CellmapsInputError
 from cellmaps.io.dataset import Dataset
 from cellmaps.io.scale import (
     base_image,
+    mask_object_radii,
     median_object_radius,
     rescale_labels,
     scale_factor,
@@ -162,6 +163,34 @@ def rescaled_annotations(a: Annotations, factor: float) -> Annotations:
     )
 
 
+#: fewest objects an image needs for its own median radius (``training.object_scale: image``);
+#: images with fewer keep their source's factor
+MIN_OBJECTS_FOR_IMAGE_SCALE = 3
+
+
+def image_object_radius(mask: np.ndarray | None, points: np.ndarray | None) -> float | None:
+    """One image's median object radius (px): from its instance mask, else from half the
+    lower-quartile nearest-neighbour spacing of its points (the rule of
+    :func:`cellmaps.io.scale.median_object_radius`); None with fewer than
+    :data:`MIN_OBJECTS_FOR_IMAGE_SCALE` objects."""
+    if mask is not None:
+        radii = mask_object_radii(mask)
+        if len(radii) >= MIN_OBJECTS_FOR_IMAGE_SCALE:
+            return float(np.median(radii))
+    if points is not None and len(points) >= MIN_OBJECTS_FOR_IMAGE_SCALE:
+        return median_object_radius(points=[np.asarray(points)])[0]
+    return None
+
+
+def image_scale_factor(a: Annotations, canonical: float, source_factor: float) -> float:
+    """Factor that brings this image's own median object radius to ``canonical`` px
+    (``training.object_scale: image``: a set whose images were taken at different
+    magnifications, e.g. DSB 2018 with nucleus radii of 4-47 px, is trained at one object
+    size per image, not per set); ``source_factor`` when the image has too few objects."""
+    radius = image_object_radius(a.mask, a.points)
+    return source_factor if radius is None else scale_factor(canonical, radius)
+
+
 def subsample_ids(ids: list[str], fraction: float, seed: int) -> list[str]:
     """A seeded share of the image ids (at least one), in their original order: the
     "fraction of the target images" of MicroNet's fine-tuning and mixing studies."""
@@ -186,7 +215,8 @@ def load_training_data(
 
     With ``training.object_size`` in the recipe, each source's images and annotations are
     resampled so its median object radius (measured, or given in ``object_sizes``) becomes
-    that size before the targets are computed. ``scales`` reuses the factors of another
+    that size before the targets are computed; with ``training.object_scale: image`` each
+    image is brought there from its own radius instead (:func:`image_scale_factor`). ``scales`` reuses the factors of another
     call (validation data resampled like the training data)."""
     opened = []
     for root, split, weight, *share in sources:
@@ -198,6 +228,7 @@ def load_training_data(
             ids = subsample_ids(ids, share[0], recipe["training"]["seed"])
         opened.append((ds, ids, float(weight)))
     canonical = recipe["training"]["object_size"]
+    per_image = recipe["training"]["object_scale"] == "image"
     reads_masks = recipe_reads_masks(recipe)
     if scales is None:
         scales = source_scales(opened, canonical, object_sizes, reads_masks)
@@ -222,7 +253,10 @@ def load_training_data(
                 roi=ds.roi(image_id),
                 source=str(ds.image_path(image_id)),
             )
-            a = rescaled_annotations(a, sc["factor"])
+            factor = sc["factor"]
+            if per_image and canonical is not None:
+                factor = image_scale_factor(a, canonical, factor)
+            a = rescaled_annotations(a, factor)
             opts = {}
             names = []
             for t in tasks:
