@@ -26,7 +26,8 @@ Ablation rows: ``cumulative-histeq`` (the paper's histogram equalisation instead
 noise jitter and 10 % empty crops added), ``cumulative-perimage`` (each training image
 resampled from its own median radius, ``training.object_scale: image``, and each val/test
 image's scale estimated from the model's own instances, ``inference.object_size: auto``),
-``cumulative-wide`` (twice --base).
+``cumulative-wide`` (twice --base), ``cumulative-gap3`` (separation target and its weights
+at 3 px from two cells instead of 2: a wider gap to learn).
 
 Post-processing: "before" = connected components of segmentation > 0.5 minus
 separation > 0.5 (the raw output); "after" = :func:`cellmaps.postprocess.split.split_instances`
@@ -110,10 +111,13 @@ MODELS = [
     ("DeepSplit", "deepsplit", "cumulative-perimage"),
     # ablation: twice the width (the paper's net is 4x ours)
     ("DeepSplit", "deepsplit", "cumulative-wide"),
+    # ablation: a wider gap to learn (separation pixels within 3 px of two cells, not 2)
+    ("DeepSplit", "deepsplit", "cumulative-gap3"),
 ]
 # "-robust" modes: microscope and camera variation (gamma, blur, noise on the normalised
 # image, each on half the crops) and 10 % empty crops (flat or noise: nothing to find)
 ROBUST_AUGMENT = {"gamma": 0.3, "blur": 1.0, "noise": 0.05, "empty": 0.1}
+GAP3 = 3.0  # "-gap3" modes: separation pixels within this many px of two cells (recipe: 2)
 TARGET_DSC, TARGET_CDS = 0.91, 0.91  # dsb, DeepSplit cumulative
 TARGET_USIIGACI_DSC, TARGET_USIIGACI_CDS = 0.91, 0.85
 TARGET_F1_MARGIN = 0.02  # DeepSplit F1@0.5 ≥ StarDist's + 0.02
@@ -176,6 +180,14 @@ def recipe_for(name: str, mode: str, args, key: str = "dsb") -> dict:
         r["inference"]["object_size"] = "auto"
     if mode.endswith("-wide"):
         r["net"]["base"] = 2 * args.base
+    if mode.endswith("-gap3"):
+        for t in r["tasks"]:
+            if t["target"] == "separation":
+                t["target_options"] = {**(t.get("target_options") or {}), "distance": GAP3}
+                t["weights_map_options"] = {
+                    **(t.get("weights_map_options") or {}),
+                    "distance": GAP3,
+                }
     if args.schedule:
         r["optimizer"]["schedule"] = args.schedule
     if mode.startswith("simultaneous"):  # both losses from the first step, the paper's 0.3 / 1.0

@@ -171,6 +171,10 @@ def test_separation_weights_values():
     w = separation_weights(m)
     assert np.allclose(np.unique(w), [1.0, 5.0, 22.6])
     assert w[15, 19] == pytest.approx(22.6) and w[15, 10] == 5 and w[0, 0] == 1
+    # at the separation target's own distance, the gap weight covers exactly its pixels
+    for d in (2.0, 3.0):
+        assert np.array_equal(separation_weights(m, distance=d) == 22.6, separation(m, d) > 0)
+    assert (separation(m, 3.0) > 0).sum() > (separation(m, 2.0) > 0).sum()
 
 
 # -- point maps ------------------------------------------------------------------------------

@@ -98,17 +98,19 @@ def separation_weights(
     background: float = 1.0,
     cell: float = 5.0,
     gap: float = 22.6,
+    distance: float = 2.0,
 ) -> np.ndarray:
     """Separation-task weights (DeepSplit §3.2): background 1, cell 5, separation pixels 22.6.
 
-    ``sep`` defaults to :func:`separation` of the mask; the gap weight wins over the cell weight.
+    ``sep`` defaults to :func:`separation` of the mask at ``distance`` (give the separation
+    target's own); the gap weight wins over the cell weight.
 
     Returns
     -------
     (H, W) float32
     """
     mask = as_label_image(mask)
-    sep = separation(mask) if sep is None else np.asarray(sep)
+    sep = separation(mask, distance) if sep is None else np.asarray(sep)
     w = np.where(mask > 0, cell, background).astype(np.float32)
     w[sep > 0] = gap
     return w
