@@ -518,7 +518,8 @@ def choice_text(r: dict) -> str:
 
 def ablation(v: dict) -> list[str]:
     """Every trained row with its validation CDS / AJI (from the post-processing choice,
-    the numbers choices are made on) beside its test CDS, best validation first."""
+    the numbers choices are made on) beside its test CDS, training minutes and end-to-end
+    seconds for the test images, best validation first."""
     rows = [(k, r) for k, r in v["models"].items() if r.get("split_choice")]
     if len(rows) < 2:
         return []
@@ -528,14 +529,14 @@ def ablation(v: dict) -> list[str]:
         "All runs by validation score (val CDS / AJI at the post-processing chosen on val; "
         "choices are made on this column, never on test):",
         "",
-        "| run | val CDS | val AJI | test CDS | test DSC | test AJI |",
-        "|---|---|---|---|---|---|",
+        "| run | val CDS | val AJI | test CDS | test DSC | test AJI | train min | test s |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for k, r in rows:
         c, a = r["split_choice"], r["test"]["after"]
         out.append(
             f"| {k} | {c['cds']:.3f} | {c['aji']:.3f} | {a['cds']:.3f} | {a['dsc']:.3f} | "
-            f"{a['aji']:.3f} |"
+            f"{a['aji']:.3f} | {r['train_minutes']:.1f} | {r['test']['predict_s_total']:.1f} |"
         )
     return out
 
