@@ -26,7 +26,7 @@ Ablation rows: ``cumulative-histeq`` (the paper's histogram equalisation instead
 noise jitter and 10 % empty crops added), ``cumulative-perimage`` (each training image
 resampled from its own median radius, ``training.object_scale: image``, and each val/test
 image's scale estimated from the model's own instances, ``inference.object_size: auto``),
-``cumulative-wide`` (twice --base), ``cumulative-gap3`` (separation target and its weights
+``cumulative-wide`` (twice --base), ``cumulative-wide4`` (four times: the paper's 64), ``cumulative-gap3`` (separation target and its weights
 at 3 px from two cells instead of 2: a wider gap to learn).
 
 Post-processing: "before" = connected components of segmentation > 0.5 minus
@@ -111,6 +111,8 @@ MODELS = [
     ("DeepSplit", "deepsplit", "cumulative-perimage"),
     # ablation: twice the width (the paper's net is 4x ours)
     ("DeepSplit", "deepsplit", "cumulative-wide"),
+    # ablation: four times the width (64 at --base 16: the paper's)
+    ("DeepSplit", "deepsplit", "cumulative-wide4"),
     # ablation: a wider gap to learn (separation pixels within 3 px of two cells, not 2)
     ("DeepSplit", "deepsplit", "cumulative-gap3"),
 ]
@@ -180,6 +182,8 @@ def recipe_for(name: str, mode: str, args, key: str = "dsb") -> dict:
         r["inference"]["object_size"] = "auto"
     if mode.endswith("-wide"):
         r["net"]["base"] = 2 * args.base
+    if mode.endswith("-wide4"):
+        r["net"]["base"] = 4 * args.base
     if mode.endswith("-gap3"):
         for t in r["tasks"]:
             if t["target"] == "separation":
@@ -568,6 +572,20 @@ def limits_text(test: dict) -> str:
     return text
 
 
+def ablation_deltas(rows: dict) -> list[tuple[str, float]]:
+    """(mode, val CDS − deepsplit_cumulative's) of every DeepSplit ablation row, best first."""
+    cum = rows.get("deepsplit_cumulative")
+    if not cum or not cum.get("split_choice"):
+        return []
+    base = cum["split_choice"]["cds"]
+    out = [
+        (r["mode"].removeprefix("cumulative-"), r["split_choice"]["cds"] - base)
+        for k, r in rows.items()
+        if k.startswith("deepsplit_cumulative-") and r.get("split_choice")
+    ]
+    return sorted(out, key=lambda md: -md[1])
+
+
 def findings(key: str, v: dict) -> list[str]:
     """Target and ordering statements computed from the run's figures."""
     rows, lines = v["models"], []
@@ -601,6 +619,14 @@ def findings(key: str, v: dict) -> list[str]:
     if unet and cum:
         d = cum["test"]["after"]["cds"] - unet["test"]["after"]["cds"]
         lines.append(f"- DeepSplit cumulative − U-Net, post-processed CDS: {d:+.3f}.")
+    deltas = ablation_deltas(rows)
+    if deltas:
+        lines.append(
+            f"- Changes to DeepSplit cumulative, by validation CDS (recipe as bundled "
+            f"{cum['split_choice']['cds']:.3f}): "
+            + ", ".join(f"{mode} {d:+.3f}" for mode, d in deltas)
+            + "."
+        )
     best = best_deepsplit_on_val(v)
     if best and best != "deepsplit_cumulative":
         b, c = rows[best], cum or rows[best]
