@@ -645,10 +645,13 @@ def findings(key: str, v: dict) -> list[str]:
             f"{rows[best]['test']['after']['cds']:.3f} in {rows[best]['train_minutes']:.1f} "
             f"min (difference {rows[best]['test']['after']['cds'] - sd['test']['after']['cds']:+.3f}): "
             + (
-                "at the same minutes another method gets further, so the CPU budget alone "
-                "does not explain the gap to the targets."
+                "in no more training minutes another method gets further, so the CPU budget "
+                "alone does not explain the gap to the targets."
                 if sd["test"]["after"]["cds"] > rows[best]["test"]["after"]["cds"]
-                else "DeepSplit is ahead at the same minutes."
+                and sd["train_minutes"] <= rows[best]["train_minutes"] + 0.5
+                else "StarDist is ahead, with more training minutes."
+                if sd["test"]["after"]["cds"] > rows[best]["test"]["after"]["cds"]
+                else "DeepSplit is ahead."
             )
         )
     if sd and cum:
