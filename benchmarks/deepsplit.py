@@ -314,10 +314,11 @@ def best_deepsplit_on_val(v: dict) -> str | None:
     return max(rows)[1] if rows else None
 
 
-def rescore(name: str) -> None:
+def rescore(name: str, wanted: set[str] | None = None) -> None:
     """--rescore: post-processing chosen and test scored again with the current code on the
     models the results file lists (their training is not repeated; ``trained_by`` keeps the
-    code that trained each)."""
+    code that trained each); ``wanted`` (``--models``) limits it to those rows, e.g. the
+    rows a code change affects, and each row keeps the code that scored it."""
     from cellmaps.provenance import code_version
 
     current = code_version()["source_hash"]
@@ -327,6 +328,8 @@ def rescore(name: str) -> None:
         for k, r in v["models"].items():
             if (r.get("scored_by") or {}).get("source_hash") == current:
                 continue  # already chosen and scored by this code
+            if wanted is not None and k not in wanted:
+                continue
             model = Model.load(r["model"])
             model.path = Path(r["model"])  # postprocess_and_score saves the choice into it
             r.setdefault("trained_by", model.training.get("code"))
@@ -798,7 +801,7 @@ def main() -> None:
         stardist_only(args)
         return
     if args.rescore:
-        rescore(args.name)
+        rescore(args.name, None if args.models == "all" else set(args.models.split(",")))
         return
     if args.report_only:
         saved, run_args = read_results(args.name)

@@ -379,17 +379,28 @@ def test_per_image_object_scale_brings_every_image_to_the_object_size(tmp_path, 
 
 def test_split_models_estimate_each_images_scale_from_their_own_instances(monkeypatch):
     """A DeepSplit model trained at radius 8 (on images whose cells had radius 8) shown an
-    image of radius-16 discs: its instances at the training scale have radius 16, so the
-    estimate is factor 0.5; a second pass at 0.5 finds radius 8 and stops there. An empty
-    image keeps the training-image factor (1)."""
+    image of radius-16 discs: at factor f its instances have radius 16·f net px, and the
+    factor where that is 8 is 0.5. A net that cuts cells larger than 12 net px into quarters
+    (as a net shown objects far above its size fragments them) also gives 8 px pieces at
+    factor 1, the training scale: an estimate iterated from there stays at 1, the scan
+    still finds 0.5. An empty image keeps the training-image factor (1)."""
+    from cellmaps.io.scale import rescale_image
     from cellmaps.model import Maps, Model
     from cellmaps.recipes import load_recipe
 
+    centres = [(r, c) for r in (40, 128, 216) for c in (40, 128, 216)]
+    fragments = {"on": False}
+
     def ideal_maps(self, image, *_a, scale=1.0, **_k):
         # the maps an ideal net gives: the image's bright pixels, resampled by `scale`
-        from cellmaps.io.scale import rescale_image
-
         cells = (rescale_image(np.asarray(image, np.float32), scale) > 100).astype(np.float32)
+        if fragments["on"] and 16 * scale > 12 and cells.any():
+            h, w = np.asarray(image).shape[:2]
+            for r, c in centres:  # the crop is central: shift the centres with it
+                rr = int(round((r - (256 - h) / 2) * scale))
+                cc = int(round((c - (256 - w) / 2) * scale))
+                cells[max(rr - 1, 0) : rr + 1, :] = 0
+                cells[:, max(cc - 1, 0) : cc + 1] = 0
         maps = Maps(segmentation=cells[None], separation=np.zeros_like(cells)[None])
         maps.input_shape = np.asarray(image).shape[:2]
         return maps
@@ -399,10 +410,10 @@ def test_split_models_estimate_each_images_scale_from_their_own_instances(monkey
     r["inference"]["object_size"] = "auto"
     training = {"label": "cell", "object_size": 8.0, "data_object_size": 8.0}
     model = Model(r, 3, [0.5] * 3, [0.2] * 3, training=training)
-    model.decode.update(max_border=None, min_area=5)
-    image = np.where(
-        discs((256, 256), [(r, c) for r in (40, 128, 216) for c in (40, 128, 216)], 16) > 0, 200, 0
-    ).astype(np.uint8)
+    model.decode.update(max_border=None, min_area=5, min_distance=3)
+    image = np.where(discs((256, 256), centres, 16) > 0, 200, 0).astype(np.uint8)
+    assert model.input_scale(image=image) == pytest.approx(0.5, rel=0.05)
+    fragments["on"] = True
     assert model.input_scale(image=image) == pytest.approx(0.5, rel=0.05)
     assert model.input_scale(image=np.zeros((256, 256), np.uint8)) == 1.0
     assert model.input_scale(object_size=4.0, image=image) == 2.0  # a given size wins

@@ -273,32 +273,39 @@ class Model:
         return float(np.exp(best_log_factor(log_factors, response))) * calibration
 
     def estimate_split_scale(self, image: np.ndarray) -> float:
-        """The input → net factor that gives a DeepSplit model's instances its training
-        radius: instances are segmented on a central crop (as in :meth:`scale_response`) at
-        the training-image factor, and their median equivalent-disc radius r (input px)
-        gives factor = net object size / r; repeated at the new factor (up to
-        ``AUTO_SPLIT_ROUNDS`` times) until it moves by less than ``AUTO_SPLIT_TOLERANCE``.
-        With fewer than ``AUTO_SPLIT_MIN_OBJECTS`` instances (an empty image) the last factor
-        is kept; factors are held inside :data:`AUTO_SCALE_FACTORS`' range. Cellpose sizes
-        its inputs the same way (a first pass, then the size of its own masks); written here
-        because it is a property of the trained net."""
+        """The input → net factor at which a DeepSplit model's own instances have its
+        training radius: on a central crop (as in :meth:`scale_response`) the instances are
+        segmented at every factor f of :data:`AUTO_SPLIT_FACTORS`, and their median
+        equivalent-disc radius in net px, r(f), is compared with the net's object size R. The
+        smallest factor with r(f) within ``AUTO_SPLIT_TOLERANCE`` of R (else the factor
+        closest to it) is corrected once by R / r(f), within half a grid step. A scan, not an
+        iteration from the training scale, and the smallest consistent factor: a net shown
+        objects far larger than its own fragments them into pieces that can have about its
+        size too (an iteration from the training scale drove a DSB image of radius-20 nuclei
+        to the grid's end), while at too small a factor cells merge, which only makes r(f)
+        larger. Factors
+        with fewer than ``AUTO_SPLIT_MIN_OBJECTS`` instances do not count; with none left (an
+        empty image) the training-image factor is kept. Cellpose sizes its inputs from its
+        own masks too; written here because it is a property of the trained net."""
         img = np.asarray(image)
         h, w = img.shape[:2]
-        factor = float(self.input_scale())
-        lo, hi = float(AUTO_SCALE_FACTORS[0]), float(AUTO_SCALE_FACTORS[-1])
-        for _ in range(AUTO_SPLIT_ROUNDS):
-            side = min(AUTO_SCALE_CROP, int(np.ceil(AUTO_SCALE_NET_CROP / factor)))
+        net = float(self.object_size)
+        errors = {}
+        for f in AUTO_SPLIT_FACTORS:
+            f = float(f)
+            side = min(AUTO_SCALE_CROP, int(np.ceil(AUTO_SCALE_NET_CROP / f)))
             i0, j0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
             crop = img[i0 : i0 + side, j0 : j0 + side]
-            seg, sep, px = split_probabilities(self, self.predict_maps(crop, scale=factor))
+            seg, sep, px = split_probabilities(self, self.predict_maps(crop, scale=f))
             radii = mask_object_radii(split_planes(self, seg, sep, px)[0])
-            if len(radii) < AUTO_SPLIT_MIN_OBJECTS:
-                return factor
-            new = float(np.clip(scale_factor(self.object_size, float(np.median(radii))), lo, hi))
-            if abs(np.log(new / factor)) < np.log1p(AUTO_SPLIT_TOLERANCE):
-                return new
-            factor = new
-        return factor
+            if len(radii) >= AUTO_SPLIT_MIN_OBJECTS:
+                errors[f] = float(np.log(np.median(radii) * f / net))  # r(f) in net px vs R
+        if not errors:
+            return float(self.input_scale())
+        near = [f for f in errors if abs(errors[f]) <= np.log1p(AUTO_SPLIT_TOLERANCE)]
+        best = min(near) if near else min(errors, key=lambda f: abs(errors[f]))
+        half_step = np.sqrt(AUTO_SPLIT_FACTORS[1] / AUTO_SPLIT_FACTORS[0])
+        return float(best * np.clip(np.exp(-errors[best]), 1 / half_step, half_step))
 
     def scale_response(self, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(log factors, response): :meth:`estimate_input_scale`'s score at every factor,
@@ -582,9 +589,10 @@ AUTO_SCALE_FACTORS = np.geomspace(0.25, 2.5, 12)
 AUTO_SCALE_CROP = 512
 AUTO_SCALE_NET_CROP = 384
 AUTO_SCALE_PERCENTILE = 99.5
-AUTO_SPLIT_ROUNDS = 3  # segment-and-measure passes of Model.estimate_split_scale at most
-AUTO_SPLIT_TOLERANCE = 0.1  # stop when the factor moves by less than this share
+#: factors Model.estimate_split_scale segments at (objects of 0.4× to 4× the model's size)
+AUTO_SPLIT_FACTORS = np.geomspace(0.25, 2.5, 7)
 AUTO_SPLIT_MIN_OBJECTS = 3  # fewer instances than this say nothing about the scale
+AUTO_SPLIT_TOLERANCE = 0.25  # r(f) within ×1.25 of the net's object size counts as consistent
 
 
 def best_log_factor(log_factors: np.ndarray, response: np.ndarray) -> float:
