@@ -417,3 +417,23 @@ def test_split_models_estimate_each_images_scale_from_their_own_instances(monkey
     assert model.input_scale(image=image) == pytest.approx(0.5, rel=0.05)
     assert model.input_scale(image=np.zeros((256, 256), np.uint8)) == 1.0
     assert model.input_scale(object_size=4.0, image=image) == 2.0  # a given size wins
+
+
+def test_cli_per_image_scale_needs_an_object_size(tmp_path, capsys):
+    """`cellmaps train --per-image-scale` without a radius to bring images to is refused
+    with a message naming the missing option; with one, the model file records the
+    per-image scale and the auto input scale."""
+    from cellmaps.cli import main
+    from cellmaps.model import Model
+
+    root = tmp_path / "d"
+    write_two_magnifications(root)
+    out = tmp_path / "m.safetensors"
+    args = ["train", "--recipe", "deepsplit", "--data", str(root), "--out", str(out)]
+    args += ["--iterations", "2", "--crop", "32", "--val-split", "", "--quiet", "--per-image-scale"]
+    assert main(args) != 0
+    assert "--train-object-size" in capsys.readouterr().err and not out.exists()
+    assert main([*args, "--train-object-size", "5"]) == 0
+    m = Model.load(out)
+    assert m.recipe["training"]["object_scale"] == "image"
+    assert m.recipe["inference"]["object_size"] == "auto"

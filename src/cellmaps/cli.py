@@ -116,6 +116,11 @@ def _cmd_train(args: argparse.Namespace) -> int:
     if args.train_object_size:
         recipe["training"]["object_size"] = args.train_object_size
     if args.per_image_scale:  # each image from its own radius; each input's scale estimated
+        if recipe["training"]["object_size"] is None:
+            raise CellmapsInputError(
+                "--per-image-scale needs the radius to bring each image to: give "
+                "--train-object-size R (or training.object_size in the recipe)"
+            )
         recipe["training"]["object_scale"] = "image"
         recipe["inference"]["object_size"] = "auto"
     if args.combine:

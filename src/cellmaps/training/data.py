@@ -216,8 +216,9 @@ def load_training_data(
     With ``training.object_size`` in the recipe, each source's images and annotations are
     resampled so its median object radius (measured, or given in ``object_sizes``) becomes
     that size before the targets are computed; with ``training.object_scale: image`` each
-    image is brought there from its own radius instead (:func:`image_scale_factor`). ``scales`` reuses the factors of another
-    call (validation data resampled like the training data)."""
+    image is brought there from its own radius instead (:func:`image_scale_factor`).
+    ``scales`` reuses the factors of another call (validation data resampled like the
+    training data)."""
     opened = []
     for root, split, weight, *share in sources:
         ds = Dataset(root)
