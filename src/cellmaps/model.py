@@ -274,7 +274,7 @@ class Model:
 
     def estimate_split_scale(self, image: np.ndarray) -> float:
         """The input → net factor at which a DeepSplit model's own instances have its
-        training radius: on a central crop (as in :meth:`scale_response`) the instances are
+        training radius: on a central crop (:func:`auto_scale_crop`) the instances are
         segmented at every factor f of :data:`AUTO_SPLIT_FACTORS`, and their median
         equivalent-disc radius in net px, r(f), is compared with the net's object size R. The
         smallest factor with r(f) within ``AUTO_SPLIT_TOLERANCE`` of R (else the factor
@@ -283,20 +283,16 @@ class Model:
         objects far larger than its own fragments them into pieces that can have about its
         size too (an iteration from the training scale drove a DSB image of radius-20 nuclei
         to the grid's end), while at too small a factor cells merge, which only makes r(f)
-        larger. Factors
-        with fewer than ``AUTO_SPLIT_MIN_OBJECTS`` instances do not count; with none left (an
-        empty image) the training-image factor is kept. Cellpose sizes its inputs from its
+        larger. Factors with fewer than ``AUTO_SPLIT_MIN_OBJECTS`` instances do not count;
+        with none left (an empty image) the training-image factor is kept. Cellpose sizes its inputs from its
         own masks too; written here because it is a property of the trained net."""
         img = np.asarray(image)
-        h, w = img.shape[:2]
         net = float(self.object_size)
         errors = {}
         for f in AUTO_SPLIT_FACTORS:
             f = float(f)
-            side = min(AUTO_SCALE_CROP, int(np.ceil(AUTO_SCALE_NET_CROP / f)))
-            i0, j0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
-            crop = img[i0 : i0 + side, j0 : j0 + side]
-            seg, sep, px = split_probabilities(self, self.predict_maps(crop, scale=f))
+            maps = self.predict_maps(auto_scale_crop(img, f), scale=f)
+            seg, sep, px = split_probabilities(self, maps)
             radii = mask_object_radii(split_planes(self, seg, sep, px)[0])
             if len(radii) >= AUTO_SPLIT_MIN_OBJECTS:
                 errors[f] = float(np.log(np.median(radii) * f / net))  # r(f) in net px vs R
@@ -312,12 +308,9 @@ class Model:
         each on the central input crop that gives at most ``AUTO_SCALE_NET_CROP``² net px
         (and at most ``AUTO_SCALE_CROP``² input px), so every factor costs about the same."""
         img = np.asarray(image)
-        h, w = img.shape[:2]
         response = []
         for f in AUTO_SCALE_FACTORS:
-            side = min(AUTO_SCALE_CROP, int(np.ceil(AUTO_SCALE_NET_CROP / f)))
-            i0, j0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
-            maps = self.predict_maps(img[i0 : i0 + side, j0 : j0 + side], scale=float(f))
+            maps = self.predict_maps(auto_scale_crop(img, float(f)), scale=float(f))
             m = decoded_channels(maps[self.decode["task"]], self.decode).max(0)
             response.append(float(np.percentile(m, AUTO_SCALE_PERCENTILE)))
         return np.log(AUTO_SCALE_FACTORS), np.asarray(response)
@@ -589,6 +582,18 @@ AUTO_SCALE_FACTORS = np.geomspace(0.25, 2.5, 12)
 AUTO_SCALE_CROP = 512
 AUTO_SCALE_NET_CROP = 384
 AUTO_SCALE_PERCENTILE = 99.5
+
+
+def auto_scale_crop(image: np.ndarray, factor: float) -> np.ndarray:
+    """The central crop of ``image`` that gives at most ``AUTO_SCALE_NET_CROP``² net px at
+    ``factor`` (and is at most ``AUTO_SCALE_CROP``² input px): every factor an automatic
+    scale estimate tries costs about the same."""
+    h, w = image.shape[:2]
+    side = min(AUTO_SCALE_CROP, int(np.ceil(AUTO_SCALE_NET_CROP / factor)))
+    i0, j0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return image[i0 : i0 + side, j0 : j0 + side]
+
+
 #: factors Model.estimate_split_scale segments at (objects of 0.4× to 4× the model's size)
 AUTO_SPLIT_FACTORS = np.geomspace(0.25, 2.5, 7)
 AUTO_SPLIT_MIN_OBJECTS = 3  # fewer instances than this say nothing about the scale
