@@ -42,6 +42,7 @@ from benchmarks._common import (
     write_results,
 )
 from cellmaps.io import Dataset
+from cellmaps.metrics.detection import nan_mean
 from cellmaps.metrics.segmentation import segmentation_scores
 from cellmaps.model import Model, segment_image
 from cellmaps.recipes import load_recipe
@@ -223,7 +224,7 @@ def score_segmentation(model: Model, root: Path, split: str, outer_min: float) -
         _, mask = segment_image(model, ds.image(i), outer_min=outer_min)
         rows.append(segmentation_scores(ds.mask(i), mask))
     keys = ("dice", "aji", "cds", "object_dice")
-    return {"outer_min": outer_min, **{k: float(np.mean([r[k] for r in rows])) for k in keys}}
+    return {"outer_min": outer_min, **{k: nan_mean(r[k] for r in rows) for k in keys}}
 
 
 def choose_outer_min(model: Model, root: Path) -> dict:
@@ -237,7 +238,7 @@ def choose_outer_min(model: Model, root: Path) -> dict:
             segmentation_scores(truth, segment_image(model, None, outer_min=t, maps=m)[1])["aji"]
             for truth, m in cached
         ]
-        scores[t] = float(np.mean(ajis))
+        scores[t] = nan_mean(ajis)
     best = max(OUTER_MIN_GRID, key=lambda t: scores[t])
     return {"outer_min": best, "val_aji": scores}
 

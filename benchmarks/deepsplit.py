@@ -78,7 +78,7 @@ from benchmarks._common import (
 )
 from benchmarks.deepdistance import usiigaci_split
 from cellmaps.io import Dataset, read_image
-from cellmaps.metrics import prf
+from cellmaps.metrics import nan_mean, prf
 from cellmaps.metrics.segmentation import (
     INSTANCE_ERROR_KINDS,
     aji,
@@ -223,8 +223,8 @@ def summarise(rows: list[dict]) -> dict:
     tp, fp, fn = (int(sum(r[k] for r in rows)) for k in ("tp", "fp", "fn"))
     pooled = prf(tp, fp, fn)
     return {
-        "dsc": float(np.mean([r["dsc"] for r in rows])),
-        "aji": float(np.mean([r["aji"] for r in rows])),
+        "dsc": nan_mean(r["dsc"] for r in rows),
+        "aji": nan_mean(r["aji"] for r in rows),
         "cds": pooled["f1"],
         "precision": pooled["precision"],
         "recall": pooled["recall"],

@@ -45,7 +45,7 @@ from benchmarks._common import (
 )
 from cellmaps.io import Dataset
 from cellmaps.metrics.counts import concordance_correlation
-from cellmaps.metrics.detection import pool_detection
+from cellmaps.metrics.detection import nan_mean, pool_detection
 from cellmaps.metrics.matching import match_hungarian
 from cellmaps.metrics.segmentation import segmentation_scores
 from cellmaps.model import Model, segment_image
@@ -130,7 +130,7 @@ def score_segmentation(model: Model, folder: Path, truth: Path, split: str, radi
         "per_image": per_image,
     }
     if "aji" in per_image[0]:
-        out.update({k: float(np.mean([r[k] for r in per_image])) for k in SEG_KEYS})
+        out.update({k: nan_mean(r[k] for r in per_image) for k in SEG_KEYS})
     return out
 
 

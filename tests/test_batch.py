@@ -204,3 +204,98 @@ def test_full_disk_is_one_line_naming_the_file_and_leaves_no_partial_file(
     assert (out / "points" / "a.csv").is_file() and not (out / "points" / "b.csv").exists()
     assert not list(out.rglob(".*tmp*"))
     assert read_counts(out).keys() == {"a"}
+
+
+def _annotated_dataset(root, images):
+    """A dataset folder as users keep them: images/, points/ and masks/ of ground truth."""
+    import shutil
+
+    import tifffile
+
+    shutil.copytree(images, root / "images")
+    (root / "points").mkdir()
+    (root / "masks").mkdir()
+    for name in ("a", "b", "c"):
+        (root / "points" / f"{name}.csv").write_text("x,y,label\n10,12,nucleus\n")
+        tifffile.imwrite(root / "masks" / f"{name}.tif", np.ones((40, 40), np.uint16))
+    return root
+
+
+def _snapshot(folder) -> dict:
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("flags", [{}, {"overwrite": True}, {"resume": True}])
+def test_ground_truth_in_the_output_folder_is_never_touched(images, tmp_path, flags):
+    """`predict DS --out DS --overwrite` on an annotated dataset is refused whatever the flags,
+    and nothing of the dataset changes (it deleted masks/ and replaced points/)."""
+    ds = _annotated_dataset(tmp_path / "ds", images)
+    before = _snapshot(ds)
+    with pytest.raises(CellmapsInputError, match="no cellmaps run wrote.*points/a.csv"):
+        predict_paths(seeded_model(), [ds], ds, progress=False, **flags)
+    assert _snapshot(ds) == before
+
+
+def test_overwrite_removes_only_files_a_run_recorded(images, tmp_path):
+    out = tmp_path / "out"
+    run(images, out)
+    (out / "points" / "mine.csv").write_text("x,y\n1,1\n")  # added by the user later
+    with pytest.raises(CellmapsInputError, match="points/mine.csv"):
+        run(images, out, xi=0.5, overwrite=True)
+    assert (out / "points" / "mine.csv").is_file() and read_counts(out).keys() == {"a", "b", "c"}
+    (out / "points" / "mine.csv").unlink()
+    (out / "counts.csv").unlink()
+    (out / "counts.csv").write_text("id,count\nmy,1\n")  # recorded name, but the run wrote it
+    run(images, out, xi=0.5, overwrite=True)
+    assert read_counts(out).keys() == {"a", "b", "c"}
+
+
+def test_ki67_refuses_an_annotated_dataset_as_output(images, tmp_path):
+    from cellmaps.ki67 import score_ki67
+
+    ds = _annotated_dataset(tmp_path / "ds", images)
+    before = _snapshot(ds)
+    with pytest.raises(CellmapsInputError, match="no cellmaps run wrote"):
+        score_ki67(None, [ds], ds, progress=False, overwrite=True)
+    assert _snapshot(ds) == before
+
+
+def test_resume_predicts_again_an_image_that_changed(images, tmp_path, capsys, monkeypatch):
+    out = tmp_path / "out"
+    run(images, out)
+    old_a = (out / "points" / "a.csv").read_bytes()
+    Image.fromarray(np.full((40, 40, 3), 30, np.uint8)).save(images / "a.png")  # flat: 0 found
+    calls = []
+    real = predict_module._predict_one
+    monkeypatch.setattr(
+        predict_module, "_predict_one", lambda m, f, *a: calls.append(f.stem) or real(m, f, *a)
+    )
+    rows = run(images, out, resume=True)
+    assert calls == ["a"]
+    assert "a.png changed" in capsys.readouterr().out
+    assert (out / "points" / "a.csv").read_bytes() != old_a
+    assert {r["id"]: r["count"] for r in rows}["a"] == read_counts(out)["a"] == 0
+    calls.clear()
+    run(images, out, resume=True)  # now recorded: nothing to redo
+    assert calls == []
+
+
+def test_a_second_run_into_a_locked_folder_is_refused_and_a_stale_lock_is_taken(images, tmp_path):
+    import json
+    import socket
+    import subprocess
+    import sys
+
+    from cellmaps.batch import LOCK_FILE, run_lock
+
+    out = tmp_path / "out"
+    with run_lock(out):
+        with pytest.raises(CellmapsInputError, match="another cellmaps run .*pid"):
+            run(images, out, overwrite=True)
+    assert not (out / LOCK_FILE).exists()  # released
+    ended = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                           capture_output=True, text=True, check=True)  # fmt: skip
+    stale = {"host": socket.gethostname(), "pid": int(ended.stdout), "started": "x"}
+    (out / LOCK_FILE).write_text(json.dumps(stale))
+    run(images, out, overwrite=True)  # a killed run's lock does not block the folder
+    assert read_counts(out).keys() == {"a", "b", "c"} and not (out / LOCK_FILE).exists()

@@ -230,3 +230,78 @@ def test_evaluate_scores_only_the_labels_asked_for(tmp_path, capsys):
     assert (s["tp"], s["fp"], s["fn"]) == (2, 0, 0)
     assert s["ki67"]["pooled_pred"] == s["ki67"]["pooled_truth"] == 0.5
     capsys.readouterr()
+
+
+def _one_image_folders(tmp_path, truth_csv: str, pred_csv: str):
+    from PIL import Image
+
+    truth, pred = tmp_path / "t", tmp_path / "p"
+    for root in (truth, pred):
+        (root / "points").mkdir(parents=True)
+    (truth / "images").mkdir()
+    Image.fromarray(np.zeros((60, 60), np.uint8)).save(truth / "images" / "a.png")
+    (truth / "points" / "a.csv").write_text(truth_csv)
+    (pred / "points" / "a.csv").write_text(pred_csv)
+    return truth, pred
+
+
+@pytest.mark.parametrize("labels", ["foo", "pos,itive", "positive,foo"])
+def test_a_label_on_neither_side_is_refused_naming_the_labels_present(tmp_path, capsys, labels):
+    """A typo in --labels used to score nothing against nothing: TP = FP = FN = 0 and
+    P = R = F1 = 1.0, exit 0."""
+    truth, pred = _one_image_folders(
+        tmp_path, "x,y,label\n10,10,positive\n30,30,negative\n", "x,y,label\n11,10,positive\n"
+    )
+    argv = ["evaluate", "--truth", str(truth), "--pred", str(pred), "--quiet"]
+    assert main([*argv, "--labels", labels]) == 2
+    err = capsys.readouterr().err
+    assert "neither the truth nor the predictions" in err
+    assert "['negative', 'positive']" in err
+
+
+def test_scores_with_a_zero_denominator_are_undefined_not_one(tmp_path, capsys):
+    """Truth and prediction both empty: TP = FP = FN = 0, so P, R and F1 are 0/0: null in the
+    JSON with a note, '–' in the table; no detections against one object: recall 0 and
+    precision undefined."""
+    truth, pred = _one_image_folders(tmp_path, "x,y,label\n", "x,y,label\n")
+    out = tmp_path / "r.json"
+    argv = ["evaluate", "--truth", str(truth), "--pred", str(pred), "--json", str(out), "--quiet"]
+    assert main(argv) == 0
+    table = capsys.readouterr().out
+    s = json.loads(out.read_text())["summary"]
+    assert s["precision"] is None and s["recall"] is None and s["f1"] is None
+    assert any("f1 is undefined" in n for n in s["notes"]) and "f1 is undefined" in table
+    (truth / "points" / "a.csv").write_text("x,y,label\n10,10,nucleus\n")
+    assert main(argv) == 0
+    s = json.loads(out.read_text())["summary"]
+    assert s["recall"] == 0.0 and s["f1"] == 0.0 and s["precision"] is None
+    assert s["notes"] == ["precision is undefined: nothing was detected (TP + FP = 0)"]
+
+
+def test_duplicated_truth_points_are_counted_and_warned(tmp_path):
+    truth, pred = _one_image_folders(
+        tmp_path,
+        "x,y,label\n10,10,n\n10,10,n\n10,10,n\n30,30,n\n",
+        "x,y,label\n10,11,n\n30,30,n\n",
+    )
+    with pytest.warns(UserWarning, match=r"2 truth point\(s\) in 1 image\(s\) repeat"):
+        s = evaluate(truth, pred)["summary"]
+    assert s["truth_duplicates"] == 2 and s["fn"] == 2  # the copies are still scored
+
+
+def test_json_or_plot_into_a_folder_is_refused_naming_the_option(tmp_path, capsys):
+    truth, pred = _one_image_folders(tmp_path, "x,y,label\n10,10,n\n", "x,y,label\n10,10,n\n")
+    (tmp_path / "dir").mkdir()
+    for option in ("--json", "--plot"):
+        argv = [
+            "evaluate",
+            "--truth",
+            str(truth),
+            "--pred",
+            str(pred),
+            option,
+            str(tmp_path / "dir"),
+        ]
+        assert main([*argv, "--quiet"]) == 2
+        err = capsys.readouterr().err
+        assert f"{option} takes a file name, but a folder is there" in err and ".tmp" not in err

@@ -25,12 +25,14 @@ def test_no_predictions_and_no_truth():
     m = match_hungarian(pts((0, 0), (5, 5)), pts(), 6)
     assert (m.tp, m.fp, m.fn) == (0, 0, 2)
     d = detection_counts(m)
-    assert d["precision"] == 0 and d["recall"] == 0 and d["f1"] == 0
+    assert np.isnan(d["precision"]) and d["recall"] == 0 and d["f1"] == 0  # P is 0/0
     assert np.isnan(d["mean_distance"])
     m = match_one_to_one(pts(), pts((1, 1)), 6)
     assert (m.tp, m.fp, m.fn) == (0, 1, 0)
+    d = detection_counts(m)
+    assert d["precision"] == 0 and np.isnan(d["recall"]) and d["f1"] == 0  # R is 0/0
     d = detection_counts(match_hungarian(pts(), pts(), 6))
-    assert d["precision"] == d["recall"] == d["f1"] == 1.0
+    assert np.isnan(d["precision"]) and np.isnan(d["recall"]) and np.isnan(d["f1"])
 
 
 def test_point_exactly_at_the_radius():
@@ -147,7 +149,10 @@ def test_hungarian_f1_non_decreasing_in_radius(t, p, r, extra):
     t, p = pts(*t), pts(*p)
     f_small = detection_counts(match_hungarian(t, p, r))["f1"]
     f_big = detection_counts(match_hungarian(t, p, r + extra))["f1"]
-    assert f_big >= f_small
+    if len(t) == len(p) == 0:  # nothing to find, nothing found: F1 is 0/0 at every radius
+        assert np.isnan(f_small) and np.isnan(f_big)
+    else:
+        assert f_big >= f_small
 
 
 def test_iou_matching_by_hand():

@@ -100,7 +100,9 @@ def test_empty_masks():
     z = np.zeros((4, 4), np.int32)
     one = z.copy()
     one[1, 1] = 1
-    assert aji(z, z) == dice(z, z) == object_dice(z, z) == instance_scores(z, z)["cds"] == 1.0
+    both_empty = [aji(z, z), dice(z, z), object_dice(z, z), *instance_scores(z, z).values()]
+    assert [k for k, v in instance_scores(z, z).items() if v == v] == ["tp", "fp", "fn"]
+    assert all(np.isnan(v) for v in both_empty[:3])  # 0/0: undefined, not a perfect 1.0
     assert aji(one, z) == 0.0 and dice(one, z) == 0.0 and object_dice(z, one) == 0.0
 
 

@@ -1,33 +1,46 @@
 """Batch runs over many images (``cellmaps predict`` / ``ki67``): one output folder per run,
-resumable, never mixing two runs.
+resumable, never mixing two runs, never touching a file cellmaps did not write.
 
 An output folder records its run in ``cellmaps-run.json``: the model's fingerprint (a hash of
-its weights and settings) and the options that change results. A folder holding another
-run's outputs (or files cellmaps did not write) is refused unless ``overwrite``, which first
-removes the previous outputs; the same run continues with ``resume``, skipping images whose
-outputs are all there (each output is written atomically, so a file that exists is whole).
-Stale temporary files of an interrupted run are removed when the next run starts.
+its weights and settings), the options that change results and, under ``outputs``, every
+file the run may write (relative paths, listed before the first image runs). Files in the
+output folders (points/, geojson/, overlays/, masks/) or named like a run's tables that no
+run record lists (a dataset's ground truth, say) are refused *whatever the flags*: cellmaps
+never replaces or deletes them. A folder holding another run's outputs is refused unless
+``overwrite``, which removes exactly the files that run recorded; the same run continues with
+``resume``, skipping images whose outputs are all there and whose input file is unchanged
+(each finished image's size and SHA-256 are appended to ``cellmaps-inputs.jsonl``; an image
+changed since is predicted again). Each output is written atomically, so a file that exists
+is whole. Stale temporary files of an interrupted run are removed when the next run starts.
+A lock file (``.cellmaps-run.lock``: host, pid) keeps a second run out of a folder while
+one is writing there; a lock whose process has ended on this host is stale and taken over.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
-import shutil
 import signal
+import socket
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io._atomic import remove_stale_temporaries, write_text_atomic
 
 RUN_FILE = "cellmaps-run.json"
+INPUTS_FILE = "cellmaps-inputs.jsonl"  # one JSON line per finished image: id, size, sha256
+LOCK_FILE = ".cellmaps-run.lock"
 SKIPPED_FILE = "skipped.csv"
-# what a run writes; --overwrite removes exactly these (never other files of the folder)
+# the folders and tables a run writes; --overwrite removes only the files of these that the
+# previous run recorded as its own (never other files of the folder)
 OUTPUT_FOLDERS = ("points", "geojson", "overlays", "masks")
-OUTPUT_FILES = ("counts.csv", "ki67.csv", "slides.json", "regions.csv", SKIPPED_FILE, RUN_FILE)
+OUTPUT_FILES = ("counts.csv", "ki67.csv", "slides.json", "regions.csv", SKIPPED_FILE, INPUTS_FILE)
+OWNED_KEY = "outputs"  # the run record's list of the files the run may write
 
 
 class BatchInterrupted(Exception):
@@ -41,9 +54,10 @@ class BatchInterrupted(Exception):
         )
 
 
-def image_outputs(out: Path, image_id: str, masks: bool) -> list[Path]:
+def image_outputs(out: Path, image_id: str, masks: bool, parquet: bool = False) -> list[Path]:
     """The files one image's prediction consists of (in the order they are written)."""
     files = [out / "masks" / f"{image_id}.tif"] if masks else []
+    files += [out / "points" / f"{image_id}.parquet"] if parquet else []
     return files + [
         out / "points" / f"{image_id}.csv",
         out / "geojson" / f"{image_id}.geojson",
@@ -51,8 +65,51 @@ def image_outputs(out: Path, image_id: str, masks: bool) -> list[Path]:
     ]
 
 
+def planned_outputs(out: Path, image_ids: Iterable[str], masks: bool, parquet: bool) -> list[str]:
+    """Every file (relative to ``out``, POSIX style) a run over ``image_ids`` may write."""
+    files = {
+        p.relative_to(out).as_posix()
+        for i in image_ids
+        for p in image_outputs(out, i, masks, parquet)
+    }
+    return sorted(files | set(OUTPUT_FILES))
+
+
 def is_complete(out: Path, image_id: str, masks: bool) -> bool:
     return all(p.is_file() for p in image_outputs(out, image_id, masks))
+
+
+def input_fingerprint(path: Path) -> dict:
+    """Size in bytes and SHA-256 of an input file (what tells a changed image on --resume)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return {"size": path.stat().st_size, "sha256": digest.hexdigest()}
+
+
+def record_finished_input(out: Path, image_id: str, fingerprint: dict) -> None:
+    """Append one finished image's input fingerprint to ``INPUTS_FILE`` (a line per image, so
+    a run of N images writes O(N); a line cut by a kill is ignored when read)."""
+    line = json.dumps({"id": image_id, **fingerprint}, sort_keys=True)
+    with open(out / INPUTS_FILE, "a", encoding="utf-8") as fh:
+        fh.write("\n" + line + "\n")  # a leading newline ends a line a kill cut short
+
+
+def finished_inputs(out: Path) -> dict[str, dict]:
+    """id → {size, sha256} of the images this run finished (the last line per id wins)."""
+    path = out / INPUTS_FILE
+    if not path.is_file():
+        return {}
+    seen: dict[str, dict] = {}
+    for line in path.read_text(encoding="utf-8", errors="replace").splitlines():
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            continue  # empty, or cut short by a kill
+        if isinstance(row, dict) and "id" in row:
+            seen[str(row.pop("id"))] = row
+    return seen
 
 
 def _read_run(out: Path) -> dict | None:
@@ -60,53 +117,117 @@ def _read_run(out: Path) -> dict | None:
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        record = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise CellmapsInputError(
-            f"unreadable run record ({exc}); pass --overwrite to start the folder again", path
+            f"unreadable run record ({exc}): cellmaps cannot tell which files of the folder "
+            "it wrote; choose a new folder (or delete the folder's outputs yourself)",
+            path,
         ) from exc
+    if not isinstance(record, dict):
+        raise CellmapsInputError("unreadable run record (not a JSON object)", path)
+    return record
+
+
+def _is_bookkeeping(name: str) -> bool:
+    """The run record, the lock and temporary files: never anyone's data."""
+    return name in (RUN_FILE, LOCK_FILE) or (name.startswith(".") and ".tmp" in name)
 
 
 def _folder_is_empty(out: Path) -> bool:
-    return not any(out.iterdir())
+    return not any(not _is_bookkeeping(p.name) for p in out.iterdir())
 
 
-def remove_previous_outputs(out: Path) -> None:
-    """Delete what a previous run wrote (``OUTPUT_FOLDERS`` and ``OUTPUT_FILES`` only)."""
+def _candidate_outputs(out: Path) -> list[str]:
+    """Files present where a run writes (the output folders, the table names)."""
+    found = [
+        p.relative_to(out).as_posix()
+        for name in OUTPUT_FOLDERS
+        if (out / name).is_dir()
+        for p in sorted((out / name).rglob("*"))
+        if not p.is_dir() and not _is_bookkeeping(p.name)
+    ]
+    return found + [name for name in OUTPUT_FILES if (out / name).exists()]
+
+
+def foreign_outputs(out: Path, previous: dict | None) -> list[str]:
+    """Files in the output folders or named like a run's tables that no cellmaps run recorded
+    as its own: annotations, ground truth, a user's own tables. Never replaced or deleted."""
+    owned = set((previous or {}).get(OWNED_KEY) or [])
+    return [f for f in _candidate_outputs(out) if f not in owned]
+
+
+def _refuse_foreign(out: Path, foreign: list[str], previous: dict | None) -> None:
+    shown = ", ".join(foreign[:4]) + (f" and {len(foreign) - 4} more" if len(foreign) > 4 else "")
+    older = (
+        " (its run record lists no files: it was written by an older cellmaps)"
+        if previous is not None and OWNED_KEY not in previous
+        else ""
+    )
+    raise CellmapsInputError(
+        f"the output folder holds files no cellmaps run wrote{older}: {shown}; they may be "
+        "annotations, so cellmaps will not replace or delete them, with or without "
+        "--overwrite; choose a new folder for the outputs",
+        out,
+    )
+
+
+def remove_previous_outputs(out: Path, previous: dict) -> None:
+    """Delete exactly the files ``previous`` (a run record) lists as its own, then the
+    output folders that are left empty."""
+    for rel in previous.get(OWNED_KEY) or []:
+        path = out / rel
+        if path.resolve().parent.is_relative_to(out.resolve()) and path.is_file():
+            path.unlink()
     for name in OUTPUT_FOLDERS:
-        if (out / name).is_dir():
-            shutil.rmtree(out / name)
-    for name in OUTPUT_FILES:
-        (out / name).unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            (out / name).rmdir()  # only when empty
 
 
-def start_run(out: str | os.PathLike, record: dict, overwrite: bool, resume: bool) -> Path:
-    """Make ``out`` ready for the run described by ``record`` and write its run record.
+def _comparable(record: dict | None) -> dict:
+    """The part of a run record that says what the run computes (not which files it has)."""
+    return {k: v for k, v in (record or {}).items() if k != OWNED_KEY}
+
+
+def start_run(
+    out: str | os.PathLike,
+    record: dict,
+    overwrite: bool,
+    resume: bool,
+    outputs: list[str] = (),
+) -> Path:
+    """Make ``out`` ready for the run described by ``record`` and write its run record,
+    listing ``outputs`` (relative paths, :func:`planned_outputs`) as the run's own files.
+    Call it holding :func:`run_lock`.
 
     Raises
     ------
     CellmapsInputError
-        If ``out`` is a file or cannot be written; if it holds another run's outputs or
-        foreign files and ``overwrite`` is not set; if it holds this run's outputs and
-        neither ``resume`` nor ``overwrite`` is set.
+        If ``out`` is a file or cannot be written; if it holds files no cellmaps run
+        recorded where a run writes (whatever ``overwrite`` and ``resume`` say); if it
+        holds another run's outputs or foreign files and ``overwrite`` is not set; if it
+        holds this run's outputs and neither ``resume`` nor ``overwrite`` is set.
     """
     out = Path(out)
-    if out.exists() and not out.is_dir():
-        raise CellmapsInputError("--out must be a folder, but a file is there", out)
-    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
-        raise CellmapsInputError("cannot write into the output folder", out)
+    check_output_folder(out)
+    previous = _read_run(out) if out.is_dir() else None
+    if out.is_dir():
+        foreign = foreign_outputs(out, previous)
+        if foreign:
+            _refuse_foreign(out, foreign, previous)
     if out.is_dir() and not _folder_is_empty(out) and not overwrite:
-        previous = _read_run(out)
         if previous is None:
             raise CellmapsInputError(
                 "the output folder is not empty and was not written by a cellmaps run; "
-                "choose a new folder or pass --overwrite (removes points/, geojson/, "
-                "overlays/, masks/ and the tables only)",
+                "choose a new folder or pass --overwrite (removes only files a cellmaps run "
+                "recorded as its own; the folder's other files are kept)",
                 out,
             )
-        if previous != record:
+        if _comparable(previous) != _comparable(record):
             changed = sorted(
-                k for k in set(previous) | set(record) if previous.get(k) != record.get(k)
+                k
+                for k in set(_comparable(previous)) | set(_comparable(record))
+                if previous.get(k) != record.get(k)
             )
             raise CellmapsInputError(
                 "the output folder holds the outputs of another run (different "
@@ -119,8 +240,11 @@ def start_run(out: str | os.PathLike, record: dict, overwrite: bool, resume: boo
                 "continue it (finished images are skipped) or --overwrite to redo it",
                 out,
             )
-    if out.is_dir() and overwrite:
-        remove_previous_outputs(out)
+    owned = set(outputs)
+    if previous is not None and overwrite:
+        remove_previous_outputs(out, previous)
+    elif previous is not None:  # resuming: the files of the earlier part stay this run's
+        owned |= set(previous.get(OWNED_KEY) or [])
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -128,8 +252,105 @@ def start_run(out: str | os.PathLike, record: dict, overwrite: bool, resume: boo
     for name in OUTPUT_FOLDERS:
         remove_stale_temporaries(out / name)
     remove_stale_temporaries(out)
-    write_text_atomic(out / RUN_FILE, json.dumps(record, indent=1, sort_keys=True) + "\n")
+    text = json.dumps({**record, OWNED_KEY: sorted(owned)}, indent=1, sort_keys=True) + "\n"
+    write_text_atomic(out / RUN_FILE, text)
     return out
+
+
+def check_output_folder(out: Path) -> None:
+    """Refuse an ``out`` that is a file or a folder cellmaps cannot write into."""
+    if out.exists() and not out.is_dir():
+        raise CellmapsInputError("--out must be a folder, but a file is there", out)
+    if out.is_dir() and not os.access(out, os.W_OK | os.X_OK):
+        raise CellmapsInputError("cannot write into the output folder", out)
+
+
+def _process_is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def _read_lock(path: Path) -> dict:
+    try:
+        holder = json.loads(path.read_text(encoding="utf-8"))
+        return holder if isinstance(holder, dict) else {}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return {}  # being written, or damaged
+
+
+def _lock_is_stale(holder: dict) -> bool:
+    """A lock is stale when it names this host and a process that has ended."""
+    pid = holder.get("pid")
+    return (
+        holder.get("host") == socket.gethostname()
+        and isinstance(pid, int)
+        and not _process_is_alive(pid)
+    )
+
+
+@contextlib.contextmanager
+def run_lock(out: str | os.PathLike) -> Iterator[Path]:
+    """Hold ``out/.cellmaps-run.lock`` while the body runs (the folder is created if needed).
+
+    Written here because a lock must work on any file system without a daemon: the lock file
+    is created with O_EXCL (atomic on local and NFSv3+ file systems) and holds the host and
+    pid; one whose process ended on this host is removed and taken over (a run killed with
+    SIGKILL leaves it behind).
+
+    Raises
+    ------
+    CellmapsInputError
+        If another live run holds the lock (naming its host, pid and start time).
+    """
+    out = Path(out)
+    check_output_folder(out)
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise CellmapsInputError(f"cannot create the output folder ({exc.strerror})", out) from exc
+    path = out / LOCK_FILE
+    me = {
+        "host": socket.gethostname(),
+        "pid": os.getpid(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+    for _attempt in range(3):
+        try:
+            fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+        except FileExistsError:
+            holder = _read_lock(path)
+            if _lock_is_stale(holder):
+                path.unlink(missing_ok=True)
+                continue
+            if not holder:  # being written this instant: look again
+                time.sleep(0.05)
+                holder = _read_lock(path)
+            who = (
+                f"pid {holder.get('pid')} on {holder.get('host')}, started {holder.get('started')}"
+                if holder
+                else "unknown process"
+            )
+            raise CellmapsInputError(
+                f"another cellmaps run ({who}) is writing into this folder; wait for it to "
+                f"finish or choose another folder (if that run no longer exists, delete "
+                f"{LOCK_FILE} in the folder)",
+                out,
+            ) from None
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(json.dumps(me))
+        break
+    else:
+        raise CellmapsInputError(f"could not take the run lock {LOCK_FILE}", out)
+    try:
+        yield out
+    finally:
+        if _read_lock(path).get("pid") == me["pid"]:
+            path.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager

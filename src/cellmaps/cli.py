@@ -21,6 +21,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from cellmaps.io._atomic import write_text_atomic
     from cellmaps.metrics.evaluate import evaluate, format_table, json_ready, plot_evaluation
 
+    for option, path in (("--json", args.json), ("--plot", args.plot)):
+        if path and Path(path).is_dir():  # checked before the evaluation runs
+            raise CellmapsInputError(f"{option} takes a file name, but a folder is there", path)
     result = evaluate(
         args.truth,
         args.pred,
@@ -316,6 +319,8 @@ def _prediction_options(args: argparse.Namespace) -> dict:
         "magnification": args.magnification,
         "parquet": args.parquet,
         "regions": args.regions,
+        "page": args.page,
+        "project": args.project,
     }
 
 
@@ -427,6 +432,16 @@ def _add_prediction_args(p: argparse.ArgumentParser) -> None:
         "default: all (grey is repeated, colour averaged when the model wants 1 channel)",
     )
     p.add_argument(
+        "--page",
+        type=_non_negative_int,
+        help="for multi-page TIFFs: read this page (counted from 0) as the image",
+    )
+    p.add_argument(
+        "--project",
+        choices=["max"],
+        help="for multi-page TIFFs: the pixel-wise maximum of their pages of one size",
+    )
+    p.add_argument(
         "--max-pixels",
         type=_positive_int,
         help="largest PNG/JPEG (H × W) to read into memory (default 268435456; also "
@@ -504,6 +519,7 @@ _fraction = _checked_number(float, lambda v: 0 < v <= 1, "a share in (0, 1]")
 _unit_interval = _checked_number(float, lambda v: 0 <= v <= 1, "a number in [0, 1]")  # ξ, IoU
 # tile, stride, batch, iterations, ...
 _positive_int = _checked_number(int, lambda v: v >= 1, "at least 1", kind="whole number")
+_non_negative_int = _checked_number(int, lambda v: v >= 0, "0 or more", kind="whole number")
 
 
 def _positive_or_auto(text: str) -> float | str:

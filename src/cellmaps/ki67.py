@@ -89,6 +89,7 @@ def score_ki67(
         min_score=min_score,
         reserved_ids=("pooled",),
         write_tables=write_ki67_csv,
+        need_colour=True,
         **inference,
     )
     return ki67_table(rows)

@@ -40,16 +40,20 @@ def collect_images(paths: list[str | os.PathLike], split: str | None = None) -> 
             out += [ds.image_path(i) for i in ds.ids(split) if ds.image_path(i) is not None]
         elif p.is_dir():
             folder = p / "images" if (p / "images").is_dir() else p
-            files = sorted(
+            named = sorted(
                 f
                 for f in folder.iterdir()
                 if f.suffix.lower() in IMAGE_SUFFIXES and not f.name.startswith(".")
             )
+            files = [f for f in named if f.is_file()]  # follows links; False for loops
+            _warn_not_regular([f for f in named if not f.is_file()])
             if not files:
                 raise CellmapsInputError("no images (png, tif, tiff, jpg) in folder", folder)
             out += files
         elif p.is_file():
             out.append(p)
+        elif p.exists() or p.is_symlink():
+            raise CellmapsInputError(f"not a regular file ({_file_kind(p)})", p)
         else:
             raise CellmapsInputError("no such image file or folder", p)
     stems = [p.stem for p in out]
@@ -59,6 +63,36 @@ def collect_images(paths: list[str | os.PathLike], split: str | None = None) -> 
             f"several inputs share the id(s) {sorted(dup)}; outputs would overwrite each other"
         )
     return out
+
+
+def _file_kind(path: Path) -> str:
+    """What a path that is not a regular file is (for messages)."""
+    import stat
+
+    try:
+        mode = path.stat().st_mode
+    except OSError as exc:  # a broken link or a loop of links
+        return f"a link that leads nowhere: {exc.strerror}"
+    for test, name in ((stat.S_ISFIFO, "a named pipe"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket")):  # fmt: skip
+        if test(mode):
+            return name + (" behind a link" if path.is_symlink() else "")
+    return "not a file"
+
+
+def _warn_not_regular(paths: list[Path]) -> None:
+    """Name, before any image runs, the folder entries that are not regular files (named
+    pipes, devices, broken links, loops of links): they are skipped."""
+    if paths:
+        import warnings
+
+        warnings.warn(
+            f"skipping {len(paths)} entr{'y' if len(paths) == 1 else 'ies'} that "
+            f"{'is' if len(paths) == 1 else 'are'} not a regular file: "
+            + "; ".join(f"{p} ({_file_kind(p)})" for p in paths[:5])
+            + (" …" if len(paths) > 5 else ""),
+            stacklevel=3,
+        )
 
 
 def draw_overlay(image: np.ndarray, points: Points, radius: int = 4) -> np.ndarray:
@@ -115,13 +149,21 @@ def _predict_one(
     slides = slides or {}
     try:
         if is_large_tiff(f, slides.get("stream_above") or DEFAULT_STREAM_ABOVE):
+            if slides.get("page") is not None or slides.get("project") is not None:
+                raise CellmapsInputError(
+                    "--page and --project are for images read whole, not for streamed slides"
+                )
             if slides.get("stain_norm"):
                 raise CellmapsInputError(
                     "--stain-norm is for images read whole, not for streamed slides (the stain "
                     "estimate would change from tile to tile)"
                 )
             return _predict_slide(m, f, out, xi, masks, channels, inference, slides, client)
-        image = select_channels(read_image(f), channels, f)
+        image = select_channels(
+            read_image(f, page=slides.get("page"), project=slides.get("project")), channels, f
+        )
+        if slides.get("need_colour"):
+            check_colour(image, f)
         if slides.get("stain_norm"):
             image = _stain_normalised(image, slides["stain_norm"], slides.get("stain_ref"), f)
         outlines = None
@@ -138,6 +180,29 @@ def _predict_one(
     _write_points_outputs(out, f.stem, pts, slides.get("parquet", False), outlines)
     write_overlay(out / "overlays" / f"{f.stem}.png", image, pts)
     return _label_counts(pts)
+
+
+def check_colour(image: np.ndarray, path=None) -> None:
+    """Refuse an image that is not colour: one that has not three channels, or whose three
+    channels are equal (a grey image saved as RGB). A Ki67 call tells DAB-brown from
+    haematoxylin-blue nuclei, which needs the colours."""
+    if image.ndim != 3 or image.shape[-1] != 3:
+        have = 1 if image.ndim == 2 else image.shape[-1]
+        raise CellmapsInputError(
+            f"a Ki67 call needs a brightfield RGB image (brown DAB and blue haematoxylin), "
+            f"but this one has {have} channel(s)",
+            path,
+        )
+    step = max(1, int(np.ceil(np.sqrt(image.shape[0] * image.shape[1] / 1e6))))
+    sample = image[::step, ::step]  # about a million pixels decide
+    if np.array_equal(sample[..., 0], sample[..., 1]) and np.array_equal(
+        sample[..., 0], sample[..., 2]
+    ):
+        raise CellmapsInputError(
+            "a Ki67 call needs a brightfield RGB image (brown DAB and blue haematoxylin), but "
+            "this one is grey (its three channels are equal)",
+            path,
+        )
 
 
 def _stain_normalised(image: np.ndarray, method: str, reference, f: Path) -> np.ndarray:
@@ -228,6 +293,11 @@ def _predict_slide(m, f, out, xi, masks, channels, inference, slides, client) ->
     from cellmaps.io.slides import LazyImage
     from cellmaps.slide import detect_slide
 
+    if slides.get("need_colour"):
+        with LazyImage(f) as img:
+            small, _ = img.thumbnail(512)
+        small = small if small.shape[-1] > 1 else small[..., 0]
+        check_colour(select_channels(small, channels, f), f)
     opts = dict(
         tissue=slides.get("tissue", True),
         magnification=slides.get("magnification"),
@@ -316,8 +386,16 @@ def _write_regions(out: Path, rows: list[dict]) -> None:
     write_csv_atomic(out / REGIONS_FILE, header, body)
 
 
-def _write_counts(out: Path, rows: list[dict]) -> None:
-    labels: list[str] = []
+def model_labels(m) -> list[str]:
+    """The labels a model gives its detections: its classes, or its one label."""
+    classes = m.training.get("classes")
+    return [str(c) for c in classes] if classes else [str(m.training.get("label", "nucleus"))]
+
+
+def _write_counts(out: Path, rows: list[dict], labels: list[str] = ()) -> None:
+    """counts.csv: id, count and one column per label — the model's ``labels`` always (so
+    the columns do not change with what was found), then any other label found."""
+    labels = list(labels)
     for r in rows:
         labels += [k for k in r if k not in ("id", "count") and k not in labels]
     header = ["id", "count", *labels]
@@ -356,6 +434,9 @@ def predict_paths(
     regions: str | os.PathLike | None = None,
     stain_norm: str | None = None,
     stain_reference: str | os.PathLike | None = None,
+    page: int | None = None,
+    project: str | None = None,
+    need_colour: bool = False,
     **inference,
 ) -> list[dict]:
     """Detect objects in every image and write ``points/<id>.csv`` (x,y,label,score),
@@ -384,18 +465,12 @@ def predict_paths(
     running one (:mod:`cellmaps.cluster`); the outputs are the same as a serial run's.
     ``regions`` (a folder of ``<id>.geojson`` or one GeoJSON file of polygons, in the image's
     level-0 pixels) adds ``regions.csv``: counts (and Ki67 index) per region.
+    ``page`` / ``project`` choose the image of multi-page TIFFs (:func:`read_image`);
+    ``need_colour`` refuses images that are not RGB colour (:func:`check_colour`).
 
     Returns one row per image processed or resumed: id, count and count per label.
     """
-    from cellmaps.batch import (
-        SKIPPED_FILE,
-        BatchInterrupted,
-        is_complete,
-        start_run,
-        stop_between_images,
-    )
-    from cellmaps.cluster import cluster_client
-    from cellmaps.io.points import read_points
+    from cellmaps.batch import run_lock
     from cellmaps.model import load_model
 
     m = load_model(model)
@@ -418,18 +493,55 @@ def predict_paths(
     stain_ref = _stain_reference(stain_norm, stain_reference)
     slides = {"stream_above": stream_above, "tissue": tissue, "magnification": magnification,
               "regions": None if regions is None else str(regions), "stain_norm": stain_norm,
-              "stain_reference": None if stain_reference is None else str(stain_reference)}  # fmt: skip
+              "stain_reference": None if stain_reference is None else str(stain_reference),
+              "page": page, "project": project}  # fmt: skip
     record = _run_record(m, xi, masks, split, channels, dict(inference, **slides))
-    slides.update(parquet=parquet, progress=progress and len(files) == 1, stain_ref=stain_ref)
-    out = start_run(out, record, overwrite, resume)
+    slides.update(parquet=parquet, progress=progress and len(files) == 1, stain_ref=stain_ref,
+                  need_colour=need_colour)  # fmt: skip
+    batch = dict(files=files, masks=masks, progress=progress, regions=regions,
+                 write_tables=write_tables, skip_bad=skip_bad, workers=workers,
+                 scheduler=scheduler)  # fmt: skip
+    with run_lock(out) as out:
+        start = dict(record=record, overwrite=overwrite, resume=resume)
+        return _run_batch(m, out, start, batch, (xi, masks, channels, inference, slides))
+
+
+def _run_batch(m, out: Path, start: dict, batch: dict, args: tuple) -> list[dict]:
+    """The body of :func:`predict_paths` once the output folder is locked: ``start`` holds
+    :func:`~cellmaps.batch.start_run`'s record and flags, ``batch`` the run's files and
+    options, ``args`` what :func:`_predict_one` takes after the model, file and folder."""
+    from cellmaps.batch import (
+        SKIPPED_FILE,
+        BatchInterrupted,
+        finished_inputs,
+        input_fingerprint,
+        is_complete,
+        planned_outputs,
+        record_finished_input,
+        start_run,
+        stop_between_images,
+    )
+    from cellmaps.cluster import cluster_client
+    from cellmaps.io.points import read_points
+
+    files, masks, regions = batch["files"], batch["masks"], batch["regions"]
+    resume, skip_bad, write_tables = start["resume"], batch["skip_bad"], batch["write_tables"]
+    slides = args[-1]
+    stream_above = slides["stream_above"]
+    owned = planned_outputs(out, [f.stem for f in files], masks, slides["parquet"])
+    out = start_run(out, start["record"], start["overwrite"], resume, owned)
+    previous_inputs = finished_inputs(out) if resume else {}
+    prints: dict[int, dict] = {}  # file index → input fingerprint, taken before predicting
     done: dict[int, dict] = {}  # file index → row; tables list them in file order
     rows: list[dict] = []
     in_regions: dict[int, list[dict]] = {}
 
     def finished(i: int, f: Path, counts: dict) -> None:
+        if i in prints:
+            record_finished_input(out, f.stem, prints.pop(i))
         done[i] = {"id": f.stem, "count": sum(counts.values()), **counts}
         rows[:] = [done[k] for k in sorted(done)]
-        _write_counts(out, rows)
+        _write_counts(out, rows, model_labels(m))
         if write_tables is not None:
             write_tables(out, rows)
         polygons = read_regions(regions, f.stem)
@@ -446,16 +558,23 @@ def predict_paths(
         skipped.append([f.stem, str(f), exc.problem])
         tqdm.write(f"skipped {f}: {exc.problem}")
 
-    with cluster_client(workers, scheduler) as client, stop_between_images() as stop:
+    cluster = cluster_client(batch["workers"], batch["scheduler"])
+    with cluster as client, stop_between_images() as stop:
         todo = []
         for i, f in enumerate(files):
             if resume and is_complete(out, f.stem, masks):
-                finished(i, f, _label_counts(read_points(out / "points" / f"{f.stem}.csv")))
-            else:
-                todo.append((i, f))
+                prints[i] = input_fingerprint(f)
+                if previous_inputs.get(f.stem) == prints[i]:
+                    del prints[i]  # unchanged since it was predicted: its outputs stand
+                    finished(i, f, _label_counts(read_points(out / "points" / f"{f.stem}.csv")))
+                    continue
+                tqdm.write(
+                    f"{f.name} changed since its outputs were written (or they were not "
+                    "recorded as this run's); predicting it again"
+                )
+            todo.append((i, f))
         bar = tqdm(total=len(files), initial=len(done), desc="predict", unit="img",
-                   disable=not progress)  # fmt: skip
-        args = (xi, masks, channels, inference, slides)
+                   disable=not batch["progress"])  # fmt: skip
         pending = {}
         if client is not None:  # ordinary images as tasks; slides are split into bands below
             from cellmaps.io.slides import is_large_tiff
@@ -463,6 +582,7 @@ def predict_paths(
             model_f = client.scatter(m, broadcast=True)
             for i, f in todo:
                 if not is_large_tiff(f, stream_above or DEFAULT_STREAM_ABOVE):
+                    prints.setdefault(i, input_fingerprint(f))
                     fut = client.submit(_predict_one, model_f, f, out, *args, pure=False, retries=2)
                     pending[fut] = (i, f)
         for i, f in todo:
@@ -471,6 +591,7 @@ def predict_paths(
             if stop.is_set():  # counts.csv already holds every finished image
                 raise BatchInterrupted(len(rows), len(files), out)
             try:
+                prints.setdefault(i, input_fingerprint(f))
                 finished(i, f, _predict_one(m, f, out, *args, client))
             except CellmapsInputError as exc:
                 failed(f, exc)
@@ -489,7 +610,7 @@ def predict_paths(
                     failed(f, exc)
                 bar.update(1)
         bar.close()
-    _write_counts(out, rows)
+    _write_counts(out, rows, model_labels(m))
     if write_tables is not None:
         write_tables(out, rows)
     if skipped:

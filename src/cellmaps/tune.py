@@ -8,7 +8,7 @@ from tqdm import tqdm
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io.dataset import Dataset
 from cellmaps.io.masks import mask_centroids
-from cellmaps.metrics import match_points, pool_detection, prf
+from cellmaps.metrics import match_points, nan_mean, pool_detection, prf
 from cellmaps.postprocess.peaks import decoded_channels
 
 XI_GRID = [round(x, 2) for x in np.arange(0.05, 0.96, 0.05)]
@@ -221,7 +221,7 @@ def split_scores(model, cached) -> dict:
         m = instance_scores(truth, labels, 0.5)
         tp, fp, fn = tp + m["tp"], fp + m["fp"], fn + m["fn"]
         ajis.append(aji(truth, labels))
-    return {"cds": prf(tp, fp, fn)["f1"], "aji": float(np.mean(ajis))}
+    return {"cds": prf(tp, fp, fn)["f1"], "aji": nan_mean(ajis)}
 
 
 def tune_split(model, sources, grids: dict | None = None, progress: bool = True) -> dict:

@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from cellmaps.errors import CellmapsInputError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -23,6 +25,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     so a crash never leaves a half-written result behind.
     """
     path = Path(path)
+    if path.is_dir():  # os.replace would name the temporary file in its error
+        raise CellmapsInputError("cannot write a file here: a folder has this name", path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(
         prefix=f".{path.name}.", suffix=".tmp" + path.suffix, dir=path.parent

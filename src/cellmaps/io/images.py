@@ -5,7 +5,13 @@ Conventions
 ``read_image`` returns the pixels in their stored dtype with shape (H, W) or (H, W, C).
 PNG alpha channels (RGBA, LA) are dropped because they carry no image content.
 TIFF z-stacks (a Z axis, from ImageJ/OME metadata or the order ImageJ writes) are
-max-projected; channels of any number are kept (:func:`select_channels` picks some).
+max-projected (a warning says so when no metadata named the axis); channels of any number
+are kept (:func:`select_channels` picks some). A TIFF of several images of one size that
+no metadata describes as one stack (pages written one by one, a generic page sequence) is
+ambiguous and refused unless ``page`` picks one (0-based) or ``project="max"`` takes their
+pixel-wise maximum (the ``--page`` / ``--project`` options).
+JPEG and PNG images are turned by their EXIF orientation tag (as viewers show them), and
+CMYK JPEGs are converted to RGB.
 PNG/JPEG images larger than :func:`max_pixels` are refused from their header, before
 decoding.
 ``normalize_image`` is the one normalisation to float32 used everywhere in cellmaps (the
@@ -62,7 +68,7 @@ def _name_unknown_axes(axes: str, shape: tuple[int, ...]) -> str:
     ):
         # tifffile stored an (H, W, C) array as H pages of W × C
         axes = axes[:-3] + "YXC"
-    names = iter("ZT" if ("C" in axes or "S" in axes) else "CZT")
+    names = iter("ZT" if ("C" in axes or "S" in axes) else "CZT")  # ImageJ's order
     out = list(axes)
     for i in range(len(out) - 1, -1, -1):
         if out[i] == "Q":
@@ -74,7 +80,17 @@ def _tiff_series_to_hwc(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
     """Bring a tifffile series with the given axes string to (H, W) or (H, W, C): z-stacks
     are max-projected along Z (the usual view for detecting nuclei in widefield stacks);
     time series and other axes longer than 1 are refused."""
-    axes = _name_unknown_axes(axes, data.shape)
+    named = _name_unknown_axes(axes, data.shape)
+    if "Z" in named and "Z" not in axes and data.shape[named.index("Z")] > 1:
+        import warnings
+
+        warnings.warn(
+            f"{path}: no axes metadata; read in ImageJ's order (…, Z, C, Y, X) as a z-stack of "
+            f"{data.shape[named.index('Z')]} planes and max-projected (use --page N for one "
+            "plane, or save the file with ImageJ/OME axes)",
+            stacklevel=4,
+        )
+    axes = named
     if "Z" in axes:
         data = data.max(axis=axes.index("Z"))
         axes = axes.replace("Z", "")
@@ -83,9 +99,15 @@ def _tiff_series_to_hwc(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
             i = axes.index(ax)
             if data.shape[i] != 1:
                 what = {"T": "time points"}.get(ax, f"planes on a {ax} axis")
+                advice = (
+                    "save one time point per file"
+                    if ax == "T"
+                    else f"pick one with --page N (0 to {data.shape[i] - 1}) or take their "
+                    "maximum with --project max"
+                )
                 raise CellmapsInputError(
                     f"TIFF holds {data.shape[i]} {what} (axes {axes!r}); cellmaps reads one "
-                    "2-D image (channels and z-stacks allowed): save one time point per file",
+                    f"2-D image (channels and z-stacks allowed): {advice}",
                     path,
                 )
             data = np.take(data, 0, axis=i)
@@ -141,27 +163,86 @@ def check_pixel_limit(path: Path, height: int, width: int) -> None:
         )
 
 
-def read_image(path: str | os.PathLike) -> np.ndarray:
+PROJECTIONS = ("max",)
+
+
+def _read_tiff(path: Path, page: int | None, project: str | None) -> np.ndarray:
+    """A TIFF's image: its first series, or page ``page``, or the maximum over its pages
+    (``project="max"``); several same-size series without a stack description are refused
+    without one of the two (which page is the image cannot be known)."""
+    with tifffile.TiffFile(path) as tif:
+        if page is not None:
+            if not 0 <= page < len(tif.pages):
+                raise CellmapsInputError(
+                    f"--page {page} asked for, but the TIFF has {len(tif.pages)} page(s) "
+                    f"(numbered 0 to {len(tif.pages) - 1})",
+                    path,
+                )
+            one = tif.pages[page]
+            return _tiff_series_to_hwc(one.asarray(), one.axes, path)
+        first = tif.series[0]
+        if project == "max":
+            shape = tif.pages[0].shape
+            stack = [p for p in tif.pages if p.shape == shape]
+            top = stack[0].asarray()
+            for p in stack[1:]:
+                np.maximum(top, p.asarray(), out=top)
+            return _tiff_series_to_hwc(top, tif.pages[0].axes, path)
+        alike = [s for s in tif.series if s.shape == first.shape]
+        if len(alike) > 1:
+            raise CellmapsInputError(
+                f"TIFF holds {len(alike)} images of one size as separate pages, with no "
+                "metadata saying whether they are planes of one stack or different images; "
+                f"pick one with --page N (0 to {len(tif.pages) - 1}) or take their maximum "
+                "with --project max",
+                path,
+            )
+        return _tiff_series_to_hwc(first.asarray(), first.axes, path)
+
+
+def _exif_oriented(im: Image.Image) -> Image.Image:
+    """The image as viewers show it: turned and flipped by its EXIF orientation tag
+    (``PIL.ImageOps.exif_transpose``), so points land where the user sees the cells."""
+    from PIL import ImageOps
+
+    return ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im
+
+
+def _png_orientation(path: Path) -> int:
+    with Image.open(path) as im:
+        return int(im.getexif().get(0x0112, 1))
+
+
+def read_image(
+    path: str | os.PathLike, page: int | None = None, project: str | None = None
+) -> np.ndarray:
     """Read an image file into an array of shape (H, W) or (H, W, C), dtype as stored.
 
     Parameters
     ----------
     path : path-like
         A PNG, JPEG, TIFF or OME-TIFF file.
+    page : int, optional
+        For TIFFs: read this page (0-based) as the image.
+    project : {"max"}, optional
+        For TIFFs: the pixel-wise maximum of every page of the first page's size.
 
     Raises
     ------
     CellmapsInputError
-        If the file is missing, unreadable, empty or not 2-D.
+        If the file is missing, unreadable, empty or not 2-D; if a TIFF holds several
+        images with nothing saying which one to read (and neither ``page`` nor ``project``).
     """
     path = Path(path)
     if not path.is_file():
         raise CellmapsInputError("image file does not exist", path)
+    if project is not None and project not in PROJECTIONS:
+        raise CellmapsInputError(f"unknown projection {project!r}; known: {list(PROJECTIONS)}")
+    if (page is not None or project is not None) and not _is_tiff(path):
+        raise CellmapsInputError("--page and --project are for multi-page TIFF files", path)
     try:
         if _is_tiff(path):
-            with tifffile.TiffFile(path) as tif:
-                series = tif.series[0]
-                data = _tiff_series_to_hwc(series.asarray(), series.axes, path)
+            data = _read_tiff(path, page, project)
         elif path.suffix.lower() == ".png":
             with Image.open(path) as im:  # reads the header only
                 check_pixel_limit(path, im.height, im.width)
@@ -171,11 +252,13 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
                 data = data[..., :-1]
             if data.ndim == 3 and data.shape[-1] == 1:
                 data = data[..., 0]
+            data = _orient_array(data, _png_orientation(path))
         else:
             with Image.open(path) as im:
                 check_pixel_limit(path, im.height, im.width)
-                if im.mode in ("RGBA", "LA", "PA", "P"):
-                    im = im.convert("RGB" if im.mode in ("RGBA", "PA", "P") else "L")
+                im = _exif_oriented(im)
+                if im.mode in ("RGBA", "LA", "PA", "P", "CMYK"):
+                    im = im.convert("L" if im.mode == "LA" else "RGB")
                 data = np.asarray(im)
     except (CellmapsInputError, MemoryError):
         raise
@@ -188,6 +271,21 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
     if data.ndim not in (2, 3) or data.size == 0:
         raise CellmapsInputError(f"expected a 2-D image, got array of shape {data.shape}", path)
     return data
+
+
+def _orient_array(data: np.ndarray, orientation: int) -> np.ndarray:
+    """Apply an EXIF orientation (1–8) to pixels decoded without Pillow (16-bit PNG), the
+    same transforms as ``PIL.ImageOps.exif_transpose``."""
+    ops = {
+        2: lambda a: a[:, ::-1],
+        3: lambda a: a[::-1, ::-1],
+        4: lambda a: a[::-1],
+        5: lambda a: np.swapaxes(a, 0, 1),
+        6: lambda a: np.rot90(a, -1),
+        7: lambda a: np.swapaxes(a[::-1, ::-1], 0, 1),  # transverse
+        8: lambda a: np.rot90(a, 1),
+    }
+    return np.ascontiguousarray(ops[orientation](data)) if orientation in ops else data
 
 
 def parse_channels(text: str) -> list[int]:
@@ -242,6 +340,8 @@ def image_shape(path: str | os.PathLike) -> tuple[int, int]:
                 return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
         with Image.open(path) as im:
             width, height = im.size
+            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # read_image turns it by 90°
+                width, height = height, width
             return int(height), int(width)
     except (UnidentifiedImageError, OSError, ValueError, tifffile.TiffFileError) as exc:
         raise CellmapsInputError(f"cannot read image ({exc})", path) from exc

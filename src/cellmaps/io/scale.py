@@ -190,9 +190,11 @@ def match_channels(image: np.ndarray, channels: int, source=None) -> np.ndarray:
         return np.repeat(image, channels, axis=-1)
     if channels == 1:
         return image.mean(-1, keepdims=True)
+    example = ",".join(str(i % c) for i in range(channels))  # only channels the image has
     raise CellmapsInputError(
-        f"image has {c} channels, the model expects {channels}; choose them with --channels "
-        f"(for example --channels {','.join(map(str, range(channels)))})",
+        f"image has {c} channels (numbered 0 to {c - 1}), the model expects {channels}; choose "
+        f"them with --channels (for example --channels {example}, or --channels 0 for one "
+        "channel repeated as grey)",
         source,
     )
 

@@ -13,14 +13,25 @@ from cellmaps.metrics.matching import Matching, match_points
 def prf(tp: int, fp: int, fn: int) -> dict[str, float]:
     """Precision TP/(TP+FP), recall TP/(TP+FN) and F1 = 2TP/(2TP+FP+FN).
 
-    Empty denominators: when there is nothing to find and nothing was found all three
-    are 1; precision with no detections (but missed objects) is 0; recall with no
-    objects (but false detections) is 0.
+    A ratio whose denominator is 0 is undefined and reported as NaN, never as 1 or 0:
+    precision when nothing was detected, recall when there was nothing to find, all three
+    when both (a score of 1.0 there would read as a perfect result for a run that matched
+    nothing, e.g. evaluating a label that exists on neither side).
     """
-    precision = tp / (tp + fp) if tp + fp else (1.0 if fn == 0 else 0.0)
-    recall = tp / (tp + fn) if tp + fn else (1.0 if fp == 0 else 0.0)
-    f1 = 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else 1.0
+    nan = float("nan")
+    precision = tp / (tp + fp) if tp + fp else nan
+    recall = tp / (tp + fn) if tp + fn else nan
+    f1 = 2 * tp / (2 * tp + fp + fn) if (tp + fp + fn) else nan
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
+
+
+def nan_mean(values: Iterable[float]) -> float:
+    """Mean of the defined (non-NaN) values; NaN when none is defined. Per-image scores are
+    undefined on images with nothing to find and nothing found (:func:`prf`), and those
+    images say nothing about a model's quality, so means over images leave them out."""
+    v = np.asarray(list(values), dtype=float)
+    v = v[~np.isnan(v)]
+    return float(v.mean()) if v.size else float("nan")
 
 
 def detection_counts(m: Matching) -> dict[str, float]:

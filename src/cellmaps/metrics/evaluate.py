@@ -31,6 +31,7 @@ from cellmaps.metrics.detection import (
     classification_scores,
     detection_counts,
     is_classified,
+    nan_mean,
     pool_detection,
     precision_recall_curve,
     sum_class_counts,
@@ -112,6 +113,8 @@ def evaluate(
             pred.root,
         )
     per_image: dict[str, dict] = {}
+    present: set[str] = set()  # every label on either side, before --labels filters them
+    duplicates: dict[str, int] = {}  # image id → exact duplicate truth points
     matchings, class_counts, pr_data = {}, {}, []
     truth_labels_all: dict[str, np.ndarray] = {}
     pred_labels_all: dict[str, np.ndarray] = {}
@@ -119,8 +122,15 @@ def evaluate(
         shape = truth.shape(image_id)
         t_mask = truth.mask(image_id, shape)
         p_mask = pred.mask(image_id, shape) if pred.has("mask", image_id) else None
-        t_pts = _only_labels(_points_of(truth, image_id, shape, t_mask), labels)
-        p_pts = _only_labels(_points_of(pred, image_id, shape, p_mask), labels)
+        t_all = _points_of(truth, image_id, shape, t_mask)
+        p_all = _points_of(pred, image_id, shape, p_mask)
+        for pts in (t_all, p_all):
+            if pts is not None:
+                present.update(str(x) for x in pts.labels)
+        if t_all is not None and (n_dup := duplicate_points(t_all.coords)):
+            duplicates[image_id] = n_dup
+        t_pts = _only_labels(t_all, labels)
+        p_pts = _only_labels(p_all, labels)
         if protocol == "iou":
             if t_mask is None or p_mask is None:
                 side = "truth" if t_mask is None else "prediction"
@@ -144,11 +154,15 @@ def evaluate(
                 pr_data.append((t_pts.coords, p_pts.coords, p_pts.scores))
         per_image[image_id] = row
 
+    _check_labels_present(labels, present)
     summary: dict = {
         "n_images": len(ids),
         "protocol": protocol,
         **pool_detection(matchings.values()),
     }
+    if duplicates:
+        summary["truth_duplicates"] = int(sum(duplicates.values()))
+        _warn_duplicates(duplicates)
     summary["radius" if protocol != "iou" else "iou_threshold"] = (
         radius if protocol != "iou" else iou
     )
@@ -156,7 +170,7 @@ def evaluate(
     if seg_rows:
         summary["n_images_with_masks"] = len(seg_rows)
         for k in SEGMENTATION_KEYS:
-            summary[k] = float(np.mean([r[k] for r in seg_rows]))
+            summary[k] = nan_mean(r[k] for r in seg_rows)
     n_t = np.array([per_image[i]["n_truth"] for i in ids])
     n_p = np.array([per_image[i]["n_pred"] for i in ids])
     summary["count_mae"] = mean_absolute_error(n_t, n_p)
@@ -191,7 +205,10 @@ def evaluate(
             }
             seg = [per_image[i] for i in members if "dice" in per_image[i]]
             for k in SEGMENTATION_KEYS if seg else ():
-                per_group[g][k] = float(np.mean([r[k] for r in seg]))
+                per_group[g][k] = nan_mean(r[k] for r in seg)
+    notes = undefined_notes(summary)
+    if notes:
+        summary["notes"] = notes
     return {
         "truth": str(truth.root),
         "pred": str(pred.root),
@@ -201,6 +218,53 @@ def evaluate(
         "per_group": per_group,
         "per_image": per_image,
     }
+
+
+def duplicate_points(coords: np.ndarray) -> int:
+    """How many points repeat an earlier point exactly (the same x and y)."""
+    coords = np.asarray(coords)
+    return int(len(coords) - len(np.unique(coords, axis=0))) if len(coords) else 0
+
+
+def _warn_duplicates(duplicates: dict[str, int]) -> None:
+    import warnings
+
+    worst = sorted(duplicates, key=duplicates.get, reverse=True)[:3]
+    warnings.warn(
+        f"{sum(duplicates.values())} truth point(s) in {len(duplicates)} image(s) repeat "
+        f"another point exactly (most in {', '.join(f'{i} ({duplicates[i]})' for i in worst)}); "
+        "each copy counts as one more object to find, so recall falls — remove the "
+        "duplicates from the annotations unless two objects really share a pixel",
+        stacklevel=3,
+    )
+
+
+def _check_labels_present(labels: Sequence[str] | None, present: set[str]) -> None:
+    """Refuse ``labels`` that appear in neither the truth nor the predictions (a typo would
+    otherwise score nothing against nothing)."""
+    if labels is None:
+        return
+    unknown = [str(x) for x in labels if str(x) not in present]
+    if unknown:
+        raise CellmapsInputError(
+            f"label(s) {unknown} are in neither the truth nor the predictions; labels present: "
+            f"{sorted(present) or 'none'}"
+        )
+
+
+def undefined_notes(summary: dict) -> list[str]:
+    """A note for each pooled detection figure that is undefined (a 0/0, reported as
+    NaN / null rather than 1.0)."""
+    why = {
+        "precision": "nothing was detected (TP + FP = 0)",
+        "recall": "there was nothing to find (TP + FN = 0)",
+        "f1": "there was nothing to find and nothing was detected",
+    }
+    return [
+        f"{k} is undefined: {reason}"
+        for k, reason in why.items()
+        if isinstance(summary.get(k), float) and math.isnan(summary[k])
+    ]
 
 
 def _classes(truth_labels: dict, pred_labels: dict) -> list[str]:
@@ -297,6 +361,8 @@ def format_table(result: dict) -> str:
         )
     if "pr_auc" in s:
         lines.append(f"Area under the detection precision-recall curve: {_fmt(s['pr_auc'])}")
+    for note in s.get("notes", []):
+        lines.append(f"Note: {note} (shown as –).")
     return "\n".join(lines)
 
 

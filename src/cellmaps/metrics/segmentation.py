@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from cellmaps.metrics.detection import prf
+from cellmaps.metrics.detection import nan_mean, prf
 from cellmaps.metrics.matching import label_overlap, match_iou
 
 
@@ -31,7 +31,7 @@ def pixel_accuracy(truth_mask: np.ndarray, pred_mask: np.ndarray) -> float:
 
 
 def pixel_f1(truth_mask: np.ndarray, pred_mask: np.ndarray) -> float:
-    """F1 of foreground pixels, 2TP/(2TP+FP+FN); 1 when both masks are empty.
+    """F1 of foreground pixels, 2TP/(2TP+FP+FN); undefined (NaN) when both masks are empty.
 
     For binary masks this is the same number as the Dice similarity coefficient
     (:func:`dice`); the weakly supervised paper calls it pixel F1, DeepSplit DSC.
@@ -65,11 +65,12 @@ def object_dice(truth_mask: np.ndarray, pred_mask: np.ndarray) -> float:
     D_obj = ½ [ Σ_i γ_i Dice(G_i, S*(G_i)) + Σ_j σ_j Dice(G*(S_j), S_j) ],
 
     γ_i = |G_i| / Σ|G|, σ_j = |S_j| / Σ|S|, S*(G_i) the predicted object that overlaps G_i
-    most (Dice 0 if none) and G*(S_j) likewise. 1 when both masks are empty, 0 when only one is.
+    most (Dice 0 if none) and G*(S_j) likewise. Undefined (NaN) when both masks are empty
+    (nothing to find, nothing found), 0 when only one is.
     """
     tid, pid, i, j, inter, ta, pa = label_overlap(truth_mask, pred_mask)
     if len(tid) == 0 and len(pid) == 0:
-        return 1.0
+        return float("nan")
     if len(tid) == 0 or len(pid) == 0:
         return 0.0
     dg = _best_partner_dice(inter, ta, pa, i, j, len(tid))
@@ -84,11 +85,11 @@ def aji(truth_mask: np.ndarray, pred_mask: np.ndarray) -> float:
     |G_i ∩ S_j| to C and |G_i ∪ S_j| to U (|G_i| alone when it overlaps nothing). Finally
     add the area of every predicted object never chosen to U. AJI = C / U.
     A predicted object may be chosen by several truth objects, as in the original.
-    1 when both masks are empty.
+    Undefined (NaN) when both masks are empty (0/0).
     """
     tid, pid, i, j, inter, ta, pa = label_overlap(truth_mask, pred_mask)
     if len(tid) == 0 and len(pid) == 0:
-        return 1.0
+        return float("nan")
     iou = inter / (ta[i] + pa[j] - inter)
     best_j = np.full(len(tid), -1, dtype=np.intp)
     best_inter = np.zeros(len(tid), dtype=np.int64)
@@ -101,7 +102,7 @@ def aji(truth_mask: np.ndarray, pred_mask: np.ndarray) -> float:
     used = np.zeros(len(pid), dtype=bool)
     used[best_j[has]] = True
     u += pa[~used].sum()
-    return float(c / u) if u else 1.0
+    return float(c / u) if u else float("nan")
 
 
 def instance_scores(truth_mask: np.ndarray, pred_mask: np.ndarray, tau: float = 0.5) -> dict:
@@ -122,7 +123,7 @@ def instance_scores(truth_mask: np.ndarray, pred_mask: np.ndarray, tau: float = 
         "fn": m.fn,
         **scores,
         "cds": scores["f1"],
-        "ap": m.tp / denom if denom else 1.0,
+        "ap": m.tp / denom if denom else float("nan"),
         "mean_iou_matched": float(np.mean(1.0 - m.distance)) if m.tp else float("nan"),
     }
 
@@ -183,7 +184,7 @@ def mean_average_precision(
 ) -> float:
     """Mean of :func:`instance_scores`' AP over IoU thresholds (default 0.5, 0.55, ..., 0.95)."""
     taus = np.arange(0.5, 0.951, 0.05) if taus is None else np.asarray(taus)
-    return float(np.mean([instance_scores(truth_mask, pred_mask, t)["ap"] for t in taus]))
+    return nan_mean(instance_scores(truth_mask, pred_mask, t)["ap"] for t in taus)
 
 
 def segmentation_scores(truth_mask: np.ndarray, pred_mask: np.ndarray, tau: float = 0.5) -> dict:
