@@ -515,7 +515,9 @@ def test_model_input_channels_are_matched_or_refused():
     grey16 = (np.random.default_rng(0).random((40, 44)) * 65535).astype(np.uint16)
     x = m.prepare(grey16)
     assert x.shape == (3, 40, 44) and np.allclose(x[0], x[1])
-    with pytest.raises(CellmapsInputError, match="image has 4 channels, the model expects 3"):
+    with pytest.raises(
+        CellmapsInputError, match=r"image has 4 channels \(numbered 0 to 3\), the model expects 3"
+    ):
         m.prepare(np.zeros((10, 10, 4), np.uint8), "four.tif")
     assert m.predict_maps(grey16)["proximity"].shape == (1, 40, 44)
 

@@ -97,9 +97,9 @@ def _two_image_dataset(root, with_points):
     yy, xx = np.mgrid[:64, :64]
     for k, has_pts in enumerate(with_points):
         pts = rng.uniform(8, 56, size=(6, 2))
-        img = np.full((64, 64, 3), 200, np.uint8)
+        img = np.full((64, 64, 3), (205, 200, 210), np.uint8)  # colour: a Ki67 call needs it
         for r, c in pts:
-            img[(yy - r) ** 2 + (xx - c) ** 2 <= 9] = 60
+            img[(yy - r) ** 2 + (xx - c) ** 2 <= 9] = (60, 50, 110)
         Image.fromarray(img).save(root / "images" / f"i{k}.png")
         Image.fromarray(np.where(xx < 32, 1, 2).astype(np.uint8)).save(root / "rois" / f"i{k}.png")
         if has_pts:
@@ -531,3 +531,17 @@ def test_cli_tune_class_gain_stores_the_factor_with_the_lowest_index_error(tmp_p
     train(small_kinet(), [(str(root), "train", 1.0)], str(other), None)
     assert main(["tune", str(other), "--data", str(root), "--class-gain", "--quiet"]) == 2
     assert "not a Ki67 model" in capsys.readouterr().err
+
+
+def test_weak_roi_overwrite_never_replaces_an_annotated_dataset(tmp_path, capsys):
+    """`weak-roi SRC --out OTHER_DATASET --overwrite` replaced the whole folder, annotations
+    included; now only a dataset weak-roi derived (its DERIVED.md) is replaced."""
+    from cellmaps.cli import main
+
+    root = _two_image_dataset(tmp_path / "d", [True, True])
+    other = _two_image_dataset(tmp_path / "other", [True, True])
+    before = {p: p.read_bytes() for p in other.rglob("*") if p.is_file()}
+    argv = ["weak-roi", str(root), "--out", str(other), "--tumour", "p", "--quiet"]
+    assert main([*argv, "--overwrite"]) == 2
+    assert "replaces only a dataset weak-roi derived" in capsys.readouterr().err
+    assert {p: p.read_bytes() for p in other.rglob("*") if p.is_file()} == before

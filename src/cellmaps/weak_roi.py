@@ -112,10 +112,18 @@ def derive_weak_roi_dataset(
         )
     if out.resolve() == src.resolve():
         raise CellmapsInputError("the output folder must differ from the source dataset", out)
-    if out.exists() and not (out.is_dir() and not any(out.iterdir())) and not overwrite:
-        raise CellmapsInputError(
-            "already exists; choose a new folder or pass --overwrite to replace it", out
-        )
+    if out.exists() and not (out.is_dir() and not any(out.iterdir())):
+        if not overwrite:
+            raise CellmapsInputError(
+                "already exists; choose a new folder or pass --overwrite to replace it", out
+            )
+        if not is_derived_dataset(out):  # --overwrite replaces the whole folder
+            raise CellmapsInputError(
+                "--overwrite replaces only a dataset weak-roi derived (DERIVED.md from "
+                "cellmaps); this folder holds something else — annotations, perhaps — and is "
+                "kept; choose a new folder",
+                out,
+            )
     check_tumour_labels(ds, tumour_classes, src)
     if min_gap is not None and (min_gap <= 0 or min_gap != min_gap):
         raise CellmapsInputError(f"min_gap must be a positive number of pixels, got {min_gap}")
@@ -228,6 +236,16 @@ def check_tumour_labels(ds: Dataset, tumour_classes: list[str], src: Path) -> No
             f"{sorted(found)}",
             src,
         )
+
+
+def is_derived_dataset(folder: Path) -> bool:
+    """Whether ``folder`` is a dataset this module wrote (its DERIVED.md starts with
+    :data:`NOTICE`'s first line)."""
+    notice = folder / "DERIVED.md"
+    if not folder.is_dir() or not notice.is_file():
+        return False
+    with open(notice, encoding="utf-8", errors="replace") as fh:
+        return fh.readline().strip() == NOTICE.splitlines()[0].strip()
 
 
 def _replace_folder(new: Path, out: Path) -> None:
