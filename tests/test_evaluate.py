@@ -305,3 +305,13 @@ def test_json_or_plot_into_a_folder_is_refused_naming_the_option(tmp_path, capsy
         assert main([*argv, "--quiet"]) == 2
         err = capsys.readouterr().err
         assert f"{option} takes a file name, but a folder is there" in err and ".tmp" not in err
+
+
+def test_cli_shows_a_warning_as_one_plain_line(tmp_path, capsys):
+    truth, pred = _one_image_folders(
+        tmp_path, "x,y,label\n10,10,n\n10,10,n\n", "x,y,label\n10,10,n\n"
+    )
+    assert main(["evaluate", "--truth", str(truth), "--pred", str(pred), "--quiet"]) == 0
+    err = capsys.readouterr().err
+    assert err.startswith("cellmaps evaluate: warning: 1 truth point(s) in 1 image(s) repeat")
+    assert "UserWarning" not in err and len(err.strip().splitlines()) == 1

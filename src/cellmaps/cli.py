@@ -889,6 +889,20 @@ def _error(args: argparse.Namespace, message: str) -> None:
     print(f"cellmaps {args.command}: error: {' '.join(message.split())}", file=sys.stderr)
 
 
+@contextlib.contextmanager
+def _plain_warnings(command: str):
+    """Warnings as one line a user reads — ``cellmaps <command>: warning: …`` — instead of
+    Python's source file, line number and code line."""
+    import warnings
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        print(f"cellmaps {command}: warning: {message}", file=file or sys.stderr)
+
+    with warnings.catch_warnings():
+        warnings.showwarning = show
+        yield
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run one command. Exit codes: 0 done, 2 bad input (one line naming the file and the
     problem), 1 internal error (one line; ``--debug`` shows the traceback), 130 stopped by
@@ -898,7 +912,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        with _pixel_limit(getattr(args, "max_pixels", None)):
+        with _pixel_limit(getattr(args, "max_pixels", None)), _plain_warnings(args.command):
             return args.func(args)
     except CellmapsInputError as exc:
         _error(args, str(exc))
