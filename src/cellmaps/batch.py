@@ -30,7 +30,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from cellmaps.errors import CellmapsInputError
-from cellmaps.io._atomic import remove_stale_temporaries, write_text_atomic
+from cellmaps.io._atomic import is_temporary_name, remove_stale_temporaries, write_text_atomic
 
 RUN_FILE = "cellmaps-run.json"
 INPUTS_FILE = "cellmaps-inputs.jsonl"  # one JSON line per finished image: id, size, sha256
@@ -131,7 +131,7 @@ def _read_run(out: Path) -> dict | None:
 
 def _is_bookkeeping(name: str) -> bool:
     """The run record, the lock and temporary files: never anyone's data."""
-    return name in (RUN_FILE, LOCK_FILE) or (name.startswith(".") and ".tmp" in name)
+    return name in (RUN_FILE, LOCK_FILE) or is_temporary_name(name)
 
 
 def _folder_is_empty(out: Path) -> bool:

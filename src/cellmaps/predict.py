@@ -288,16 +288,22 @@ def _stain_reference(method: str | None, path) -> np.ndarray | None:
     return _uint8_pixels(ref[..., :3], path)
 
 
+def _slide_thumbnail(f: Path, side: int, channels: list[int] | None) -> tuple[np.ndarray, float]:
+    """A slide's downsampled copy (at most ``side`` px a side) with ``channels`` picked, and
+    its scale."""
+    from cellmaps.io.slides import LazyImage
+
+    with LazyImage(f) as img:
+        thumb, scale = img.thumbnail(side)
+    return select_channels(thumb if thumb.shape[-1] > 1 else thumb[..., 0], channels, f), scale
+
+
 def _predict_slide(m, f, out, xi, masks, channels, inference, slides, client) -> dict[str, int]:
     """A slide read lazily: streamed detection, outputs, and a downsampled overlay."""
-    from cellmaps.io.slides import LazyImage
     from cellmaps.slide import detect_slide
 
     if slides.get("need_colour"):
-        with LazyImage(f) as img:
-            small, _ = img.thumbnail(512)
-        small = small if small.shape[-1] > 1 else small[..., 0]
-        check_colour(select_channels(small, channels, f), f)
+        check_colour(_slide_thumbnail(f, 512, channels)[0], f)
     opts = dict(
         tissue=slides.get("tissue", True),
         magnification=slides.get("magnification"),
@@ -312,9 +318,7 @@ def _predict_slide(m, f, out, xi, masks, channels, inference, slides, client) ->
     else:
         pts, info = detect_slide(m, f, xi=xi, client=client, **opts)
     _write_points_outputs(out, f.stem, pts, slides.get("parquet", False))
-    with LazyImage(f) as img:
-        thumb, scale = img.thumbnail(PREVIEW_SIDE)
-    thumb = select_channels(thumb if thumb.shape[-1] > 1 else thumb[..., 0], channels, f)
+    thumb, scale = _slide_thumbnail(f, PREVIEW_SIDE, channels)
     small = Points((pts.coords + 0.5) * scale - 0.5, pts.labels, pts.scores)
     with atomic_path(out / "overlays" / f"{f.stem}.png") as tmp:
         Image.fromarray(draw_overlay(thumb, small, radius=2)).save(tmp, format="PNG")
@@ -498,18 +502,32 @@ def predict_paths(
     record = _run_record(m, xi, masks, split, channels, dict(inference, **slides))
     slides.update(parquet=parquet, progress=progress and len(files) == 1, stain_ref=stain_ref,
                   need_colour=need_colour)  # fmt: skip
-    batch = dict(files=files, masks=masks, progress=progress, regions=regions,
-                 write_tables=write_tables, skip_bad=skip_bad, workers=workers,
-                 scheduler=scheduler)  # fmt: skip
     with run_lock(out) as out:
-        start = dict(record=record, overwrite=overwrite, resume=resume)
-        return _run_batch(m, out, start, batch, (xi, masks, channels, inference, slides))
+        return _run_batch(
+            m, out, files, record, (xi, masks, channels, inference, slides),
+            overwrite=overwrite, resume=resume, progress=progress, regions=regions,
+            write_tables=write_tables, skip_bad=skip_bad, workers=workers, scheduler=scheduler,
+        )  # fmt: skip
 
 
-def _run_batch(m, out: Path, start: dict, batch: dict, args: tuple) -> list[dict]:
-    """The body of :func:`predict_paths` once the output folder is locked: ``start`` holds
-    :func:`~cellmaps.batch.start_run`'s record and flags, ``batch`` the run's files and
-    options, ``args`` what :func:`_predict_one` takes after the model, file and folder."""
+def _run_batch(
+    m,
+    out: Path,
+    files: list[Path],
+    record: dict,
+    args: tuple,
+    *,
+    overwrite: bool,
+    resume: bool,
+    progress: bool,
+    regions,
+    write_tables,
+    skip_bad: bool,
+    workers: int | None,
+    scheduler: str | None,
+) -> list[dict]:
+    """The body of :func:`predict_paths` once the output folder is locked; ``args`` is what
+    :func:`_predict_one` takes after the model, file and folder."""
     from cellmaps.batch import (
         SKIPPED_FILE,
         BatchInterrupted,
@@ -524,12 +542,11 @@ def _run_batch(m, out: Path, start: dict, batch: dict, args: tuple) -> list[dict
     from cellmaps.cluster import cluster_client
     from cellmaps.io.points import read_points
 
-    files, masks, regions = batch["files"], batch["masks"], batch["regions"]
-    resume, skip_bad, write_tables = start["resume"], batch["skip_bad"], batch["write_tables"]
-    slides = args[-1]
+    masks, slides = args[1], args[-1]
     stream_above = slides["stream_above"]
     owned = planned_outputs(out, [f.stem for f in files], masks, slides["parquet"])
-    out = start_run(out, start["record"], start["overwrite"], resume, owned)
+    out = start_run(out, record, overwrite, resume, owned)
+    labels = model_labels(m)
     previous_inputs = finished_inputs(out) if resume else {}
     prints: dict[int, dict] = {}  # file index → input fingerprint, taken before predicting
     done: dict[int, dict] = {}  # file index → row; tables list them in file order
@@ -541,7 +558,7 @@ def _run_batch(m, out: Path, start: dict, batch: dict, args: tuple) -> list[dict
             record_finished_input(out, f.stem, prints.pop(i))
         done[i] = {"id": f.stem, "count": sum(counts.values()), **counts}
         rows[:] = [done[k] for k in sorted(done)]
-        _write_counts(out, rows, model_labels(m))
+        _write_counts(out, rows, labels)
         if write_tables is not None:
             write_tables(out, rows)
         polygons = read_regions(regions, f.stem)
@@ -558,23 +575,22 @@ def _run_batch(m, out: Path, start: dict, batch: dict, args: tuple) -> list[dict
         skipped.append([f.stem, str(f), exc.problem])
         tqdm.write(f"skipped {f}: {exc.problem}")
 
-    cluster = cluster_client(batch["workers"], batch["scheduler"])
-    with cluster as client, stop_between_images() as stop:
+    with cluster_client(workers, scheduler) as client, stop_between_images() as stop:
         todo = []
         for i, f in enumerate(files):
             if resume and is_complete(out, f.stem, masks):
-                prints[i] = input_fingerprint(f)
-                if previous_inputs.get(f.stem) == prints[i]:
-                    del prints[i]  # unchanged since it was predicted: its outputs stand
+                fingerprint = input_fingerprint(f)
+                if previous_inputs.get(f.stem) == fingerprint:  # unchanged: its outputs stand
                     finished(i, f, _label_counts(read_points(out / "points" / f"{f.stem}.csv")))
                     continue
+                prints[i] = fingerprint
                 tqdm.write(
                     f"{f.name} changed since its outputs were written (or they were not "
                     "recorded as this run's); predicting it again"
                 )
             todo.append((i, f))
         bar = tqdm(total=len(files), initial=len(done), desc="predict", unit="img",
-                   disable=not batch["progress"])  # fmt: skip
+                   disable=not progress)  # fmt: skip
         pending = {}
         if client is not None:  # ordinary images as tasks; slides are split into bands below
             from cellmaps.io.slides import is_large_tiff
@@ -610,7 +626,7 @@ def _run_batch(m, out: Path, start: dict, batch: dict, args: tuple) -> list[dict
                     failed(f, exc)
                 bar.update(1)
         bar.close()
-    _write_counts(out, rows, model_labels(m))
+    _write_counts(out, rows, labels)
     if write_tables is not None:
         write_tables(out, rows)
     if skipped:

@@ -62,13 +62,19 @@ def write_csv_atomic(path: str | os.PathLike, header: list[str], rows: list[list
     write_text_atomic(path, buf.getvalue())
 
 
+def is_temporary_name(name: str) -> bool:
+    """Whether a file name is one :func:`atomic_path` gives its temporaries
+    (``.<name>.<random>.tmp<suffix>``)."""
+    return name.startswith(".") and ".tmp" in name[1:]
+
+
 def remove_stale_temporaries(folder: str | os.PathLike) -> list[Path]:
     """Delete the temporary files :func:`atomic_path` leaves when a process is killed
     (``.<name>.<random>.tmp<suffix>``) in ``folder``; returns what was removed."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
-    stale = [p for p in folder.glob(".*.tmp*") if p.is_file()]
+    stale = [p for p in folder.iterdir() if is_temporary_name(p.name) and p.is_file()]
     for p in stale:
         p.unlink(missing_ok=True)
     return stale

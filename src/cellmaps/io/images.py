@@ -200,17 +200,7 @@ def _read_tiff(path: Path, page: int | None, project: str | None) -> np.ndarray:
         return _tiff_series_to_hwc(first.asarray(), first.axes, path)
 
 
-def _exif_oriented(im: Image.Image) -> Image.Image:
-    """The image as viewers show it: turned and flipped by its EXIF orientation tag
-    (``PIL.ImageOps.exif_transpose``), so points land where the user sees the cells."""
-    from PIL import ImageOps
-
-    return ImageOps.exif_transpose(im) if im.getexif().get(0x0112, 1) != 1 else im
-
-
-def _png_orientation(path: Path) -> int:
-    with Image.open(path) as im:
-        return int(im.getexif().get(0x0112, 1))
+EXIF_ORIENTATION = 0x0112  # the EXIF tag; 1 = stored as shown
 
 
 def read_image(
@@ -246,20 +236,21 @@ def read_image(
         elif path.suffix.lower() == ".png":
             with Image.open(path) as im:  # reads the header only
                 check_pixel_limit(path, im.height, im.width)
+                orientation = im.getexif().get(EXIF_ORIENTATION, 1)
             # imagecodecs (libpng) keeps 16-bit RGB, which Pillow reduces to 8 bits.
             data = imagecodecs.png_decode(path.read_bytes())
             if data.ndim == 3 and data.shape[-1] in (2, 4):  # LA / RGBA: drop alpha
                 data = data[..., :-1]
             if data.ndim == 3 and data.shape[-1] == 1:
                 data = data[..., 0]
-            data = _orient_array(data, _png_orientation(path))
+            data = _orient_array(data, orientation)
         else:
             with Image.open(path) as im:
                 check_pixel_limit(path, im.height, im.width)
-                im = _exif_oriented(im)
+                orientation = im.getexif().get(EXIF_ORIENTATION, 1)
                 if im.mode in ("RGBA", "LA", "PA", "P", "CMYK"):
                     im = im.convert("L" if im.mode == "LA" else "RGB")
-                data = np.asarray(im)
+                data = _orient_array(np.asarray(im), orientation)
     except (CellmapsInputError, MemoryError):
         raise
     except Exception as exc:
@@ -274,8 +265,9 @@ def read_image(
 
 
 def _orient_array(data: np.ndarray, orientation: int) -> np.ndarray:
-    """Apply an EXIF orientation (1–8) to pixels decoded without Pillow (16-bit PNG), the
-    same transforms as ``PIL.ImageOps.exif_transpose``."""
+    """The pixels as viewers show them: an EXIF orientation (1–8) applied with the same
+    transforms as ``PIL.ImageOps.exif_transpose`` (written here because 16-bit PNGs are
+    decoded by imagecodecs, not Pillow; one mechanism serves PNG and JPEG)."""
     ops = {
         2: lambda a: a[:, ::-1],
         3: lambda a: a[::-1, ::-1],
@@ -340,7 +332,7 @@ def image_shape(path: str | os.PathLike) -> tuple[int, int]:
                 return int(shape[axes.index("Y")]), int(shape[axes.index("X")])
         with Image.open(path) as im:
             width, height = im.size
-            if im.getexif().get(0x0112, 1) in (5, 6, 7, 8):  # read_image turns it by 90°
+            if im.getexif().get(EXIF_ORIENTATION, 1) in (5, 6, 7, 8):  # read_image turns 90°
                 width, height = height, width
             return int(height), int(width)
     except (UnidentifiedImageError, OSError, ValueError, tifffile.TiffFileError) as exc:

@@ -126,7 +126,7 @@ def evaluate(
         p_all = _points_of(pred, image_id, shape, p_mask)
         for pts in (t_all, p_all):
             if pts is not None:
-                present.update(str(x) for x in pts.labels)
+                present.update(np.unique(pts.labels.astype(str)).tolist())
         if t_all is not None and (n_dup := duplicate_points(t_all.coords)):
             duplicates[image_id] = n_dup
         t_pts = _only_labels(t_all, labels)
