@@ -10,6 +10,8 @@ import sys
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "results"
 BENCHMARKS_MD = REPO / "BENCHMARKS.md"
@@ -201,3 +203,23 @@ def train_mosaic(name: str, side: int = 2048):
     tiles = [ds.image(ids[k % len(ids)])[..., :3] for k in range(n * n)]
     rows = [np.concatenate(tiles[r * n : (r + 1) * n], 1) for r in range(n)]
     return np.ascontiguousarray(np.concatenate(rows, 0)[:side, :side])
+
+
+def noise_image(size: int, seed: int, kind: str = "uniform") -> np.ndarray:
+    """RGB noise: uniform over 0..255, or Gaussian (mean 128, sd 40, clipped)."""
+    rng = np.random.default_rng(seed)
+    if kind == "uniform":
+        return rng.integers(0, 256, (size, size, 3)).astype(np.uint8)
+    return np.clip(rng.normal(128, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+
+
+def empty_images(size: int, seed: int) -> dict[str, np.ndarray]:
+    """RGB images with nothing to detect: black, white, flat grey, uniform and Gaussian
+    noise."""
+    return {
+        "black": np.zeros((size, size, 3), np.uint8),
+        "white": np.full((size, size, 3), 255, np.uint8),
+        "grey": np.full((size, size, 3), 128, np.uint8),
+        "noise": noise_image(size, seed),
+        "gaussian noise": noise_image(size, seed, "gaussian"),
+    }

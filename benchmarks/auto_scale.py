@@ -4,7 +4,7 @@
 
 For each validation source of the default model (CRCHisto val at 20×, the held-out MoNuSeg
 train images and MBM val at 40×): every image's estimated input → net factor
-(:meth:`cellmaps.model.Model.estimate_input_scale`) against the factor its own points give
+(:func:`cellmaps.inference.scale.estimate_input_scale`) against the factor its own points give
 (model object size / half the median nearest-neighbour spacing of the image's points), and
 pooled detection F1 when the model is told the source's object size (its train split's
 median radius), estimates it per image (auto), or takes every image to be like its first
@@ -29,10 +29,11 @@ from benchmarks._common import (
     write_results,
 )
 from benchmarks.train_default_model import RADIUS, train_object_size, training_sources
+from cellmaps.inference.scale import AUTO, estimate_input_scale
 from cellmaps.io.dataset import Dataset
 from cellmaps.io.scale import median_object_radius
 from cellmaps.metrics import match_points, pool_detection
-from cellmaps.model import AUTO, Model, bundled_model_path
+from cellmaps.model import Model, bundled_model_path
 from cellmaps.tune import truth_points
 
 NAMES = ("crchisto", "monuseg", "mbm_bonemarrow")
@@ -47,13 +48,13 @@ def source_rows(model: Model, root: str, split: str, name: str) -> tuple[list[di
     rows, matches = [], {p: [] for p in POLICIES}
     for image_id in ds.ids(split):
         image, truth = ds.image(image_id), truth_points(ds, image_id)
-        true_factor = model.object_size / median_object_radius(points=[truth])[0]
-        estimate = model.estimate_input_scale(image)
+        true_factor = model.train_radius / median_object_radius(points=[truth])[0]
+        estimate = estimate_input_scale(model, image)
         rows.append(
             {"source": name, "id": image_id, "true_factor": true_factor, "auto_factor": estimate}
         )
         # "none": taken to be like the training images (the default of models without auto)
-        sizes = {"given": given, AUTO: model.object_size / estimate, "none": data_size}
+        sizes = {"given": given, AUTO: model.train_radius / estimate, "none": data_size}
         for p in POLICIES:
             found = model.detect(image, object_size=sizes[p]).coords
             matches[p].append(match_points(truth, found, RADIUS[name], "hungarian"))
@@ -171,7 +172,7 @@ def ki67_calibration(model: Model) -> float:
     magnification, where the annotated factor is 1 (the model was trained at that scale);
     the half-size images are left to check it."""
     model.recipe["inference"]["auto_scale_calibration"] = 1.0
-    logs = [np.log(1.0 / model.estimate_input_scale(x[1])) for x in ki67_val_images(1.0)]
+    logs = [np.log(1.0 / estimate_input_scale(model, x[1])) for x in ki67_val_images(1.0)]
     return float(np.exp(np.median(logs)))
 
 
@@ -192,11 +193,11 @@ def ki67_study(seed: int) -> dict:
         truth_idx, factors = [], []
         for image_id, img, truth, labels in ki67_val_images(mag):
             truth_idx.append(ki67_index((labels == "positive").sum(), (labels == "negative").sum()))
-            estimate = model.estimate_input_scale(img)
+            estimate = estimate_input_scale(model, img)
             factors.append(
-                {"id": image_id, "true": 1 / mag, "auto": estimate * size / model.object_size}
+                {"id": image_id, "true": 1 / mag, "auto": estimate * size / model.train_radius}
             )
-            sizes = {"given": size * mag, AUTO: model.object_size / estimate, "none": size}
+            sizes = {"given": size * mag, AUTO: model.train_radius / estimate, "none": size}
             for p in POLICIES:
                 found = model.detect(img, object_size=sizes[p])
                 matches[p].append(match_points(truth, found.coords, KI67_RADIUS * mag, "hungarian"))
@@ -284,7 +285,7 @@ def run_ki67(args, mach) -> None:
 
 
 def model_grid_ratio() -> float:
-    from cellmaps.model import AUTO_SCALE_FACTORS
+    from cellmaps.inference.scale import AUTO_SCALE_FACTORS
 
     return float(AUTO_SCALE_FACTORS[1] / AUTO_SCALE_FACTORS[0])
 

@@ -106,7 +106,7 @@ def recipe_for(
         iterations=args.iterations, seed=args.seed, crop=args.crop, tile_stride=args.crop // 2
     )
     if object_size is not None:
-        r["training"]["object_size"] = object_size
+        r["training"]["train_radius"] = object_size
     if getattr(args, "schedule", None):
         r["optimizer"]["schedule"] = args.schedule
     r["evaluate"]["radius"] = radius
@@ -562,7 +562,7 @@ def main() -> None:
         radius = median_cell_radius(root)
         alpha = alphas.get(key)
         size = sizes.get(key)
-        recipe_size = load_recipe("deepdistance-extended")["training"]["object_size"]
+        recipe_size = load_recipe("deepdistance-extended")["training"]["train_radius"]
         data[key] = {
             "radius": radius,
             "splits": splits,

@@ -86,7 +86,8 @@ from cellmaps.metrics.segmentation import (
     instance_errors,
     instance_scores,
 )
-from cellmaps.model import Model, segment_image, split_probabilities
+from cellmaps.model import Model, segment_image
+from cellmaps.postprocess.segment import split_probabilities
 from cellmaps.recipes import load_recipe
 from cellmaps.tune import SPLIT_DECODE_KEYS, tune_split
 
@@ -257,7 +258,7 @@ def score_test(model: Model, root: Path) -> dict:
         maps = model.predict_maps(image)
         _, labels = segment_image(model, None, maps=maps)
         seconds.append(time.perf_counter() - t0)
-        seg, sep, _ = split_probabilities(model, maps)
+        seg, sep, _ = split_probabilities(model.decode, maps)
         truth = ds.mask(i)
         before.append(image_scores(truth, raw_labels(seg, sep)))
         after.append(image_scores(truth, labels))
@@ -450,7 +451,7 @@ def plot_panel(model: Model, root: Path, image_id: str, path: Path) -> None:
     image, truth = ds.image(image_id), ds.mask(image_id)
     maps = model.predict_maps(image)
     _, labels = segment_image(model, None, maps=maps)
-    seg, sep, _ = split_probabilities(model, maps)
+    seg, sep, _ = split_probabilities(model.decode, maps)
     gray = image if image.ndim == 2 else image[..., 0]
     gray = (gray - gray.min()) / max(float(np.ptp(gray)), 1e-6)
     shown = np.dstack([gray] * 3)

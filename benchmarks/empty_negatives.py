@@ -29,13 +29,13 @@ from pathlib import Path
 from benchmarks._common import (
     REPO,
     cached_train,
+    empty_images,
     machine,
     machine_line,
     read_results,
     update_benchmarks_md,
     write_results,
 )
-from benchmarks.evidence_floor import empty_images
 from benchmarks.train_default_model import RADIUS, ROBUST_AUGMENT, training_sources
 from cellmaps.metrics.detection import prf
 from cellmaps.recipes import load_recipe, validate_recipe

@@ -57,7 +57,7 @@ def system_setup(system: str, iterations: int) -> tuple[dict, Path, dict]:
         )
         recipe = recipe_for("deepdistance-extended", args, radius, alpha=0.01)
         recipe["optimizer"]["schedule"] = "constant"  # the old benchmark: Adam, no schedule
-        recipe["training"]["object_size"] = None  # ... at the data's scale
+        recipe["training"]["train_radius"] = None  # ... at the data's scale
         return recipe, root, {"object_size": 8.0, "alpha_at_scale": 0.1, "crop_at_scale": 128}
     if system == "micronet":
         recipe = load_recipe("micronet")
@@ -76,7 +76,7 @@ def variant_recipe(base: dict, variant: str, opts: dict) -> dict | None:
     if variant in ("scale", "scale-ema", "both", "both-ema", "both-hi"):
         if opts.get("object_size") is None:
             return None  # the system's objects are already at a size the net handles
-        r["training"]["object_size"] = opts["object_size"]
+        r["training"]["train_radius"] = opts["object_size"]
         if opts.get("crop_at_scale"):  # the same cells fit a smaller crop: cheaper steps
             crop = opts["crop_at_scale"]
             r["training"].update(crop=crop, tile_stride=crop // 2)
@@ -177,7 +177,7 @@ def main() -> None:
             {
                 "variant": variant,
                 "schedule": recipe["optimizer"]["schedule"],
-                "object_size": recipe["training"]["object_size"],
+                "object_size": recipe["training"]["train_radius"],
                 "factor": sizes[0].get("factor", 1.0),
                 "ema": recipe["training"]["ema"],
                 "crop": recipe["training"]["crop"],

@@ -27,8 +27,10 @@ import numpy as np
 from benchmarks._common import (
     REPO,
     SHARED_DATA,
+    empty_images,
     machine,
     machine_line,
+    noise_image,
     read_results,
     save_figure,
     update_benchmarks_md,
@@ -47,26 +49,6 @@ from cellmaps.tune import (
 
 # bundled model → the dataset whose val split tunes it and whose test split scores it
 MODELS = {"default": "crchisto", "ki67": "bcdata_ki67"}
-
-
-def noise_image(size: int, seed: int, kind: str = "uniform") -> np.ndarray:
-    """RGB noise: uniform over 0..255, or Gaussian (mean 128, sd 40, clipped)."""
-    rng = np.random.default_rng(seed)
-    if kind == "uniform":
-        return rng.integers(0, 256, (size, size, 3)).astype(np.uint8)
-    return np.clip(rng.normal(128, 40, (size, size, 3)), 0, 255).astype(np.uint8)
-
-
-def empty_images(size: int, seed: int) -> dict[str, np.ndarray]:
-    """RGB images with nothing to detect: black, white, flat grey, uniform and Gaussian
-    noise."""
-    return {
-        "black": np.zeros((size, size, 3), np.uint8),
-        "white": np.full((size, size, 3), 255, np.uint8),
-        "grey": np.full((size, size, 3), 128, np.uint8),
-        "noise": noise_image(size, seed),
-        "gaussian noise": noise_image(size, seed, "gaussian"),
-    }
 
 
 #: noise images per kind that choose the edge factor (seeds VALIDATION_NOISE_SEED + k, never
@@ -159,8 +141,8 @@ def run_model(
         object_sizes=sizes,
         noise_images=noise,
     )
-    model.decode["min_score"] = best["min_score"]
-    model.decode["edge_floor"] = best["edge_floor"]
+    model.decode = model.decode.replace(min_score=best["min_score"])
+    model.decode = model.decode.replace(edge_floor=best["edge_floor"])
     model.training["evidence_floor_tuned_on"] = [{"folder": str(r), "split": s} for r, s in sources]
     model.save(path, half=stored_as_half(path))
     floor = model.decode["min_score"]

@@ -11,6 +11,8 @@ BENCHMARKS.md.
 
 from __future__ import annotations
 
+import argparse
+
 import numpy as np
 
 from benchmarks._common import (
@@ -46,7 +48,8 @@ def check(name: str) -> dict:
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     rows = [check(n) for n in DATASETS]
     mach = machine()
     write_results("object_size_check", {"machine": mach, "rows": rows})

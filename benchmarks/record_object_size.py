@@ -6,7 +6,7 @@ before cellmaps recorded it), without retraining: the weights are written back u
 For each bundled model, the median object radius of its training data's first source (the
 target dataset; masks → equivalent-disc radius, points only → half the nearest-neighbour
 spacing) is measured on the same train split from ../shared/data and stored as
-``training.object_size`` = ``training.data_object_size`` (the models were trained at the
+``training.train_radius`` = ``training.data_object_size`` (the models were trained at the
 data's own scale), with every source's radius in ``training.object_sizes``. The Ki67 model
 was trained on a weak-ROI copy of bcdata_ki67 (same images and points), measured on
 bcdata_ki67 itself.
@@ -14,6 +14,7 @@ bcdata_ki67 itself.
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 from safetensors import safe_open
@@ -42,13 +43,14 @@ def record(name: str) -> dict:
         radius, how = measure_object_size(ds, ds.ids(src["split"]))
         sizes.append({"folder": str(root), "radius": radius, "measured_from": how, "factor": 1.0})
     model.training.update(
-        object_size=sizes[0]["radius"], data_object_size=sizes[0]["radius"], object_sizes=sizes
+        train_radius=sizes[0]["radius"], data_object_size=sizes[0]["radius"], object_sizes=sizes
     )
     model.save(path, half=stored_as_half(path))
     return {"model": name, **{s["folder"].split("/")[-1]: round(s["radius"], 2) for s in sizes}}
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     for name in ("default", "ki67"):
         print(record(name))
 

@@ -8,6 +8,8 @@ H&E with masks (MoNuSeg), H&E with classified points only (CRCHisto), fluorescen
 
 from __future__ import annotations
 
+import argparse
+
 from benchmarks._common import REPO, SHARED_DATA
 from cellmaps.io import Dataset
 from cellmaps.targets.build import Annotations
@@ -28,7 +30,8 @@ PANELS = [
 ]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     for name, image_id, (r0, c0, h, w), use_mask, out in PANELS:
         ds = Dataset(SHARED_DATA / name)
         pts = ds.points(image_id)

@@ -146,7 +146,7 @@ def val_scores(model: Model, val_sources, val_radii, object_sizes) -> dict:
 def model_object_sizes(model: Model, names) -> list[float | None]:
     """What a model is told about each source's images: nothing for a model trained at the
     data's own scale, each source's train-split radius for a common-scale model."""
-    if model.recipe["training"].get("object_size") is None:
+    if model.recipe["training"].get("train_radius") is None:
         return [None] * len(names)
     return [train_object_size(n) for n in names]
 
@@ -204,7 +204,7 @@ def main() -> None:
     recipe["net"]["base"] = 12
     recipe["training"].update(iterations=args.iterations, seed=args.seed)
     if args.object_size:
-        recipe["training"]["object_size"] = args.object_size
+        recipe["training"]["train_radius"] = args.object_size
     recipe["optimizer"]["schedule"] = args.schedule
     if args.robust:
         recipe["augment"].update(ROBUST_AUGMENT)
@@ -287,7 +287,7 @@ def score_bundled(
         # what a user gets who does not say the object size: the images taken to be like
         # the first training source's (CRCHisto, 20x)
         results += [score(model, n, "test", RADIUS[n]) for n in ("monuseg", "mbm_bonemarrow")]
-    from benchmarks.evidence_floor import empty_images
+    from benchmarks._common import empty_images
 
     empty = {name: len(model.detect(img)) for name, img in empty_images(1024, seed).items()}
     from cellmaps.predict import predict_paths, sample_image_path
@@ -363,7 +363,7 @@ def report(d: dict) -> None:
     trained_on = " + ".join(
         NAMES_TEXT[Path(x["folder"]).name.replace("monuseg_val", "monuseg")] for x in tr["data"]
     )
-    scale = rec["training"].get("object_size")
+    scale = rec["training"].get("train_radius")
     lines = [
         "## Bundled default model (`benchmarks/train_default_model.py`)",
         "",

@@ -47,12 +47,12 @@ import numpy as np
 from benchmarks._common import (
     REPO,
     SHARED_DATA,
+    empty_images,
     machine,
     machine_line,
     update_benchmarks_md,
     write_results,
 )
-from benchmarks.evidence_floor import empty_images
 from benchmarks.stain_shift import score_case
 from benchmarks.train_default_model import ROBUST_AUGMENT
 from cellmaps.io.points import read_points
@@ -259,7 +259,7 @@ def choose_candidate_edge_floor(path: Path) -> Model:
         progress=False,
         noise_images=validation_noise(1024),
     )
-    model.decode["edge_floor"] = best["edge_floor"]
+    model.decode = model.decode.replace(edge_floor=best["edge_floor"])
     model.training["edge_floor_tuned"] = json_ready(best["edge_curve"])
     model.save(path, half=True)
     print(f"edge factor of the floor: {best['edge_floor']:g}", flush=True)

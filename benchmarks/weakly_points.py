@@ -162,7 +162,7 @@ def plot_panel(model: Model, folder: Path, truth: Path, image_id: str, path: Pat
     from cellmaps.targets.build import Annotations
     from cellmaps.training.data import rescaled_annotations
 
-    factor = model.training["object_size"] / model.training["data_object_size"]
+    factor = model.training["train_radius"] / model.training["data_object_size"]
     small = rescaled_annotations(
         Annotations(image=img_c, points=p_c, labels=None, mask=None, roi=None, source=image_id),
         factor,
@@ -174,9 +174,9 @@ def plot_panel(model: Model, folder: Path, truth: Path, image_id: str, path: Pat
     maps = model.predict_maps(img)
     prob = np.asarray(maps[model.decode["task"]][model.decode["channel"]])
     if maps.rescaled:
-        from cellmaps.model import _resize_map_to
+        from cellmaps.postprocess.segment import resize_map_to
 
-        prob = _resize_map_to(prob, maps.input_shape)
+        prob = resize_map_to(prob, maps.input_shape)
     found, mask = segment_image(model, img, maps=maps)
     truth_mask = tr.mask(image_id)[crop]
     fig, axes = plt.subplots(1, 5, figsize=(20, 4.8))
@@ -499,9 +499,9 @@ def main() -> None:
         "ablation": {},
         "val_ids": val_ids,
         "width": recipe["net"]["width"],
-        "object_size": recipe["training"]["object_size"],
+        "object_size": recipe["training"]["train_radius"],
         "cluster_quality": cluster_label_quality(
-            with_masks, val_ids, recipe["training"]["object_size"]
+            with_masks, val_ids, recipe["training"]["train_radius"]
         ),
     }
     paths = {}

@@ -203,8 +203,8 @@ def preview_figure(work: Path, side: int = 16384) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from cellmaps.inference.slides import tissue_mask
     from cellmaps.io.slides import LazyImage
-    from cellmaps.slide import tissue_mask
 
     overlay = read_image(work / f"out_{side}" / "overlays" / f"slide_{side}.png")
     with LazyImage(work / f"slide_{side}.tif") as img:

@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+import cellmaps.inference.scale as auto_scale
 from cellmaps.errors import CellmapsInputError
-from cellmaps.model import AUTO_SCALE_FACTORS, Maps, Model, best_log_factor
+from cellmaps.inference.scale import AUTO_SCALE_FACTORS, best_log_factor, estimate_input_scale
+from cellmaps.model import Model
+from cellmaps.postprocess.decode import Maps
 from cellmaps.recipes import load_recipe, validate_recipe
 
 
@@ -14,7 +17,7 @@ def peak_model(**inference) -> Model:
     r = load_recipe("micronet")
     r["net"].update(base=4, depth=2)
     r["inference"].update(inference)
-    return Model(validate_recipe(r), 3, [0.5] * 3, [0.2] * 3, training={"object_size": 6.0})
+    return Model(validate_recipe(r), 3, [0.5] * 3, [0.2] * 3, training={"train_radius": 6.0})
 
 
 def test_best_log_factor_is_the_vertex_of_the_parabola_through_the_best_three():
@@ -44,9 +47,9 @@ def test_estimate_finds_the_factor_where_the_maps_peak(monkeypatch):
         return maps
 
     monkeypatch.setattr(model, "predict_maps", fake_maps)
-    monkeypatch.setattr("cellmaps.model.AUTO_SCALE_PERCENTILE", 100.0)
+    monkeypatch.setattr("cellmaps.inference.scale.AUTO_SCALE_PERCENTILE", 100.0)
     img = np.zeros((64, 64, 3), np.uint8)
-    assert model.estimate_input_scale(img) == pytest.approx(0.6, rel=0.02)
+    assert estimate_input_scale(model, img) == pytest.approx(0.6, rel=0.02)
     model.predict_maps(img)
     assert seen[-1] == pytest.approx(0.6, rel=0.02)
     assert model.input_scale(None, None, img) == pytest.approx(0.6, rel=0.02)
@@ -60,7 +63,7 @@ def test_no_evidence_or_best_at_the_grid_end_keeps_the_training_scale(monkeypatc
     end of the grid: the estimate is the model's training-image factor (6 / 5 = 1.2)."""
     model = peak_model(object_size="auto")
     model.training["data_object_size"] = 5.0
-    model.decode["min_score"] = 1.0
+    model.decode = model.decode.replace(min_score=1.0)
     logs = np.log(AUTO_SCALE_FACTORS)
     curves = {
         "below floor": 0.9 * np.exp(-((logs - np.log(0.6)) ** 2)),
@@ -69,17 +72,17 @@ def test_no_evidence_or_best_at_the_grid_end_keeps_the_training_scale(monkeypatc
     }
     img = np.zeros((64, 64, 3), np.uint8)
     for name, curve in curves.items():
-        monkeypatch.setattr(model, "scale_response", lambda _img, c=curve: (logs, c))
-        assert model.estimate_input_scale(img) == pytest.approx(1.2), name
+        monkeypatch.setattr(auto_scale, "scale_response", lambda _m, _img, c=curve: (logs, c))
+        assert estimate_input_scale(model, img) == pytest.approx(1.2), name
     monkeypatch.setattr(
-        model, "scale_response", lambda _img: (logs, 1.1 * curves["below floor"] / 0.9)
+        auto_scale, "scale_response", lambda _m, _img: (logs, 1.1 * curves["below floor"] / 0.9)
     )
-    assert model.estimate_input_scale(img) == pytest.approx(0.6, rel=0.02)
+    assert estimate_input_scale(model, img) == pytest.approx(0.6, rel=0.02)
     # a calibration measured on validation multiplies the estimate, never the fallback
     model.recipe["inference"]["auto_scale_calibration"] = 1.5
-    assert model.estimate_input_scale(img) == pytest.approx(0.9, rel=0.02)
-    monkeypatch.setattr(model, "scale_response", lambda _img: (logs, curves["top end"]))
-    assert model.estimate_input_scale(img) == pytest.approx(1.2)
+    assert estimate_input_scale(model, img) == pytest.approx(0.9, rel=0.02)
+    monkeypatch.setattr(auto_scale, "scale_response", lambda _m, _img: (logs, curves["top end"]))
+    assert estimate_input_scale(model, img) == pytest.approx(1.2)
 
 
 def test_auto_refused_where_it_cannot_work():
@@ -89,7 +92,7 @@ def test_auto_refused_where_it_cannot_work():
         model.input_scale("auto")
     with pytest.raises(CellmapsInputError, match="'auto'"):
         model.input_scale("big", None, img)
-    model.training.pop("object_size")
+    model.training.pop("train_radius")
     with pytest.raises(CellmapsInputError, match="records the object size"):
         model.input_scale("auto", None, img)
     with pytest.raises(ValueError, match="inference.object_size"):
@@ -123,7 +126,7 @@ def test_default_model_finds_the_scale_of_an_image_shown_at_twice_the_magnificat
     image_id = max(ds.ids("test"), key=lambda i: len(ds.points(i).coords))  # most nuclei
     img, truth = ds.image(image_id), ds.points(image_id).coords
     big = (rescale(img, 2, order=1, channel_axis=-1, preserve_range=True) + 0.5).astype(np.uint8)
-    f_small, f_big = model.estimate_input_scale(img), model.estimate_input_scale(big)
+    f_small, f_big = estimate_input_scale(model, img), estimate_input_scale(model, big)
     assert f_small / f_big == pytest.approx(2.0, rel=0.25)
     f1_small = f1(truth, model.detect(img).coords, 6.0)
     f1_big = f1(2 * truth + 0.5, model.detect(big).coords, 12.0)

@@ -192,7 +192,7 @@ def test_predict_masks_writes_instance_masks_evaluate_reads(tmp_path, capsys, mo
         )
         tifffile.imwrite(big / "masks" / f"b{k}.tif", mask)
     briefly_trained = Model.load(tmp_path / "dd.safetensors")  # its h and floor fit its maps
-    briefly_trained.decode.update(h=0.2, min_score=0.0)
+    briefly_trained.decode = briefly_trained.decode.replace(h=0.2, min_score=0.0)
     briefly_trained.save(tmp_path / "dd.safetensors")
     monkeypatch.setattr(Model, "predict_maps", ideal_maps)
     ideal = tmp_path / "ideal"

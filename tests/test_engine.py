@@ -462,7 +462,7 @@ def test_cli_train_tune_predict_evaluate(tiny_dataset, tmp_path, capsys):
         and (tmp_path / "m.log.csv").is_file()
     )
     m = Model.load(model)
-    m.decode["xi"] = 0.987  # not on the tuning grid: tune must replace it
+    m.decode = m.decode.replace(xi=0.987)  # not on the tuning grid: tune must replace it
     m.save(model)
     assert main(["tune", str(model), "--data", str(tiny_dataset), "--split", "val", "--quiet"]) == 0
     printed = capsys.readouterr().out
@@ -541,7 +541,7 @@ def test_large_images_are_decoded_in_strips_exactly_like_the_whole_map():
     )
 
     m = tiny_model()
-    m.decode.update(xi=0.3, min_distance=3)
+    m.decode = m.decode.replace(xi=0.3, min_distance=3)
     rng = np.random.default_rng(0)
     img = ndimage.gaussian_filter(rng.random((700, 90)), 2).astype(np.float32)
     prox = ndimage.gaussian_filter(img, 1)[None]
@@ -701,7 +701,7 @@ def test_every_bundled_recipe_trains_tunes_and_detects(name, tiny_mask_dataset, 
             ideal[head] = two
         else:
             ideal.setdefault(head, np.zeros((t["channels"], *m.shape[1:]), np.float32))
-    from cellmaps.model import Maps
+    from cellmaps.postprocess.decode import Maps
 
     maps = Maps(ideal)  # the ideal maps, as if predicted on the image
     maps.input_shape = image.shape[:2]
@@ -733,3 +733,24 @@ def test_every_bundled_recipe_trains_tunes_and_detects(name, tiny_mask_dataset, 
         assert 0 < big < len(truth) and tp >= big - slack, (tp, interior)
     else:
         assert tp == len(truth) == 8, (tp, len(found))
+
+
+@pytest.mark.parametrize("tile,stride,trim", [(32, 24, 2), (40, 16, 6)])
+def test_tiled_prediction_mirrors_the_image_at_its_borders(tile, stride, trim):
+    """Border pixels see the image mirrored about its edge (reflect padding, edge not
+    repeated: ... c b | a b c ...): with a 3×3 mean filter as the 'net' the tiled map equals
+    scipy's ``uniform_filter(mode='mirror')`` everywhere, borders included, and differs from
+    edge padding (``mode='nearest'``) on the border."""
+    from scipy import ndimage
+
+    img = np.random.default_rng(0).random((2, 50, 70)).astype(np.float32)
+    kernel = torch.full((2, 1, 3, 3), 1 / 9)
+
+    def forward(x):
+        return {"m": torch.nn.functional.conv2d(x, kernel, padding=1, groups=2)}
+
+    tiled = predict_tiled(forward, img, tile=tile, stride=stride, batch=2, trim=trim)["m"]
+    mirror = np.stack([ndimage.uniform_filter(c, 3, mode="mirror") for c in img])
+    nearest = np.stack([ndimage.uniform_filter(c, 3, mode="nearest") for c in img])
+    assert np.allclose(tiled, mirror, atol=1e-6)
+    assert not np.allclose(tiled[:, 0], nearest[:, 0], atol=1e-3)

@@ -8,7 +8,8 @@ import pytest
 
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io import Dataset, Points
-from cellmaps.model import Model, above_floor, bundled_model_path
+from cellmaps.model import Model, bundled_model_path
+from cellmaps.postprocess.decode import above_floor
 from cellmaps.postprocess.peaks import edge_floor_factor
 from cellmaps.recipes import load_recipe, validate_recipe
 from cellmaps.tune import FLOOR_FRACTIONS, FLOOR_SAFETY, choose_edge_floor, choose_evidence_floor
@@ -77,10 +78,10 @@ def test_floor_applies_on_the_strip_path_of_large_images(monkeypatch):
     all_pts = model.detect(image, strip=4096)
     assert len(all_pts) > 10
     cut = float(np.median(all_pts.scores))
-    model.decode["min_score"] = cut
+    model.decode = model.decode.replace(min_score=cut)
     whole = model.detect(image, strip=4096)
     strips = model.detect(image, strip=64)
-    floor = cut * edge_floor_factor(all_pts.coords, image.shape[:2], model.edge_radius(),
+    floor = cut * edge_floor_factor(all_pts.coords, image.shape[:2], model.decode.edge_radius,
                                     model.decode["edge_floor"])  # fmt: skip
     assert len(whole) == int((all_pts.scores >= floor).sum()) < len(all_pts)
     assert np.allclose(strips.coords, whole.coords)
@@ -108,7 +109,7 @@ def test_edge_peak_needs_more_evidence_than_an_interior_one(monkeypatch):
     net_maps(monkeypatch, maps)
     model = peak_model(1.0)
     for edge, kept in ((1.4, [[20.0, 30.0]]), (1.0, [[20.0, 0.0], [20.0, 30.0]])):
-        model.decode["edge_floor"] = edge
+        model.decode = model.decode.replace(edge_floor=edge)
         assert model.decode_maps(maps).coords.tolist() == kept
         assert model.detect(image).coords.tolist() == kept
 
@@ -212,7 +213,7 @@ def test_default_model_finds_one_nucleus_pasted_on_background(crchisto):
 
 
 def test_local_contrast_is_the_window_standard_deviation():
-    from cellmaps.model import local_contrast
+    from cellmaps.postprocess.decode import local_contrast
 
     rng = np.random.default_rng(0)
     img = rng.random((30, 40, 2)).astype(np.float32)
@@ -230,9 +231,9 @@ def test_no_detections_where_the_input_is_flat(monkeypatch):
     image[:, 40:] = np.random.default_rng(0).integers(0, 256, (40, 40, 3))
     maps = bump_map((40, 80), {(20, 15): 3.0, (20, 60): 3.0})
     net_maps(monkeypatch, maps)
-    model.decode["min_contrast"] = 0.0
+    model.decode = model.decode.replace(min_contrast=0.0)
     assert len(model.detect(image)) == 2
-    model.decode["min_contrast"] = 0.002
+    model.decode = model.decode.replace(min_contrast=0.002)
     assert model.detect(image).coords.tolist() == [[20.0, 60.0]]
 
 
@@ -241,10 +242,10 @@ def test_decoding_overrides_are_undone_after_the_block_even_on_error():
     before = dict(model.decode)
     with model.decoding(min_score=0.0, min_distance=6):
         assert model.decode["min_score"] == 0.0 and model.decode["min_distance"] == 6
-    assert model.decode == before
+    assert dict(model.decode) == before
     with pytest.raises(RuntimeError), model.decoding(xi=0.9):
         raise RuntimeError("decoding failed")
-    assert model.decode == before
+    assert dict(model.decode) == before
 
 
 def test_tuning_matches_each_source_within_its_own_radius(tmp_path, monkeypatch):
@@ -299,7 +300,7 @@ def test_tuning_resamples_each_source_by_its_own_object_size(tmp_path, monkeypat
 
     monkeypatch.setattr(TiledInferer, "stream", stream)
     model = peak_model(0.0)
-    model.training.update(object_size=6.0, data_object_size=6.0)
+    model.training.update(train_radius=6.0, data_object_size=6.0)
     kw = dict(grid=[0.5], min_distances=[3], progress=False, evidence_floor=False)
     assert tune_decoding(model, roots, **kw)["f1"] == pytest.approx(0.5)
     assert tune_decoding(model, roots, object_sizes=[6.0, 12.0], **kw)["f1"] == 1.0
@@ -317,14 +318,14 @@ def test_validation_object_sizes_follow_the_training_source_of_the_same_folder(t
         {"folder": a, "radius": 5.4, "factor": 1.1},
         {"folder": b, "radius": 12.0, "factor": 0.5},
     ]
-    recipe = {"training": {"object_size": 6.0}}
+    recipe = {"training": {"train_radius": 6.0}}
     assert validation_object_sizes(recipe, scales, [(b, "val"), (a, "val"), (c, None)]) == [
         12.0,
         5.4,
         5.4,
     ]
     assert (
-        validation_object_sizes({"training": {"object_size": None}}, scales, [(a, "val")]) is None
+        validation_object_sizes({"training": {"train_radius": None}}, scales, [(a, "val")]) is None
     )
     assert validation_object_sizes(recipe, scales, []) is None
 

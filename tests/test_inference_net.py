@@ -43,7 +43,7 @@ def test_folded_net_matches_the_net_with_batchnorm(name):
     torch.manual_seed(0)
     model = randomised(Model(recipe, 3, [0.5] * 3, [0.2] * 3))
     n_bn = sum(isinstance(m, nn.BatchNorm2d) for m in model.net.modules())
-    folded = model.inference_net()
+    folded = model._inference_net()
     assert n_bn == 0 or not any(isinstance(m, nn.BatchNorm2d) for m in folded.modules())
     x = torch.randn(2, 3, 96, 96)
     with torch.no_grad():
@@ -76,12 +76,12 @@ def test_folded_copy_follows_the_weights():
     model = randomised(Model(load_recipe("micronet"), 3, [0.5] * 3, [0.2] * 3))
     model.recipe["training"]["precision"] = "fp32"  # compared with fp32 below (bf16 CPUs)
     x = torch.randn(1, 3, 64, 64)
-    first = model.inference_net()
-    assert model.inference_net() is first  # cached while the weights stay
+    first = model._inference_net()
+    assert model._inference_net() is first  # cached while the weights stay
     before = model.forward(x)
     with torch.no_grad():  # an optimiser step changes weights in place
         next(model.net.parameters()).mul_(1.5)
-    assert model.inference_net() is not first
+    assert model._inference_net() is not first
     after = model.forward(x)
     assert any(not torch.allclose(before[k], after[k]) for k in before)
     with torch.no_grad():

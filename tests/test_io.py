@@ -330,7 +330,7 @@ def test_strips_of_a_large_image_share_one_intensity_range():
     r = load_recipe("micronet")
     r["net"].update(base=4, depth=2)
     m = Model(r, 1, [0.1], [0.2])
-    m.decode.update(xi=0.3, min_distance=3)
+    m.decode = m.decode.replace(xi=0.3, min_distance=3)
     rng = np.random.default_rng(0)
     field = ndimage.gaussian_filter(rng.random((600, 80)), 2)
     field = (field - field.min()) / np.ptp(field)
@@ -379,7 +379,7 @@ def test_percentile_intensity_makes_a_dim_copy_give_the_same_input_and_detection
     r["training"]["intensity"] = "percentile"
     m = Model(validate_recipe(r), 1, [0.3], [0.2])
     m.forward = lambda x: {"proximity": x[:, :1]}  # a pointwise "net"
-    m.decode.update(xi=0.3, min_distance=3, min_score=0.0)
+    m.decode = m.decode.replace(xi=0.3, min_distance=3, min_score=0.0)
     assert np.allclose(m.prepare(bright), m.prepare(dim), atol=1e-4)
     a, b = m.detect(bright, tile=32, stride=16), m.detect(dim, tile=32, stride=16)
     assert len(a) >= 8 and np.array_equal(a.coords, b.coords)

@@ -404,7 +404,7 @@ def test_weak_roi_adds_non_tumour_nuclei_to_train_images_only(tmp_path, monkeypa
     sizes = []
 
     class Finder:
-        object_size = 5.0
+        train_radius = 5.0
 
         def detect(self, image, object_size=None):
             sizes.append(object_size)
@@ -463,18 +463,16 @@ def test_tune_class_gain_picks_the_factor_that_matches_the_annotated_index():
     1.122 (0.9 · 1.122 = 1.01) it is 0.5 until 0.5 · gain > 1 (gain 2 is not > 2); the
     smallest such factor (nearest 1) is chosen."""
     from cellmaps.io.points import Points
-    from cellmaps.model import Model
+    from cellmaps.postprocess.decode import DecodeParams
     from cellmaps.tune import tune_class_gain
 
     p = np.array([0.9, 0.9, 0.9, 1.2, 1.2, 0.5, 0.5, 0.5, 0.5, 0.5])
 
     class StandIn:
-        decode: dict = {}
-        training = {"classes": ["positive", "negative"]}
-        class_gains = Model.class_gains
+        decode = DecodeParams(classes=("positive", "negative"))
 
         def detect(self, image):
-            g = self.class_gains()[0]
+            g = self.decode.class_gains()[0]
             labels = np.where(g * p > 1.0, "positive", "negative").astype(object)
             return Points(np.zeros((len(p), 2)), labels)
 
@@ -483,9 +481,9 @@ def test_tune_class_gain_picks_the_factor_that_matches_the_annotated_index():
     assert found["gain"] == pytest.approx(1.122)
     assert found["mae_at_1"] == pytest.approx(0.3) and found["mae"] == pytest.approx(0.0)
     assert m.decode["class_gain"] == {"positive": pytest.approx(1.122)}
-    m.decode["class_gain"] = {"mitotic": 2.0}
+    m.decode = m.decode.replace(class_gain={"mitotic": 2.0})
     with pytest.raises(ValueError, match="mitotic"):
-        m.class_gains()
+        m.decode.class_gains()
 
 
 def test_cli_tune_class_gain_stores_the_factor_with_the_lowest_index_error(tmp_path, capsys):
@@ -517,7 +515,7 @@ def test_cli_tune_class_gain_stores_the_factor_with_the_lowest_index_error(tmp_p
     truth = ki67_index(np.sum(labels == "positive"), np.sum(labels == "negative"))
 
     def mae(g):
-        model.decode["class_gain"] = {"positive": g}
+        model.decode = model.decode.replace(class_gain={"positive": g})
         found = np.asarray(model.detect(ds.image("i1")).labels).astype(str)
         return abs(ki67_index(np.sum(found == "positive"), np.sum(found == "negative")) - truth)
 

@@ -12,9 +12,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from scipy import ndimage
 
-from cellmaps import model
-from cellmaps.model import local_contrast
+from cellmaps.postprocess import decode as model
 from cellmaps.postprocess import find_peaks, peaks
+from cellmaps.postprocess.decode import local_contrast
 from cellmaps.postprocess.peaks import pixel_of, plateau_centroids
 
 EIGHT = np.ones((3, 3), bool)

@@ -12,10 +12,11 @@ import torch
 
 from cellmaps.errors import CellmapsInputError
 from cellmaps.inference import TiledInferer, stream
+from cellmaps.inference.slides import detect_slide, row_bands, tissue_mask
 from cellmaps.io.slides import LazyImage, SlideSource, choose_level
-from cellmaps.model import Model, local_contrast
-from cellmaps.recipes import load_recipe, tiling_options, validate_recipe
-from cellmaps.slide import detect_slide, row_bands, tissue_mask
+from cellmaps.model import Model
+from cellmaps.postprocess.decode import local_contrast
+from cellmaps.recipes import load_recipe, validate_recipe
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -76,7 +77,7 @@ def pointwise_model(recipe: str) -> Model:
                 t["channels"] = 3
     m = Model(validate_recipe(r), 3, [0.5] * 3, [0.2] * 3, training={"label": "nucleus"})
     m.net = PointwiseNet(HEADS[recipe])
-    m.decode.update(min_score=0.0)
+    m.decode = m.decode.replace(min_score=0.0)
     if recipe == "kinet":
         m.training["classes"] = ["a", "b", "c"]
     return m
@@ -87,9 +88,9 @@ def whole_map_detections(model: Model, image: np.ndarray):
     the model's decoder, flat-region rule on the whole image."""
     from cellmaps.io.images import normalize_image
 
-    maps = TiledInferer(**tiling_options(model.recipe)).predict(model.forward, model.prepare(image))
+    maps = TiledInferer.from_recipe(model.recipe).predict(model.forward, model.prepare(image))
     pts = model.decode_maps(maps)
-    window = 2 * max(3, round(model.object_size or 3)) + 1
+    window = 2 * max(3, round(model.train_radius or 3)) + 1
     flat = local_contrast(normalize_image(image), window, pts.coords)
     return pts.subset(flat >= model.decode["min_contrast"])
 
@@ -233,8 +234,8 @@ def test_lazy_blocks_give_the_whole_map_detections_for_every_decoder(
     assert info["level"] == 0 and info["skipped_tiles"] == 0
     assert_same_points(want, got)
     # row bands streamed on their own (what Dask workers do) merge to the same result
+    from cellmaps.inference.slides import band_candidates, plan_slide
     from cellmaps.inference.stream import Candidates, finish_candidates
-    from cellmaps.slide import band_candidates, plan_slide
 
     plan = plan_slide(model, path, tissue=False)
     found = Candidates()
@@ -272,8 +273,8 @@ def canonical_labels(mask: np.ndarray) -> np.ndarray:
 
 
 def test_slide_masks_equal_whole_image_region_growing_across_block_seams(tmp_path, monkeypatch):
+    from cellmaps.inference.slides import segment_slide
     from cellmaps.model import segment_image
-    from cellmaps.slide import segment_slide
 
     image = blob_image((900, 1000), n=1500, seed=3)
     write_pyramid(tmp_path / "s.tif", image, levels=1)
@@ -316,7 +317,9 @@ def test_background_tiles_are_skipped_and_detections_kept(tmp_path):
     pink, red = np.array([170, 120, 160]), np.array([250, 60, 150])
     image = (pink * (1 - v) + red * v).astype(np.uint8)
     image[:, 600:] = [236, 234, 238]  # the right half is glass
-    model.decode["xi"] = 0.0  # ξ·max would depend on the glass, which is bright in red
+    model.decode = model.decode.replace(
+        xi=0.0
+    )  # ξ·max would depend on the glass, which is bright in red
     write_pyramid(tmp_path / "half.tif", image)
     all_tiles, _ = detect_slide(model, tmp_path / "half.tif", tissue=False)
     tissue, info = detect_slide(model, tmp_path / "half.tif", tissue=True)
@@ -497,7 +500,7 @@ def test_overlays_of_large_images_are_previews_with_the_rings_in_place(tmp_path)
     from PIL import Image
 
     from cellmaps.io.points import Points
-    from cellmaps.predict import PREVIEW_SIDE, write_overlay
+    from cellmaps.outputs import PREVIEW_SIDE, write_overlay
 
     image = np.zeros((5000, 300, 3), np.uint8)
     pts = Points(np.array([[4000.0, 150.0]]), np.array(["nucleus"], dtype=object), None)

@@ -25,6 +25,11 @@ def test_border_lengths_count_pixel_edges_by_hand():
     assert border_lengths(np.zeros((4, 4), np.int32)) == {}
     merged = merge_long_borders(lab, max_border=4)  # 1-2 (5 edges) merge, 2-3 (3) stay cut
     assert merged.max() == 2 and merged[3, 2] == merged[3, 5] != merged[6, 5]
+    # a border exactly max_border long counts as long ("max_border pixel edges or longer")
+    at = merge_long_borders(lab, max_border=5)
+    assert at.max() == 2 and at[3, 2] == at[3, 5] != at[6, 5]
+    assert merge_long_borders(lab, max_border=6).max() == 3  # nothing that long: all cut
+    assert merge_long_borders(lab, max_border=3).max() == 1  # both borders long: one cell
 
 
 def test_two_touching_discs_are_cut_a_wide_necked_dumbbell_is_not():
@@ -219,7 +224,7 @@ def test_tune_max_border_keeps_short_cuts_and_long_waists(tmp_path, monkeypatch)
     assert best["max_border"] in (12, 16) and model.decode["max_border"] == best["max_border"]
     assert best["cds"] == 1.0 and max(cds[4], cds[8], cds[24], cds[None]) < 1.0
     path = tmp_path / "m.safetensors"
-    model.decode["max_border"] = None
+    model.decode = model.decode.replace(max_border=None)
     model.save(path)
     assert main(["tune", str(path), "--data", str(root), "--split", "val", "--quiet"]) == 0
     assert Model.load(path).decode["max_border"] in (12, 16)
@@ -254,7 +259,7 @@ def test_tune_split_chooses_the_thresholds_the_maps_need(tmp_path, monkeypatch):
     monkeypatch.setattr(Model, "predict_maps", lambda self, image, *a, **k: {
         "segmentation": maps[None].astype(np.float32), "separation": sep[None].astype(np.float32)})  # fmt: skip
     model = Model(load_recipe("deepsplit"), 3, [0.5] * 3, [0.2] * 3, training={"label": "cell"})
-    model.decode.update(max_border=12, min_area=20)
+    model.decode = model.decode.replace(max_border=12, min_area=20)
     default = {(r["cell_threshold"], r["separation_threshold"]): r["cds"]
                for r in tune_split(model, [(str(root), "val")], progress=False)["curve"]
                if r["max_border"] == 12}  # the first two stages (and 12 in the third)  # fmt: skip
@@ -288,7 +293,7 @@ def test_tune_seed_distance_keeps_a_peanut_whole_and_cuts_a_touching_pair(tmp_pa
     monkeypatch.setattr(Model, "predict_maps", lambda self, image, *a, **k: {
         "segmentation": cells[None], "separation": np.zeros_like(cells)[None]})  # fmt: skip
     model = Model(load_recipe("deepsplit"), 3, [0.5] * 3, [0.2] * 3, training={"label": "cell"})
-    model.decode.update(max_border=None, min_area=20)
+    model.decode = model.decode.replace(max_border=None, min_area=20)
     best = tune_split(model, [(str(root), "val")], {"min_distance": SEED_DISTANCE_GRID}, False)
     cds = {r["min_distance"]: r["cds"] for r in best["curve"]}
     assert best["min_distance"] == 9 and model.decode["min_distance"] == 9 and cds[9] == 1.0
@@ -311,7 +316,7 @@ def test_deepsplit_on_real_fluorescent_nuclei_reaches_a_quality_floor(tmp_path):
     root = shared_dataset("dsb2018_fluo")
     r = load_recipe("deepsplit")
     r["net"].update(base=8, depth=3)
-    r["training"].update(iterations=300, batch=4, crop=96, object_size=8.0, val_every=300,
+    r["training"].update(iterations=300, batch=4, crop=96, train_radius=8.0, val_every=300,
                          precision="fp32")  # fmt: skip
     r["optimizer"]["lr"] = 2e-3
     r["inference"].update(tile=192, stride=160)
@@ -361,7 +366,7 @@ def test_per_image_object_scale_brings_every_image_to_the_object_size(tmp_path, 
     root = tmp_path / "d"
     write_two_magnifications(root)
     r = load_recipe("deepsplit")
-    r["training"].update(object_size=5.0, object_scale=scale)
+    r["training"].update(train_radius=5.0, object_scale=scale)
     data = load_training_data([(str(root), "train", 1.0)], validate_recipe(r), progress=False)
     shapes = {s.image_id: s.image.shape[1:] for s in data.samples}
     source = data.object_sizes[0]["factor"]
@@ -372,8 +377,8 @@ def test_per_image_object_scale_brings_every_image_to_the_object_size(tmp_path, 
     assert abs(side["small"] - (118 if scale == "image" else 60)) <= 2
     with pytest.raises(CellmapsInputError, match="object_scale"):
         validate_recipe({**r, "training": {**r["training"], "object_scale": "tile"}})
-    with pytest.raises(CellmapsInputError, match="object_scale.*object_size is set"):
-        bad = {**r["training"], "object_size": None, "object_scale": "image"}
+    with pytest.raises(CellmapsInputError, match="object_scale.*train_radius is set"):
+        bad = {**r["training"], "train_radius": None, "object_scale": "image"}
         validate_recipe({**r, "training": bad})
 
 
@@ -385,7 +390,8 @@ def test_split_models_estimate_each_images_scale_from_their_own_instances(monkey
     factor 1, the training scale: an estimate iterated from there stays at 1, the scan
     still finds 0.5. An empty image keeps the training-image factor (1)."""
     from cellmaps.io.scale import rescale_image
-    from cellmaps.model import Maps, Model
+    from cellmaps.model import Model
+    from cellmaps.postprocess.decode import Maps
     from cellmaps.recipes import load_recipe
 
     centres = [(r, c) for r in (40, 128, 216) for c in (40, 128, 216)]
@@ -408,9 +414,9 @@ def test_split_models_estimate_each_images_scale_from_their_own_instances(monkey
     monkeypatch.setattr(Model, "predict_maps", ideal_maps)
     r = load_recipe("deepsplit")
     r["inference"]["object_size"] = "auto"
-    training = {"label": "cell", "object_size": 8.0, "data_object_size": 8.0}
+    training = {"label": "cell", "train_radius": 8.0, "data_object_size": 8.0}
     model = Model(r, 3, [0.5] * 3, [0.2] * 3, training=training)
-    model.decode.update(max_border=None, min_area=5, min_distance=3)
+    model.decode = model.decode.replace(max_border=None, min_area=5, min_distance=3)
     image = np.where(discs((256, 256), centres, 16) > 0, 200, 0).astype(np.uint8)
     assert model.input_scale(image=image) == pytest.approx(0.5, rel=0.05)
     fragments["on"] = True
@@ -432,7 +438,7 @@ def test_cli_per_image_scale_needs_an_object_size(tmp_path, capsys):
     args = ["train", "--recipe", "deepsplit", "--data", str(root), "--out", str(out)]
     args += ["--iterations", "2", "--crop", "32", "--val-split", "", "--quiet", "--per-image-scale"]
     assert main(args) != 0
-    assert "--train-object-size" in capsys.readouterr().err and not out.exists()
+    assert "--train-radius" in capsys.readouterr().err and not out.exists()
     assert main([*args, "--train-object-size", "5"]) == 0
     m = Model.load(out)
     assert m.recipe["training"]["object_scale"] == "image"

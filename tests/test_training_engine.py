@@ -22,10 +22,10 @@ from cellmaps.io.scale import (
 )
 from cellmaps.metrics import match_points
 from cellmaps.model import Model, load_model
+from cellmaps.optim import SCHEDULES, lr_factor
 from cellmaps.recipes import load_recipe, registry_choices, validate_recipe
 from cellmaps.training.data import load_training_data
 from cellmaps.training.fit import Trainer, ema_net, validation_windows
-from cellmaps.training.optim import SCHEDULES, lr_factor
 from tests.test_engine import tiny_dataset, tiny_mask_dataset, tiny_recipe  # noqa: F401
 
 
@@ -199,7 +199,7 @@ def test_two_times_larger_image_with_doubled_object_size_finds_the_same_objects(
     """The issue's test: a model run on an image resized 2x with --object-size doubled finds
     the same objects, coordinates x2 within 1 px, as on the original."""
     model = load_model()
-    r = model.object_size
+    r = model.train_radius
     img = _ihc_crop()
     small = model.detect(img, object_size=r)
     assert len(small) > 20
@@ -217,7 +217,7 @@ def test_non_integer_rescaling_keeps_the_objects():
     from skimage.transform import resize
 
     model = load_model()
-    r = model.object_size
+    r = model.train_radius
     img = _ihc_crop()
     ref = model.detect(img, object_size=r)
     big_img = (resize(img, (384, 384), order=1, preserve_range=True)).astype(np.uint8)
@@ -231,8 +231,8 @@ def test_non_integer_rescaling_keeps_the_objects():
 
 def test_models_without_a_recorded_object_size_refuse_it_clearly():
     model = load_model()
-    model.training.pop("object_size", None)
-    model.training.pop("object_size_um", None)
+    model.training.pop("train_radius", None)
+    model.training.pop("train_radius_um", None)
     with pytest.raises(CellmapsInputError, match="does not record the object size"):
         model.detect(_ihc_crop(), object_size=5.0)
     with pytest.raises(CellmapsInputError, match="object size in µm"):
@@ -274,7 +274,7 @@ def test_training_at_a_canonical_object_size_resamples_and_records_it(big_cell_d
         checkpoint_every=3,
         precision="fp32",
         tile_stride=16,
-        object_size=5.0,
+        train_radius=5.0,
     )
     r["inference"].update(tile=32, stride=16)
     data = load_training_data([(str(big_cell_dataset), "train", 1.0)], r, progress=False)
@@ -286,7 +286,7 @@ def test_training_at_a_canonical_object_size_resamples_and_records_it(big_cell_d
         r, [(root, "train", 1.0)], tmp_path / "m.safetensors", [(root, "val")], progress=False
     )
     loaded = Model.load(tmp_path / "m.safetensors")
-    assert loaded.object_size == pytest.approx(5.0)
+    assert loaded.train_radius == pytest.approx(5.0)
     assert loaded.training["data_object_size"] == pytest.approx(sc["radius"])
     assert loaded.input_scale() == pytest.approx(5.0 / sc["radius"])
     assert loaded.input_scale(object_size=20.0) == pytest.approx(0.25)
@@ -335,7 +335,7 @@ def test_recipe_choices_come_from_the_registries():
         ("optimizer", "warmup", 1.5),
         ("optimizer", "grad_clip", -1.0),
         ("training", "ema", 1.0),
-        ("training", "object_size", 0.0),
+        ("training", "train_radius", 0.0),
         ("optimizer", "schedule", "linear"),
         ("optimizer", "kind", "lbfgs"),
     ],
@@ -401,7 +401,7 @@ def test_cli_predict_takes_the_object_size(tmp_path, capsys):
     from cellmaps.predict import sample_image_path
 
     model = load_model()
-    size = 2 * model.object_size  # objects twice as large: the image is halved for the net
+    size = 2 * model.train_radius  # objects twice as large: the image is halved for the net
     assert (
         main(["predict", "--sample", "--object-size", str(size), "--out", str(tmp_path), "--quiet"])
         == 0
@@ -438,13 +438,14 @@ def test_relu_heads_train_through_a_leaky_relu_and_predict_with_relu():
 
 def test_region_growing_on_rescaled_maps_returns_an_input_sized_mask():
     from cellmaps.metrics.segmentation import segmentation_scores
-    from cellmaps.model import Maps, segment_image
+    from cellmaps.model import segment_image
+    from cellmaps.postprocess.decode import Maps
     from cellmaps.targets import foreground, inner_distance, outer_distance
 
     small = _discs((60, 60), [(15, 15), (15, 44), (44, 30)], 9)  # the net's pixels
     big = np.repeat(np.repeat(small, 2, 0), 2, 1)  # the input: objects twice as large
     model = Model(load_recipe("deepdistance-extended"), 1, [0.5], [0.2])
-    model.decode["h"] = 0.1
+    model.decode = model.decode.replace(h=0.1)
     maps = Maps(
         inner=inner_distance(small, 0.1)[None],
         outer=outer_distance(small)[None],

@@ -62,7 +62,7 @@ def tiny_recipe(iterations: int, combine: str = "round_robin") -> dict:
     r["net"].update(width=8, decoder_base=8)
     r["training"].update(
         iterations=iterations, batch=4, crop=64, val_every=iterations, precision="fp32",
-        object_size=None,
+        train_radius=None,
     )  # fmt: skip
     r["combine"]["kind"] = combine
     r["decode"]["min_distance"] = 4
@@ -280,8 +280,8 @@ def test_min_peak_distance_is_2_5_um_when_the_pixel_size_is_known(tmp_path):
         model = train(r, src, tmp_path / f"m{want}.safetensors", val, progress=False,
                       pixel_size=um_per_px)  # fmt: skip
         assert model.decode["min_distance"] == want
-        assert model.training["object_size_um"] == pytest.approx(
-            model.training["object_size"] * um_per_px
+        assert model.training["train_radius_um"] == pytest.approx(
+            model.training["train_radius"] * um_per_px
         )
     r = tiny_recipe(2)
     r["decode"]["min_distance"] = 9  # outside the tuning grid (2..6): tuning replaces it
@@ -326,3 +326,22 @@ def test_cli_combine_sets_the_recipe_combiner(tmp_path, capsys):
             "--combine", "uncertainty", "--out", str(out), "--quiet"]  # fmt: skip
     assert main(argv) == 0, capsys.readouterr().err
     assert Model.load(out).recipe["combine"]["kind"] == "uncertainty"
+
+
+def test_repel_loss_reads_the_nucleus_channel_of_the_shared_head():
+    """The recipe's repel task (Eq. 3) compares the softmax head's nucleus channel (1), not
+    its background channel (0), with the filtered repel code: logits (0, 2) everywhere give
+    p(nucleus) = σ(2) = 0.8808, so against a code of 1 the loss is (1 − 0.8808)² = 0.01420
+    (hand computed), where the background channel would give 0.8808² = 0.7758."""
+    import torch
+
+    from cellmaps.recipes import load_recipe
+    from cellmaps.training.fit import task_losses
+
+    tasks = [t for t in load_recipe("weakly-points")["tasks"] if t["name"] == "repel"]
+    logits = torch.zeros(1, 2, 4, 4)
+    logits[:, 1] = 2.0
+    target = torch.ones(1, 1, 4, 4)
+    loss = task_losses({"nucleus": logits}, {"filtered_repel": target}, tasks)["repel"]
+    assert float(loss) == pytest.approx((1 - 1 / (1 + np.exp(-2.0))) ** 2, rel=1e-5)
+    assert float(loss) == pytest.approx(0.01420, abs=1e-5)

@@ -1,4 +1,10 @@
-"""The ``cellmaps`` command line: a thin shell over the Python API."""
+"""The ``cellmaps`` command line: a thin shell over the Python API (argument parsing, one
+call per command, printing).
+
+Each command imports the modules it runs inside its own function: most of them load torch,
+which takes seconds, and ``cellmaps --help``, ``recipes`` or ``evaluate`` need none of it.
+Longer than ~500 lines because every option's help text lives here, next to its parser.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +18,7 @@ from pathlib import Path
 
 from cellmaps.errors import CellmapsInputError
 
-# kept here (not imported from cellmaps.training.optim) so `cellmaps --help` needs no torch
+# kept here (not imported from cellmaps.optim) so `cellmaps --help` needs no torch
 SCHEDULE_CHOICES = ("plateau", "constant", "cosine", "onecycle")
 TORCH_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".pkl")
 
@@ -78,7 +84,6 @@ def check_model_output(out: str, overwrite: bool, resume: bool) -> None:
     """Refuse, before any training, a ``--out`` that cannot take the model: a folder, a
     folder that does not exist or cannot be written, or an existing model (unless
     ``--overwrite`` or ``--resume``)."""
-
     path = Path(out)
     if path.is_dir():
         raise CellmapsInputError("is a folder; give a model file name (.safetensors)", path)
@@ -94,49 +99,27 @@ def check_model_output(out: str, overwrite: bool, resume: bool) -> None:
 
 
 def _cmd_train(args: argparse.Namespace) -> int:
-    from cellmaps.recipes import load_recipe
+    from cellmaps.recipes import TRAINING_OVERRIDES, load_recipe, with_overrides
     from cellmaps.training import train
 
     check_model_output(args.out, args.overwrite, args.resume)
     if args.recipe:
         recipe = load_recipe(args.recipe)
     elif args.init:  # fine-tuning: the initial model's own recipe (its net fits its weights)
-        import copy
-
         from cellmaps.model import Model
 
-        recipe = copy.deepcopy(Model.load(args.init).recipe)
+        recipe = Model.load(args.init).recipe  # with_overrides below works on a copy
     else:
         raise CellmapsInputError("give --recipe (or --init MODEL to reuse that model's recipe)")
-    for key in ("iterations", "seed", "batch", "crop", "val_every", "checkpoint_every"):
-        if getattr(args, key) is not None:
-            recipe["training"][key] = getattr(args, key)
-    if args.precision:
-        recipe["training"]["precision"] = args.precision
+    recipe = with_overrides(
+        recipe,
+        **{k: getattr(args, k) for k in TRAINING_OVERRIDES},
+        schedule=args.schedule,
+        combine=args.combine,
+        per_image_scale=args.per_image_scale,
+        encoder_weights=args.encoder_weights,
+    )
     val = [(d, args.val_split) for d in (args.val_data or args.data)] if args.val_split else None
-    if args.schedule:
-        recipe["optimizer"]["schedule"] = args.schedule
-    if args.train_object_size:
-        recipe["training"]["object_size"] = args.train_object_size
-    if args.per_image_scale:  # each image from its own radius; each input's scale estimated
-        if recipe["training"]["object_size"] is None:
-            raise CellmapsInputError(
-                "--per-image-scale needs the radius to bring each image to: give "
-                "--train-object-size R (or training.object_size in the recipe)"
-            )
-        recipe["training"]["object_scale"] = "image"
-        recipe["inference"]["object_size"] = "auto"
-    if args.combine:
-        recipe["combine"]["kind"] = args.combine
-    if args.encoder_weights:
-        if recipe["net"]["kind"] != "resnet_unet":
-            raise CellmapsInputError(
-                f"--encoder-weights needs a ResNet U-Net recipe (e.g. weakly-points); this "
-                f"recipe's net is {recipe['net']['kind']!r}"
-            )
-        if not Path(args.encoder_weights).is_file():
-            raise CellmapsInputError("encoder weights file does not exist", args.encoder_weights)
-        recipe["net"]["encoder_weights"] = str(args.encoder_weights)
     sources = _data_sources(args)
     model = train(
         recipe,
@@ -152,14 +135,14 @@ def _cmd_train(args: argparse.Namespace) -> int:
     )
     print(
         f"wrote {args.out} ({model.training.get('iterations')} iterations, "
-        f"stop: {model.training.get('stop_reason')}, decode {model.decode})"
+        f"stop: {model.training.get('stop_reason')}, decode {dict(model.decode)})"
     )
     return 0
 
 
 def _cmd_crosseval(args: argparse.Namespace) -> int:
     from cellmaps.crosseval import cross_evaluate, group_folders
-    from cellmaps.recipes import load_recipe
+    from cellmaps.recipes import load_recipe, with_overrides
 
     folders, skipped = list(args.data), {}
     if args.by_group:
@@ -169,10 +152,7 @@ def _cmd_crosseval(args: argparse.Namespace) -> int:
             "give at least two --data folders to cross-evaluate (or --by-group: one model per "
             "group of splits.csv)"
         )
-    recipe = load_recipe(args.recipe)
-    for key in ("iterations", "seed"):
-        if getattr(args, key) is not None:
-            recipe["training"][key] = getattr(args, key)
+    recipe = with_overrides(load_recipe(args.recipe), iterations=args.iterations, seed=args.seed)
     r = cross_evaluate(
         recipe, folders, args.out, args.radius, progress=not args.quiet, skipped=skipped
     )
@@ -191,44 +171,40 @@ def _cmd_crosseval(args: argparse.Namespace) -> int:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     from cellmaps.model import Model
-    from cellmaps.tune import (
-        FLOOR_SAFETY,
-        FLOOR_TOLERANCE,
-        SPLIT_DECODE_KEYS,
-        apply_tuning,
-        tune_decoding,
-        tune_split,
-    )
+    from cellmaps.tune import FLOOR_SAFETY, FLOOR_TOLERANCE, tune_model
 
     model = Model.load(args.model)
     splits = [x.strip() for x in args.split.split(",") if x.strip()]
-    best = tune_decoding(
+    sources = [(d, sp) for d in args.data for sp in splits]
+    found = tune_model(
         model,
-        [(d, sp) for d in args.data for sp in splits],
-        progress=not args.quiet,
+        sources,
+        class_gain=args.class_gain,
         object_size=args.object_size,
         pixel_size=args.pixel_size,
+        progress=not args.quiet,
+        model_path=args.model,
     )
+    best, cut, keys = found["decoding"], found["split"], found["split_keys"]
     for row in best["curve"]:
         print(
             f"{best['param']} = {row[best['param']]:.2f}, min distance {row['min_distance']}: "
             f"P {row['precision']:.4f} R {row['recall']:.4f} F1 {row['f1']:.4f}"
         )
-    sources = [(d, sp) for d in args.data for sp in splits]
-    apply_tuning(model, best, sources)
     border = ""
-    if model.decode.get("segment") == "split" and _any_mask(sources):
-        cut = tune_split(model, sources, progress=not args.quiet)
-        keys = [k for k in SPLIT_DECODE_KEYS if k in cut]
+    if cut is not None:
         for row in cut["curve"]:
             print(
                 ", ".join(f"{k} {row[k]}" for k in keys)
                 + f": CDS {row['cds']:.4f} AJI {row['aji']:.4f}"
             )
-        model.training["tuned_split"] = {k: cut[k] for k in (*keys, "cds", "aji")}
         border = "; " + ", ".join(f"{k} = {cut[k]}" for k in keys) + f" (CDS {cut['cds']:.4f})"
-    if args.class_gain:
-        border += _tune_class_gain(model, sources, args)
+    if found["class_gain"] is not None:
+        gain = found["class_gain"]
+        border += (
+            f"; positive class gain {gain['gain']:g} (index MAE {gain['mae']:.4f}, "
+            f"{gain['mae_at_1']:.4f} at 1)"
+        )
     model.save(args.out or args.model)
     print(
         f"best {best['param']} = {best[best['param']]} (F1 {best['f1']:.4f}); evidence floor "
@@ -237,39 +213,6 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         f"wrote {args.out or args.model}"
     )
     return 0
-
-
-def _tune_class_gain(model, sources, args: argparse.Namespace) -> str:
-    """``tune --class-gain``: the positive map's factor in the class decision, by the lowest
-    per-image Ki67 index MAE on the tuning images; a summary for the closing line."""
-    from cellmaps.ki67 import check_ki67_classes
-    from cellmaps.tune import ki67_truths, tune_class_gain
-
-    check_ki67_classes(model, args.model)
-    images, truths = ki67_truths(sources)
-    found = tune_class_gain(
-        model,
-        images,
-        truths,
-        progress=not args.quiet,
-        object_size=args.object_size,
-        pixel_size=args.pixel_size,
-    )
-    model.training["class_gain_tuning"] = {k: v for k, v in found.items() if k != "by_gain"}
-    return (
-        f"; positive class gain {found['gain']:g} (index MAE {found['mae']:.4f}, "
-        f"{found['mae_at_1']:.4f} at 1)"
-    )
-
-
-def _any_mask(sources) -> bool:
-    from cellmaps.io.dataset import Dataset
-
-    for root, split in sources:
-        ds = Dataset(root)
-        if any(ds.has("mask", i) for i in ds.ids(split)):
-            return True
-    return False
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -709,15 +652,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="learning-rate schedule (default: the recipe's optimizer.schedule)",
     )
     tr.add_argument(
-        "--train-object-size",
+        "--train-radius",
+        "--train-object-size",  # its older name, kept so existing scripts keep working
+        dest="train_radius",
         type=_positive,
         help="resample the training images so their median object radius becomes this many "
-        "px (default: the recipe's training.object_size; none = train at the data's scale)",
+        "px (default: the recipe's training.train_radius; none = train at the data's scale)",
     )
     tr.add_argument(
         "--per-image-scale",
         action="store_true",
-        help="with --train-object-size: bring each image (not each dataset) to that radius, "
+        help="with --train-radius: bring each image (not each dataset) to that radius, "
         "for sets of mixed magnifications; the model then estimates each input's scale "
         "(training.object_scale: image, inference.object_size: auto)",
     )

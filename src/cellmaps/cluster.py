@@ -14,11 +14,15 @@ import contextlib
 import os
 from collections.abc import Iterator
 
+import torch
+from tqdm import tqdm
+
 from cellmaps.errors import CellmapsInputError
 
 
 def _require_distributed():
     try:
+        # imported here: distributed is optional (cellmaps[cluster])
         import distributed
     except ImportError as exc:
         raise CellmapsInputError(
@@ -28,7 +32,6 @@ def _require_distributed():
 
 
 def _set_torch_threads(n: int) -> int:
-    import torch
 
     torch.set_num_threads(n)
     return torch.get_num_threads()
@@ -63,6 +66,7 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None) -> 
             yield client
         return
     threads = threads_per_worker(workers)
+    # imported here: dask is optional (cellmaps[cluster])
     import dask
 
     # Dask starts workers with MALLOC_TRIM_THRESHOLD_=65536. Setting it at all turns off
@@ -96,8 +100,8 @@ def cluster_client(workers: int | None = None, scheduler: str | None = None) -> 
 
 def gather_with_progress(futures: list, desc: str, progress: bool) -> list:
     """Results of ``futures`` in their own order, with a progress bar as they finish."""
+    # imported here: distributed is optional (cellmaps[cluster])
     from distributed import as_completed
-    from tqdm import tqdm
 
     bar = tqdm(total=len(futures), desc=desc, unit=desc.rstrip("s"), disable=not progress)
     for _ in as_completed(futures):

@@ -17,7 +17,10 @@ import numpy as np
 
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io._atomic import atomic_path, write_csv_atomic, write_text_atomic
-from cellmaps.io.dataset import Dataset
+from cellmaps.io.dataset import Dataset, link_dataset
+from cellmaps.model import Model
+from cellmaps.training import train
+from cellmaps.tune import score_split
 
 
 def dataset_names(folders: list[str | os.PathLike]) -> list[str]:
@@ -49,8 +52,6 @@ def group_folders(
     symlinks under ``out/groups/`` holding that group's rows (named by the group, or
     ``<folder>-<group>`` when several folders are given). Groups without both train and
     test images are left out and returned with the reason."""
-    from cellmaps.io.dataset import link_dataset
-
     made, skipped = [], {}
     for folder in folders:
         ds = Dataset(folder)
@@ -114,10 +115,6 @@ def cross_evaluate(
     score every model on every folder's test split and write ``out/crosseval.json``,
     ``crosseval.csv`` and ``crosseval.png``. Returns the result (``skipped``: groups left
     out by :func:`group_folders` and why, recorded as ``left_out``)."""
-    from cellmaps.model import Model
-    from cellmaps.training import train
-    from cellmaps.tune import score_split
-
     names = dataset_names(folders)
     radii = radii_per_test_set(radius, len(folders))
     tune_splits = [check_splits(f) for f in folders]
@@ -168,6 +165,7 @@ def cross_evaluate(
 
 def plot_matrix(matrix: np.ndarray, names: list[str], path: Path, title: str) -> None:
     """Heat map of the F1 matrix with the values written in the cells."""
+    # imported here: matplotlib (Agg backend) is needed only for this plot and slows start-up
     import matplotlib
 
     matplotlib.use("Agg")

@@ -13,6 +13,8 @@ import struct
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
 
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io._atomic import atomic_path
@@ -22,8 +24,6 @@ FORMAT = "cellmaps-model/1"
 
 def save_model_file(path: str | os.PathLike, state: dict[str, torch.Tensor], meta: dict) -> None:
     """Write weights and metadata (JSON under the key 'cellmaps') atomically."""
-    from safetensors.torch import save_file
-
     tensors = {k: v.detach().cpu().contiguous() for k, v in state.items()}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata={"format": FORMAT, "cellmaps": json.dumps(meta)})
@@ -51,14 +51,12 @@ def _check_safetensors_header(path: Path) -> None:
 
 def load_model_file(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
     """Read a model file; returns (state dict, metadata)."""
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
     path = Path(path)
     if not path.is_file():
         raise CellmapsInputError("model file does not exist", path)
     _check_safetensors_header(path)
     try:
+        # imported here: only to tell a corrupt file from a foreign one
         from safetensors import safe_open
 
         with safe_open(str(path), framework="pt") as fh:
@@ -91,8 +89,6 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CellmapsInputError("weights file does not exist", path)
     if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         return load_file(str(path))
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)

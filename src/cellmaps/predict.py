@@ -3,25 +3,63 @@
 from __future__ import annotations
 
 import os
+import stat
+import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageDraw
+import skimage
+from PIL import Image
 from tqdm import tqdm
 
+from cellmaps import __version__
+from cellmaps.batch import (
+    SKIPPED_FILE,
+    BatchInterrupted,
+    finished_inputs,
+    input_fingerprint,
+    is_complete,
+    planned_outputs,
+    record_finished_input,
+    run_lock,
+    start_run,
+    stop_between_images,
+)
+from cellmaps.cluster import cluster_client
 from cellmaps.errors import CellmapsInputError
+from cellmaps.inference.slides import detect_slide, segment_slide
 from cellmaps.io._atomic import atomic_path, write_csv_atomic
-from cellmaps.io.geojson import class_color, write_geojson
-from cellmaps.io.images import IMAGE_SUFFIXES, read_image, select_channels, to_uint8_rgb
-from cellmaps.io.points import Points, write_points
-from cellmaps.io.slides import DEFAULT_STREAM_ABOVE
+from cellmaps.io.dataset import Dataset
+from cellmaps.io.images import (
+    IMAGE_SUFFIXES,
+    normalize_image,
+    read_image,
+    select_channels,
+)
+from cellmaps.io.masks import write_mask
+from cellmaps.io.points import Points, read_points
+from cellmaps.io.slides import DEFAULT_STREAM_ABOVE, LazyImage, is_large_tiff
+from cellmaps.io.stain import STAIN_NORM_METHODS, normalise_stain
+from cellmaps.model import load_model, segment_image
+from cellmaps.outputs import (
+    PREVIEW_SIDE,
+    draw_overlay,
+    instance_outlines,
+    label_counts,
+    model_labels,
+    read_regions,
+    record_slide,
+    region_counts,
+    write_counts,
+    write_overlay,
+    write_points_outputs,
+    write_regions,
+)
 
 
 def sample_image_path() -> Path:
     """scikit-image's bundled IHC image (``skimage.data.immunohistochemistry()``), read
     from the installed package (no download)."""
-    import skimage
-
     path = Path(skimage.__file__).parent / "data" / "ihc.png"
     if not path.is_file():
         raise CellmapsInputError("scikit-image's sample image ihc.png is not installed", path)
@@ -34,8 +72,6 @@ def collect_images(paths: list[str | os.PathLike], split: str | None = None) -> 
     out = []
     for p in map(Path, paths):
         if p.is_dir() and split is not None:
-            from cellmaps.io.dataset import Dataset
-
             ds = Dataset(p)
             out += [ds.image_path(i) for i in ds.ids(split) if ds.image_path(i) is not None]
         elif p.is_dir():
@@ -67,8 +103,6 @@ def collect_images(paths: list[str | os.PathLike], split: str | None = None) -> 
 
 def _file_kind(path: Path) -> str:
     """What a path that is not a regular file is (for messages)."""
-    import stat
-
     try:
         mode = path.stat().st_mode
     except OSError as exc:  # a broken link or a loop of links
@@ -84,8 +118,6 @@ def _warn_not_regular(paths: list[Path]) -> None:
     """Name, before any image runs, the folder entries that are not regular files (named
     pipes, devices, broken links, loops of links): they are skipped."""
     if paths:
-        import warnings
-
         warnings.warn(
             f"skipping {len(paths)} entr{'y' if len(paths) == 1 else 'ies'} that "
             f"{'is' if len(paths) == 1 else 'are'} not a regular file: "
@@ -93,39 +125,6 @@ def _warn_not_regular(paths: list[Path]) -> None:
             + (" …" if len(paths) > 5 else ""),
             stacklevel=3,
         )
-
-
-def draw_overlay(image: np.ndarray, points: Points, radius: int = 4) -> np.ndarray:
-    """The image (display-stretched) with a coloured ring per detection (colour per class)."""
-    im = Image.fromarray(to_uint8_rgb(image))
-    d = ImageDraw.Draw(im)
-    for (r, c), lab in zip(points.coords, points.labels, strict=True):
-        d.ellipse(
-            [c - radius, r - radius, c + radius, r + radius],
-            outline=tuple(class_color(str(lab))),
-            width=2,
-        )
-    return np.asarray(im)
-
-
-def write_overlay(path: Path, image: np.ndarray, points: Points) -> None:
-    """The overlay PNG; images larger than :data:`PREVIEW_SIDE` a side get a preview taken
-    every k-th pixel (its uint8 copy would otherwise set the peak memory of a large run)."""
-    step = -(-max(image.shape[:2]) // PREVIEW_SIDE)
-    if step > 1:
-        image = image[::step, ::step]
-        points = Points((points.coords + 0.5) / step - 0.5, points.labels, points.scores)
-    with atomic_path(path) as tmp:
-        Image.fromarray(draw_overlay(image, points, radius=4 if step == 1 else 2)).save(
-            tmp, format="PNG"
-        )
-
-
-def _label_counts(pts: Points) -> dict[str, int]:
-    return {
-        str(k): int(v)
-        for k, v in zip(*np.unique(pts.labels.astype(str), return_counts=True), strict=True)
-    }
 
 
 def _predict_one(
@@ -141,11 +140,7 @@ def _predict_one(
 ) -> dict[str, int]:
     """Detect in one image and write its outputs (each atomically); returns its counts.
     Large or pyramidal TIFFs (``slides`` options: ``stream_above``, ``tissue``,
-    ``magnification``, ``parquet``) are read lazily and streamed (:mod:`cellmaps.slide`)."""
-    from cellmaps.io.masks import write_mask
-    from cellmaps.io.slides import DEFAULT_STREAM_ABOVE, is_large_tiff
-    from cellmaps.model import segment_image
-
+    ``magnification``, ``parquet``) are read lazily and streamed (:mod:`cellmaps.inference.slides`)."""
     slides = slides or {}
     try:
         if is_large_tiff(f, slides.get("stream_above") or DEFAULT_STREAM_ABOVE):
@@ -177,9 +172,9 @@ def _predict_one(
         if exc.path is None:  # name the file the problem came from
             raise CellmapsInputError(exc.problem, f) from exc
         raise
-    _write_points_outputs(out, f.stem, pts, slides.get("parquet", False), outlines)
+    write_points_outputs(out, f.stem, pts, slides.get("parquet", False), outlines)
     write_overlay(out / "overlays" / f"{f.stem}.png", image, pts)
-    return _label_counts(pts)
+    return label_counts(pts)
 
 
 def check_colour(image: np.ndarray, path=None) -> None:
@@ -208,8 +203,6 @@ def check_colour(image: np.ndarray, path=None) -> None:
 def _stain_normalised(image: np.ndarray, method: str, reference, f: Path) -> np.ndarray:
     """``--stain-norm``: the RGB image brought to the reference stain appearance
     (:func:`cellmaps.io.stain.normalise_stain`); other images are refused, naming the file."""
-    from cellmaps.io.stain import normalise_stain
-
     if image.ndim != 3 or image.shape[-1] != 3:
         raise CellmapsInputError(
             f"--stain-norm needs RGB brightfield images; this one has shape {image.shape}", f
@@ -220,58 +213,13 @@ def _stain_normalised(image: np.ndarray, method: str, reference, f: Path) -> np.
 def _uint8_pixels(image: np.ndarray, path=None) -> np.ndarray:
     """The image's intensities as uint8 (cellmaps' bit-depth rule, no contrast stretch: the
     stain estimate must see the true colours)."""
-    from cellmaps.io.images import normalize_image
-
     if image.dtype == np.uint8:
         return image
     return np.round(np.clip(normalize_image(image, path), 0, 1) * 255).astype(np.uint8)
 
 
-def instance_outlines(mask: np.ndarray, label: str) -> list:
-    """One QuPath polygon per instance of a label image, all classified ``label``."""
-    from cellmaps.io.geojson import mask_to_polygons
-
-    ids = np.unique(mask)
-    return mask_to_polygons(mask, {int(k): label for k in ids[ids > 0]})
-
-
-def _write_points_outputs(
-    out: Path, stem: str, pts: Points, parquet: bool, outlines: list | None = None
-) -> None:
-    """points/<stem>.csv (and .parquet) and geojson/<stem>.geojson: the points, or with
-    ``outlines`` (``--masks``) one polygon per instance in their place, so QuPath imports
-    each cell once, with its outline."""
-    from cellmaps.io.points import write_points_parquet
-
-    if parquet:
-        write_points_parquet(out / "points" / f"{stem}.parquet", pts)
-    write_points(out / "points" / f"{stem}.csv", pts)
-    if outlines is None:
-        write_geojson(out / "geojson" / f"{stem}.geojson", points=pts)
-    else:
-        write_geojson(out / "geojson" / f"{stem}.geojson", polygons=outlines)
-
-
-SLIDES_FILE = "slides.json"  # per slide read by region: level, net shape, tiles skipped
-PREVIEW_SIDE = 2048  # overlays of larger images are previews of at most this many px a side
-
-
-def _record_slide(out: Path, stem: str, info: dict) -> None:
-    """Add one slide's summary to ``slides.json`` (rewritten atomically)."""
-    import json
-
-    from cellmaps.io._atomic import write_text_atomic
-
-    path = out / SLIDES_FILE
-    table = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    table[stem] = info
-    write_text_atomic(path, json.dumps(table, indent=1, sort_keys=True) + "\n")
-
-
 def _stain_reference(method: str | None, path) -> np.ndarray | None:
     """The ``--stain-reference`` image's RGB pixels (checked), or None."""
-    from cellmaps.io.stain import STAIN_NORM_METHODS
-
     if method is None:
         if path is not None:
             raise CellmapsInputError("--stain-reference needs --stain-norm macenko|reinhard")
@@ -291,8 +239,6 @@ def _stain_reference(method: str | None, path) -> np.ndarray | None:
 def _slide_thumbnail(f: Path, side: int, channels: list[int] | None) -> tuple[np.ndarray, float]:
     """A slide's downsampled copy (at most ``side`` px a side) with ``channels`` picked, and
     its scale."""
-    from cellmaps.io.slides import LazyImage
-
     with LazyImage(f) as img:
         thumb, scale = img.thumbnail(side)
     return select_channels(thumb if thumb.shape[-1] > 1 else thumb[..., 0], channels, f), scale
@@ -300,8 +246,6 @@ def _slide_thumbnail(f: Path, side: int, channels: list[int] | None) -> tuple[np
 
 def _predict_slide(m, f, out, xi, masks, channels, inference, slides, client) -> dict[str, int]:
     """A slide read lazily: streamed detection, outputs, and a downsampled overlay."""
-    from cellmaps.slide import detect_slide
-
     if slides.get("need_colour"):
         check_colour(_slide_thumbnail(f, 512, channels)[0], f)
     opts = dict(
@@ -312,102 +256,23 @@ def _predict_slide(m, f, out, xi, masks, channels, inference, slides, client) ->
         **inference,
     )
     if masks:  # region growing block by block, serially (ids numbered as blocks finish)
-        from cellmaps.slide import segment_slide
-
         pts, info = segment_slide(m, f, out / "masks" / f"{f.stem}.tif", **opts)
     else:
         pts, info = detect_slide(m, f, xi=xi, client=client, **opts)
-    _write_points_outputs(out, f.stem, pts, slides.get("parquet", False))
+    write_points_outputs(out, f.stem, pts, slides.get("parquet", False))
     thumb, scale = _slide_thumbnail(f, PREVIEW_SIDE, channels)
     small = Points((pts.coords + 0.5) * scale - 0.5, pts.labels, pts.scores)
     with atomic_path(out / "overlays" / f"{f.stem}.png") as tmp:
         Image.fromarray(draw_overlay(thumb, small, radius=2)).save(tmp, format="PNG")
-    _record_slide(out, f.stem, dict(info, detections=len(pts)))
+    record_slide(out, f.stem, dict(info, detections=len(pts)))
     tqdm.write(
         f"{f.name}: {len(pts)} detections at pyramid level {info['level']}, "
         f"{100 * info['skipped_tiles']:.0f} % of tiles skipped as background"
     )
-    return _label_counts(pts)
-
-
-REGIONS_FILE = "regions.csv"
-
-
-def region_counts(pts: Points, regions: list) -> list[dict]:
-    """Detections per region polygon (:class:`~cellmaps.io.geojson.Polygon`, e.g. QuPath
-    annotations exported as GeoJSON): region name (its classification, numbered when
-    several share one), count and count per label; a Ki67 index where the labels are
-    positive/negative. A point on a region's outline counts as inside."""
-    from matplotlib.path import Path as Outline
-
-    from cellmaps.ki67 import NEGATIVE, POSITIVE, ki67_index
-
-    rows, seen = [], {}
-    for poly in regions:
-        seen[poly.label] = seen.get(poly.label, 0) + 1
-        inside = Outline(poly.coords).contains_points(pts.coords, radius=1e-9) if len(pts) else []
-        counts = _label_counts(pts.subset(np.asarray(inside, bool))) if len(pts) else {}
-        row = {"region": f"{poly.label} {seen[poly.label]}", "count": sum(counts.values())}
-        row.update(counts)
-        if POSITIVE in counts or NEGATIVE in counts:
-            row["index"] = ki67_index(counts.get(POSITIVE, 0), counts.get(NEGATIVE, 0))
-        rows.append(row)
-    return rows
-
-
-def read_regions(regions: str | os.PathLike | None, image_id: str) -> list:
-    """The region polygons of one image: ``regions/<id>.geojson`` when ``regions`` is a
-    folder (none when that file is missing), or every polygon of one GeoJSON file."""
-    from cellmaps.io.geojson import read_geojson
-
-    if regions is None:
-        return []
-    path = Path(regions)
-    if path.is_dir():
-        path = path / f"{image_id}.geojson"
-        if not path.is_file():
-            return []
-    polygons = read_geojson(path)[1]
-    if not polygons:
-        raise CellmapsInputError("no polygon (region) in the GeoJSON file", path)
-    return polygons
-
-
-def _write_regions(out: Path, rows: list[dict]) -> None:
-    labels: list[str] = []
-    for r in rows:
-        labels += [k for k in r if k not in ("id", "region", "count", "index") and k not in labels]
-    index = ["index"] if any("index" in r for r in rows) else []
-    header = ["id", "region", "count", *labels, *index]
-    from cellmaps.ki67 import format_index
-
-    def cell(r: dict, k: str):
-        if k == "index":
-            return format_index(r["index"]) if "index" in r else ""
-        return r.get(k, 0)
-
-    body = [[cell(r, k) for k in header] for r in rows]
-    write_csv_atomic(out / REGIONS_FILE, header, body)
-
-
-def model_labels(m) -> list[str]:
-    """The labels a model gives its detections: its classes, or its one label."""
-    classes = m.training.get("classes")
-    return [str(c) for c in classes] if classes else [str(m.training.get("label", "nucleus"))]
-
-
-def _write_counts(out: Path, rows: list[dict], labels: list[str] = ()) -> None:
-    """counts.csv: id, count and one column per label — the model's ``labels`` always (so
-    the columns do not change with what was found), then any other label found."""
-    labels = list(labels)
-    for r in rows:
-        labels += [k for k in r if k not in ("id", "count") and k not in labels]
-    header = ["id", "count", *labels]
-    write_csv_atomic(out / "counts.csv", header, [[r.get(k, 0) for k in header] for r in rows])
+    return label_counts(pts)
 
 
 def _run_record(m, xi, masks: bool, split, channels, inference: dict) -> dict:
-    from cellmaps import __version__
 
     settings = {"xi": xi, "masks": masks, "split": split, "channels": channels}
     settings.update({k: v for k, v in inference.items() if k != "progress"})
@@ -462,7 +327,7 @@ def predict_paths(
     ``write_tables(out, rows)``, if given, writes further tables whenever counts.csv is.
 
     TIFFs that are pyramidal or larger than ``stream_above`` pixels are read by region and
-    streamed (:mod:`cellmaps.slide`): ``tissue`` skips background tiles, ``magnification``
+    streamed (:mod:`cellmaps.inference.slides`): ``tissue`` skips background tiles, ``magnification``
     (objective power) gives their pixel size, and their overlay is a downsampled preview.
     ``parquet`` also writes ``points/<id>.parquet``. ``workers`` runs the images (and the
     row bands of slides) on a local Dask cluster of that many processes, ``scheduler`` on a
@@ -474,16 +339,13 @@ def predict_paths(
 
     Returns one row per image processed or resumed: id, count and count per label.
     """
-    from cellmaps.batch import run_lock
-    from cellmaps.model import load_model
-
     m = load_model(model)
     if xi is not None and not (np.isfinite(xi) and 0 <= xi <= 1):
         raise CellmapsInputError(f"xi must be a number in [0, 1], got {xi!r}")
     if min_score is not None:
         if not (np.isfinite(min_score) and min_score >= 0):
             raise CellmapsInputError(f"min_score must be a number >= 0, got {min_score!r}")
-        m.decode["min_score"] = float(min_score)
+        m = m.with_decode(min_score=float(min_score))  # the caller's model stays as it is
     files = collect_images(paths, split)
     for f in files:
         if f.stem in reserved_ids:
@@ -528,20 +390,6 @@ def _run_batch(
 ) -> list[dict]:
     """The body of :func:`predict_paths` once the output folder is locked; ``args`` is what
     :func:`_predict_one` takes after the model, file and folder."""
-    from cellmaps.batch import (
-        SKIPPED_FILE,
-        BatchInterrupted,
-        finished_inputs,
-        input_fingerprint,
-        is_complete,
-        planned_outputs,
-        record_finished_input,
-        start_run,
-        stop_between_images,
-    )
-    from cellmaps.cluster import cluster_client
-    from cellmaps.io.points import read_points
-
     masks, slides = args[1], args[-1]
     stream_above = slides["stream_above"]
     owned = planned_outputs(out, [f.stem for f in files], masks, slides["parquet"])
@@ -558,14 +406,14 @@ def _run_batch(
             record_finished_input(out, f.stem, prints.pop(i))
         done[i] = {"id": f.stem, "count": sum(counts.values()), **counts}
         rows[:] = [done[k] for k in sorted(done)]
-        _write_counts(out, rows, labels)
+        write_counts(out, rows, labels)
         if write_tables is not None:
             write_tables(out, rows)
         polygons = read_regions(regions, f.stem)
         if polygons:
             pts = read_points(out / "points" / f"{f.stem}.csv")
             in_regions[i] = [{"id": f.stem, **r} for r in region_counts(pts, polygons)]
-            _write_regions(out, [r for k in sorted(in_regions) for r in in_regions[k]])
+            write_regions(out, [r for k in sorted(in_regions) for r in in_regions[k]])
 
     skipped: list[list[str]] = []
 
@@ -581,7 +429,7 @@ def _run_batch(
             if resume and is_complete(out, f.stem, masks):
                 fingerprint = input_fingerprint(f)
                 if previous_inputs.get(f.stem) == fingerprint:  # unchanged: its outputs stand
-                    finished(i, f, _label_counts(read_points(out / "points" / f"{f.stem}.csv")))
+                    finished(i, f, label_counts(read_points(out / "points" / f"{f.stem}.csv")))
                     continue
                 prints[i] = fingerprint
                 tqdm.write(
@@ -593,8 +441,6 @@ def _run_batch(
                    disable=not progress)  # fmt: skip
         pending = {}
         if client is not None:  # ordinary images as tasks; slides are split into bands below
-            from cellmaps.io.slides import is_large_tiff
-
             model_f = client.scatter(m, broadcast=True)
             for i, f in todo:
                 if not is_large_tiff(f, stream_above or DEFAULT_STREAM_ABOVE):
@@ -613,6 +459,8 @@ def _run_batch(
                 failed(f, exc)
             bar.update(1)
         if pending:
+            # imported here: distributed is optional (cellmaps[cluster]), and pending is
+            # only non-empty with a cluster client
             from distributed import as_completed
 
             for fut in as_completed(list(pending)):
@@ -626,7 +474,7 @@ def _run_batch(
                     failed(f, exc)
                 bar.update(1)
         bar.close()
-    _write_counts(out, rows, labels)
+    write_counts(out, rows, labels)
     if write_tables is not None:
         write_tables(out, rows)
     if skipped:

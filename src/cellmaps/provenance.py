@@ -9,6 +9,8 @@ import json
 import subprocess
 from pathlib import Path
 
+from cellmaps import __version__
+
 PACKAGE_DIR = Path(__file__).resolve().parent
 
 
@@ -32,8 +34,6 @@ def code_version() -> dict:
     Read once per process (the training module reads it when imported), so edits made
     while a run goes on are not attributed to it.
     """
-    from cellmaps import __version__
-
     commit = _git("rev-parse", "HEAD")
     if commit is None:
         return {"commit": None, "dirty": None, "source_hash": None, "version": __version__}

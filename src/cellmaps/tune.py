@@ -9,7 +9,11 @@ from cellmaps.errors import CellmapsInputError
 from cellmaps.io.dataset import Dataset
 from cellmaps.io.masks import mask_centroids
 from cellmaps.metrics import match_points, nan_mean, pool_detection, prf
+from cellmaps.metrics.counts import ki67_index, mean_absolute_error, require_ki67_classes
+from cellmaps.metrics.segmentation import aji, instance_scores
+from cellmaps.postprocess.decode import split_planes
 from cellmaps.postprocess.peaks import decoded_channels
+from cellmaps.postprocess.segment import split_probabilities
 
 XI_GRID = [round(x, 2) for x in np.arange(0.05, 0.96, 0.05)]
 H_GRID = [0.1, 0.2, 0.3, 0.4, 0.5]
@@ -68,7 +72,7 @@ def tune_decoding(
         raise CellmapsInputError(
             f"{len(object_sizes)} object sizes for {len(sources)} validation sources"
         )
-    kind = model.task_decoders.get(model.decode["task"]) or model.decode["kind"]
+    kind = model.decode.decoder
     param = {"hmaxima": "h", "components": "min_area", "split": "min_area"}.get(kind, "xi")
     default = {"h": H_GRID, "min_area": AREA_GRID, "xi": XI_GRID}[param]
     grid = grid or model.decode.get("grid") or default
@@ -209,15 +213,13 @@ SPLIT_DECODE_KEYS = ("cell_threshold", "separation_threshold", "min_distance", "
 
 def split_scores(model, cached) -> dict:
     """Cell detection score (CDS = 2TP/(2TP+FP+FN), cells matched at IoU ≥ 0.5, TP/FP/FN
-    pooled over the images) and mean AJI of the instances :func:`cellmaps.model.split_planes`
-    makes at the model's current decoding, over cached (mask, split probabilities) pairs."""
-    from cellmaps.metrics.segmentation import aji, instance_scores
-    from cellmaps.model import split_planes
-
+    pooled over the images) and mean AJI of the instances
+    :func:`cellmaps.postprocess.decode.split_planes` makes at the model's current decoding,
+    over cached (mask, split probabilities) pairs."""
     tp = fp = fn = 0
     ajis = []
     for truth, (seg, sep, scale) in cached:
-        labels = split_planes(model, seg, sep, scale)[0]
+        labels = split_planes(model.decode, seg, sep, scale)[0]
         m = instance_scores(truth, labels, 0.5)
         tp, fp, fn = tp + m["tp"], fp + m["fp"], fn + m["fn"]
         ajis.append(aji(truth, labels))
@@ -233,8 +235,6 @@ def tune_split(model, sources, grids: dict | None = None, progress: bool = True)
     by the best cell detection score (ties → AJI) of :func:`split_scores`. Each image's maps
     are predicted once. Sets the chosen values in ``model.decode`` and returns them with
     the curve of every setting tried."""
-    from cellmaps.model import split_probabilities
-
     if model.decode.get("segment") != "split":
         raise CellmapsInputError(
             "split post-processing is tuned for DeepSplit-style models (decode.segment: split)"
@@ -253,7 +253,8 @@ def tune_split(model, sources, grids: dict | None = None, progress: bool = True)
         ds = Dataset(root)
         ids = [i for i in ds.ids(split) if ds.has("mask", i)]
         for i in tqdm(ids, desc="tune: split", disable=not progress, leave=False):
-            cached.append((ds.mask(i), split_probabilities(model, model.predict_maps(ds.image(i)))))
+            maps = model.predict_maps(ds.image(i))
+            cached.append((ds.mask(i), split_probabilities(model.decode, maps)))
     if not cached:
         raise CellmapsInputError(
             "tuning the split post-processing needs images with masks", sources[0][0]
@@ -262,10 +263,10 @@ def tune_split(model, sources, grids: dict | None = None, progress: bool = True)
     for key, grid in grids.items():
         rows = []
         for v in grid:
-            model.decode[key] = v
+            model.decode = model.decode.replace(**{key: v})
             rows.append({**{k: model.decode.get(k) for k in grids}, **split_scores(model, cached)})
         best = max(rows, key=lambda r: (r["cds"], r["aji"]))
-        model.decode[key] = best[key]
+        model.decode = model.decode.replace(**{key: best[key]})
         curve += rows
     return {**{k: model.decode[k] for k in grids}, **split_scores(model, cached), "curve": curve}
 
@@ -278,7 +279,7 @@ def apply_tuning(model, best: dict, sources) -> None:
     minimum peak distance in ``model.decode``, and where it was tuned and its F1 in
     ``model.training`` (``tuned_on``, ``tuned_param``, ``tuned_f1``). The one write-back
     used by ``cellmaps tune``, :func:`cellmaps.training.train` and the benchmarks."""
-    model.decode.update({k: best[k] for k in DECODE_KEYS if k in best})
+    model.decode = model.decode.replace(**{k: best[k] for k in DECODE_KEYS if k in best})
     model.training["tuned_on"] = [{"folder": str(r), "split": s} for r, s in sources]
     model.training["tuned_param"] = best["param"]
     model.training["tuned_f1"] = best["f1"]
@@ -322,14 +323,12 @@ def index_mae_by_gain(
     """Per-image Ki67 index MAE for each factor of :data:`CLASS_GAIN_GRID` on class ``cls``'s
     map; ``truths`` holds each image's annotated (positive, negative) counts; ``detect_options``
     (e.g. ``object_size``) go to ``model.detect``."""
-    from cellmaps.metrics.counts import ki67_index, mean_absolute_error
-
     truth = np.array([ki67_index(p, n) for p, n in truths], float)
     before = model.decode.get("class_gain")
     out = {}
     try:
         for g in tqdm(CLASS_GAIN_GRID, desc=f"{cls} gain", disable=not progress):
-            model.decode["class_gain"] = {cls: g}
+            model.decode = model.decode.replace(class_gain={cls: g})
             pred = []
             for image in images:
                 labels = np.asarray(model.detect(image, **detect_options).labels).astype(str)
@@ -338,7 +337,7 @@ def index_mae_by_gain(
             ok = np.isfinite(truth) & np.isfinite(pred)
             out[g] = mean_absolute_error(truth[ok], pred[ok])
     finally:
-        model.decode["class_gain"] = before
+        model.decode = model.decode.replace(class_gain=before)
     return out
 
 
@@ -354,7 +353,7 @@ def tune_class_gain(
     1. Sets ``model.decode['class_gain']`` and returns {'gain', 'mae', 'mae_at_1'}."""
     maes = index_mae_by_gain(model, images, truths, "positive", progress, **detect_options)
     best = min(maes, key=lambda g: (round(maes[g], 12), abs(np.log(g))))
-    model.decode["class_gain"] = {"positive": best}
+    model.decode = model.decode.replace(class_gain={"positive": best})
     return {"gain": best, "mae": maes[best], "mae_at_1": maes[1.0], "by_gain": maes}
 
 
@@ -377,3 +376,50 @@ def ki67_truths(sources) -> tuple[list[np.ndarray], list[tuple[int, int]]]:
             "--class-gain needs validation images with points labelled positive / negative"
         )
     return images, truths
+
+
+def any_mask(sources) -> bool:
+    """Whether any image of the (folder, split) ``sources`` has an instance mask."""
+    for root, split in sources:
+        ds = Dataset(root)
+        if any(ds.has("mask", i) for i in ds.ids(split)):
+            return True
+    return False
+
+
+def tune_model(
+    model,
+    sources,
+    class_gain: bool = False,
+    object_size: float | str | None = None,
+    pixel_size: float | None = None,
+    progress: bool = True,
+    model_path=None,
+) -> dict:
+    """``cellmaps tune``: everything a model's decoding is tuned on, stored in the model.
+
+    :func:`tune_decoding` (ξ / h / area and the evidence floor, :func:`apply_tuning`); for
+    DeepSplit-style models with masks among ``sources``, :func:`tune_split`; with
+    ``class_gain`` (Ki67 models), :func:`tune_class_gain` on the per-image index MAE.
+    ``model_path`` names the file in errors. Returns {"decoding": …, "split": … or None,
+    "split_keys": […], "class_gain": … or None}."""
+    best = tune_decoding(
+        model, sources, progress=progress, object_size=object_size, pixel_size=pixel_size
+    )
+    apply_tuning(model, best, sources)
+    out = {"decoding": best, "split": None, "split_keys": [], "class_gain": None}
+    if model.decode.segment == "split" and any_mask(sources):
+        cut = tune_split(model, sources, progress=progress)
+        keys = [k for k in SPLIT_DECODE_KEYS if k in cut]
+        model.training["tuned_split"] = {k: cut[k] for k in (*keys, "cds", "aji")}
+        out.update(split=cut, split_keys=keys)
+    if class_gain:
+        require_ki67_classes(model.training.get("classes") or [], model_path)
+        images, truths = ki67_truths(sources)
+        found = tune_class_gain(
+            model, images, truths, progress=progress, object_size=object_size,
+            pixel_size=pixel_size,
+        )  # fmt: skip
+        model.training["class_gain_tuning"] = {k: v for k, v in found.items() if k != "by_gain"}
+        out["class_gain"] = found
+    return out

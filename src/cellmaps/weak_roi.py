@@ -11,14 +11,19 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage as ndi
 from scipy.spatial import cKDTree
+from skimage.color import rgb2hed
 from tqdm import tqdm
 
 from cellmaps.errors import CellmapsInputError
+from cellmaps.io import normalize_image
 from cellmaps.io._atomic import atomic_path, write_text_atomic
 from cellmaps.io.dataset import Dataset
 from cellmaps.io.points import Points, write_points
+from cellmaps.model import Model
 from cellmaps.targets.roi import tumour_regions_from_points, weak_roi_annotation
+from cellmaps.training.data import measure_object_size
 
 NOTICE = """# DERIVED DATA - weak ROIs computed by cellmaps, not drawn by a pathologist
 
@@ -129,8 +134,6 @@ def derive_weak_roi_dataset(
         raise CellmapsInputError(f"min_gap must be a positive number of pixels, got {min_gap}")
     detector = None
     if other_nuclei is not None:
-        from cellmaps.model import Model
-
         detector = Model.load(other_nuclei)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.partial-", dir=out.parent))
@@ -189,11 +192,6 @@ def add_non_tumour_points(
 def dab_density(image: np.ndarray, coords: np.ndarray, radius: float) -> np.ndarray:
     """Mean DAB optical density (scikit-image ``rgb2hed``, channel 2) in a box of side
     ``radius`` around each (row, col) point of an RGB image."""
-    from scipy import ndimage as ndi
-    from skimage.color import rgb2hed
-
-    from cellmaps.io import normalize_image
-
     rgb = normalize_image(image)[..., :3]
     dab = ndi.uniform_filter(rgb2hed(rgb)[..., 2], size=max(int(round(radius)), 1))
     rc = np.round(np.asarray(coords, np.float64).reshape(-1, 2)).astype(int)
@@ -299,7 +297,7 @@ def _write_weak_roi_dataset(
             # run the detector at the data's object scale (median radius from the annotated
             # points): an H&E detector run at its own scale on IHC cells twice as large fires
             # on the rims of dark DAB-positive cells, and those would be taught as non-tumour
-            scale = rule["radius"] if detector.object_size is not None else None
+            scale = rule["radius"] if detector.train_radius is not None else None
             found = detector.detect(image, object_size=scale).coords
             before = len(pts)
             dab = None
@@ -378,8 +376,6 @@ def _non_tumour_rule(ds: Dataset, tumour_classes: list[str], min_gap: float | No
     (``min_gap``, default :data:`GAP_RADII` radii), the border margin (:data:`EDGE_RADII`
     radii) and, when the tumour classes are Ki67's positive / negative on RGB images, the
     DAB density above which a detection is taken for part of a positive cell."""
-    from cellmaps.training.data import measure_object_size
-
     ids = [i for i in ds.ids() if ds.has("points", i) and ds.split_of(i) != "test"]
     if not ids:
         raise CellmapsInputError(

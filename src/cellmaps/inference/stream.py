@@ -27,10 +27,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from cellmaps.inference.tiles import TiledInferer
 from cellmaps.io.points import Points
+from cellmaps.io.scale import adjust_intensity, match_channels, standardize
 from cellmaps.postprocess import channel_peaks, merge_class_peaks
+from cellmaps.postprocess.decode import DECODERS, contrast_window, local_contrast
 from cellmaps.postprocess.peaks import decoded_channels, pixel_of
-from cellmaps.recipes import tiling_options
 
 PLATEAU_MARGIN = 32  # rows beyond the peak window a plateau of equal maxima may span
 DECODE_CHUNK = 1024  # rows decoded at a time (besides the overlaps)
@@ -166,11 +168,9 @@ def in_core(coords: np.ndarray, core) -> np.ndarray:
 
 
 def local_contrast_at(base: BaseReader, shape, coords: np.ndarray, window: int) -> np.ndarray:
-    """:func:`cellmaps.model.local_contrast` at ``coords`` (image rows) reading only the
-    rows their windows need (the windows never reach past the rows read, so the values are
-    the whole image's)."""
-    from cellmaps.model import local_contrast
-
+    """:func:`cellmaps.postprocess.decode.local_contrast` at ``coords`` (image rows) reading
+    only the rows their windows need (the windows never reach past the rows read, so the
+    values are the whole image's)."""
     if len(coords) == 0:
         return np.zeros(0)
     half = window // 2
@@ -184,14 +184,13 @@ def local_contrast_at(base: BaseReader, shape, coords: np.ndarray, window: int) 
 def peak_chunk_decoder(model, base: BaseReader, shape) -> Callable:
     """Chunk decoder for peak models: local maxima at the absolute floor, with the value of
     every class map, then the flat-region rule."""
-    d = model.decode
-    task, md, floor = d["task"], d["min_distance"], d["min_score"]
+    p = model.decode
 
     def decode(maps, r0, c0, core=None):
-        m = maps[task]
+        m = maps[p.task]
         # ξ is applied at the end (it needs the whole image's maximum); the floor here
-        c, s, v, ch = channel_peaks(m, 0.0, md, np.ones(m.shape[0]), floor)
-        keep = (s >= model.floor_at(c + [r0, c0], shape)) & in_core(c + [r0, c0], core)
+        c, s, v, ch = channel_peaks(m, 0.0, p.min_distance, np.ones(m.shape[0]), p.min_score)
+        keep = (s >= p.floor_at(c + [r0, c0], shape)) & in_core(c + [r0, c0], core)
         c, s, v, ch = c[keep], s[keep], v[keep], ch[keep]
         ok = flat_rule(model, base, shape, c + [r0, c0])
         return c[ok], s[ok], v[ok], ch[ok]
@@ -202,15 +201,13 @@ def peak_chunk_decoder(model, base: BaseReader, shape) -> Callable:
 def region_chunk_decoder(model, base: BaseReader, shape) -> Callable:
     """Chunk decoder for h-maxima and component models: the model's own whole-map decoder
     on the chunk, then the floor and the flat-region rule."""
-    from cellmaps.model import DECODERS
-
-    d = model.decode
-    fn = DECODERS[model.decode_kind()]
+    p = model.decode
+    fn = DECODERS[p.decoder]
 
     def decode(maps, r0, c0, core=None):
-        pts = fn(model, maps, xi=d["xi"], h=d["h"], min_area=d["min_area"], tops=None)
+        pts = fn(maps, p)
         c, s = pts.coords, pts.scores
-        keep = (s >= model.floor_at(c + [r0, c0], shape)) & in_core(c + [r0, c0], core)
+        keep = (s >= p.floor_at(c + [r0, c0], shape)) & in_core(c + [r0, c0], core)
         c, s = c[keep], s[keep]
         ok = flat_rule(model, base, shape, c + [r0, c0])
         n = int(ok.sum())
@@ -221,11 +218,10 @@ def region_chunk_decoder(model, base: BaseReader, shape) -> Callable:
 
 def flat_rule(model, base: BaseReader, shape, coords: np.ndarray) -> np.ndarray:
     """Which detections pass ``decode.min_contrast`` (not in an exactly flat region)."""
-    floor = model.decode["min_contrast"]
+    floor = model.decode.min_contrast
     if floor <= 0 or len(coords) == 0:
         return np.ones(len(coords), bool)
-    window = 2 * max(3, round(model.object_size or 3)) + 1
-    return local_contrast_at(base, shape, coords, window) >= floor
+    return local_contrast_at(base, shape, coords, contrast_window(model.decode)) >= floor
 
 
 def stream_candidates(
@@ -243,42 +239,36 @@ def stream_candidates(
     """Candidates in the block ``rows`` × ``cols`` (all by default) of a normalised image at
     the net's scale read through ``base``; :func:`finish_candidates` turns the candidates
     of all blocks into detections. ``decoder_factory(model, base, shape)`` replaces the
-    model's chunk decoder (instance masks of slides, :func:`cellmaps.slide.segment_slide`)."""
-    from cellmaps.inference.tiles import TiledInferer
-    from cellmaps.io.scale import match_channels, standardize
-
+    model's chunk decoder (instance masks of slides, :func:`cellmaps.inference.slides.segment_slide`)."""
     h, w = shape
     a, b = (0, h) if rows is None else rows
     c, d = (0, w) if cols is None else cols
-    opts = tiling_options(model.recipe)
-    opts.update({k: v for k, v in inference.items() if v is not None})
-    inferer = TiledInferer(**opts)
-    peaks = model.decode_kind() in ("peaks", "peaks_per_class", "none")
+    inferer = TiledInferer.from_recipe(model.recipe, **inference)
+    p = model.decode
+    peaks = p.is_peaks
     if decoder_factory is not None:
         peaks = False
-        overlap = region_overlap(model.object_size)
+        overlap = region_overlap(model.train_radius)
         decode = decoder_factory(model, base, shape)
     elif peaks:
-        overlap = peak_overlap(model.decode["min_distance"])
+        overlap = peak_overlap(p.min_distance)
         decode = peak_chunk_decoder(model, base, shape)
     else:
-        overlap = region_overlap(model.object_size)
+        overlap = region_overlap(model.train_radius)
         decode = region_chunk_decoder(model, base, shape)
     chunk = max(int(DECODE_CHUNK if chunk is None else chunk), overlap)
     span_c = (max(0, c - overlap), min(w, d + overlap))
-    decoder = BandDecoder(decode, (a, b), overlap, chunk, model.decode["task"] if peaks else None,
-                          (c, d), span_c[0])  # fmt: skip
+    decoder = BandDecoder(decode, (a, b), overlap, chunk, p.task if peaks else None, (c, d),
+                          span_c[0])  # fmt: skip
 
     def read(i0, i1, j0, j1):
         img = match_channels(base(i0, i1, j0, j1), model.in_channels)
         return standardize(np.ascontiguousarray(img.transpose(2, 0, 1)), model.mean, model.std)
 
-    model.prepare_for_inference()
     span = (max(0, a - overlap), min(h, b + overlap))
     for r0, maps in inferer.stream(model.forward, read, shape, span, skip_tile, progress, span_c):
         if peaks:  # buffer only the channels the peaks are read from
-            task = model.decode["task"]
-            maps = {task: decoded_channels(maps[task], model.decode)}
+            maps = {p.task: decoded_channels(maps[p.task], p)}
         decoder.feed(r0, maps)
     return decoder.finish()
 
@@ -296,12 +286,59 @@ def finish_candidates(model, found: Candidates, xi: float | None = None) -> Poin
     """Detections (net px) from the candidates of every band: ξ·(maximum of the whole
     image) for peak models, per-class merging, raster order."""
     c, s, v, ch = found.arrays()
-    if model.decode_kind() in ("peaks", "peaks_per_class", "none") and len(c):
-        xi = model.decode["xi"] if xi is None else xi
+    p = model.decode
+    if p.is_peaks and len(c):
+        xi = p.xi if xi is None else xi
         keep = s >= xi * found.tops[ch]
         c, s, v = c[keep], s[keep], v[keep]
         if found.tops is not None and len(found.tops) > 1:
-            md = model.decode["min_distance"]
-            return model.points(*merge_class_peaks(c, s, v, md, model.class_gains()))
+            return p.points(*merge_class_peaks(c, s, v, p.min_distance, p.class_gains()))
     order = np.lexsort((c[:, 1], c[:, 0])) if len(c) else np.zeros(0, np.intp)
-    return model.points(c[order], s[order])
+    return p.points(c[order], s[order])
+
+
+def strip_candidates(
+    model,
+    base: BaseReader,
+    shape: tuple[int, int],
+    skip_tile=None,
+    progress: bool = False,
+    chunk: int | None = None,
+    decoder_factory=None,
+    **inference,
+) -> Candidates:
+    """Candidates of a whole normalised image at the net's scale (read through ``base``),
+    streamed in column strips of :data:`STRIP_WIDTH` (memory follows that width, not the
+    image's), each from top to bottom: the one strip loop of in-memory images and slides."""
+    found = Candidates()
+    for cols in column_strips(shape[1]):
+        found.merge(stream_candidates(model, base, shape, None, skip_tile, progress, chunk, cols,
+                                      decoder_factory, **inference))  # fmt: skip
+    return found
+
+
+def detect_streamed(
+    model,
+    base: BaseReader,
+    shape: tuple[int, int],
+    progress: bool = False,
+    xi: float | None = None,
+    chunk: int | None = None,
+    skip_tile=None,
+    **inference,
+) -> Points:
+    """Detections (net px) in a normalised image at the net's scale read block by block
+    through ``base(i0, i1, j0, j1) → (n, m, C)`` (an array slice, or a lazy slide):
+    :func:`strip_candidates`, then :func:`finish_candidates`. ``skip_tile`` leaves tiles
+    out (tissue detection)."""
+    if model.needs_whole_image:
+        # histogram equalisation and per-image percentiles need the whole image
+        # (recipes for large images leave them off)
+        whole = adjust_intensity(
+            match_channels(base(0, shape[0], 0, shape[1]), model.in_channels),
+            model.intensity,
+            model.recipe["training"]["hist_eq"],
+        )
+        base = lambda i0, i1, j0, j1: whole[i0:i1, j0:j1]  # noqa: E731
+    found = strip_candidates(model, base, shape, skip_tile, progress, chunk, **inference)
+    return finish_candidates(model, found, xi)

@@ -20,6 +20,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from cellmaps.recipes import tiling_options
+
 Forward = Callable[[torch.Tensor], dict[str, torch.Tensor]]
 # read(i0, i1, j0, j1) → image rows [i0, i1) × cols [j0, j1) as (C, n, m) float32 for the net
 RowReader = Callable[[int, int], np.ndarray]
@@ -96,6 +98,14 @@ class TiledInferer:
             raise ValueError(f"trim must be ≥ 0, got {self.trim}")
         self.margin = overlap // 2  # ≥ trim
         self.weight = blend_window(self.tile, self.blend, self.trim)
+
+    @classmethod
+    def from_recipe(cls, recipe: dict, **overrides) -> TiledInferer:
+        """The tiling a recipe's ``inference`` section names, with ``overrides`` (tile,
+        stride, batch, blend, trim; None = the recipe's)."""
+        opts = tiling_options(recipe)
+        opts.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**opts)
 
     def grid(self, height: int, width: int) -> tuple[list[int], list[int]]:
         """Tile row and column origins on the padded grid of an image (H, W)."""

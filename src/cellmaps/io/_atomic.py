@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import csv
+import io
 import os
 import tempfile
 from collections.abc import Iterator
@@ -52,9 +54,6 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
 def write_csv_atomic(path: str | os.PathLike, header: list[str], rows: list[list]) -> None:
     """Write a CSV table atomically with the csv module, so fields holding commas, quotes or
     line breaks (an image named ``a,b.png``) are quoted and read back as one field."""
-    import csv
-    import io
-
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)

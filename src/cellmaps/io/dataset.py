@@ -26,6 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from cellmaps.errors import CellmapsInputError
+from cellmaps.io.geojson import read_geojson
 from cellmaps.io.images import IMAGE_SUFFIXES, image_shape, read_image
 from cellmaps.io.masks import read_mask, read_roi
 from cellmaps.io.points import Points, check_points_in_image, read_points
@@ -54,8 +55,6 @@ def read_geojson_points(path: Path, shape: tuple[int, int] | None) -> Points:
     """The Point / MultiPoint features of a GeoJSON file (QuPath's "Export objects as
     GeoJSON" of point annotations), checked to lie inside the image. A file with outlines
     but no point is refused: its objects would silently count as "no nuclei"."""
-    from cellmaps.io.geojson import read_geojson
-
     pts, polygons = read_geojson(path)
     if len(pts.coords) == 0 and polygons:
         raise CellmapsInputError(

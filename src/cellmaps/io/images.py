@@ -28,6 +28,7 @@ Per-channel standardisation for a net is a separate step, recorded in the model 
 from __future__ import annotations
 
 import os
+import warnings
 from pathlib import Path
 
 import imagecodecs
@@ -82,8 +83,6 @@ def _tiff_series_to_hwc(data: np.ndarray, axes: str, path: Path) -> np.ndarray:
     time series and other axes longer than 1 are refused."""
     named = _name_unknown_axes(axes, data.shape)
     if "Z" in named and "Z" not in axes and data.shape[named.index("Z")] > 1:
-        import warnings
-
         warnings.warn(
             f"{path}: no axes metadata; read in ImageJ's order (…, Z, C, Y, X) as a z-stack of "
             f"{data.shape[named.index('Z')]} planes and max-projected (use --page N for one "

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import tifffile
+from scipy import ndimage
+from skimage.measure import label
 
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io._atomic import atomic_path
@@ -63,8 +65,6 @@ def instances_from_binary(mask: np.ndarray, path: str | os.PathLike | None = Non
     in more than one connected region, each 8-connected region becomes an instance (a
     semantic 0/255 mask read as labels would be one object). Warns, because touching
     objects stay merged; true instance masks are returned as they are."""
-    from skimage.measure import label
-
     values = np.unique(mask)
     if values.size != 2 or values[0] != 0:
         return mask
@@ -95,8 +95,6 @@ def read_roi(path: str | os.PathLike, shape: tuple[int, int] | None = None) -> n
 
 def mask_centroids(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Centroids (row, col) of every instance and the instance ids, sorted by id."""
-    from scipy import ndimage
-
     mask = np.asarray(mask)
     ids = np.unique(mask)
     ids = ids[ids != 0]

@@ -193,6 +193,7 @@ def write_points(path: str | os.PathLike, points: Points) -> None:
 def write_points_parquet(path: str | os.PathLike, points: Points) -> None:
     """Write points as a Parquet table (columns x, y, label, score; pyarrow), atomically."""
     try:
+        # imported here: pyarrow is optional (cellmaps[slides])
         import pyarrow as pa
         import pyarrow.parquet as pq
     except ImportError as exc:

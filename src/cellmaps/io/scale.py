@@ -13,6 +13,9 @@ so a point maps there and back exactly.
 from __future__ import annotations
 
 import numpy as np
+from scipy.spatial import cKDTree
+from skimage.exposure import equalize_hist
+from skimage.transform import downscale_local_mean, resize
 
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io.images import normalize_image
@@ -27,8 +30,6 @@ def mask_object_radii(mask: np.ndarray) -> np.ndarray:
 
 def nearest_neighbour_distances(points: np.ndarray) -> np.ndarray:
     """Distance from every point to its nearest other point (empty with < 2 points)."""
-    from scipy.spatial import cKDTree
-
     pts = np.asarray(points, dtype=np.float64).reshape(-1, 2)
     if len(pts) < 2:
         return np.zeros(0)
@@ -88,8 +89,6 @@ def rescale_image(image: np.ndarray, factor: float) -> np.ndarray:
     2× enlargement followed by ×1/2 gives the original back); other factors use
     scikit-image's ``resize`` (bilinear, with anti-aliasing when shrinking).
     """
-    from skimage.transform import downscale_local_mean, resize
-
     if factor == 1.0:
         return image
     img = np.asarray(image, dtype=np.float32)
@@ -114,7 +113,6 @@ def rescale_labels(labels: np.ndarray | None, factor: float) -> np.ndarray | Non
     """A label image (instances, ROI classes) resampled by nearest neighbour."""
     if labels is None or factor == 1.0:
         return labels
-    from skimage.transform import resize
 
     out = resize(
         labels,
@@ -146,8 +144,6 @@ def from_scaled_coords(
 # -- the one input normalisation ------------------------------------------------------------------
 def equalize(image: np.ndarray) -> np.ndarray:
     """Per-channel histogram equalisation of a float (H, W, C) image (DeepSplit §3.2)."""
-    from skimage.exposure import equalize_hist
-
     return np.stack([equalize_hist(image[..., c]) for c in range(image.shape[-1])], -1).astype(
         np.float32
     )

@@ -16,12 +16,17 @@ pixel-centre mapping of :mod:`cellmaps.io.scale`, each band read with enough row
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import numpy as np
+import tifffile
+import zarr
+from scipy import ndimage
 
 from cellmaps.errors import CellmapsInputError
-from cellmaps.io.images import intensity_range
+from cellmaps.io.images import _name_unknown_axes, intensity_range
+from cellmaps.io.scale import scaled_shape
 
 #: above this many pixels (H × W), ``cellmaps predict`` reads a TIFF lazily (pyramidal TIFFs
 #: always); ``--stream-above`` changes it
@@ -47,8 +52,6 @@ class LazyImage:
     """
 
     def __init__(self, path: str | os.PathLike) -> None:
-        import tifffile
-        import zarr
 
         self.path = Path(path)
         if not self.path.is_file():
@@ -154,8 +157,6 @@ class LazyImage:
 
 def _axes_of(axes: str, shape: tuple[int, ...], path: Path) -> dict[str, int]:
     """Axis name → position for a tifffile series level (S = samples counts as C)."""
-    from cellmaps.io.images import _name_unknown_axes
-
     axes = _name_unknown_axes(axes, shape).replace("S", "C")
     if "Y" not in axes or "X" not in axes or axes.count("C") > 1:
         raise CellmapsInputError(f"unsupported TIFF axes {axes!r} for reading by region", path)
@@ -171,8 +172,6 @@ def _axes_of(axes: str, shape: tuple[int, ...], path: Path) -> dict[str, int]:
 
 def _pixel_size(tif) -> float | None:
     """µm per pixel from OME-XML (PhysicalSizeX) or an Aperio description (MPP = …)."""
-    import re
-
     desc = tif.pages[0].description or ""
     m = re.search(r"MPP\s*=\s*([0-9.]+)", desc)
     if m:
@@ -188,8 +187,6 @@ def _pixel_size(tif) -> float | None:
 def is_large_tiff(path: str | os.PathLike, stream_above: int = DEFAULT_STREAM_ABOVE) -> bool:
     """Whether ``cellmaps predict`` should read this file lazily: a TIFF that is pyramidal
     or larger than ``stream_above`` pixels."""
-    import tifffile
-
     path = Path(path)
     if path.suffix.lower() not in (".tif", ".tiff", ".svs", ".ndpi", ".scn", ".bif"):
         return False
@@ -236,7 +233,6 @@ class SlideSource:
         top = image.maximum() if maximum is None else maximum
         is_float = np.issubdtype(image.dtype, np.floating)
         self.range = intensity_range(top, is_float) if image.dtype != bool else 1.0
-        from cellmaps.io.scale import scaled_shape
 
         self.shape = scaled_shape(self.src_shape, self.factor) if factor != 1.0 else self.src_shape
         self.sigma = max(0.0, (1.0 / self.factor - 1.0) / 2.0)  # scikit-image's anti-aliasing
@@ -253,7 +249,6 @@ class SlideSource:
         j1 = self.shape[1] if j1 is None else j1
         if self.factor == 1.0:
             return self._src(i0, i1, j0, j1)
-        from scipy import ndimage
 
         (h, w), (oh, ow) = self.src_shape, self.shape
         ys = (np.arange(i0, i1) + 0.5) * (h / oh) - 0.5  # source positions of the outputs

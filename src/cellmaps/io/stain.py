@@ -9,7 +9,7 @@ round trip, so the optical-density arithmetic is written here with the same matr
 from __future__ import annotations
 
 import numpy as np
-from skimage.color import hed_from_rgb, rgb_from_hed
+from skimage.color import hed_from_rgb, lab2rgb, rgb2lab, rgb_from_hed
 
 STAINS = ("haematoxylin", "eosin", "DAB")
 _MIN_INTENSITY = 1.0 / 255.0  # darkest transmitted light: OD stays finite
@@ -71,8 +71,6 @@ def has_stain(rgb_uint8: np.ndarray) -> bool:
 
 def reinhard_stats(rgb_uint8: np.ndarray) -> np.ndarray:
     """(2, 3) mean and std of the L*a*b* channels of an RGB image (Reinhard et al. 2001)."""
-    from skimage.color import rgb2lab
-
     lab = rgb2lab(rgb_uint8[..., :3]).reshape(-1, 3)
     return np.stack([lab.mean(0), lab.std(0)])
 
@@ -103,6 +101,7 @@ def normalise_stain(
         return rgb
     if method == "reinhard":
         return _reinhard(rgb, reference)
+    # imported here: torchstain is needed only for --stain-norm macenko
     from torchstain.numpy.normalizers import NumpyMacenkoNormalizer
 
     norm = NumpyMacenkoNormalizer()
@@ -113,7 +112,6 @@ def normalise_stain(
 
 
 def _reinhard(rgb: np.ndarray, reference: np.ndarray | None) -> np.ndarray:
-    from skimage.color import lab2rgb, rgb2lab
 
     if reference is None:
         raise ValueError("Reinhard normalisation needs a reference image (--stain-reference)")

@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+import os
+
 import numpy as np
+
+from cellmaps.errors import CellmapsInputError
+
+#: the class names a Ki67 model gives tumour nuclei
+POSITIVE, NEGATIVE = "positive", "negative"
 
 
 def concordance_correlation(x: np.ndarray, y: np.ndarray) -> float:
@@ -45,3 +52,32 @@ def ki67_index(positive: int | np.ndarray, negative: int | np.ndarray) -> float 
 def pooled_ki67_index(positive: np.ndarray, negative: np.ndarray) -> float:
     """Pooled index over images: Σ positive / (Σ positive + Σ negative)."""
     return ki67_index(int(np.sum(positive)), int(np.sum(negative)))
+
+
+def require_ki67_classes(classes: list[str], path: str | os.PathLike | None = None) -> None:
+    """Refuse a model whose ``classes`` lack 'positive' or 'negative' (not a Ki67 model),
+    naming the file and the classes it does have."""
+    if POSITIVE not in classes or NEGATIVE not in classes:
+        raise CellmapsInputError(
+            f"not a Ki67 model: it must classify nuclei as {POSITIVE!r} and {NEGATIVE!r}, "
+            f"but its classes are {list(classes) or 'none (a detector without classes)'}",
+            path,
+        )
+
+
+def format_index(value: float) -> str:
+    """A Ki67 index as the tables write it: 4 decimals, ``nan`` where undefined."""
+    return "nan" if value != value else f"{value:.4f}"
+
+
+def ki67_table(rows: list[dict]) -> list[dict]:
+    """Per-image rows (id, positive, negative, index) plus a ``pooled`` row whose index is
+    Σ positive / (Σ positive + Σ negative) (NaN where no tumour nucleus was found)."""
+    out = []
+    for r in rows:
+        pos, neg = int(r.get(POSITIVE, 0)), int(r.get(NEGATIVE, 0))
+        out.append({"id": r["id"], POSITIVE: pos, NEGATIVE: neg, "index": ki67_index(pos, neg)})
+    pos = sum(r[POSITIVE] for r in out)
+    neg = sum(r[NEGATIVE] for r in out)
+    out.append({"id": "pooled", POSITIVE: pos, NEGATIVE: neg, "index": ki67_index(pos, neg)})
+    return out

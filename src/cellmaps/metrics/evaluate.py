@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -17,6 +18,7 @@ import numpy as np
 from tqdm import tqdm
 
 from cellmaps.errors import CellmapsInputError
+from cellmaps.io._atomic import atomic_path
 from cellmaps.io.dataset import Dataset
 from cellmaps.io.masks import mask_centroids
 from cellmaps.io.points import Points
@@ -227,7 +229,6 @@ def duplicate_points(coords: np.ndarray) -> int:
 
 
 def _warn_duplicates(duplicates: dict[str, int]) -> None:
-    import warnings
 
     worst = sorted(duplicates, key=duplicates.get, reverse=True)[:3]
     warnings.warn(
@@ -368,12 +369,11 @@ def format_table(result: dict) -> str:
 
 def plot_evaluation(result: dict, path: str | os.PathLike) -> None:
     """Save a figure: PR curve (if scores), per-image F1, and truth vs predicted counts."""
+    # imported here: matplotlib (Agg backend) is needed only for this plot and slows start-up
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-
-    from cellmaps.io._atomic import atomic_path
 
     s, per = result["summary"], result["per_image"]
     ids = list(per)

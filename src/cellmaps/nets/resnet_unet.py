@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cellmaps.modelfile import read_state_dict
 from cellmaps.nets.blocks import ConvBlock, Head, HeadSpec, StridedPointwiseConv, pad_to
 
 
@@ -156,8 +157,6 @@ def load_encoder_weights(net: ResNetUNet, path: str | os.PathLike) -> list[str]:
     ``weights_only=True``) into the encoder. ``fc.*`` keys are skipped; a first convolution
     with a different channel count is adapted by averaging/repeating over channels.
     Returns the names of encoder parameters that were *not* in the file."""
-    from cellmaps.modelfile import read_state_dict
-
     state = read_state_dict(path)
     own = net.encoder.state_dict()
     new = {}

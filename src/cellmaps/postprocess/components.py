@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from skimage.segmentation import relabel_sequential, watershed
 
 
 def component_centroids(
@@ -92,8 +93,6 @@ def seeded_watershed(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarra
     -------
     (H, W) int32, labels 1..K
     """
-    from skimage.segmentation import watershed
-
     labels = watershed(elevation, markers, mask=mask, connectivity=2).astype(np.int32)
     rest, _ = ndimage.label(mask & (labels == 0), structure=np.ones((3, 3), bool))
     labels[rest > 0] = rest[rest > 0] + int(markers.max())
@@ -102,8 +101,6 @@ def seeded_watershed(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarra
 
 def drop_small_labels(labels: np.ndarray, min_size: int) -> np.ndarray:
     """``labels`` without the objects under ``min_size`` px, renumbered 1..K (int32)."""
-    from skimage.segmentation import relabel_sequential
-
     labels = np.asarray(labels).copy()
     sizes = np.bincount(labels.ravel())
     labels[(sizes[labels] < min_size) & (labels > 0)] = 0

@@ -44,6 +44,7 @@ def h_maxima_mask(image: np.ndarray, h: float) -> np.ndarray:
     values of f and g, so the mask is the same bit for bit. Integer images are computed in
     float64 (scikit-image does the same for non-integer h).
     """
+    # imported here: loading the compiled numba kernels costs about a second
     from cellmaps.postprocess._compiled import reconstruction_at
 
     f = np.ascontiguousarray(_as_float(image))

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 from scipy.spatial import cKDTree
+from skimage.morphology import h_maxima
 
 
 def pixel_of(coords: np.ndarray) -> np.ndarray:
@@ -60,6 +61,7 @@ def plateau_centroids(
         if values is None:
             return cents, np.zeros(n)
         return cents, np.asarray(ndimage.maximum(values, lab, idx), dtype=np.float64)
+    # imported here: loading the compiled numba kernels costs about a second
     from cellmaps.postprocess._compiled import sparse_plateaus
 
     vals = np.zeros(cand.shape, np.float32) if values is None else np.asarray(values)
@@ -195,8 +197,6 @@ def find_peaks_per_class(
 def h_maxima_peaks_reference(image: np.ndarray, h: float) -> np.ndarray:
     """h-maxima transform then regional maxima (DeepDistance §3.3), via scikit-image:
     centroids (row, col) of the plateaus of ``skimage.morphology.h_maxima``."""
-    from skimage.morphology import h_maxima
-
     hm = h_maxima(np.asarray(image, dtype=np.float64), h)
     cents, _ = plateau_centroids(hm > 0, np.asarray(image, dtype=np.float64))
     return cents

@@ -6,6 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from skimage.feature import peak_local_max
+from skimage.segmentation import relabel_sequential, watershed
+
+from cellmaps.postprocess.components import drop_small_labels, seeded_watershed
 
 
 def border_lengths(labels: np.ndarray) -> dict[tuple[int, int], int]:
@@ -32,10 +38,6 @@ def merge_long_borders(labels: np.ndarray, max_border: int) -> np.ndarray:
     """Merge every two touching labels whose border is ``max_border`` pixel edges or
     longer (DeepSplit: a cut is kept only along a border below a length criterion, so a
     cell whose inner boundary the watershed found is not cut in half). Labels 1..K."""
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
-    from skimage.segmentation import relabel_sequential
-
     lab = np.asarray(labels).astype(np.int64)
     n = int(lab.max()) + 1
     pairs = [pair for pair, length in border_lengths(lab).items() if length >= max_border]
@@ -96,11 +98,6 @@ def split_instances(
     labels : (H, W) int32, 1..K
     centroids : (K, 2) float64, (row, col)
     """
-    from skimage.feature import peak_local_max
-    from skimage.segmentation import watershed
-
-    from cellmaps.postprocess.components import drop_small_labels, seeded_watershed
-
     seg = np.asarray(segmentation) > threshold
     if seg.ndim != 2:
         raise ValueError(f"segmentation must be 2-D, got shape {seg.shape}")

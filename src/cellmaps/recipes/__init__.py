@@ -1,7 +1,12 @@
 """Recipes: YAML data that say which net, tasks, losses, optimiser and decoding a system uses.
 
 A recipe is validated against :data:`SCHEMA`: unknown or mistyped keys are refused with
-the key's path named. Defaults fill anything a recipe leaves out.
+the key's path named. Defaults fill anything a recipe leaves out. Old key names are
+migrated first (:mod:`cellmaps.recipes.migrate`); command-line flags patch a recipe through
+:func:`with_overrides`.
+
+Longer than ~500 lines: :data:`SCHEMA`, with a comment on every key, is the reference of
+what a recipe may say.
 """
 
 from __future__ import annotations
@@ -14,6 +19,13 @@ import yaml
 
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io.scale import INTENSITY_MODES
+from cellmaps.io.text import read_utf8_text
+from cellmaps.losses import COMBINERS, LOSSES
+from cellmaps.nets import ACTIVATIONS, NETS
+from cellmaps.optim import OPTIMIZERS, SCHEDULES
+from cellmaps.postprocess.decode import DECODERS
+from cellmaps.recipes.migrate import migrate_recipe
+from cellmaps.targets.build import TARGETS
 
 RECIPE_DIR = Path(__file__).parent
 
@@ -68,7 +80,7 @@ SCHEMA = {
         "momentum": (NUM, 0.9),
         "nesterov": (bool, True),
         "weight_decay": (NUM, 1e-6),
-        # learning rate by iteration (cellmaps.training.optim.lr_factor)
+        # learning rate by iteration (cellmaps.optim.lr_factor)
         "schedule": (str, "plateau"),
         "warmup": (NUM, 0.0),  # share of the run with a linear warm-up
         "final_lr": (NUM, 0.01),  # cosine / onecycle end at final_lr x lr
@@ -98,8 +110,8 @@ SCHEMA = {
         "tile_stride": ((int, type(None)), None),
         # train at this median object radius (px) by resampling images and annotations;
         # null = train at the data's own scale (the measured size is recorded either way)
-        "object_size": (NUM_OR_NONE, None),
-        # what is brought to object_size: each "source" (one factor per dataset, from its
+        "train_radius": (NUM_OR_NONE, None),
+        # what is brought to train_radius: each "source" (one factor per dataset, from its
         # median radius) or each "image" (from its own, for sets of mixed magnifications;
         # predict such models with inference.object_size: auto)
         "object_scale": (str, "source"),
@@ -144,7 +156,7 @@ SCHEMA = {
         # relative ξ (chosen on validation by `cellmaps tune`; 0 = no floor)
         "min_score": (NUM, 0.0),
         # the floor's factor for a detection on the image edge, easing to 1 one object radius
-        # in (cellmaps.model.edge_floor_factor): tiling mirrors the image there, which
+        # in (cellmaps.postprocess.peaks.edge_floor_factor): tiling mirrors the image there, which
         # doubles the variance of noise seen by the net; 1 = the same floor everywhere
         "edge_floor": (NUM, 2**0.5),
         # no detection where the input's local standard deviation (normalised intensities,
@@ -181,7 +193,7 @@ SCHEMA = {
         # px at each tile edge left out of the blend; None: (tile − stride) // 4
         "trim": ((int, type(None)), None),
         # object scale of inputs given no --object-size / --pixel-size: None = like the
-        # training images; "auto" = estimated per image (Model.estimate_input_scale)
+        # training images; "auto" = estimated per image (cellmaps.inference.scale)
         "object_size": ((str, type(None)), None),
         # factor the auto estimate is multiplied by, measured on validation images (a net
         # fine-tuned at one magnification can answer most strongly off its training scale)
@@ -207,14 +219,9 @@ STATIC_CHOICES = {
 def registry_choices() -> dict[str, tuple]:
     """Allowed values of every recipe key with a fixed set of choices: the static ones and
     the names registered in :data:`cellmaps.nets.NETS`, :data:`cellmaps.losses.LOSSES` /
-    ``COMBINERS``, :data:`cellmaps.training.optim.OPTIMIZERS` / ``SCHEDULES``,
-    :data:`cellmaps.nets.ACTIVATIONS` and :data:`cellmaps.model.DECODERS`, so a new entry
+    ``COMBINERS``, :data:`cellmaps.optim.OPTIMIZERS` / ``SCHEDULES``,
+    :data:`cellmaps.nets.ACTIVATIONS` and :data:`cellmaps.postprocess.decode.DECODERS`, so a new entry
     there is a new recipe choice with no edit here."""
-    from cellmaps.losses import COMBINERS, LOSSES
-    from cellmaps.model import DECODERS
-    from cellmaps.nets import ACTIVATIONS, NETS
-    from cellmaps.training.optim import OPTIMIZERS, SCHEDULES
-
     return {
         **STATIC_CHOICES,
         "net.kind": tuple(NETS),
@@ -287,13 +294,14 @@ _MISSING = _Missing()
 
 
 def validate_recipe(data: dict, source: str = "recipe") -> dict:
-    """Validate a recipe mapping and fill defaults; raise naming the first bad key."""
-    recipe = _validate(data, SCHEMA, "", source, registry_choices())  # read once per recipe
+    """Validate a recipe mapping and fill defaults; raise naming the first bad key. Old key
+    names are migrated first (:func:`cellmaps.recipes.migrate.migrate_recipe`)."""
+    recipe = _validate(
+        migrate_recipe(data), SCHEMA, "", source, registry_choices()
+    )  # read once per recipe
     names = [t["name"] for t in recipe["tasks"]]
     if len(set(names)) != len(names):
         raise CellmapsInputError(f"task names must be unique, got {names}", source)
-    from cellmaps.targets.build import TARGETS
-
     for t in recipe["tasks"]:
         if t["target"] not in TARGETS:
             raise CellmapsInputError(
@@ -358,16 +366,16 @@ def _check_ranges(recipe: dict, source: str) -> None:
         ),
         ("training.ema", tr["ema"], tr["ema"] is None or 0 < tr["ema"] < 1, "in (0, 1) or null"),
         (
-            "training.object_size",
-            tr["object_size"],
-            tr["object_size"] is None or tr["object_size"] > 0,
+            "training.train_radius",
+            tr["train_radius"],
+            tr["train_radius"] is None or tr["train_radius"] > 0,
             "> 0 or null",
         ),
         (
             "training.object_scale",
             tr["object_scale"],
-            tr["object_scale"] == "source" or tr["object_size"] is not None,
-            "'source' unless training.object_size is set (what would each image be brought to?)",
+            tr["object_scale"] == "source" or tr["train_radius"] is not None,
+            "'source' unless training.train_radius is set (what would each image be brought to?)",
         ),
         ("training.iterations", tr["iterations"], tr["iterations"] > 0, "> 0"),
         ("decode.xi", dec["xi"], 0 <= dec["xi"] <= 1, "in [0, 1]"),
@@ -426,8 +434,6 @@ def expanded_yaml_size(node: yaml.Node, memo: dict[int, int], path: Path) -> int
 def read_recipe_yaml(path: Path) -> dict:
     """Parse a recipe file with the safe loader (no Python tags), refusing files that expand
     to more than :data:`MAX_RECIPE_NODES` values (alias bombs) before building them."""
-    from cellmaps.io.text import read_utf8_text
-
     text = read_utf8_text(path, "recipe")
     try:
         node = yaml.compose(text, Loader=yaml.SafeLoader)
@@ -484,3 +490,52 @@ def tiling_options(recipe: dict) -> dict:
         for k, v in recipe["inference"].items()
         if k not in ("object_size", "auto_scale_calibration")
     }
+
+
+#: ``with_overrides`` keywords that set a ``training`` key of the same name
+TRAINING_OVERRIDES = ("iterations", "seed", "batch", "crop", "val_every", "checkpoint_every",
+                      "precision", "train_radius")  # fmt: skip
+
+
+def with_overrides(
+    recipe: dict,
+    *,
+    schedule: str | None = None,
+    combine: str | None = None,
+    per_image_scale: bool = False,
+    encoder_weights: str | os.PathLike | None = None,
+    **training,
+) -> dict:
+    """A copy of ``recipe`` with the ``cellmaps train`` / ``crosseval`` settings that are not
+    None: ``training`` keys (:data:`TRAINING_OVERRIDES`), ``optimizer.schedule``,
+    ``combine.kind``, ``net.encoder_weights`` (a file; ResNet U-Net recipes only) and
+    ``per_image_scale`` (each image brought to ``training.train_radius`` from its own
+    radius, each input's scale then estimated: ``training.object_scale: image``,
+    ``inference.object_size: auto``). The one place command-line flags patch a recipe."""
+    unknown = sorted(set(training) - set(TRAINING_OVERRIDES))
+    if unknown:
+        raise TypeError(f"unknown recipe overrides {unknown}")
+    out = copy.deepcopy(recipe)
+    out["training"].update({k: v for k, v in training.items() if v is not None})
+    if schedule:
+        out["optimizer"]["schedule"] = schedule
+    if per_image_scale:
+        if out["training"]["train_radius"] is None:
+            raise CellmapsInputError(
+                "--per-image-scale needs the radius to bring each image to: give "
+                "--train-radius R (or training.train_radius in the recipe)"
+            )
+        out["training"]["object_scale"] = "image"
+        out["inference"]["object_size"] = "auto"
+    if combine:
+        out["combine"]["kind"] = combine
+    if encoder_weights:
+        if out["net"]["kind"] != "resnet_unet":
+            raise CellmapsInputError(
+                f"--encoder-weights needs a ResNet U-Net recipe (e.g. weakly-points); this "
+                f"recipe's net is {out['net']['kind']!r}"
+            )
+        if not Path(encoder_weights).is_file():
+            raise CellmapsInputError("encoder weights file does not exist", encoder_weights)
+        out["net"]["encoder_weights"] = str(encoder_weights)
+    return out

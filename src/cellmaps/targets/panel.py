@@ -56,6 +56,7 @@ def draw_target_panel(
     Label maps are drawn black (0 = background), white (1 = nucleus/class 1) and mid-grey
     (ignore); regression and weight maps with a colour bar. Returns the map names drawn.
     """
+    # imported here: matplotlib (Agg backend) is needed only for this plot and slows start-up
     import matplotlib
 
     matplotlib.use("Agg")

@@ -5,7 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
+from scipy import ndimage
 
+from cellmaps.io.points import UNCLASSIFIED_LABELS
 from cellmaps.targets._common import IGNORE_INDEX
 
 
@@ -37,8 +39,6 @@ ROI_TUMOUR, ROI_NON_TUMOUR = 1, 2
 
 def _point_density(points: np.ndarray, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """Σ_i exp(−|x − p_i|² / 2σ²): a Gaussian of peak 1 per point, summed (0 without points)."""
-    from scipy import ndimage
-
     impulses = np.zeros(shape, np.float64)
     if len(points):
         rc = np.clip(np.rint(points).astype(int), 0, np.array(shape) - 1)
@@ -67,8 +67,6 @@ def tumour_regions_from_points(
     (H, W) bool
         True for tumour.
     """
-    from cellmaps.io.points import UNCLASSIFIED_LABELS
-
     pts = np.asarray(points, np.float64).reshape(-1, 2)
     labels = np.asarray(labels, dtype=object).astype(str)
     tumour = np.isin(labels, [str(c) for c in tumour_classes])
@@ -97,8 +95,6 @@ def weak_roi_annotation(
     (H, W) uint8
         0 = not annotated, ``ROI_TUMOUR`` (1), ``ROI_NON_TUMOUR`` (2).
     """
-    from scipy import ndimage
-
     tumour = np.asarray(tumour, bool)
     h, w = tumour.shape
     nb = (-(-h // block), -(-w // block))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from cellmaps.io.images import normalize_image
 from cellmaps.targets._common import IGNORE_INDEX, as_points, nearest_two_points
 from cellmaps.targets.proximity import repel_code
 
@@ -102,8 +103,6 @@ def cluster_labels(
     -------
     (H, W) uint8
     """
-    from cellmaps.io.images import normalize_image
-
     if k not in (2, 3):
         raise ValueError(f"k must be 2 or 3, got {k}")
     img = normalize_image(image)

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
+from PIL import Image
 from scipy import ndimage
+
+from cellmaps.io.stain import shift_stains
 
 
 def geometric_margin(crop: int, aug: dict) -> int:
@@ -86,7 +91,6 @@ def stain_jitter(
     unchanged."""
     if not amount or img.shape[0] != 3:
         return img
-    from cellmaps.io.stain import shift_stains
 
     scale = rng.uniform(1 - amount, 1 + amount, 3)
     shift = rng.uniform(-amount, amount, 3) * offset
@@ -112,10 +116,6 @@ def acquisition_jitter(img: np.ndarray, rng: np.random.Generator, aug: dict) -> 
 
 def jpeg_round_trip(img: np.ndarray, quality: int) -> np.ndarray:
     """The (C, h, w) crop in [0, 1] after saving as JPEG at ``quality`` (8-bit, Pillow)."""
-    import io
-
-    from PIL import Image
-
     u8 = (np.clip(img, 0, 1) * 255 + 0.5).astype(np.uint8)
     pil = Image.fromarray(u8[0] if u8.shape[0] == 1 else u8.transpose(1, 2, 0))
     buf = io.BytesIO()

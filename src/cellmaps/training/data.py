@@ -10,11 +10,15 @@ import torch
 from tqdm import tqdm
 
 from cellmaps.errors import CellmapsInputError
+from cellmaps.inference import tile_starts
 from cellmaps.io.dataset import Dataset
+from cellmaps.io.images import normalize_image
+from cellmaps.io.points import UNCLASSIFIED_LABELS
 from cellmaps.io.scale import (
     base_image,
     mask_object_radii,
     median_object_radius,
+    rescale_image,
     rescale_labels,
     scale_factor,
     standardize,
@@ -59,7 +63,7 @@ class TrainingData:
     std: np.ndarray | None = None
     # median object radius (px): per source folder in its own pixels, and in the net's
     object_sizes: list[dict] = field(default_factory=list)
-    object_size: float | None = None
+    train_radius: float | None = None  # median object radius in the net's pixels
 
     @property
     def in_channels(self) -> int:
@@ -78,7 +82,6 @@ def task_target_names(task: dict) -> list[str]:
 
 
 def _classes_of(ds_list: list[tuple[Dataset, list[str], float]]) -> list[str]:
-    from cellmaps.io.points import UNCLASSIFIED_LABELS
 
     found = set()
     for ds, ids, _ in ds_list:
@@ -93,8 +96,6 @@ def recipe_reads_masks(recipe: dict) -> bool:
     """Whether any of the recipe's target maps needs instance masks. Recipes that learn
     from points never open a mask file (the weakly supervised recipe's promise), except to
     take centres from masks where an image has no points."""
-    from cellmaps.targets.build import TARGETS
-
     names = [n for t in recipe["tasks"] for n in task_target_names(t)]
     return any(TARGETS[n].needs == "mask" for n in names if n in TARGETS)
 
@@ -145,8 +146,6 @@ def rescaled_annotations(a: Annotations, factor: float) -> Annotations:
     nearest, points moved to the new pixel grid); the image becomes float32 in [0, 1]."""
     if factor == 1.0:
         return a
-    from cellmaps.io.images import normalize_image
-    from cellmaps.io.scale import rescale_image
 
     img = rescale_image(normalize_image(a.image, a.source), factor)
     shape = a.shape
@@ -213,7 +212,7 @@ def load_training_data(
     compute the recipe's target maps once. A fraction below 1 keeps a seeded share of the
     source's images (:func:`subsample_ids`, seed ``training.seed``).
 
-    With ``training.object_size`` in the recipe, each source's images and annotations are
+    With ``training.train_radius`` in the recipe, each source's images and annotations are
     resampled so its median object radius (measured, or given in ``object_sizes``) becomes
     that size before the targets are computed; with ``training.object_scale: image`` each
     image is brought there from its own radius instead (:func:`image_scale_factor`).
@@ -228,7 +227,7 @@ def load_training_data(
         if share and share[0] < 1.0:
             ids = subsample_ids(ids, share[0], recipe["training"]["seed"])
         opened.append((ds, ids, float(weight)))
-    canonical = recipe["training"]["object_size"]
+    canonical = recipe["training"]["train_radius"]
     per_image = recipe["training"]["object_scale"] == "image"
     reads_masks = recipe_reads_masks(recipe)
     if scales is None:
@@ -301,7 +300,7 @@ def load_training_data(
         raise CellmapsInputError(f"training images have different channel counts {sorted(chans)}")
     data = TrainingData(samples, tasks, classes, object_sizes=scales)
     if scales[0]["radius"] is not None:
-        data.object_size = scales[0]["radius"] * scales[0]["factor"]
+        data.train_radius = scales[0]["radius"] * scales[0]["factor"]
     stack = np.concatenate([s.image.reshape(s.image.shape[0], -1) for s in samples], axis=1)
     data.mean = stack.mean(1).astype(np.float32)
     data.std = np.maximum(stack.std(1), 1e-6).astype(np.float32)
@@ -367,8 +366,6 @@ def _window(arr: np.ndarray, r0: int, c0: int, size: int, fill) -> np.ndarray:
 def tile_origins(data: TrainingData, crop: int, stride: int) -> list[tuple[int, int, int]]:
     """(sample index, row, col) of every crop-sized tile cut at ``stride`` (DeepDistance:
     512×512 tiles at stride 256); the last tile of a row/column ends at the image edge."""
-    from cellmaps.inference import tile_starts
-
     out = []
     for k, s in enumerate(data.samples):
         _, h, w = s.image.shape

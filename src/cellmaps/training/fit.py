@@ -1,7 +1,11 @@
 """The training loop: crops → net → task losses → combined loss → step; learning rate by
 iteration (warm-up, cosine / one-cycle, or the plateau rule), gradient clipping, an
 exponential moving average of the weights, validation on whole images, early stopping,
-checkpoints every N steps and exact resume."""
+checkpoints every N steps and exact resume.
+
+Longer than ~500 lines: :class:`Trainer` keeps the loop, validation, checkpoints and resume
+together, because exact resume needs every piece of the loop's state in one place.
+"""
 
 from __future__ import annotations
 
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 from tqdm import tqdm
 
 from cellmaps.errors import CellmapsInputError
@@ -24,10 +29,12 @@ from cellmaps.io.images import INTENSITY_RULE
 from cellmaps.io.scale import standardize
 from cellmaps.losses import LOSSES, build_combiner, correlation_penalty
 from cellmaps.model import Model, autocast, net_from_recipe
+from cellmaps.nets import apply_activation, load_encoder_weights
+from cellmaps.optim import build_optimizer, lr_factor
 from cellmaps.provenance import code_version
 from cellmaps.recipes import task_head
-from cellmaps.training.data import TrainingData, make_batch
-from cellmaps.training.optim import build_optimizer, lr_factor
+from cellmaps.training.data import TrainingData, load_training_data, make_batch, tile_origins
+from cellmaps.tune import apply_tuning, tune_decoding
 
 code_version()  # the code this process runs: read now, before anything edits the files
 
@@ -46,8 +53,6 @@ def validation_windows(h: int, w: int, crop: int) -> list[tuple[int, int, int, i
 def ema_net(net: torch.nn.Module, decay: float) -> torch.optim.swa_utils.AveragedModel:
     """An exponential moving average of ``net``'s weights and buffers:
     θ_ema ← decay·θ_ema + (1 − decay)·θ after every step (torch's AveragedModel)."""
-    from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
-
     return AveragedModel(net, multi_avg_fn=get_ema_multi_avg_fn(decay), use_buffers=True)
 
 
@@ -59,8 +64,6 @@ def training_activation(pred: torch.Tensor, activation: str) -> torch.Tensor:
     (slope 0.01 below 0) and predict with the ReLU: with a plain ReLU a regression head whose
     outputs all fall below 0 gets no gradient and stays dead (seen on DeepDistance's sparse
     inner-distance maps: a head at 0 everywhere after 250 steps, test F 0)."""
-    from cellmaps.nets import apply_activation
-
     if activation == "relu":
         return torch.nn.functional.leaky_relu(pred, LEAKY_SLOPE)
     return apply_activation(pred, activation)
@@ -207,8 +210,6 @@ class Trainer:
         self.net = net_from_recipe(recipe, data.in_channels)
         weights = recipe["net"].get("encoder_weights")
         if weights and init is None:
-            from cellmaps.nets import load_encoder_weights
-
             if recipe["net"]["kind"] != "resnet_unet":
                 raise CellmapsInputError("net.encoder_weights needs net.kind resnet_unet")
             load_encoder_weights(self.net, weights)
@@ -243,8 +244,6 @@ class Trainer:
         self.code = dict(code_version())
         self.tiles = None
         if tr["sampling"] == "tiles":
-            from cellmaps.training.data import tile_origins
-
             self.tiles = tile_origins(data, tr["crop"], tr["tile_stride"] or tr["crop"] // 2)
         self.iteration = 0
         self.best = None
@@ -431,7 +430,6 @@ class Trainer:
         return m
 
     def validation_f1(self) -> float:
-        from cellmaps.tune import tune_decoding
 
         best = tune_decoding(
             self.current_model(),
@@ -459,13 +457,13 @@ class Trainer:
             "elapsed_seconds": round(self.elapsed(), 1),
             "code": self.code,
             # median object radius in the net's pixels, and in the training images' pixels
-            "object_size": self.data.object_size,
+            "train_radius": self.data.train_radius,
             "data_object_size": first.get("radius"),
             "object_sizes": scales,
             "intensity_rule": INTENSITY_RULE,  # how stored pixels became [0, 1] (io.images)
         }
         if self.pixel_size and first.get("radius"):
-            out["object_size_um"] = first["radius"] * self.pixel_size
+            out["train_radius_um"] = first["radius"] * self.pixel_size
         return out
 
     # -- loop --------------------------------------------------------------------------------
@@ -547,6 +545,7 @@ class Trainer:
 
 def plot_loss_curve(rows: list[dict], path: Path) -> None:
     """Training and validation loss (and validation F1) above, learning rate below."""
+    # imported here: matplotlib (Agg backend) is needed only for this plot and slows start-up
     import matplotlib
 
     matplotlib.use("Agg")
@@ -598,9 +597,6 @@ def train(
     is tuned on them at the end (:func:`cellmaps.tune.apply_tuning`), matched within each
     source's radius in ``val_radii`` (default: the recipe's).
     """
-    from cellmaps.training.data import load_training_data
-    from cellmaps.tune import apply_tuning, tune_decoding
-
     data = load_training_data(sources, recipe, progress, object_sizes=object_sizes)
     val = None
     if val_sources:
@@ -644,21 +640,21 @@ def set_min_distance_um(model: Model) -> bool:
     trained with ``--pixel-size`` (so it knows µm per net pixel), set ``decode.min_distance``
     to that distance in net pixels and return True (tuning then keeps it); else False."""
     um = model.decode.get("min_distance_um")
-    size_um, size_px = model.training.get("object_size_um"), model.training.get("object_size")
+    size_um, size_px = model.training.get("train_radius_um"), model.training.get("train_radius")
     if not (um and size_um and size_px):
         return False
-    model.decode["min_distance"] = max(1, int(round(um * size_px / size_um)))
+    model.decode = model.decode.replace(min_distance=max(1, int(round(um * size_px / size_um))))
     return True
 
 
 def validation_object_sizes(recipe: dict, scales: list[dict], val_sources) -> list | None:
     """Median object radius (px) of each validation folder, so that tuning resamples it as
-    training did: with ``training.object_size`` set, each source was brought to that size from
+    training did: with ``training.train_radius`` set, each source was brought to that size from
     its own radius (CRCHisto 5.4 px and MoNuSeg 12 px both to 6 px), which one model-wide
     input scale cannot repeat. None (the model's own input scale) for models trained at the
     data's scale. ``scales``: the training sources' records (``TrainingData.object_sizes``,
     a model's ``training["object_sizes"]``)."""
-    if not val_sources or recipe["training"].get("object_size") is None:
+    if not val_sources or recipe["training"].get("train_radius") is None:
         return None
     return [s["radius"] for s in _validation_scales(scales, val_sources)]
 

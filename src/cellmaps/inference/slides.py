@@ -11,14 +11,35 @@ slide's, and its detections are those whose centre lies in its rows.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import tifffile
+import zarr
+from scipy import ndimage
+from skimage.filters import threshold_otsu
 
+from cellmaps.cluster import gather_with_progress
 from cellmaps.errors import CellmapsInputError
+from cellmaps.inference.stream import (
+    Candidates,
+    column_strips,
+    finish_candidates,
+    flat_rule,
+    in_core,
+    stream_candidates,
+    strip_candidates,
+)
+from cellmaps.inference.tiles import TiledInferer
+from cellmaps.io._atomic import atomic_path
 from cellmaps.io.points import Points
-from cellmaps.recipes import tiling_options
+from cellmaps.io.scale import from_scaled_coords, scaled_shape
+from cellmaps.io.slides import LazyImage, SlideSource, choose_level
+from cellmaps.postprocess import grow_markers, majority_filter, markers_from_detections
+from cellmaps.postprocess.decode import decode_maps
 
 TISSUE_MAX_SATURATION = 0.08  # H&E / IHC tissue is more saturated than this; glass is not
 TISSUE_MIN_SATURATION = 0.02
@@ -36,9 +57,6 @@ def tissue_mask(thumb: np.ndarray) -> np.ndarray:
     :data:`TISSUE_MARGIN` px. Other images (fluorescence): Otsu on the mean intensity, the
     bright side. A flat image has no tissue.
     """
-    from scipy import ndimage
-    from skimage.filters import threshold_otsu
-
     img = np.asarray(thumb, np.float64)
     if img.ndim == 2:
         img = img[..., None]
@@ -105,8 +123,6 @@ def plan_slide(
     (0.25 µm at 40×); without any of the three, the file's own pixel size is used when the
     model knows its object size in µm, else the slide is taken to be like the training
     images."""
-    from cellmaps.io.slides import LazyImage, choose_level
-
     if model.needs_whole_image:
         raise CellmapsInputError(
             "this model equalises each image's histogram or stretches it between its own "
@@ -129,13 +145,11 @@ def plan_slide(
             object_size is None
             and pixel_size is None
             and img.pixel_size
-            and model.training.get("object_size_um")
+            and model.training.get("train_radius_um")
         ):
             pixel_size = img.pixel_size
         factor = model.input_scale(object_size, pixel_size)
         level, rest = choose_level(img.levels, factor)
-        from cellmaps.io.scale import scaled_shape
-
         shape = scaled_shape(img.levels[level], rest) if rest != 1.0 else img.levels[level]
         mask, mask_scale = None, 1.0
         if tissue:
@@ -159,9 +173,6 @@ def band_candidates(
     """Candidates (:class:`~cellmaps.inference.stream.Candidates`) of one block of a slide
     (net rows × net columns), reading the file itself (a worker gets the plan, not the
     pixels)."""
-    from cellmaps.inference.stream import stream_candidates
-    from cellmaps.io.slides import LazyImage, SlideSource
-
     skip = None if plan.mask is None else tile_filter(plan.mask, plan.mask_scale)
     with LazyImage(plan.path) as img:
         source = SlideSource(img, plan.level, plan.factor, plan.maximum, plan.channels)
@@ -170,15 +181,25 @@ def band_candidates(
         )
 
 
+def slide_candidates(
+    model, plan: SlidePlan, progress: bool = False, decoder_factory=None, **inference
+) -> Candidates:
+    """Candidates of a whole slide read from its file: the strip loop of
+    :func:`~cellmaps.inference.stream.strip_candidates` over the plan's level, leaving out
+    tiles without tissue; ``decoder_factory`` as in
+    :func:`~cellmaps.inference.stream.stream_candidates`."""
+    skip = None if plan.mask is None else tile_filter(plan.mask, plan.mask_scale)
+    with LazyImage(plan.path) as img:
+        source = SlideSource(img, plan.level, plan.factor, plan.maximum, plan.channels)
+        return strip_candidates(model, source, plan.shape, skip, progress, None,
+                                decoder_factory, **inference)  # fmt: skip
+
+
 def skipped_share(model, plan: SlidePlan, **inference) -> float:
     """Share of the net's tiles left out as background."""
-    from cellmaps.inference.tiles import TiledInferer
-
     if plan.mask is None:
         return 0.0
-    opts = tiling_options(model.recipe)
-    opts.update({k: v for k, v in inference.items() if v is not None})
-    inf = TiledInferer(**opts)
+    inf = TiledInferer.from_recipe(model.recipe, **inference)
     h, w = plan.shape
     rows, cols = inf.grid(h, w)
     skip = tile_filter(plan.mask, plan.mask_scale)
@@ -193,8 +214,6 @@ def skipped_share(model, plan: SlidePlan, **inference) -> float:
 
 def to_level0(model, plan: SlidePlan, pts: Points) -> Points:
     """Detections in net px → level-0 px of the slide."""
-    from cellmaps.io.scale import from_scaled_coords
-
     coords = pts.coords
     if plan.factor != 1.0:
         coords = from_scaled_coords(coords, plan.level_shape, plan.shape)
@@ -223,17 +242,12 @@ def detect_slide(
     the slide's). With a Dask ``client``, each strip is also split into ``bands`` of rows
     (default: two blocks per worker thread in all) decoded by the workers; the detections
     are the same as serial."""
-    from cellmaps.inference.stream import Candidates, column_strips, finish_candidates
-
     plan = plan_slide(model, path, object_size, pixel_size, magnification, tissue, channels)
-    strips = column_strips(plan.shape[1])
-    found = Candidates()
     if client is None:
-        for cols in strips:
-            found.merge(band_candidates(model, plan, None, progress, cols, **inference))
+        found = slide_candidates(model, plan, progress, **inference)
     else:
-        from cellmaps.cluster import gather_with_progress
-
+        strips = column_strips(plan.shape[1])
+        found = Candidates()
         n = bands or -(-2 * max(1, sum(client.nthreads().values())) // len(strips))
         model_f = client.scatter(model, broadcast=True)
         futures = [
@@ -267,8 +281,6 @@ class LabelCanvas:
     unique over the whole slide."""
 
     def __init__(self, folder, shape: tuple[int, int], chunk: int = 1024) -> None:
-        import zarr
-
         self.array = zarr.create_array(
             store=str(folder), shape=shape, chunks=(chunk, chunk), dtype=np.uint32, fill_value=0
         )
@@ -297,20 +309,17 @@ class LabelCanvas:
 
 def region_growing_decoder(canvas: LabelCanvas, outer_min: float = 0.5):
     """A chunk decoder (:func:`cellmaps.inference.stream.stream_candidates`) that decodes a
-    DeepDistance-extended chunk like :func:`cellmaps.model.segment_image` (detections, then
+    DeepDistance-extended chunk like :func:`cellmaps.postprocess.segment.segment_maps` (detections, then
     marker-controlled region growing, §4.7) and paints the objects whose detection lies in
     the chunk's core into ``canvas``. All the chunk's detections seed the growing, so an
     object next to the core's edge grows against the same neighbours as in the whole image."""
-    from cellmaps.inference.stream import flat_rule, in_core
-    from cellmaps.model import _task_with_target
-    from cellmaps.postprocess import grow_markers, majority_filter, markers_from_detections
 
     def factory(model, base, shape):
-        outer_task = _task_with_target(model, "outer_distance")
-        cells_task = _task_with_target(model, "foreground")
+        outer_task = model.decode.task_with_target("outer_distance")
+        cells_task = model.decode.task_with_target("foreground")
 
         def decode(maps, r0, c0, core):
-            pts = model.decode_maps(maps)
+            pts = decode_maps(maps, model.decode)
             pts = pts.subset(flat_rule(model, base, shape, pts.coords + [r0, c0]))
             outer, cells = maps[outer_task][0], maps[cells_task][0]
             markers = markers_from_detections(pts.coords, outer, outer_min)
@@ -336,21 +345,8 @@ def segment_slide(
     pixels of the chosen level (``slides.json`` records its shape) as a pyramidal, tiled
     OME-TIFF label image, atomically; objects cut by a block seam are painted once, whole, by
     the block holding their detection."""
-    import shutil
-    import tempfile
-
-    from cellmaps.inference.stream import (
-        Candidates,
-        column_strips,
-        finish_candidates,
-        stream_candidates,
-    )
-    from cellmaps.io.slides import LazyImage, SlideSource
-    from cellmaps.model import _task_with_target
-
-    if _task_with_target(model, "outer_distance") is None or (
-        _task_with_target(model, "foreground") is None
-    ):
+    p = model.decode
+    if p.task_with_target("outer_distance") is None or p.task_with_target("foreground") is None:
         raise CellmapsInputError(
             "instance masks of a slide (block by block) need a model with outer_distance "
             "and foreground tasks (recipe deepdistance-extended); argmax and split models "
@@ -358,27 +354,11 @@ def segment_slide(
         )
     inference = {k: plan_options.pop(k) for k in ("tile", "stride", "batch") if k in plan_options}
     plan = plan_slide(model, path, **plan_options)
-    skip = None if plan.mask is None else tile_filter(plan.mask, plan.mask_scale)
     tmp = Path(tempfile.mkdtemp(prefix=".masks-", dir=Path(mask_path).parent))
     try:
         canvas = LabelCanvas(tmp / "labels.zarr", plan.shape)
-        found = Candidates()
-        with LazyImage(plan.path) as img:
-            source = SlideSource(img, plan.level, plan.factor, plan.maximum, plan.channels)
-            for cols in column_strips(plan.shape[1]):
-                found.merge(
-                    stream_candidates(
-                        model,
-                        source,
-                        plan.shape,
-                        None,
-                        skip,
-                        progress,
-                        cols=cols,
-                        decoder_factory=region_growing_decoder(canvas, outer_min),
-                        **inference,
-                    )  # fmt: skip
-                )
+        decoder = region_growing_decoder(canvas, outer_min)
+        found = slide_candidates(model, plan, progress, decoder, **inference)
         write_label_pyramid(mask_path, canvas.array)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -392,10 +372,6 @@ def write_label_pyramid(path, labels, tile: int = 512, min_side: int = 1024) -> 
     """Write a 2-D label array (zarr or numpy) as a tiled OME-TIFF with reduced levels
     (nearest: every second pixel, so ids stay ids) down to ``min_side``, atomically, tile by
     tile (the whole image is never in memory)."""
-    import tifffile
-
-    from cellmaps.io._atomic import atomic_path
-
     h, w = labels.shape
     levels = 1
     while max(h, w) // 2**levels >= min_side:

@@ -1,0 +1,131 @@
+"""Automatic object scale (``--object-size auto``): the input → net factor read from the
+image itself, with the trained net (a property of the net, not of the image, so written
+here rather than taken from a library).
+
+Each function takes a model (anything with ``predict_maps``, ``input_scale``, ``decode``,
+``recipe`` and ``train_radius``, i.e. :class:`cellmaps.model.Model`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from cellmaps.errors import CellmapsInputError
+from cellmaps.io.scale import mask_object_radii
+from cellmaps.postprocess.decode import split_planes
+from cellmaps.postprocess.peaks import decoded_channels
+from cellmaps.postprocess.segment import split_probabilities
+
+# input → net factors tried (net objects of 0.4× to 4× the model's training radius in the
+# input: 2.4–24 px radius for a 6 px model), the largest central crop they are tried on
+# (input px, and net px), and the percentile of the map that scores each.
+AUTO = "auto"
+AUTO_SCALE_FACTORS = np.geomspace(0.25, 2.5, 12)
+AUTO_SCALE_CROP = 512
+AUTO_SCALE_NET_CROP = 384
+AUTO_SCALE_PERCENTILE = 99.5
+
+#: factors estimate_split_scale segments at (objects of 0.4× to 4× the model's size)
+AUTO_SPLIT_FACTORS = np.geomspace(0.25, 2.5, 7)
+AUTO_SPLIT_MIN_OBJECTS = 3  # fewer instances than this say nothing about the scale
+AUTO_SPLIT_TOLERANCE = 0.25  # r(f) within ×1.25 of the training radius counts as consistent
+
+
+def auto_scale_crop(image: np.ndarray, factor: float) -> np.ndarray:
+    """The central crop of ``image`` that gives at most ``AUTO_SCALE_NET_CROP``² net px at
+    ``factor`` (and is at most ``AUTO_SCALE_CROP``² input px): every factor an automatic
+    scale estimate tries costs about the same."""
+    h, w = image.shape[:2]
+    side = min(AUTO_SCALE_CROP, int(np.ceil(AUTO_SCALE_NET_CROP / factor)))
+    i0, j0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
+    return image[i0 : i0 + side, j0 : j0 + side]
+
+
+def best_log_factor(log_factors: np.ndarray, response: np.ndarray) -> float:
+    """The log factor of the highest response, refined by the vertex of the parabola through
+    it and its two neighbours (kept within half a step; the grid's end when the best is
+    there)."""
+    k = int(np.argmax(response))
+    if k in (0, len(response) - 1):
+        return float(log_factors[k])
+    y0, y1, y2 = response[k - 1 : k + 2]
+    curvature = y0 - 2 * y1 + y2  # < 0: argmax takes the first best, so y0 < y1 >= y2
+    step = log_factors[k + 1] - log_factors[k]
+    offset = np.clip(0.5 * (y0 - y2) / curvature, -0.5, 0.5)
+    return float(log_factors[k] + offset * step)
+
+
+def scale_response(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(log factors, response): :func:`estimate_input_scale`'s score at every factor,
+    each on the central input crop that gives at most ``AUTO_SCALE_NET_CROP``² net px
+    (and at most ``AUTO_SCALE_CROP``² input px), so every factor costs about the same."""
+    img = np.asarray(image)
+    response = []
+    for f in AUTO_SCALE_FACTORS:
+        maps = model.predict_maps(auto_scale_crop(img, float(f)), scale=float(f))
+        m = decoded_channels(maps[model.decode.task], model.decode).max(0)
+        response.append(float(np.percentile(m, AUTO_SCALE_PERCENTILE)))
+    return np.log(AUTO_SCALE_FACTORS), np.asarray(response)
+
+
+def estimate_input_scale(model, image: np.ndarray) -> float:
+    """The input → net factor at which the net's evidence for objects is strongest.
+
+    The decoded map (the decoding task, the maximum over its class channels) is predicted
+    on a central crop of the image at every factor of :data:`AUTO_SCALE_FACTORS`; each
+    factor is scored by the map's ``AUTO_SCALE_PERCENTILE``-th percentile (the peaks: a net
+    trained at one object size answers most strongly where objects have that size), and
+    the best factor is refined by a parabola through it and its neighbours in log factor.
+    On CRCHisto (20×), MoNuSeg and MBM (40×) validation images it lands within a grid step
+    of the factor the annotations give (``benchmarks/auto_scale.py``). Where no factor
+    gives evidence above the model's floor (``decode.min_score``: an empty or noise image)
+    or the best is at either end of the grid (the scale lies outside it; enlarged noise
+    looks like small nuclei), the training-image scale is kept. The estimate is multiplied
+    by ``inference.auto_scale_calibration`` (1 unless measured on validation images, see
+    ``benchmarks/auto_scale.py --ki67``). Only for models that record the radius they were
+    trained at; split-decoding (DeepSplit) models measure their own instances instead
+    (:func:`estimate_split_scale`)."""
+    if model.train_radius is not None and model.decode.decoder == "split":
+        return estimate_split_scale(model, image)
+    if model.train_radius is None or model.decode.decoder != "peaks":
+        raise CellmapsInputError(
+            "--object-size auto needs a peak- or split-decoding model that records the "
+            "object size it was trained at; give --object-size in px or --pixel-size"
+        )
+    log_factors, response = scale_response(model, image)
+    k = int(np.argmax(response))
+    if response[k] < model.decode.min_score or k in (0, len(response) - 1):
+        return model.input_scale()
+    calibration = model.recipe["inference"]["auto_scale_calibration"]
+    return float(np.exp(best_log_factor(log_factors, response))) * calibration
+
+
+def estimate_split_scale(model, image: np.ndarray) -> float:
+    """The input → net factor at which a DeepSplit model's own instances have its training
+    radius: on a central crop (:func:`auto_scale_crop`) the instances are segmented at every
+    factor f of :data:`AUTO_SPLIT_FACTORS`, and their median equivalent-disc radius in net
+    px, r(f), is compared with the training radius R. The smallest factor with r(f) within
+    ``AUTO_SPLIT_TOLERANCE`` of R (else the factor closest to it) is corrected once by
+    R / r(f), within half a grid step. A scan, not an iteration from the training scale, and
+    the smallest consistent factor: a net shown objects far larger than its own fragments
+    them into pieces that can have about its size too (an iteration from the training scale
+    drove a DSB image of radius-20 nuclei to the grid's end), while at too small a factor
+    cells merge, which only makes r(f) larger. Factors with fewer than
+    ``AUTO_SPLIT_MIN_OBJECTS`` instances do not count; with none left (an empty image) the
+    training-image factor is kept. Cellpose sizes its inputs from its own masks too."""
+    img = np.asarray(image)
+    net = float(model.train_radius)
+    errors = {}
+    for f in AUTO_SPLIT_FACTORS:
+        f = float(f)
+        maps = model.predict_maps(auto_scale_crop(img, f), scale=f)
+        seg, sep, px = split_probabilities(model.decode, maps)
+        radii = mask_object_radii(split_planes(model.decode, seg, sep, px)[0])
+        if len(radii) >= AUTO_SPLIT_MIN_OBJECTS:
+            errors[f] = float(np.log(np.median(radii) * f / net))  # r(f) in net px vs R
+    if not errors:
+        return float(model.input_scale())
+    near = [f for f in errors if abs(errors[f]) <= np.log1p(AUTO_SPLIT_TOLERANCE)]
+    best = min(near) if near else min(errors, key=lambda f: abs(errors[f]))
+    half_step = np.sqrt(AUTO_SPLIT_FACTORS[1] / AUTO_SPLIT_FACTORS[0])
+    return float(best * np.clip(np.exp(-errors[best]), 1 / half_step, half_step))
