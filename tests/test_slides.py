@@ -293,6 +293,25 @@ def test_slide_masks_equal_whole_image_region_growing_across_block_seams(tmp_pat
         assert tif.pages[0].is_tiled
 
 
+def test_predict_writes_slide_masks_into_a_new_output_folder(tmp_path):
+    """`cellmaps predict MODEL slide.tif --masks` on a slide read by region, into a folder
+    that does not exist yet: masks/<id>.tif is written (its masks/ folder made first; it
+    used to fail with 'No such file or directory'), with the objects of the whole image."""
+    from cellmaps.model import segment_image
+    from cellmaps.predict import predict_paths
+
+    image = blob_image((300, 340), n=120, seed=5)
+    write_pyramid(tmp_path / "s.tif", image, levels=1)
+    model = pointwise_model("deepdistance-extended")
+    out = tmp_path / "new" / "pred"
+    predict_paths(model, [tmp_path / "s.tif"], out, masks=True, stream_above=1, tissue=False,
+                  progress=False)  # fmt: skip
+    mask = tifffile.imread(out / "masks" / "s.tif")
+    whole = segment_image(model, image)[1]
+    assert whole.max() > 20
+    assert np.array_equal(canonical_labels(mask), canonical_labels(whole))
+
+
 # -- tissue --------------------------------------------------------------------------------------
 def test_tissue_mask_finds_stained_tissue_on_glass():
     rng = np.random.default_rng(0)

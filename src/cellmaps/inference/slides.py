@@ -354,6 +354,7 @@ def segment_slide(
         )
     inference = {k: plan_options.pop(k) for k in ("tile", "stride", "batch") if k in plan_options}
     plan = plan_slide(model, path, **plan_options)
+    Path(mask_path).parent.mkdir(parents=True, exist_ok=True)  # masks/ of a new folder
     tmp = Path(tempfile.mkdtemp(prefix=".masks-", dir=Path(mask_path).parent))
     try:
         canvas = LabelCanvas(tmp / "labels.zarr", plan.shape)
