@@ -167,7 +167,7 @@ def recipe_for(name: str, mode: str, args, key: str = "dsb") -> dict:
         seed=args.seed,
         crop=args.crop,
         tile_stride=args.crop // 2,
-        object_size=object_size_for(args, key),
+        train_radius=object_size_for(args, key),
         val_every=max(50, args.iterations // 5),
         checkpoint_every=max(50, args.iterations // 5),
     )
@@ -300,8 +300,8 @@ def postprocess_and_score(model: Model, root: Path) -> dict:
     the code that did it is recorded."""
     from cellmaps.provenance import code_version
 
-    model.decode.update(
-        {k: load_recipe(model.recipe["name"])["decode"].get(k) for k in SPLIT_DECODE_KEYS}
+    model.decode = model.decode.replace(
+        **{k: load_recipe(model.recipe["name"])["decode"].get(k) for k in SPLIT_DECODE_KEYS}
     )
     choice = tune_split(model, [(str(root), "val")], progress=False)
     model.training["split_choice"] = {k: v for k, v in choice.items() if k != "curve"}

@@ -184,7 +184,7 @@ def run_loso(recipe: dict, matrix: dict) -> list[dict]:
     names = matrix["datasets"]
     f1 = np.array(matrix["f1"])
     scaled = validate_recipe(
-        {**recipe, "training": {**recipe["training"], "object_size": COMMON_RADIUS}},
+        {**recipe, "training": {**recipe["training"], "train_radius": COMMON_RADIUS}},
         "micronet_studies",
     )
     rows = []
