@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cellmaps.recipes",),
     ("cellmaps.inference",),
     ("cellmaps.model",),
-    ("cellmaps.tune", "cellmaps.batch", "cellmaps.outputs"),
+    ("cellmaps.tune", "cellmaps.batch", "cellmaps.outputs", "cellmaps.bundled"),
     ("cellmaps.training", "cellmaps.predict"),
     ("cellmaps.ki67", "cellmaps.weak_roi", "cellmaps.crosseval"),
     ("cellmaps.cli",),

@@ -294,6 +294,12 @@ def test_training_at_a_canonical_object_size_resamples_and_records_it(big_cell_d
     assert maps.net_shape == (60, 60) and maps.input_shape == (120, 120)
     pts = loaded.detect(np.asarray(Image.open(big_cell_dataset / "images" / "b2.png")))
     assert len(pts) == 0 or (pts.coords.max() < 120 and pts.coords.min() > -1)
+    # the microscopy its training images look like is recorded (the modality warning)
+    from cellmaps.io.modality import image_modality
+
+    seen = {image_modality(np.asarray(Image.open(p)))
+            for p in sorted((big_cell_dataset / "images").glob("*.png"))}  # fmt: skip
+    assert len(seen) == 1 and loaded.training["modality"] == seen.pop()
     assert model.training["code"]["commit"] is None or len(model.training["code"]["commit"]) == 40
 
 

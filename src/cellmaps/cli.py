@@ -268,7 +268,7 @@ def _prediction_options(args: argparse.Namespace) -> dict:
 
 
 def _split_model_arg(inputs: list[str]) -> tuple[str | None, list[str]]:
-    """``[MODEL.safetensors] IMAGES...`` → (model or None, images)."""
+    """``[MODEL.safetensors | BUNDLED_NAME] IMAGES...`` → (model or None, images)."""
     paths = list(inputs)
     if paths and Path(paths[0]).suffix.lower() in TORCH_SUFFIXES:
         raise CellmapsInputError(
@@ -276,9 +276,24 @@ def _split_model_arg(inputs: list[str]) -> tuple[str | None, list[str]]:
             "cellmaps model file (.safetensors, written by `cellmaps train`)",
             paths[0],
         )
-    is_model = bool(paths) and Path(paths[0]).suffix.lower() == ".safetensors"
+    from cellmaps.bundled import is_bundled_name
+
+    is_model = bool(paths) and (
+        Path(paths[0]).suffix.lower() == ".safetensors" or is_bundled_name(paths[0])
+    )
     model = paths.pop(0) if is_model else None
     return model, paths
+
+
+def _cmd_models(args: argparse.Namespace) -> int:
+    from cellmaps.bundled import format_card, model_card, model_cards
+
+    if args.name:
+        print(format_card(args.name, model_card(args.name)))
+        return 0
+    for name, card in model_cards().items():
+        print(f"{name:12s} {card['modality']:12s} {card['what']}")
+    return 0
 
 
 def _cmd_ki67(args: argparse.Namespace) -> int:
@@ -557,6 +572,17 @@ def build_parser() -> argparse.ArgumentParser:
     tg.add_argument("--maps", help="comma-separated map names (default: all available)")
     tg.add_argument("--out", required=True, help="output PNG")
     tg.set_defaults(func=_cmd_targets)
+
+    mo = sub.add_parser(
+        "models",
+        help="list the bundled models, or print one's model card",
+        description="cellmaps models [NAME]: the bundled models (name, modality, what they "
+        "find); with NAME, its card: training data and licence, scale, validation and test "
+        "figures, the command that trained it. Use a NAME in place of a model file, e.g. "
+        "`cellmaps predict fluo-nuclei images/ --out pred/`.",
+    )
+    mo.add_argument("name", nargs="?", help="a bundled model's name")
+    mo.set_defaults(func=_cmd_models)
 
     rc = sub.add_parser("recipes", help="list the bundled recipes")
     rc.set_defaults(func=_cmd_recipes)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from cellmaps.bundled import is_bundled_name, load_bundled
 from cellmaps.io._atomic import write_csv_atomic
 from cellmaps.metrics.counts import (
     NEGATIVE,
@@ -13,7 +14,7 @@ from cellmaps.metrics.counts import (
     ki67_table,
     require_ki67_classes,
 )
-from cellmaps.model import Model, bundled_model_path
+from cellmaps.model import Model
 from cellmaps.predict import predict_paths
 
 __all__ = ["NEGATIVE", "POSITIVE", "check_ki67_classes", "ki67_table", "load_ki67_model",
@@ -22,8 +23,10 @@ __all__ = ["NEGATIVE", "POSITIVE", "check_ki67_classes", "ki67_table", "load_ki6
 
 def load_ki67_model(path: str | os.PathLike | None = None) -> Model:
     """A model whose classes include 'positive' and 'negative' (default: the bundled Ki67
-    model); anything else is refused with the classes it does have."""
-    path = bundled_model_path("ki67") if path is None else Path(path)
+    model; a bundled model's name, or a file); anything else is refused with the classes it
+    does have."""
+    if path is None or (isinstance(path, str) and is_bundled_name(path)):
+        return check_ki67_classes(load_bundled(path or "ki67"), path or "ki67")
     return check_ki67_classes(Model.load(path), path)
 
 

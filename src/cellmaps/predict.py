@@ -25,6 +25,7 @@ from cellmaps.batch import (
     start_run,
     stop_between_images,
 )
+from cellmaps.bundled import is_bundled_name, load_bundled, suggestion_for
 from cellmaps.cluster import cluster_client
 from cellmaps.errors import CellmapsInputError
 from cellmaps.inference.slides import detect_slide, segment_slide
@@ -37,10 +38,11 @@ from cellmaps.io.images import (
     select_channels,
 )
 from cellmaps.io.masks import write_mask
+from cellmaps.io.modality import image_modality, modality_warning
 from cellmaps.io.points import Points, read_points
 from cellmaps.io.slides import DEFAULT_STREAM_ABOVE, LazyImage, is_large_tiff
 from cellmaps.io.stain import STAIN_NORM_METHODS, normalise_stain
-from cellmaps.model import load_model, segment_image
+from cellmaps.model import Model, load_model, segment_image
 from cellmaps.outputs import (
     PREVIEW_SIDE,
     draw_overlay,
@@ -159,6 +161,7 @@ def _predict_one(
         )
         if slides.get("need_colour"):
             check_colour(image, f)
+        check_modality(m, image, f, slides)
         if slides.get("stain_norm"):
             image = _stain_normalised(image, slides["stain_norm"], slides.get("stain_ref"), f)
         outlines = None
@@ -175,6 +178,28 @@ def _predict_one(
     write_points_outputs(out, f.stem, pts, slides.get("parquet", False), outlines)
     write_overlay(out / "overlays" / f"{f.stem}.png", image, pts)
     return label_counts(pts)
+
+
+def resolve_model(model) -> Model:
+    """A :class:`Model` as given, a bundled model by name (``fluo-nuclei``), the bundled
+    default model for None, or a model file."""
+    if model is None or (isinstance(model, str) and is_bundled_name(model)):
+        return load_bundled(model or "default")
+    return load_model(model)
+
+
+def check_modality(m: Model, image: np.ndarray, f: Path, state: dict) -> None:
+    """Warn (once per run, naming the first such image) when an image looks like another
+    microscopy than the model was trained on (:func:`cellmaps.io.modality.image_modality`;
+    the model's ``training.modality``, recorded at training or by its card): its detections
+    there cannot be trusted (the default model finds nothing in fluorescence images)."""
+    trained = m.training.get("modality")
+    if trained is None or state.get("modality_warned"):
+        return
+    seen = image_modality(image)
+    if seen != trained:
+        state["modality_warned"] = True
+        warnings.warn(modality_warning(seen, trained, f.name, suggestion_for(seen)), stacklevel=2)
 
 
 def check_colour(image: np.ndarray, path=None) -> None:
@@ -246,8 +271,13 @@ def _slide_thumbnail(f: Path, side: int, channels: list[int] | None) -> tuple[np
 
 def _predict_slide(m, f, out, xi, masks, channels, inference, slides, client) -> dict[str, int]:
     """A slide read lazily: streamed detection, outputs, and a downsampled overlay."""
+    thumb = None
+    if slides.get("need_colour") or m.training.get("modality"):
+        thumb = _slide_thumbnail(f, 512, channels)[0]
     if slides.get("need_colour"):
-        check_colour(_slide_thumbnail(f, 512, channels)[0], f)
+        check_colour(thumb, f)
+    if thumb is not None:
+        check_modality(m, thumb, f, slides)
     opts = dict(
         tissue=slides.get("tissue", True),
         magnification=slides.get("magnification"),
@@ -339,7 +369,7 @@ def predict_paths(
 
     Returns one row per image processed or resumed: id, count and count per label.
     """
-    m = load_model(model)
+    m = resolve_model(model)
     if xi is not None and not (np.isfinite(xi) and 0 <= xi <= 1):
         raise CellmapsInputError(f"xi must be a number in [0, 1], got {xi!r}")
     if min_score is not None:

@@ -26,6 +26,7 @@ from cellmaps.errors import CellmapsInputError
 from cellmaps.inference import tile_starts
 from cellmaps.io._atomic import atomic_path
 from cellmaps.io.images import INTENSITY_RULE
+from cellmaps.io.modality import image_modality
 from cellmaps.io.scale import standardize
 from cellmaps.losses import LOSSES, build_combiner, correlation_penalty
 from cellmaps.model import Model, autocast, net_from_recipe
@@ -461,6 +462,9 @@ class Trainer:
             "data_object_size": first.get("radius"),
             "object_sizes": scales,
             "intensity_rule": INTENSITY_RULE,  # how stored pixels became [0, 1] (io.images)
+            # what microscopy the training images look like, for the warning a far-off
+            # input gets at prediction (cellmaps.io.modality)
+            "modality": training_modality(self.data),
         }
         if self.pixel_size and first.get("radius"):
             out["train_radius_um"] = first["radius"] * self.pixel_size
@@ -541,6 +545,14 @@ class Trainer:
             w.writerows(self.rows)
         if plot:
             plot_loss_curve(self.rows, self.curve_path)
+
+
+def training_modality(data: TrainingData, most: int = 64) -> str | None:
+    """The modality most of the training images (up to ``most``, spread over the set) look
+    like (:func:`cellmaps.io.modality.image_modality`); None without images."""
+    samples = data.samples[:: max(1, len(data.samples) // most)]
+    seen = [image_modality(np.moveaxis(s.image, 0, -1)) for s in samples]
+    return max(sorted(set(seen)), key=seen.count) if seen else None  # ties: by name
 
 
 def plot_loss_curve(rows: list[dict], path: Path) -> None:

@@ -1,0 +1,130 @@
+"""Write the bundled models' cards (``src/cellmaps/models/cards.json``) from the model files
+and the results JSON of the scripts that trained and scored them (no figure typed by hand).
+
+    python -m benchmarks.model_cards
+
+What a script cannot know — the data's licence, the modality, what the model finds — is in
+:data:`FACTS` below; every figure comes from ``results/<name>.json`` or the model file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+
+from benchmarks._common import REPO, RESULTS
+from cellmaps.io._atomic import write_text_atomic
+from cellmaps.io.modality import BRIGHTFIELD, FLUORESCENCE
+from cellmaps.model import Model
+
+MODELS = REPO / "src" / "cellmaps" / "models"
+LICENCE = {
+    "crchisto": "research use only, cite the paper (no open licence)",
+    "monuseg": "CC BY-NC-SA 4.0",
+    "mbm_bonemarrow": "none stated; cite the papers",
+    "bcdata_ki67": "none stated; academic research use, cite the paper",
+    "dsb2018_fluo": "CC0 (BBBC038)",
+}
+FACTS = {
+    "default": {
+        "what": "nuclei as points (no outlines) in H&E and IHC brightfield images",
+        "modality": BRIGHTFIELD,
+        "scale": "trained at a nucleus radius of 6 px (CRCHisto 20x, MoNuSeg and MBM 40x "
+        "resampled to it); each input's scale estimated (inference.object_size: auto)",
+        "data": ["crchisto", "monuseg", "mbm_bonemarrow"],
+        "results": "default_model",
+        "command": "python -m benchmarks.train_default_model (results/default_model.json "
+        "'command' for its options)",
+    },
+    "ki67": {
+        "what": "Ki67-positive and -negative tumour nuclei (points with a class) in IHC images",
+        "modality": BRIGHTFIELD,
+        "scale": "BCData's one magnification (about 20x, not stated at source); give "
+        "--object-size for other scanners",
+        "data": ["bcdata_ki67"],
+        "results": "ki67_model",
+        "command": "python -m benchmarks.train_ki67_model (results/ki67_model.json 'command')",
+    },
+    "fluo-nuclei": {
+        "what": "fluorescent nuclei, points and outlines (--masks: DeepSplit's border-limited "
+        "split)",
+        "modality": FLUORESCENCE,
+        "scale": "trained at a nucleus radius of 8 px (DSB 2018 images resampled to it)",
+        "data": ["dsb2018_fluo"],
+        "results": "fluo_model",
+        "command": "python -m benchmarks.train_fluo_model",
+    },
+}
+
+
+def detection_rows(rows: list[dict]) -> list[str]:
+    return [
+        f"{r['dataset']} test, {r['n_images']} images, scale "
+        f"{'given' if r.get('object_size') else 'estimated'}: F1 {r['f1']:.3f} "
+        f"(P {r['precision']:.3f}, R {r['recall']:.3f}; match radius {r['radius']:g} px)"
+        for r in rows
+    ]
+
+
+def test_rows(name: str, res: dict) -> list[str]:
+    """The test figures of a results JSON, as the card prints them."""
+    t = res["test"]
+    if name == "default":
+        return detection_rows(t)
+    if name == "ki67":
+        k = t["ki67"]
+        return [
+            f"bcdata_ki67 test, {t['n_images']} images: detection F1 {t['f1']:.3f}; class F1 "
+            f"positive {t['classification']['per_class']['positive']['f1']:.3f}, negative "
+            f"{t['classification']['per_class']['negative']['f1']:.3f}; Ki67 index MAE "
+            f"{k['index_mae']:.3f} (pooled {k['pooled_pred']:.3f} vs {k['pooled_truth']:.3f})"
+        ]
+    return [
+        f"dsb2018_fluo test: DSC {t['dsc']:.3f}, AJI {t['aji']:.3f}, CDS {t['cds']:.3f} "
+        f"(P {t['precision']:.3f}, R {t['recall']:.3f})"
+    ]
+
+
+def validation_rows(model: Model, res: dict) -> list[str]:
+    t = model.training
+    if "split_choice" in t:
+        c = t["split_choice"]
+        return [f"dsb2018_fluo val: CDS {c['cds']:.3f}, AJI {c['aji']:.3f} (post-processing "
+                "chosen here)"]  # fmt: skip
+    where = ", ".join(str(s["folder"]).rstrip("/").split("/")[-1] for s in t.get("tuned_on", []))
+    return [f"pooled F1 {t['tuned_f1']:.3f} on the val images of {where} (ξ and floor chosen)"]
+
+
+def card(name: str) -> dict | None:
+    facts = FACTS[name]
+    path = MODELS / f"{name}.safetensors"
+    results = RESULTS / f"{facts['results']}.json"
+    if not path.is_file() or not results.is_file():
+        return None
+    res = json.loads(results.read_text())
+    model = Model.load(path)
+    return {
+        "file": path.name,
+        "sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        "what": facts["what"],
+        "modality": facts["modality"],
+        "scale": facts["scale"],
+        "data": [{"name": d, "role": "train/val", "licence": LICENCE[d]} for d in facts["data"]],
+        "validation": validation_rows(model, res),
+        "test": test_rows(name, res),
+        "command": facts["command"],
+        "description": model.training.get("description", ""),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
+    cards = {n: c for n in FACTS if (c := card(n)) is not None}
+    write_text_atomic(MODELS / "cards.json", json.dumps(cards, indent=1) + "\n")
+    print(f"wrote {MODELS / 'cards.json'}: {', '.join(cards)}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
