@@ -92,3 +92,18 @@ def test_predict_with_an_override_leaves_the_callers_model_unchanged(tmp_path):
     assert model.decode.min_score == 0.0
     with_floor = model.with_decode(min_score=1e9)
     assert with_floor.net is model.net and with_floor.decode.min_score == 1e9
+
+
+def test_params_and_models_survive_pickling():
+    """Dask sends a model to its workers by pickling it: the params (read-only mappings
+    inside) and a model holding them come back equal."""
+    import pickle
+
+    p = DecodeParams(class_gain={"positive": 2.0}, task_decoders={"a": None}, classes=("x",))
+    q = pickle.loads(pickle.dumps(p))
+    assert q == p and q.class_gain == {"positive": 2.0} and q.classes == ("x",)
+    with pytest.raises(TypeError):
+        q.class_gain["positive"] = 3.0  # still read-only
+    model = small_model(xi=0.3)
+    again = pickle.loads(pickle.dumps(model))
+    assert dict(again.decode) == dict(model.decode) and again.decode.train_radius == 4.0

@@ -10,11 +10,20 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 
+import numpy as np
+
 from cellmaps.errors import CellmapsInputError
-from cellmaps.io.modality import BRIGHTFIELD, FLUORESCENCE, PHASE
-from cellmaps.model import Model
+from cellmaps.io.modality import (
+    BRIGHTFIELD,
+    FLUORESCENCE,
+    PHASE,
+    image_modality,
+    modality_warning,
+)
+from cellmaps.model import Model, load_model
 
 MODELS_DIR = Path(__file__).parent / "models"
 CARDS = MODELS_DIR / "cards.json"
@@ -76,3 +85,25 @@ def format_card(name: str, card: dict) -> str:
     lines.append(f"  trained by: {card['command']}")
     lines.append(f"  file: {card['file']} (sha256 {card['sha256'][:16]}…)")
     return "\n".join(lines)
+
+
+def resolve_model(model) -> Model:
+    """A :class:`Model` as given, a bundled model by name (``fluo-nuclei``), the bundled
+    default model for None, or a model file."""
+    if model is None or (isinstance(model, str) and is_bundled_name(model)):
+        return load_bundled(model or "default")
+    return load_model(model)
+
+
+def check_modality(m: Model, image: np.ndarray, f: Path, state: dict) -> None:
+    """Warn (once per run, naming the first such image) when an image looks like another
+    microscopy than the model was trained on (:func:`cellmaps.io.modality.image_modality`;
+    the model's ``training.modality``, recorded at training or by its card): its detections
+    there cannot be trusted (the default model finds nothing in fluorescence images)."""
+    trained = m.training.get("modality")
+    if trained is None or state.get("modality_warned"):
+        return
+    seen = image_modality(image)
+    if seen != trained:
+        state["modality_warned"] = True
+        warnings.warn(modality_warning(seen, trained, f.name, suggestion_for(seen)), stacklevel=2)

@@ -25,7 +25,7 @@ from cellmaps.batch import (
     start_run,
     stop_between_images,
 )
-from cellmaps.bundled import is_bundled_name, load_bundled, suggestion_for
+from cellmaps.bundled import check_modality, resolve_model
 from cellmaps.cluster import cluster_client
 from cellmaps.errors import CellmapsInputError
 from cellmaps.inference.slides import detect_slide, segment_slide
@@ -38,11 +38,10 @@ from cellmaps.io.images import (
     select_channels,
 )
 from cellmaps.io.masks import write_mask
-from cellmaps.io.modality import image_modality, modality_warning
 from cellmaps.io.points import Points, read_points
 from cellmaps.io.slides import DEFAULT_STREAM_ABOVE, LazyImage, is_large_tiff
 from cellmaps.io.stain import STAIN_NORM_METHODS, normalise_stain
-from cellmaps.model import Model, load_model, segment_image
+from cellmaps.model import segment_image
 from cellmaps.outputs import (
     PREVIEW_SIDE,
     draw_overlay,
@@ -178,28 +177,6 @@ def _predict_one(
     write_points_outputs(out, f.stem, pts, slides.get("parquet", False), outlines)
     write_overlay(out / "overlays" / f"{f.stem}.png", image, pts)
     return label_counts(pts)
-
-
-def resolve_model(model) -> Model:
-    """A :class:`Model` as given, a bundled model by name (``fluo-nuclei``), the bundled
-    default model for None, or a model file."""
-    if model is None or (isinstance(model, str) and is_bundled_name(model)):
-        return load_bundled(model or "default")
-    return load_model(model)
-
-
-def check_modality(m: Model, image: np.ndarray, f: Path, state: dict) -> None:
-    """Warn (once per run, naming the first such image) when an image looks like another
-    microscopy than the model was trained on (:func:`cellmaps.io.modality.image_modality`;
-    the model's ``training.modality``, recorded at training or by its card): its detections
-    there cannot be trusted (the default model finds nothing in fluorescence images)."""
-    trained = m.training.get("modality")
-    if trained is None or state.get("modality_warned"):
-        return
-    seen = image_modality(image)
-    if seen != trained:
-        state["modality_warned"] = True
-        warnings.warn(modality_warning(seen, trained, f.name, suggestion_for(seen)), stacklevel=2)
 
 
 def check_colour(image: np.ndarray, path=None) -> None:

@@ -134,6 +134,13 @@ class DecodeParams(Mapping):
 
     __hash__ = None  # type: ignore[assignment]  # holds mappings
 
+    def __reduce__(self):
+        # read-only mapping views cannot be pickled (Dask sends models to its workers):
+        # pickle plain dicts, frozen again on load
+        plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        plain = {k: dict(v) if isinstance(v, MappingProxyType) else v for k, v in plain.items()}
+        return (_decode_params, (plain,))
+
     # -- derived --
     @property
     def decoder(self) -> str:
@@ -186,6 +193,11 @@ class DecodeParams(Mapping):
             names = self.classes or tuple(str(i) for i in range(self.head_channels))
             labels = np.array([names[i] for i in cls], dtype=object)
         return Points(coords, labels, scores)
+
+
+def _decode_params(fields: dict[str, Any]) -> DecodeParams:
+    """DecodeParams from its fields (unpickling)."""
+    return DecodeParams(**fields)
 
 
 class Maps(dict):
