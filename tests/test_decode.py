@@ -46,8 +46,9 @@ def test_params_read_like_the_recipe_decode_section():
     assert {k: p[k] for k in defaults} == defaults
     assert p["old_setting"] == 7 and p.as_dict()["old_setting"] == 7
     assert "classes" not in p and p.classes == ("a", "b")
-    with pytest.raises(KeyError):
-        p["classes"]
+    for not_a_setting in ("classes", "replace", "extra"):
+        with pytest.raises(KeyError):
+            p[not_a_setting]
 
 
 def test_decoder_registry_is_the_recipe_choice():

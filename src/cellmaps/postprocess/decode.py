@@ -121,7 +121,7 @@ class DecodeParams(Mapping):
     def __getitem__(self, key: str) -> Any:
         if key in self.extra:
             return self.extra[key]
-        if key in MODEL_FIELDS or key == "extra" or not hasattr(self, key):
+        if key not in self._settings():
             raise KeyError(key)
         value = getattr(self, key)
         return dict(value) if isinstance(value, MappingProxyType) else value
@@ -135,8 +135,8 @@ class DecodeParams(Mapping):
     __hash__ = None  # type: ignore[assignment]  # holds mappings
 
     def __reduce__(self):
-        # read-only mapping views cannot be pickled (Dask sends models to its workers):
-        # pickle plain dicts, frozen again on load
+        # read-only mapping views cannot be pickled by pickle itself (multiprocessing;
+        # Dask's cloudpickle can): pickle plain dicts, frozen again on load
         plain = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         plain = {k: dict(v) if isinstance(v, MappingProxyType) else v for k, v in plain.items()}
         return (_decode_params, (plain,))
