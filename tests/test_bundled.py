@@ -78,3 +78,29 @@ def test_a_fluorescence_image_given_to_the_default_model_is_warned_once(tmp_path
         warnings.simplefilter("error")  # any warning fails
         assert main(["predict", "default", str(tmp_path / "he.png"), "--out",
                      str(tmp_path / "q"), "--quiet"]) == 0  # fmt: skip
+
+
+def test_the_bundled_fluorescence_model_outlines_dsb_nuclei_above_a_floor(tmp_path):
+    """`cellmaps predict fluo-nuclei --masks` on four DSB 2018 test images: mean AJI and
+    pooled CDS above floors set under what the bundled model reaches on the whole test split
+    (BENCHMARKS.md 'Bundled fluorescence nuclei model'); no modality warning."""
+    if "fluo-nuclei" not in model_cards():
+        pytest.skip("fluo-nuclei is not bundled in this installation")
+    from cellmaps.io.masks import read_mask
+    from cellmaps.metrics.segmentation import aji, instance_scores
+
+    ds = Dataset(shared_dataset("dsb2018_fluo"))
+    ids = ds.ids("test")[:4]
+    out = tmp_path / "p"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert main(["predict", "fluo-nuclei", *[str(ds.image_path(i)) for i in ids],
+                     "--masks", "--out", str(out), "--quiet"]) == 0  # fmt: skip
+    ajis, tp, fp, fn = [], 0, 0, 0
+    for i in ids:
+        truth, pred = ds.mask(i), read_mask(out / "masks" / f"{i}.tif")
+        ajis.append(aji(truth, pred))
+        s = instance_scores(truth, pred, 0.5)
+        tp, fp, fn = tp + s["tp"], fp + s["fp"], fn + s["fn"]
+    cds = 2 * tp / (2 * tp + fp + fn)
+    assert np.mean(ajis) >= 0.6 and cds >= 0.7, (ajis, cds)
