@@ -10,9 +10,11 @@ slide's, and its detections are those whose centre lies in its rows.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -167,15 +169,22 @@ def row_bands(height: int, n: int) -> list[tuple[int, int]]:
     return [(int(a), int(b)) for a, b in zip(edges[:-1], edges[1:], strict=True) if b > a]
 
 
+@contextlib.contextmanager
+def plan_source(plan: SlidePlan) -> Iterator[tuple[SlideSource, Callable | None]]:
+    """The slide's level read lazily at the net's scale, and the tile filter of its tissue
+    mask (None without one), while the file is open."""
+    skip = None if plan.mask is None else tile_filter(plan.mask, plan.mask_scale)
+    with LazyImage(plan.path) as img:
+        yield SlideSource(img, plan.level, plan.factor, plan.maximum, plan.channels), skip
+
+
 def band_candidates(
     model, plan: SlidePlan, rows=None, progress: bool = False, cols=None, **inference
 ):
     """Candidates (:class:`~cellmaps.inference.stream.Candidates`) of one block of a slide
     (net rows × net columns), reading the file itself (a worker gets the plan, not the
     pixels)."""
-    skip = None if plan.mask is None else tile_filter(plan.mask, plan.mask_scale)
-    with LazyImage(plan.path) as img:
-        source = SlideSource(img, plan.level, plan.factor, plan.maximum, plan.channels)
+    with plan_source(plan) as (source, skip):
         return stream_candidates(
             model, source, plan.shape, rows, skip, progress, cols=cols, **inference
         )
@@ -188,9 +197,7 @@ def slide_candidates(
     :func:`~cellmaps.inference.stream.strip_candidates` over the plan's level, leaving out
     tiles without tissue; ``decoder_factory`` as in
     :func:`~cellmaps.inference.stream.stream_candidates`."""
-    skip = None if plan.mask is None else tile_filter(plan.mask, plan.mask_scale)
-    with LazyImage(plan.path) as img:
-        source = SlideSource(img, plan.level, plan.factor, plan.maximum, plan.channels)
+    with plan_source(plan) as (source, skip):
         return strip_candidates(model, source, plan.shape, skip, progress, None,
                                 decoder_factory, **inference)  # fmt: skip
 
