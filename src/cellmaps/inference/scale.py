@@ -8,6 +8,8 @@ Each function takes a model (anything with ``predict_maps``, ``input_scale``, ``
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from cellmaps.errors import CellmapsInputError
@@ -16,27 +18,32 @@ from cellmaps.postprocess.decode import split_planes
 from cellmaps.postprocess.peaks import decoded_channels
 from cellmaps.postprocess.segment import split_probabilities
 
-# input → net factors tried (net objects of 0.4× to 4× the model's training radius in the
-# input: 2.4–24 px radius for a 6 px model), the largest central crop they are tried on
-# (input px, and net px), and the percentile of the map that scores each.
+# input → net factors tried (net objects of 0.2× to 10× the model's training radius in the
+# input: 0.6–60 px radius for a 6 px model; wide enough for a 20× model on 80× images and
+# back, benchmarks/scale_shift.py), the net px each factor is tried on (a central crop of
+# at most AUTO_SCALE_NET_CROP² net px, so every factor costs about the same; factors that
+# leave fewer than AUTO_SCALE_MIN_NET net px on a side are skipped: a few dozen net px are
+# mostly border) and the percentile of the map that scores each.
 AUTO = "auto"
-AUTO_SCALE_FACTORS = np.geomspace(0.25, 2.5, 12)
-AUTO_SCALE_CROP = 512
+AUTO_SCALE_FACTORS = np.geomspace(0.1, 5.0, 16)
 AUTO_SCALE_NET_CROP = 384
+AUTO_SCALE_MIN_NET = 128
 AUTO_SCALE_PERCENTILE = 99.5
 
 #: factors estimate_split_scale segments at (objects of 0.4× to 4× the model's size)
 AUTO_SPLIT_FACTORS = np.geomspace(0.25, 2.5, 7)
 AUTO_SPLIT_MIN_OBJECTS = 3  # fewer instances than this say nothing about the scale
 AUTO_SPLIT_TOLERANCE = 0.25  # r(f) within ×1.25 of the training radius counts as consistent
+AUTO_SPLIT_CROP = 512  # input px at most: the crop every factor is segmented on
 
 
-def auto_scale_crop(image: np.ndarray, factor: float) -> np.ndarray:
+def auto_scale_crop(image: np.ndarray, factor: float, max_input: int | None = None) -> np.ndarray:
     """The central crop of ``image`` that gives at most ``AUTO_SCALE_NET_CROP``² net px at
-    ``factor`` (and is at most ``AUTO_SCALE_CROP``² input px): every factor an automatic
+    ``factor`` (and at most ``max_input``² input px when given): every factor an automatic
     scale estimate tries costs about the same."""
     h, w = image.shape[:2]
-    side = min(AUTO_SCALE_CROP, int(np.ceil(AUTO_SCALE_NET_CROP / factor)))
+    side = int(np.ceil(AUTO_SCALE_NET_CROP / factor))
+    side = side if max_input is None else min(side, max_input)
     i0, j0 = max(0, (h - side) // 2), max(0, (w - side) // 2)
     return image[i0 : i0 + side, j0 : j0 + side]
 
@@ -55,17 +62,28 @@ def best_log_factor(log_factors: np.ndarray, response: np.ndarray) -> float:
     return float(log_factors[k] + offset * step)
 
 
-def scale_response(model, image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(log factors, response): :func:`estimate_input_scale`'s score at every factor,
-    each on the central input crop that gives at most ``AUTO_SCALE_NET_CROP``² net px
-    (and at most ``AUTO_SCALE_CROP``² input px), so every factor costs about the same."""
+def scale_response(
+    model,
+    image: np.ndarray,
+    factors: np.ndarray = AUTO_SCALE_FACTORS,
+    max_input: int | None = None,
+    min_net: int = AUTO_SCALE_MIN_NET,
+    statistic: Callable[[np.ndarray], float] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(log factors, response): :func:`estimate_input_scale`'s score at every factor that
+    leaves at least ``min_net`` net px on the image's shorter side, each on the central
+    crop of :func:`auto_scale_crop`. ``statistic`` scores the decoded map (the maximum over
+    its class channels; default its ``AUTO_SCALE_PERCENTILE``-th percentile)."""
     img = np.asarray(image)
-    response = []
-    for f in AUTO_SCALE_FACTORS:
-        maps = model.predict_maps(auto_scale_crop(img, float(f)), scale=float(f))
-        m = decoded_channels(maps[model.decode.task], model.decode).max(0)
-        response.append(float(np.percentile(m, AUTO_SCALE_PERCENTILE)))
-    return np.log(AUTO_SCALE_FACTORS), np.asarray(response)
+    score = statistic or (lambda m: float(np.percentile(m, AUTO_SCALE_PERCENTILE)))
+    kept, response = [], []
+    for f in np.asarray(factors, dtype=float):
+        if min(img.shape[:2]) * f < min_net:
+            continue
+        maps = model.predict_maps(auto_scale_crop(img, float(f), max_input), scale=float(f))
+        response.append(score(decoded_channels(maps[model.decode.task], model.decode).max(0)))
+        kept.append(f)
+    return np.log(np.asarray(kept)), np.asarray(response)
 
 
 def estimate_input_scale(model, image: np.ndarray) -> float:
@@ -93,8 +111,8 @@ def estimate_input_scale(model, image: np.ndarray) -> float:
             "object size it was trained at; give --object-size in px or --pixel-size"
         )
     log_factors, response = scale_response(model, image)
-    k = int(np.argmax(response))
-    if response[k] < model.decode.min_score or k in (0, len(response) - 1):
+    k = int(np.argmax(response)) if len(response) else 0
+    if len(response) < 3 or response[k] < model.decode.min_score or k in (0, len(response) - 1):
         return model.input_scale()
     calibration = model.recipe["inference"]["auto_scale_calibration"]
     return float(np.exp(best_log_factor(log_factors, response))) * calibration
@@ -118,7 +136,7 @@ def estimate_split_scale(model, image: np.ndarray) -> float:
     errors = {}
     for f in AUTO_SPLIT_FACTORS:
         f = float(f)
-        maps = model.predict_maps(auto_scale_crop(img, f), scale=f)
+        maps = model.predict_maps(auto_scale_crop(img, f, AUTO_SPLIT_CROP), scale=f)
         seg, sep, px = split_probabilities(model.decode, maps)
         radii = mask_object_radii(split_planes(model.decode, seg, sep, px)[0])
         if len(radii) >= AUTO_SPLIT_MIN_OBJECTS:
