@@ -31,7 +31,7 @@ def test_best_log_factor_is_the_vertex_of_the_parabola_through_the_best_three():
 
 def test_estimate_finds_the_factor_where_the_maps_peak(monkeypatch):
     """A net whose map maximum is highest at factor 0.6 (a Gaussian in log factor): the
-    estimate is 0.6 to within 2 % (the grid steps are 23 %), and predict_maps / detect use it
+    estimate is 0.6 to within 2 % (the grid steps are 30 %), and predict_maps / detect use it
     when the recipe's policy is auto."""
     model = peak_model(object_size="auto")
     seen = []
@@ -48,7 +48,7 @@ def test_estimate_finds_the_factor_where_the_maps_peak(monkeypatch):
 
     monkeypatch.setattr(model, "predict_maps", fake_maps)
     monkeypatch.setattr("cellmaps.inference.scale.AUTO_SCALE_PERCENTILE", 100.0)
-    img = np.zeros((64, 64, 3), np.uint8)
+    img = np.zeros((512, 512, 3), np.uint8)
     assert estimate_input_scale(model, img) == pytest.approx(0.6, rel=0.02)
     model.predict_maps(img)
     assert seen[-1] == pytest.approx(0.6, rel=0.02)
@@ -99,10 +99,36 @@ def test_auto_refused_where_it_cannot_work():
         peak_model(object_size="guess")
 
 
-def test_grid_spans_objects_from_a_tenth_to_ten_times_the_model_size_ratio():
-    assert AUTO_SCALE_FACTORS[0] == pytest.approx(0.25)
-    assert AUTO_SCALE_FACTORS[-1] == pytest.approx(2.5)
-    assert np.allclose(np.diff(np.log(AUTO_SCALE_FACTORS)), np.log(10) / 11)
+def test_grid_spans_objects_from_a_fifth_to_ten_times_the_model_size_in_16_steps():
+    assert AUTO_SCALE_FACTORS[0] == pytest.approx(0.1)
+    assert AUTO_SCALE_FACTORS[-1] == pytest.approx(5.0)
+    assert np.allclose(np.diff(np.log(AUTO_SCALE_FACTORS)), np.log(50) / 15)
+
+
+def test_each_factor_sees_at_most_384_net_px_and_factors_leaving_under_128_are_skipped():
+    """A 600 × 900 image: factor f is tried on the central min(⌈384 / f⌉, image) crop, and only
+    where 600 · f ≥ 128 (f ≥ 0.213); with fewer than three factors left (a 30² image: only
+    f = 5) the training-image factor is kept."""
+    model = peak_model(object_size="auto")
+    model.training["data_object_size"] = 5.0
+    seen = []
+
+    def fake_maps(image, scale=None, **_):
+        seen.append((image.shape[:2], scale))
+        m = np.zeros((1, 8, 8), np.float32)
+        m[0, 4, 4] = 2.0 + np.exp(-(np.log(scale / 0.6) ** 2))
+        return Maps(proximity=m)
+
+    model.predict_maps = fake_maps
+    img = np.zeros((600, 900, 3), np.uint8)
+    logs, response = auto_scale.scale_response(model, img)
+    kept = AUTO_SCALE_FACTORS[AUTO_SCALE_FACTORS * 600 >= 128]
+    assert np.allclose(np.exp(logs), kept) and len(kept) == len(AUTO_SCALE_FACTORS) - 3
+    for (shape, f), g in zip(seen, kept, strict=True):
+        side = int(np.ceil(384 / g))
+        assert f == g and shape == (min(side, 600), min(side, 900))
+    assert estimate_input_scale(model, img) == pytest.approx(0.6, rel=0.02)
+    assert estimate_input_scale(model, np.zeros((30, 30, 3), np.uint8)) == pytest.approx(1.2)
 
 
 def test_default_model_finds_the_scale_of_an_image_shown_at_twice_the_magnification(crchisto):

@@ -41,7 +41,9 @@ from cellmaps.metrics.detection import (
 from cellmaps.metrics.matching import PROTOCOLS, match_iou, match_points
 from cellmaps.metrics.segmentation import segmentation_scores
 
-SEGMENTATION_KEYS = ("dice", "aji", "object_dice", "cds", "ap", "pixel_accuracy", "pixel_f1")
+SEGMENTATION_KEYS = (
+    "dice", "aji", "pq", "sq", "dq", "object_dice", "cds", "ap", "pixel_accuracy", "pixel_f1"
+)  # fmt: skip
 KI67_CLASSES = ("positive", "negative")
 
 
