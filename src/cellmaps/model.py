@@ -40,11 +40,12 @@ from cellmaps.modelfile import load_model_file, save_model_file
 from cellmaps.nets import HeadSpec, apply_activation, net_from_config
 from cellmaps.nets.blocks import fold_batchnorm
 from cellmaps.postprocess.decode import DecodeParams, Maps, decode_maps
+from cellmaps.postprocess.measure import object_table
 from cellmaps.postprocess.segment import region_growing_tasks, segment_maps
 from cellmaps.recipes import task_head, validate_recipe
 from cellmaps.recipes.migrate import migrate_summary
 
-__all__ = ["Model", "load_model", "segment_image"]
+__all__ = ["Model", "Prediction", "load_model", "segment_image"]
 
 
 def head_specs(recipe: dict) -> list[HeadSpec]:
@@ -72,6 +73,41 @@ def autocast(precision: str):
     """bf16 autocast on CPUs that support it ('auto'), always ('bf16') or never ('fp32')."""
     use = precision == "bf16" or (precision == "auto" and bf16_supported())
     return torch.autocast("cpu", dtype=torch.bfloat16) if use else contextlib.nullcontext()
+
+
+@dataclasses.dataclass
+class Prediction:
+    """What :meth:`Model.predict` found in one image (input pixels).
+
+    Attributes
+    ----------
+    points : the objects' centres (row, col) with class labels and scores.
+    labels : (H, W) int32 instance image of their outlines, or None (points only).
+    columns : the per-object table as equal-length numpy arrays (see :attr:`table`).
+    maps : every head's map at the net's scale when asked for (``maps=True``), else None.
+    factor : the input → net scale factor used (object size given, estimated or default).
+    """
+
+    points: Points
+    labels: np.ndarray | None
+    columns: dict[str, np.ndarray]
+    maps: Maps | None
+    factor: float
+
+    def __len__(self) -> int:
+        return len(self.points)
+
+    @property
+    def table(self):
+        """One row per object (a pandas DataFrame): x, y (px; x = column), class, score,
+        object (instance id in :attr:`labels`, 0 for none), area_px, perimeter_px,
+        equivalent_diameter_px, eccentricity, solidity (and area_um2 with a pixel size),
+        mean intensity per channel, haematoxylin and DAB optical density (mean, max) for
+        RGB brightfield images, and measured_on: "outline", or "disc r=… px" for models
+        that give points only (a disc of the object radius around each point)."""
+        import pandas as pd  # only here: the rest of the package does not need pandas
+
+        return pd.DataFrame(self.columns)
 
 
 class Model:
@@ -364,6 +400,79 @@ class Model:
             return pts
         coords = from_scaled_coords(pts.coords, image.shape[:2], small.shape[:2])
         return Points(coords, pts.labels, pts.scores)
+
+    def predict(
+        self,
+        image: np.ndarray,
+        *,
+        object_size: float | str | None = None,
+        pixel_size: float | None = None,
+        masks: bool | None = None,
+        maps: bool = False,
+        progress: bool = False,
+    ) -> Prediction:
+        """Find the objects in one image and measure each.
+
+        Parameters
+        ----------
+        image : (H, W) or (H, W, C) array as read from the file (any dtype).
+        object_size : median object radius in the image (px), or ``"auto"`` to estimate it
+            from the image; None: the model's policy (:meth:`input_scale`).
+        pixel_size : µm per pixel: sets the scale for models trained with a pixel size, and
+            adds µm² areas to the table.
+        masks : outlines too. None: when the model can outline; True: required (a clear
+            error when it cannot); False: points only.
+        maps : keep every head's map in the result (memory: a float32 image per channel).
+        progress : show a progress bar over tiles.
+
+        Returns
+        -------
+        Prediction
+            ``.points``, ``.labels`` (instance image or None), ``.table`` (a DataFrame, one
+            row per object with measurements), ``.maps``.
+
+        Examples
+        --------
+        >>> import numpy as np, cellmaps
+        >>> m = cellmaps.load_model()                    # the bundled H&E nucleus detector
+        >>> r = m.predict(np.full((64, 64, 3), 235, np.uint8))  # an empty white field
+        >>> len(r), list(r.table.columns[:5])
+        (0, ['x', 'y', 'class', 'score', 'object'])
+        """
+        img = np.asarray(image)
+        if img.ndim not in (2, 3) or img.size == 0:
+            raise CellmapsInputError(f"image must be a non-empty (H, W) or (H, W, C) array, "
+                                     f"got shape {img.shape}")  # fmt: skip
+        if np.issubdtype(img.dtype, np.floating) and not np.isfinite(img).all():
+            raise CellmapsInputError("image has NaN or infinite values")
+        can_outline = self.can_outline
+        if masks and not can_outline:
+            region_growing_tasks(self.decode)  # the error that says what the model lacks
+        factor = self.input_scale(object_size, pixel_size, img)
+        outlines, found = None, None
+        if maps or (can_outline and masks is not False):
+            found = self.predict_maps(img, progress, scale=factor)
+        if can_outline and masks is not False:
+            pts, outlines = segment_maps(found, self.decode)
+        elif found is not None:
+            pts = self.decode_maps(found)
+        else:
+            pts = self.detect(img, progress, object_size=self.train_radius / factor
+                              if self.train_radius else None)  # fmt: skip
+        radius = (self.train_radius or self.training.get("data_object_size") or 6.0) / factor
+        columns = object_table(pts, img, outlines, disc_radius=radius, pixel_size=pixel_size,
+                               brightfield=self.training.get("modality", "brightfield")
+                               == "brightfield")  # fmt: skip
+        return Prediction(pts, outlines, columns, found if maps else None, float(factor))
+
+    @property
+    def can_outline(self) -> bool:
+        """Whether the model's decoding gives outlines (DeepSplit's split, weakly-points'
+        argmax, or region growing from an outer-distance and a cell-pixel task)."""
+        p = self.decode
+        if p.segment in ("argmax", "split"):
+            return True
+        return None not in (p.task_with_target("outer_distance"), p.task_with_target("foreground"))
 
 
 def segment_image(

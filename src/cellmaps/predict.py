@@ -12,7 +12,6 @@ import skimage
 from PIL import Image
 from tqdm import tqdm
 
-from cellmaps import __version__
 from cellmaps.batch import (
     SKIPPED_FILE,
     BatchInterrupted,
@@ -56,6 +55,7 @@ from cellmaps.outputs import (
     write_points_outputs,
     write_regions,
 )
+from cellmaps.version import __version__
 
 
 def sample_image_path() -> Path:

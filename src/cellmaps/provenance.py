@@ -9,7 +9,7 @@ import json
 import subprocess
 from pathlib import Path
 
-from cellmaps import __version__
+from cellmaps.version import __version__
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 
