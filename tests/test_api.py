@@ -144,3 +144,12 @@ def test_predict_outlines_with_fluo_nuclei_meets_a_floor():
     counts = np.bincount(r.labels.ravel())
     assert (t.loc[inside, "area_px"].to_numpy() == counts[t.loc[inside, "object"]]).all()
     assert set(t["measured_on"]) == {"outline"}
+
+
+def test_cli_version(capsys):
+    from cellmaps.cli import main
+
+    with pytest.raises(SystemExit) as stop:
+        main(["--version"])
+    assert stop.value.code == 0
+    assert capsys.readouterr().out.strip() == f"cellmaps {cellmaps.__version__}"

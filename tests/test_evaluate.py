@@ -142,8 +142,18 @@ def test_cli_writes_json_with_summary_and_per_image(monuseg, tmp_path, capsys):
 def test_cli_errors_name_the_problem(crchisto, tmp_path, capsys):
     (tmp_path / "points").mkdir()
     shutil.copy(crchisto / "points" / "crc_img1.csv", tmp_path / "points")
-    assert main(["evaluate", "--truth", str(crchisto), "--pred", str(tmp_path), "--quiet"]) == 2
+    args = ["evaluate", "--truth", str(crchisto), "--pred", str(tmp_path), "--quiet"]
+    assert main([*args, "--strict"]) == 2
     assert "no prediction for 99 of 100 images" in capsys.readouterr().err
+    # without --strict: the one image with a prediction is scored, the rest named in a warning
+    assert main([*args, "--json", str(tmp_path / "r.json")]) == 0
+    assert "warning: " in (err := capsys.readouterr().err) and "scoring the other 1" in err
+    summary = json.loads((tmp_path / "r.json").read_text())["summary"]
+    assert summary["n_images"] == 1 and summary["n_images_without_prediction"] == 99
+    assert summary["f1"] == 1.0  # its own annotations as the prediction
+    (tmp_path / "points" / "crc_img1.csv").rename(tmp_path / "points" / "elsewhere.csv")
+    assert main(args) == 2  # nothing to score at all
+    assert "no prediction for 100 of 100" in capsys.readouterr().err
     assert (
         main(["evaluate", "--truth", str(crchisto), "--pred", str(tmp_path), "--split", "tst"]) == 2
     )

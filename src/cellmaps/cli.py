@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 
 from cellmaps.errors import CellmapsInputError
+from cellmaps.version import __version__
 
 # kept here (not imported from cellmaps.optim) so `cellmaps --help` needs no torch
 SCHEDULE_CHOICES = ("plateau", "constant", "cosine", "onecycle")
@@ -40,6 +41,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
         iou=args.iou,
         progress=not args.quiet,
         labels=[c.strip() for c in args.labels.split(",") if c.strip()] if args.labels else None,
+        strict=args.strict,
     )
     print(format_table(result))
     if args.json:
@@ -519,6 +521,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="cellmaps",
         description="Find, outline and classify cells and nuclei with multi-task FCNs.",
     )
+    parser.add_argument("--version", action="version", version=f"cellmaps {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     ev = sub.add_parser(
@@ -553,6 +556,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument(
         "--labels",
         help="comma-separated labels: score only points with these, e.g. positive,negative",
+    )
+    ev.add_argument(
+        "--strict",
+        action="store_true",
+        help="refuse when an image of the split has no prediction (default: score the others "
+        "and warn)",
     )
     ev.add_argument("--json", help="write the full result (summary, per_group, per_image) here")
     ev.add_argument("--plot", help="write a PNG with the PR curve, per-image F1 and counts")

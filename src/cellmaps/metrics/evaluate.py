@@ -78,14 +78,16 @@ def evaluate(
     iou: float = 0.5,
     progress: bool = False,
     labels: Sequence[str] | None = None,
+    strict: bool = False,
 ) -> dict:
     """Score predictions against truth, image by image, and summarise.
 
     Parameters
     ----------
     truth, pred : Dataset or folder
-        Truth dataset and prediction folder in the dataset layout. Every selected truth
-        image needs a prediction (``points/<id>.csv`` or ``masks/<id>.tif``).
+        Truth dataset and prediction folder in the dataset layout. Images without a
+        prediction (``points/<id>.csv`` or ``masks/<id>.tif``) are left out with a warning
+        naming how many (``strict``: refused instead); none at all is an error.
     split, group : str, optional
         Restrict to a split and/or group of the truth's splits.csv.
     protocol : {"hungarian", "one-to-one", "iou"}
@@ -96,6 +98,8 @@ def evaluate(
     labels : sequence of str, optional
         Score only points with these labels, on both sides (e.g. ``positive, negative``
         when a Ki67 model also reports the non-tumour nuclei it leaves out of the index).
+    strict : bool
+        Refuse when any selected image has no prediction.
 
     Returns
     -------
@@ -111,11 +115,13 @@ def evaluate(
         raise CellmapsInputError("no images selected", truth.root)
     missing = [i for i in ids if i not in pred.all_ids]
     if missing:
-        raise CellmapsInputError(
-            f"no prediction for {len(missing)} of {len(ids)} images (e.g. {missing[:3]}); "
-            "expected points/<id>.csv or masks/<id>.tif",
-            pred.root,
-        )
+        what = (f"no prediction for {len(missing)} of {len(ids)} images (e.g. {missing[:3]}); "
+                "expected points/<id>.csv or masks/<id>.tif")  # fmt: skip
+        if strict or len(missing) == len(ids):
+            raise CellmapsInputError(what, pred.root)
+        warnings.warn(f"{pred.root}: {what}; scoring the other {len(ids) - len(missing)} "
+                      "(--strict refuses)", stacklevel=2)  # fmt: skip
+        ids = [i for i in ids if i not in set(missing)]
     per_image: dict[str, dict] = {}
     present: set[str] = set()  # every label on either side, before --labels filters them
     duplicates: dict[str, int] = {}  # image id → exact duplicate truth points
@@ -161,6 +167,7 @@ def evaluate(
     _check_labels_present(labels, present)
     summary: dict = {
         "n_images": len(ids),
+        "n_images_without_prediction": len(missing),
         "protocol": protocol,
         **pool_detection(matchings.values()),
     }
