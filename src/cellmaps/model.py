@@ -42,6 +42,7 @@ from cellmaps.nets.blocks import fold_batchnorm
 from cellmaps.postprocess.decode import DecodeParams, Maps, decode_maps
 from cellmaps.postprocess.measure import object_table
 from cellmaps.postprocess.segment import region_growing_tasks, segment_maps
+from cellmaps.postprocess.tumour_gate import apply_gate
 from cellmaps.recipes import task_head, validate_recipe
 from cellmaps.recipes.migrate import migrate_summary
 
@@ -396,10 +397,22 @@ class Model:
         small = full if factor == 1.0 else rescale_image(full, factor)
         pts = detect_streamed(self, lambda i0, i1, j0, j1: small[i0:i1, j0:j1], small.shape[:2],
                               progress, xi, strip, **inference)  # fmt: skip
-        if factor == 1.0:
-            return pts
-        coords = from_scaled_coords(pts.coords, image.shape[:2], small.shape[:2])
-        return Points(coords, pts.labels, pts.scores)
+        if factor != 1.0:
+            coords = from_scaled_coords(pts.coords, image.shape[:2], small.shape[:2])
+            pts = Points(coords, pts.labels, pts.scores)
+        return self.gated(pts, full, factor)
+
+    def gated(self, points: Points, image: np.ndarray, factor: float) -> Points:
+        """``points`` (input px) after the model's tumour gate, when it has one
+        (``training.tumour_gate``, :mod:`cellmaps.postprocess.tumour_gate`: Ki67 detections
+        that do not look like tumour nuclei become ``non_tumour``); as given otherwise."""
+        gate = self.training.get("tumour_gate")
+        if gate is None or not len(points):
+            return points
+        if np.ndim(image) != 3 or np.shape(image)[2] < 3:
+            raise CellmapsInputError("this model's tumour gate needs RGB brightfield images")
+        radius = (self.train_radius or self.training["data_object_size"]) / factor
+        return apply_gate(gate, points, image, radius)
 
     def predict(
         self,
@@ -455,7 +468,7 @@ class Model:
         if can_outline and masks is not False:
             pts, outlines = segment_maps(found, self.decode)
         elif found is not None:
-            pts = self.decode_maps(found)
+            pts = self.gated(self.decode_maps(found), normalize_image(img), factor)
         else:
             pts = self.detect(img, progress, object_size=self.train_radius / factor
                               if self.train_radius else None)  # fmt: skip

@@ -42,6 +42,7 @@ from cellmaps.io.scale import from_scaled_coords, scaled_shape
 from cellmaps.io.slides import LazyImage, SlideSource, choose_level
 from cellmaps.postprocess import grow_markers, majority_filter, markers_from_detections
 from cellmaps.postprocess.decode import decode_maps
+from cellmaps.postprocess.tumour_gate import apply_gate
 
 TISSUE_MAX_SATURATION = 0.08  # H&E / IHC tissue is more saturated than this; glass is not
 TISSUE_MIN_SATURATION = 0.02
@@ -229,6 +230,34 @@ def to_level0(model, plan: SlidePlan, pts: Points) -> Points:
     return Points(coords, pts.labels, pts.scores)
 
 
+GATE_BLOCK = 1024  # net px: the tumour gate reads the slide in blocks of this side
+
+
+def gated_slide_points(model, plan: SlidePlan, pts: Points) -> Points:
+    """Slide detections (net px) after the model's tumour gate, when it has one
+    (:meth:`cellmaps.model.Model.gated`): the gate reads the slide around the detections in
+    blocks of ``GATE_BLOCK``² net px plus a margin of twice the object radius, so memory
+    stays bounded by the block, not the slide."""
+    gate = model.training.get("tumour_gate")
+    if gate is None or not len(pts):
+        return pts
+    radius = float(model.train_radius or model.training["data_object_size"])
+    margin = int(np.ceil(2 * radius)) + 2
+    labels = np.asarray(pts.labels, dtype=object).copy()
+    blocks = np.floor(pts.coords / GATE_BLOCK).astype(np.int64)
+    h, w = plan.shape
+    with plan_source(plan) as (source, _):
+        for bi, bj in np.unique(blocks, axis=0):
+            sel = np.flatnonzero((blocks[:, 0] == bi) & (blocks[:, 1] == bj))
+            i0, j0 = max(bi * GATE_BLOCK - margin, 0), max(bj * GATE_BLOCK - margin, 0)
+            i1 = min((bi + 1) * GATE_BLOCK + margin, h)
+            j1 = min((bj + 1) * GATE_BLOCK + margin, w)
+            window = source(int(i0), int(i1), int(j0), int(j1))
+            local = Points(pts.coords[sel] - [i0, j0], labels[sel])
+            labels[sel] = apply_gate(gate, local, window, radius).labels
+    return Points(pts.coords, labels, pts.scores)
+
+
 def detect_slide(
     model,
     path: str | os.PathLike,
@@ -274,7 +303,9 @@ def detect_slide(
         ]
         for part in gather_with_progress(futures, "blocks", progress):
             found.merge(part)
-    pts = to_level0(model, plan, finish_candidates(model, found, xi))
+    pts = to_level0(
+        model, plan, gated_slide_points(model, plan, finish_candidates(model, found, xi))
+    )
     info = {
         "level": plan.level,
         "net_shape": list(plan.shape),
