@@ -105,3 +105,33 @@ def test_model_detect_applies_the_models_gate(bcdata):
     assert tumour.sum() > 20 and (refused.labels[tumour] == NON_TUMOUR).all()
     model.training["tumour_gate"] = gate | {"threshold": -0.01}
     assert list(model.detect(img).labels) == list(plain.labels)
+
+
+def test_a_slide_gets_the_same_gate_as_the_whole_image(bcdata, tmp_path, monkeypatch):
+    """A BCData image written as a tiled TIFF and read block by block (gate blocks of 256 net
+    px, so several): the gate relabels the same detections as on the whole image in memory
+    (a gate on eccentricity and optical density, threshold in the middle of its range)."""
+    import tifffile
+
+    import cellmaps.inference.slides as slides
+    from cellmaps.inference.slides import detect_slide
+    from cellmaps.io import Dataset
+    from cellmaps.model import Model, bundled_model_path
+
+    ds = Dataset(bcdata)
+    img = ds.image(ds.ids("val")[0])
+    tifffile.imwrite(tmp_path / "s.tif", img, photometric="rgb", tile=(128, 128))
+    model = Model.load(bundled_model_path("ki67"))
+    coef = np.zeros(len(FEATURES))
+    coef[FEATURES.index("core_eccentricity")] = -2.0
+    coef[FEATURES.index("od_mean")] = 2.0
+    gate = {"mean": [0.5] * len(FEATURES), "std": [0.25] * len(FEATURES), "coef": coef.tolist(),
+            "intercept": 0.0, "threshold": 0.5}  # fmt: skip
+    model.training["tumour_gate"] = gate
+    whole = model.detect(img)
+    monkeypatch.setattr(slides, "GATE_BLOCK", 256)
+    got, _ = detect_slide(model, tmp_path / "s.tif", tissue=False)
+    assert np.allclose(got.coords, whole.coords, atol=1e-6)
+    gated = whole.labels == NON_TUMOUR
+    assert 0 < gated.sum() < len(whole)  # the gate splits them
+    assert list(got.labels) == list(whole.labels)
