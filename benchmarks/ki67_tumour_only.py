@@ -283,6 +283,23 @@ def report() -> None:
     print("\n".join(lines))
 
 
+def bundle_gate() -> None:
+    """The morphology gate with the threshold the val run chose, stored in the bundled Ki67
+    model (``training.tumour_gate``; weights unchanged, float16 as before)."""
+    val = json.loads((RESULTS / "ki67_tumour_only_val.json").read_text())
+    choice = chosen_gate(val["summary"])
+    if not choice.startswith("morphology@"):
+        raise SystemExit(f"val chose {choice!r}: no gate to bundle")
+    gate = {k: v for k, v in json.loads(GATE_FILE.read_text()).items() if k != "machine"}
+    gate |= {"threshold": float(choice.split("@")[1]),
+             "chosen_on": "benchmarks/ki67_tumour_only.py, val (results/ki67_tumour_only_val.json)"}  # fmt: skip
+    path = bundled_model_path("ki67")
+    model = Model.load(path)
+    model.training["tumour_gate"] = gate
+    model.save(path, half=True)
+    print(f"wrote the gate (threshold {gate['threshold']}) into {path}")
+
+
 THRESHOLDS = tuple(np.round(np.arange(0.3, 0.701, 0.05), 2))
 GATE_FILE = RESULTS / "ki67_tumour_gate.json"
 
@@ -294,9 +311,14 @@ def main() -> None:
     ap.add_argument("--fit", action="store_true", help="fit the morphology gate on train first")
     ap.add_argument("--final", action="store_true", help="needed with --split test (run once)")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--bundle", action="store_true",
+                    help="write the gate chosen on val into the bundled Ki67 model and stop")  # fmt: skip
     args = ap.parse_args()
     if args.report_only:
         report()
+        return
+    if args.bundle:
+        bundle_gate()
         return
     if args.split == "test" and not args.final:
         ap.error("test is scored once, after the choice on val: add --final")
