@@ -67,11 +67,51 @@ def detection_rows(rows: list[dict]) -> list[str]:
     ]
 
 
+def scale_shift_rows() -> list[str] | None:
+    """The default model's test F1 with the scale estimated by today's estimator (``net``)
+    and given, at the images' own magnification and rescaled, from results/scale_shift_test.json
+    (None before that run)."""
+    path = RESULTS / "scale_shift_test.json"
+    if not path.is_file():
+        return None
+    res = json.loads(path.read_text())
+    f1 = {(c["source"], c["shift"], c["policy"]): c["f1"] for c in res["cells"]}
+    rows = []
+    for source in dict.fromkeys(c["source"] for c in res["cells"]):
+        est = {s: f1[(source, s, "net")] for (src, s, pol) in f1 if src == source and pol == "net"}
+        given = f1[(source, 1.0, "given")]
+        rows.append(f"{source} test, scale estimated: F1 {est[1.0]:.3f} (given: {given:.3f}); "
+                    f"rescaled 0.5-2: {min(est.values()):.3f}-{max(est.values()):.3f} "
+                    "(benchmarks/scale_shift.py)")  # fmt: skip
+    return rows
+
+
+def tumour_gate_rows() -> list[str]:
+    """The Ki67 scorer with its tumour gate on the test stand-ins
+    (results/ki67_tumour_only_test.json), when that run exists."""
+    path = RESULTS / "ki67_tumour_only_test.json"
+    if not path.is_file():
+        return []
+    s = json.loads(path.read_text())["summary"]
+    gate = next((g for g in s if g.startswith("morphology")), None)
+    if gate is None:
+        return []
+    crc, bc = s[gate]["cases"]["crchisto-ihc"], s[gate]["cases"]["bcdata ×1"]
+    before = s["none"]["cases"]["crchisto-ihc"]
+    return [f"tumour gate ({gate}): BCData test count ratio {bc['count_ratio']:.2f}; CRCHisto "
+            f"test as IHC, nuclei scored / epithelial {crc['count_ratio']:.2f} (without the "
+            f"gate {before['count_ratio']:.2f}), spurious index {crc['pooled_index']:.3f} "
+            f"(benchmarks/ki67_tumour_only.py)"]  # fmt: skip
+
+
 def test_rows(name: str, res: dict) -> list[str]:
     """The test figures of a results JSON, as the card prints them."""
     t = res["test"]
     if name == "default":
-        return detection_rows(t)
+        shift = scale_shift_rows()
+        if shift is None:
+            return detection_rows(t)
+        return detection_rows([r for r in t if r.get("object_size")]) + shift
     if name == "ki67":
         k = t["ki67"]
         return [
@@ -79,7 +119,7 @@ def test_rows(name: str, res: dict) -> list[str]:
             f"positive {t['classification']['per_class']['positive']['f1']:.3f}, negative "
             f"{t['classification']['per_class']['negative']['f1']:.3f}; Ki67 index MAE "
             f"{k['index_mae']:.3f} (pooled {k['pooled_pred']:.3f} vs {k['pooled_truth']:.3f})"
-        ]
+        ] + tumour_gate_rows()
     return [
         f"dsb2018_fluo test: DSC {t['dsc']:.3f}, AJI {t['aji']:.3f}, CDS {t['cds']:.3f} "
         f"(P {t['precision']:.3f}, R {t['recall']:.3f})"
