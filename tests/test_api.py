@@ -92,8 +92,8 @@ def test_import_cellmaps_is_light_and_names_the_api():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.startswith("False ")
     assert cellmaps.load_model.__module__ == "cellmaps.api"
-    with pytest.raises(AttributeError, match="no attribute 'predict'"):
-        _ = cellmaps.predict
+    with pytest.raises(AttributeError, match="no attribute 'load_modle'"):
+        _ = cellmaps.load_modle
 
 
 @pytest.mark.parametrize(

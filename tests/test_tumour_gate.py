@@ -86,15 +86,17 @@ def test_gate_relabels_only_tumour_classes_below_the_threshold():
 
 
 def test_model_detect_applies_the_models_gate(bcdata):
-    """The bundled Ki67 scorer with a gate that refuses everything (threshold above 1) and
-    one that keeps everything (below 0): every positive/negative detection becomes
-    non_tumour, or none does; coordinates unchanged."""
+    """The bundled Ki67 scorer (its own gate taken out) with a gate that refuses everything
+    (threshold above 1) and one that keeps everything (below 0): every positive/negative
+    detection becomes non_tumour, or none does; coordinates unchanged."""
     from cellmaps.io import Dataset
     from cellmaps.model import Model, bundled_model_path
 
     ds = Dataset(bcdata)
     img = ds.image(ds.ids("val")[0])
     model = Model.load(bundled_model_path("ki67"))
+    assert model.training["tumour_gate"]["threshold"] == 0.45  # bundled, chosen on val
+    model.training.pop("tumour_gate")
     plain = model.detect(img)
     gate = fit_gate(np.random.default_rng(0).standard_normal((50, len(FEATURES))),
                     np.r_[np.ones(25), np.zeros(25)])  # fmt: skip
