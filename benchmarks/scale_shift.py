@@ -16,7 +16,9 @@ definition the model was trained with) × the factor.
 Selection rule, fixed before the first test run (written 2026-12-07, before any estimator
 was scored on test): on the **val** split, the estimator with the smallest worst-case F1
 loss (given − estimated) over every (source, factor) cell; ties within 0.005 go to the
-smaller median |log radius error|. No calibration (multiplier 1). ``detections`` (10 s per
+smaller median |log radius error|. No calibration (multiplier 1). (Amended before any test
+F1 was computed: the test run scores the chosen estimator only — with ``net-narrow`` beside it
+it takes about an hour of CPU; a first such run was stopped unfinished and wrote nothing.) ``detections`` (10 s per
 image) is scored on the first 3 val images of each source only (``--per-source 3``, beside
 ``net`` on the same images) and is eligible only if it beats ``net`` there. Test is scored once, with
 ``--final``, for the chosen estimator and the one bundled before #33 (``net-narrow``).
