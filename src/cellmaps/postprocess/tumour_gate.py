@@ -45,9 +45,11 @@ def optical_density(image: np.ndarray) -> np.ndarray:
     return np.clip(rgb2hed(img[..., :3])[..., [0, 2]], 0.0, None)
 
 
-def point_features(od: np.ndarray, point: np.ndarray, radius: float) -> np.ndarray:
-    """:data:`FEATURES` of one detection (row, col) in an optical-density image."""
-    total = od.sum(-1)
+def point_features(
+    od: np.ndarray, total: np.ndarray, point: np.ndarray, radius: float
+) -> np.ndarray:
+    """:data:`FEATURES` of one detection (row, col) in an optical-density image (``total``:
+    its two stains summed, computed once per image)."""
     h, w = total.shape
     half = int(np.ceil(2 * radius)) + 1
     r0, c0 = int(round(point[0])), int(round(point[1]))
@@ -87,7 +89,8 @@ def nucleus_features(image: np.ndarray, coords: np.ndarray, radius: float) -> np
     pts = np.asarray(coords, dtype=np.float64).reshape(-1, 2)
     if not len(pts):
         return np.zeros((0, len(FEATURES)))
-    return np.stack([point_features(od, p, radius) for p in pts])
+    total = od.sum(-1)
+    return np.stack([point_features(od, total, p, radius) for p in pts])
 
 
 def fit_gate(x: np.ndarray, y: np.ndarray, ridge: float = 1.0, iterations: int = 50) -> dict:
