@@ -11,6 +11,22 @@ Recipe `micronet` with base width 12 (so the file stays under 5 MB), trained on
 crchisto/train + monuseg/train minus one held-out image per organ (MoNuSeg has no val
 split: :func:`monuseg_with_val`); ξ, peak distance and evidence floor tuned on crchisto/val
 (r 6 px) + the held-out MoNuSeg images (r 12 px).
+``--outlines`` (#33 part 2: one H&E model for points and outlines) adds a cell-pixel head
+learned on MoNuSeg's masks (CRCHisto and MBM have points only and teach it nothing), and
+outlines by a watershed of the cell pixels from the detections (``decode.segment: seeded``).
+It starts a new lineage, trained from scratch (no ``--init``), whose validation images are
+fixed before its first model: crchisto/val, the MoNuSeg train images :func:`monuseg_with_val`
+holds out with seed 0 (masks, so AJI can be read) and mbm_bonemarrow/val.
+
+Selection rule of the outlines lineage (written before its first run):
+1. ξ, peak distance and evidence floor: tuned on the val images by pooled F1 (as before).
+2. Outline decoding: ``elevation`` (detection, cells) × ``cell_threshold`` (0.3, 0.4, 0.5,
+   0.6) by mean AJI over the MoNuSeg val images (ties: the earlier in that order).
+3. The candidate replaces the bundled default when its pooled val F1 is at least the bundled
+   model's on the same images minus 0.01 (the bundled lineage trained on the MoNuSeg val
+   images, so its figure there is, if anything, optimistic).
+4. Test splits (detection F1 of all three; MoNuSeg AJI, Dice, PQ) scored once, after that.
+
 Writes src/cellmaps/models/default.safetensors, scores it on both test splits
 (Hungarian; r = 6 px at 20× for CRCHisto, r = 12 px at 40× for MoNuSeg), runs it on
 scikit-image's IHC sample (docs/sample_overlay.png), and writes results/default_model.json
@@ -111,6 +127,40 @@ def training_sources(seed: int, names=("crchisto", "monuseg")) -> tuple[list, li
     )
 
 
+# --outlines: a cell-pixel head beside the proximity head, learned where masks exist
+# (MoNuSeg; CRCHisto and MBM have points only and contribute nothing to it, KiNet Eq. 5's
+# 1(y ≠ ∅)); MoNuSeg's train images are listed this many times so that about a quarter of the
+# crops teach outlines. Outlines: the cell pixels split by a watershed from the detections.
+MASK_REPEAT = 3
+OUTLINE_TASK = {
+    "name": "cells",
+    "target": "foreground",
+    "target_options": {"widen": 0.0},  # every nucleus pixel: the watershed parts touching ones
+    "channels": 1,
+    "activation": "sigmoid",
+    "loss": "weighted_bce",
+}
+
+
+def with_outlines(recipe: dict) -> dict:
+    """The default recipe with the cell-pixel task and ``decode.segment: seeded`` (validated
+    again, so the new task takes the schema's defaults)."""
+    from cellmaps.recipes import validate_recipe
+
+    recipe["tasks"] = [*recipe["tasks"], dict(OUTLINE_TASK)]
+    recipe["decode"].update(segment="seeded", elevation="detection", cell_threshold=0.5)
+    recipe.update(validate_recipe(recipe, "micronet + outlines"))
+    return recipe
+
+
+def repeat_masked_sources(sources: list, names, repeat: int = MASK_REPEAT) -> list:
+    """``sources`` with the MoNuSeg entry (the one with masks) listed ``repeat`` times."""
+    out = []
+    for (folder, split, weight), name in zip(sources, names, strict=True):
+        out += [(folder, split, weight)] * (repeat if name == "monuseg" else 1)
+    return out
+
+
 def train_object_size(name: str) -> float:
     """Median nucleus radius (px) of a dataset, measured from its *train* points: what the
     bundled model is told about a source's images at test time when trained at a common
@@ -180,6 +230,12 @@ def main() -> None:
         "(recipe inference.object_size: auto; chosen by benchmarks/auto_scale.py on val)",
     )
     ap.add_argument(
+        "--outlines",
+        action="store_true",
+        help="add a cell-pixel head learned on MoNuSeg's masks: the model outlines nuclei "
+        "(decode.segment seeded)",
+    )
+    ap.add_argument(
         "--bundle",
         action="store_true",
         help="replace the bundled model with this one and score it on the test splits; "
@@ -208,12 +264,21 @@ def main() -> None:
     recipe["optimizer"]["schedule"] = args.schedule
     if args.robust:
         recipe["augment"].update(ROBUST_AUGMENT)
+    if args.outlines:
+        with_outlines(recipe)
     init_note = ""
     if args.init:
         init_sha = hashlib.sha256(Path(args.init).read_bytes()).hexdigest()[:16]
         init_note = f", fine-tuned from {Path(args.init).name} (sha256 {init_sha})"
     names = ("crchisto", "monuseg") + (("mbm_bonemarrow",) if args.mbm else ())
     sources, val_sources, val_radii = training_sources(args.seed, names)
+    sizes = None
+    if args.outlines:
+        sources = repeat_masked_sources(sources, names)
+        # each source's radius from its points, as the points-only models measured it (with
+        # a mask task the masks' equivalent radius would be read instead: another scale)
+        sizes = [train_object_size(Path(f).name.replace("monuseg_val", "monuseg"))
+                 for f, _, _ in sources]  # fmt: skip
     model = train(
         recipe,
         sources,
@@ -223,6 +288,7 @@ def main() -> None:
         init=args.init,
         val_radii=val_radii,
         pixel_size=CRCHISTO_PIXEL_SIZE,
+        object_sizes=sizes,
     )
     trained_on = ", ".join(
         {
@@ -254,6 +320,7 @@ def main() -> None:
             "mbm",
             "schedule",
             "auto_scale",
+            "outlines",
         )
     }
     compare = {
@@ -348,6 +415,7 @@ def command_line(c: dict) -> str:
         + (" --mbm" if c.get("mbm") else "")
         + f" --schedule {c.get('schedule', 'plateau')}"
         + (" --auto-scale" if c.get("auto_scale") else "")
+        + (" --outlines" if c.get("outlines") else "")
         + " --bundle"
     )
 

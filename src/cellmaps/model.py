@@ -41,7 +41,7 @@ from cellmaps.nets import HeadSpec, apply_activation, net_from_config
 from cellmaps.nets.blocks import fold_batchnorm
 from cellmaps.postprocess.decode import DecodeParams, Maps, decode_maps
 from cellmaps.postprocess.measure import object_table
-from cellmaps.postprocess.segment import region_growing_tasks, segment_maps
+from cellmaps.postprocess.segment import can_outline, require_outlines, segment_maps
 from cellmaps.postprocess.tumour_gate import apply_gate
 from cellmaps.recipes import task_head, validate_recipe
 from cellmaps.recipes.migrate import migrate_summary
@@ -460,7 +460,7 @@ class Model:
             raise CellmapsInputError("image has NaN or infinite values")
         can_outline = self.can_outline
         if masks and not can_outline:
-            region_growing_tasks(self.decode)  # the error that says what the model lacks
+            require_outlines(self.decode)  # the error that says what the model lacks
         factor = self.input_scale(object_size, pixel_size, img)
         outlines, found = None, None
         if maps or (can_outline and masks is not False):
@@ -480,12 +480,9 @@ class Model:
 
     @property
     def can_outline(self) -> bool:
-        """Whether the model's decoding gives outlines (DeepSplit's split, weakly-points'
-        argmax, or region growing from an outer-distance and a cell-pixel task)."""
-        p = self.decode
-        if p.segment in ("argmax", "split"):
-            return True
-        return None not in (p.task_with_target("outer_distance"), p.task_with_target("foreground"))
+        """Whether the model's decoding gives outlines
+        (:func:`cellmaps.postprocess.segment.can_outline`)."""
+        return can_outline(self.decode)
 
 
 def segment_image(
@@ -508,8 +505,7 @@ def segment_image(
     mask : (H, W) int32
     """
     params = model.decode
-    if params.segment not in ("argmax", "split"):
-        region_growing_tasks(params)  # a clear error before any prediction
+    require_outlines(params)  # a clear error before any prediction
     if maps is None:
         maps = model.predict_maps(image, progress, **inference)
     return segment_maps(maps, params, outer_min)

@@ -65,6 +65,26 @@ def region_growing_tasks(p: DecodeParams) -> tuple[str, str]:
     return outer, cells
 
 
+def require_outlines(p: DecodeParams) -> None:
+    """A clear error, before any prediction, when the model's ``decode.segment`` cannot
+    outline with the tasks it has."""
+    if p.segment == "seeded":
+        seeded_tasks(p)
+    elif p.segment not in ("argmax", "split"):
+        region_growing_tasks(p)
+
+
+def can_outline(p: DecodeParams) -> bool:
+    """Whether decoding ``p`` gives outlines (DeepSplit's split, weakly-points' argmax, a
+    seeded watershed of a cell-pixel task, or region growing from an outer-distance and a
+    cell-pixel task)."""
+    try:
+        require_outlines(p)
+    except CellmapsInputError:
+        return False
+    return True
+
+
 def segment_maps(maps, p: DecodeParams, outer_min: float = 0.5) -> tuple[Points, np.ndarray]:
     """Detections and an instance mask (input pixels) from predicted maps, by the model's
     ``decode.segment``: region growing (default; ``outer_min`` is the outer distance above
@@ -79,6 +99,8 @@ def segment_maps(maps, p: DecodeParams, outer_min: float = 0.5) -> tuple[Points,
         return argmax_segmentation(maps, p)
     if p.segment == "split":
         return split_segmentation(maps, p)
+    if p.segment == "seeded":
+        return seeded_segmentation(maps, p)
     outer, cells = region_growing_tasks(p)
     pts = decode_maps(maps, p)  # input pixels
     # §4.7's sizes (50-px markers, 5×5 majority filter) are in image pixels: grow the
@@ -98,6 +120,54 @@ def argmax_segmentation(maps, p: DecodeParams) -> tuple[Points, np.ndarray]:
     prob = decoded_channels(maps[p.task], p)[0]
     planes, scale = at_input_pixels(maps, {"prob": prob})  # min_area is in net pixels
     return pts, argmax_instances(planes["prob"], pts.coords, scaled_px(p.min_area, scale, 2))
+
+
+def seeded_tasks(p: DecodeParams) -> tuple[str, str]:
+    """The detection task and the cell-pixel (foreground) task a ``seeded`` model reads; a
+    clear error when the model lacks the second."""
+    cells = p.task_with_target("foreground")
+    if cells is None or p.task is None:
+        raise CellmapsInputError(
+            "decode.segment seeded needs a detection task (decode.task) and a foreground "
+            f"(cell-pixel) task; this model's tasks are {list(p.task_targets.values())}"
+        )
+    return p.task, cells
+
+
+def seeded_instances(
+    p: DecodeParams, detection: np.ndarray, cells: np.ndarray, seeds: np.ndarray, scale: float
+) -> np.ndarray:
+    """Instances from a cell-probability plane and detections (same pixels): the pixels
+    above ``cell_threshold``, split by a watershed from the detections over the negated
+    detection map (``elevation: detection``) or cell probability (``cells``); a part with
+    no detection stays one object; objects under ``min_area`` (net px, × ``scale``²) dropped.
+
+    The detection map peaks at object centres and dips between touching objects, so it
+    parts them where the cell probability, flat at 1 inside both, cannot (a MicroNet-like
+    proximity head + a cell-pixel head: outlines without a separation map)."""
+    from cellmaps.postprocess.components import drop_small_labels, seeded_watershed
+
+    fg = cells > p.cell_threshold
+    rc = np.rint(np.asarray(seeds, dtype=np.float64).reshape(-1, 2)).astype(np.intp)
+    inside = (rc >= 0).all(1) & (rc[:, 0] < fg.shape[0]) & (rc[:, 1] < fg.shape[1])
+    rc = rc[inside]
+    rc = rc[fg[rc[:, 0], rc[:, 1]]]
+    markers = np.zeros(fg.shape, np.int32)
+    markers[rc[:, 0], rc[:, 1]] = np.arange(1, len(rc) + 1, dtype=np.int32)
+    elevation = -(detection if p.elevation == "detection" else cells)
+    labels = seeded_watershed(elevation.astype(np.float32), markers, fg)
+    return drop_small_labels(labels, scaled_px(p.min_area, scale, 2))
+
+
+def seeded_segmentation(maps, p: DecodeParams) -> tuple[Points, np.ndarray]:
+    """Detections and instances of a model with a detection task and a cell-pixel task
+    (``decode.segment: seeded``, the default H&E model): :func:`seeded_instances` on the
+    maps brought to input pixels."""
+    det_task, cells_task = seeded_tasks(p)
+    pts = decode_maps(maps, p)  # input pixels
+    det = decoded_channels(maps[det_task], p).max(0)
+    planes, scale = at_input_pixels(maps, {"det": det, "cells": maps[cells_task][0]})
+    return pts, seeded_instances(p, planes["det"], planes["cells"], pts.coords, scale)
 
 
 def split_segmentation(maps, p: DecodeParams) -> tuple[Points, np.ndarray]:
