@@ -161,6 +161,57 @@ def repeat_masked_sources(sources: list, names, repeat: int = MASK_REPEAT) -> li
     return out
 
 
+# Rule 2 of the outlines lineage: the outline settings tried on the MoNuSeg val images, in
+# the order that breaks ties.
+OUTLINE_GRID = [
+    {"elevation": e, "cell_threshold": t}
+    for e in ("detection", "cells")
+    for t in (0.3, 0.4, 0.5, 0.6)
+]
+OUTLINE_KEYS = ("aji", "dice", "object_dice", "pq", "sq", "dq")
+
+
+def outline_maps(model: Model, root, split: str, object_size: float | None) -> list:
+    """(true mask, predicted maps) of every image with a mask in a split, predicted once
+    (the outline settings then only change the decoding)."""
+    from cellmaps.io.dataset import Dataset
+
+    ds = Dataset(root)
+    out = []
+    for i in ds.ids(split):
+        truth = ds.mask(i)
+        if truth is not None:
+            out.append((truth, model.predict_maps(ds.image(i), object_size=object_size)))
+    return out
+
+
+def outline_scores(model: Model, cached: list, **decode) -> dict:
+    """Mean per-image AJI, pixel Dice, object Dice and PQ / SQ / DQ of the model's outlines
+    (``decode`` overrides its settings) on :func:`outline_maps`' images."""
+    import numpy as np
+
+    from cellmaps.metrics.segmentation import segmentation_scores
+    from cellmaps.postprocess.segment import segment_maps
+
+    p = model.decode.replace(**decode)
+    per = [segmentation_scores(truth, segment_maps(maps, p)[1]) for truth, maps in cached]
+    return {k: round(float(np.mean([r[k] for r in per])), 4) for k in OUTLINE_KEYS} | {
+        "n_images": len(per)
+    }
+
+
+def choose_outlines(model: Model, seed: int) -> list[dict]:
+    """Rule 2: every setting of :data:`OUTLINE_GRID` scored on the MoNuSeg val images; the
+    best mean AJI (first in the grid on a tie) is set in ``model.decode``. Returns the rows."""
+    cached = outline_maps(model, monuseg_with_val(seed), "val", train_object_size("monuseg"))
+    rows = [{**g, **outline_scores(model, cached, **g)} for g in OUTLINE_GRID]
+    best = max(rows, key=lambda r: (r["aji"], -rows.index(r)))
+    model.decode = model.decode.replace(
+        elevation=best["elevation"], cell_threshold=best["cell_threshold"]
+    )
+    return rows
+
+
 def train_object_size(name: str) -> float:
     """Median nucleus radius (px) of a dataset, measured from its *train* points: what the
     bundled model is told about a source's images at test time when trained at a common
@@ -245,6 +296,12 @@ def main() -> None:
         "--report-only", action="store_true", help="rewrite the section from the results"
     )
     ap.add_argument(
+        "--finish",
+        action="store_true",
+        help="do not train: take the model --work holds (trained by this command without "
+        "--finish) through the validation comparison and, with --bundle, the selection rule",
+    )
+    ap.add_argument(
         "--rescore",
         metavar="WHY",
         help="score the bundled model again without training (its decoding changed: say how)",
@@ -272,6 +329,13 @@ def main() -> None:
         init_note = f", fine-tuned from {Path(args.init).name} (sha256 {init_sha})"
     names = ("crchisto", "monuseg") + (("mbm_bonemarrow",) if args.mbm else ())
     sources, val_sources, val_radii = training_sources(args.seed, names)
+    if args.finish:
+        model = Model.load(args.work)
+        if model.training.get("iterations") != args.iterations:
+            raise SystemExit(f"{args.work} was trained for {model.training.get('iterations')} "
+                             f"iterations, not {args.iterations}: not this command's model")  # fmt: skip
+        finish(model, args, recipe, names, val_sources, val_radii, init_note)
+        return
     sizes = None
     if args.outlines:
         sources = repeat_masked_sources(sources, names)
@@ -290,6 +354,12 @@ def main() -> None:
         pixel_size=CRCHISTO_PIXEL_SIZE,
         object_sizes=sizes,
     )
+    finish(model, args, recipe, names, val_sources, val_radii, init_note)
+
+
+def finish(model, args, recipe, names, val_sources, val_radii, init_note: str) -> None:
+    """After training: description, outline settings (rule 2), the validation comparison
+    with the bundled model, and with ``--bundle`` the bundling and the test scores."""
     trained_on = ", ".join(
         {
             "crchisto": "CRCHisto (20x)",
@@ -305,7 +375,14 @@ def main() -> None:
         + (" with stain/acquisition augmentation and empty-image negatives" if args.robust else "")
         + init_note
         + "; xi and evidence floor tuned on the val splits (MoNuSeg: held-out train images)"
+        + (
+            "; outlines: a cell-pixel head learned on MoNuSeg's masks, split by a watershed "
+            "from the detections"
+            if args.outlines
+            else ""
+        )
     )
+    outline_rows = choose_outlines(model, args.seed) if args.outlines else None
     if args.auto_scale:
         model.recipe["inference"]["object_size"] = "auto"
     model.save(args.work)
@@ -327,6 +404,7 @@ def main() -> None:
         "command": command,
         "minutes": round(model.training["elapsed_seconds"] / 60, 1),
         "candidate": val_scores(model, val_sources, val_radii, model_object_sizes(model, names)),
+        **({"outlines_val": outline_rows} if outline_rows else {}),
     }
     bundled = Model.load(OUT)
     compare["bundled"] = val_scores(
@@ -335,6 +413,11 @@ def main() -> None:
     record_candidate(compare)
     print(compare, flush=True)
     if not args.bundle:
+        return
+    bar = compare["bundled"]["pooled_f1"] - 0.01
+    if args.outlines and compare["candidate"]["pooled_f1"] < bar:  # rule 3
+        print(f"not bundled: pooled val F1 {compare['candidate']['pooled_f1']:.4f} < the "
+              f"bundled model's - 0.01 = {bar:.4f} (rule 3)")  # fmt: skip
         return
     OUT.parent.mkdir(parents=True, exist_ok=True)
     model.save(OUT)
@@ -357,6 +440,10 @@ def score_bundled(
     from benchmarks._common import empty_images
 
     empty = {name: len(model.detect(img)) for name, img in empty_images(1024, seed).items()}
+    outlines = None
+    if model.can_outline:  # rule 4: MoNuSeg test outlines, scored once
+        cached = outline_maps(model, SHARED_DATA / "monuseg", "test", sizes["monuseg"])
+        outlines = outline_scores(model, cached)
     from cellmaps.predict import predict_paths, sample_image_path
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -375,6 +462,7 @@ def score_bundled(
             "test": results,
             "sample_count": rows[0]["count"],
             "empty_detections": empty,
+            **({"outlines_test": outlines} if outlines else {}),
             "command": command,
             "candidates": candidates,
             **({"rescored": rescored} if rescored else {}),

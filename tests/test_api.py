@@ -97,7 +97,8 @@ def test_import_cellmaps_is_light_and_names_the_api():
 
 
 @pytest.mark.parametrize(
-    "module", ["cellmaps.api", "cellmaps.model", "cellmaps.metrics.segmentation"]
+    "module",
+    ["cellmaps.api", "cellmaps.model", "cellmaps.metrics.segmentation", "cellmaps.io.dataset"],
 )
 def test_docstring_examples_run(module):
     result = doctest.testmod(importlib.import_module(module), optionflags=doctest.ELLIPSIS)

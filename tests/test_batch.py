@@ -102,12 +102,31 @@ def test_bad_image_stops_with_counts_of_finished_images_or_is_skipped(images, tm
     with pytest.raises(CellmapsInputError, match="b.png"):
         run(images, out)
     assert read_counts(out).keys() == {"a"}  # the finished image is in the table
+    assert (out / RUN_FILE).is_file()  # and the record that lets --resume continue
     rows = run(images, out, resume=True, skip_bad=True)
     assert [r["id"] for r in rows] == ["a", "c"]
     assert read_counts(out).keys() == {"a", "c"}
     with open(out / "skipped.csv", newline="") as fh:
         skipped = list(csv.DictReader(fh))
     assert [s["id"] for s in skipped] == ["b"] and "cannot read image" in skipped[0]["problem"]
+
+
+@pytest.mark.parametrize("folder_existed", [False, True])
+def test_a_run_that_fails_before_any_image_leaves_the_folder_as_it_found_it(
+    images, tmp_path, folder_existed
+):
+    """`--masks` with a model that cannot outline fails at the first image: no run record is
+    left to block the next run into the folder (a new folder is not left behind either)."""
+    out = tmp_path / "out"
+    if folder_existed:
+        out.mkdir()
+    with pytest.raises(CellmapsInputError, match="outer_distance"):
+        run(images, out, masks=True)  # a points-only model
+    assert out.is_dir() == folder_existed
+    if folder_existed:
+        assert list(out.iterdir()) == []
+    rows = run(images, out)  # the next run starts as in a fresh folder
+    assert [r["id"] for r in rows] == ["a", "b", "c"]
 
 
 def test_ctrl_c_stops_after_the_current_image_and_resume_finishes(images, tmp_path, monkeypatch):

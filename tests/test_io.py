@@ -217,6 +217,27 @@ def test_dataset_selects_by_split_and_group_and_refuses_unknown(tmp_path):
         Dataset(tmp_path / "missing")
 
 
+def test_a_folder_without_splits_csv_gets_a_seeded_train_val_split_and_is_not_written(tmp_path):
+    (tmp_path / "images").mkdir()
+    (tmp_path / "points").mkdir()
+    for k in range(11):
+        Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "images" / f"i{k:02d}.png")
+        if k < 10:  # i10 has no annotation: in neither split
+            (tmp_path / "points" / f"i{k:02d}.csv").write_text("x,y,label\n1,1,cell\n")
+    before = sorted(p.name for p in tmp_path.rglob("*"))
+    ds = Dataset(tmp_path)
+    with pytest.warns(UserWarning, match="no splits.csv.*trains on 8 .*validates on 2"):
+        train, val = ds.ids("train"), ds.ids("val")
+    assert len(val) == 2 and not set(train) & set(val)
+    assert sorted(train + val) == [f"i{k:02d}" for k in range(10)]
+    with pytest.warns(UserWarning, match="no splits.csv"):
+        assert Dataset(tmp_path).ids("val") == val  # seeded: the same split every time
+    assert ds.ids() == ds.all_ids and len(ds.ids()) == 11  # no split asked: every image
+    with pytest.raises(CellmapsInputError, match="unknown split 'test'"):
+        ds.ids("test")  # only train / val are made up
+    assert sorted(p.name for p in tmp_path.rglob("*")) == before  # nothing written
+
+
 def test_atomic_writer_leaves_old_file_on_failure(tmp_path):
     path = tmp_path / "p.csv"
     write_points(path, Points(np.array([[1.0, 1.0]])))

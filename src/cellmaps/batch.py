@@ -257,6 +257,32 @@ def start_run(
     return out
 
 
+@contextlib.contextmanager
+def undone_if_nothing_written(out: str | os.PathLike) -> Iterator[None]:
+    """Run the body; if it fails before the run wrote any output (no file in the output
+    folders, no table) and the folder held no run record before, take back what starting
+    the run made — its record, the empty output folders, and the folder itself when it did
+    not exist — so the next run into it starts as if this one had not (e.g. ``--masks`` with
+    a model that cannot outline). A run that wrote an image keeps its files and record:
+    ``--resume`` continues it."""
+    out = Path(out)
+    existed, had_record = out.exists(), (out / RUN_FILE).is_file()
+    try:
+        yield
+    except BaseException:
+        if not had_record and out.is_dir() and not _candidate_outputs(out):
+            (out / RUN_FILE).unlink(missing_ok=True)
+            for name in OUTPUT_FOLDERS:
+                remove_stale_temporaries(out / name)
+                with contextlib.suppress(OSError):
+                    (out / name).rmdir()  # only when empty
+            if not existed:
+                remove_stale_temporaries(out)
+                with contextlib.suppress(OSError):
+                    out.rmdir()  # only when empty
+        raise
+
+
 def check_output_folder(out: Path) -> None:
     """Refuse an ``out`` that is a file or a folder cellmaps cannot write into."""
     if out.exists() and not out.is_dir():

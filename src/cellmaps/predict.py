@@ -23,6 +23,7 @@ from cellmaps.batch import (
     run_lock,
     start_run,
     stop_between_images,
+    undone_if_nothing_written,
 )
 from cellmaps.bundled import check_modality, resolve_model
 from cellmaps.cluster import cluster_client
@@ -371,7 +372,7 @@ def predict_paths(
     record = _run_record(m, xi, masks, split, channels, dict(inference, **slides))
     slides.update(parquet=parquet, progress=progress and len(files) == 1, stain_ref=stain_ref,
                   need_colour=need_colour)  # fmt: skip
-    with run_lock(out) as out:
+    with undone_if_nothing_written(out), run_lock(out) as out:
         return _run_batch(
             m, out, files, record, (xi, masks, channels, inference, slides),
             overwrite=overwrite, resume=resume, progress=progress, regions=regions,

@@ -42,6 +42,8 @@ from cellmaps.io.scale import from_scaled_coords, scaled_shape
 from cellmaps.io.slides import LazyImage, SlideSource, choose_level
 from cellmaps.postprocess import grow_markers, majority_filter, markers_from_detections
 from cellmaps.postprocess.decode import decode_maps
+from cellmaps.postprocess.peaks import decoded_channels
+from cellmaps.postprocess.segment import seeded_instances, seeded_tasks
 from cellmaps.postprocess.tumour_gate import apply_gate
 
 TISSUE_MAX_SATURATION = 0.08  # H&E / IHC tissue is more saturated than this; glass is not
@@ -375,29 +377,96 @@ def region_growing_decoder(canvas: LabelCanvas, outer_min: float = 0.5):
     return factory
 
 
-def segment_slide(
-    model, path, mask_path, progress: bool = False, outer_min: float = 0.5, **plan_options
-) -> tuple[Points, dict]:
-    """Detections and an instance mask of a slide by DeepDistance's region growing, block by
-    block (serially: ids are numbered as blocks finish). The mask is written at the net's
-    pixels of the chosen level (``slides.json`` records its shape) as a pyramidal, tiled
-    OME-TIFF label image, atomically; objects cut by a block seam are painted once, whole, by
-    the block holding their detection."""
+def owned_labels(labels: np.ndarray, seeds: np.ndarray, core, r0: int, c0: int) -> np.ndarray:
+    """The labels of a chunk's instance image that the chunk paints: those whose anchor —
+    the first detection on the object, or its centroid when none lies on it — is in the
+    chunk's ``core`` (image pixels; the chunk starts at ``r0, c0``), so an object cut by a
+    seam is painted once, whole, by one chunk."""
+    n = int(labels.max())
+    if n == 0:
+        return np.zeros(0, np.int64)
+    anchors = np.array(ndimage.center_of_mass(labels > 0, labels, np.arange(1, n + 1)))
+    rc = np.rint(np.asarray(seeds, dtype=np.float64).reshape(-1, 2)).astype(np.intp)
+    ok = (rc >= 0).all(1) & (rc[:, 0] < labels.shape[0]) & (rc[:, 1] < labels.shape[1])
+    on = labels[rc[ok, 0], rc[ok, 1]]
+    first = {}
+    for k, coord in zip(on[::-1], np.asarray(seeds)[ok][::-1], strict=True):
+        if k:
+            first[int(k)] = coord  # reversed: the first detection on k wins
+    for k, coord in first.items():
+        anchors[k - 1] = coord
+    return np.flatnonzero(in_core(anchors + [r0, c0], core)) + 1
+
+
+def seeded_decoder(canvas: LabelCanvas, floor: float):
+    """A chunk decoder that outlines like :func:`cellmaps.postprocess.segment.seeded_instances`
+    (the cell pixels split by a watershed from the detections, at the net's pixels) and paints
+    the objects :func:`owned_labels` gives the chunk into ``canvas``. ``floor`` is ξ times the
+    whole slide's maximum (a first pass finds it): the chunk's peaks above it are the
+    detections the whole image would give, so its seeds do not depend on the chunk."""
+
+    def factory(model, base, shape):
+        p = model.decode
+        det_task, cells_task = seeded_tasks(p)
+        every_peak = p.replace(xi=0.0)
+
+        def decode(maps, r0, c0, core):
+            pts = decode_maps(maps, every_peak)
+            pts = pts.subset(pts.scores >= floor)
+            pts = pts.subset(flat_rule(model, base, shape, pts.coords + [r0, c0]))
+            det = decoded_channels(maps[det_task], p).max(0)
+            labels = seeded_instances(p, det, maps[cells_task][0], pts.coords, 1.0)
+            canvas.paint(labels, owned_labels(labels, pts.coords, core, r0, c0), r0, c0)
+            n = len(pts)
+            return pts.coords, pts.scores, np.zeros((n, 1)), np.zeros(n, np.intp)
+
+        return decode
+
+    return factory
+
+
+def slide_mask_decoder(model, canvas: LabelCanvas | None, outer_min: float):
+    """The chunk decoder that outlines a slide for this model: region growing (outer
+    distance + cell pixels), or None for a seeded watershed (``decode.segment: seeded``,
+    which needs the slide's maximum first: :func:`segment_slide`); a clear error for models
+    that outline images only."""
     p = model.decode
+    if p.segment == "seeded":
+        seeded_tasks(p)
+        return None
     if p.task_with_target("outer_distance") is None or p.task_with_target("foreground") is None:
         raise CellmapsInputError(
             "instance masks of a slide (block by block) need a model with outer_distance "
-            "and foreground tasks (recipe deepdistance-extended); argmax and split models "
-            "(weakly-points, deepsplit) outline images up to the size limit, not slides"
+            "and foreground tasks (recipe deepdistance-extended) or a seeded one (the default "
+            "H&E model); argmax and split models (weakly-points, deepsplit) outline images "
+            "up to the size limit, not slides"
         )
+    return region_growing_decoder(canvas, outer_min)
+
+
+def segment_slide(
+    model, path, mask_path, progress: bool = False, outer_min: float = 0.5, **plan_options
+) -> tuple[Points, dict]:
+    """Detections and an instance mask of a slide by DeepDistance's region growing or a
+    seeded watershed (:func:`slide_mask_decoder`), block by block (serially: ids are numbered
+    as blocks finish). The mask is written at the net's pixels of the chosen level
+    (``slides.json`` records its shape) as a pyramidal, tiled OME-TIFF label image,
+    atomically; objects cut by a block seam are painted once, whole, by the block holding
+    their detection."""
+    slide_mask_decoder(model, None, outer_min)  # a clear error before any work
     inference = {k: plan_options.pop(k) for k in ("tile", "stride", "batch") if k in plan_options}
     plan = plan_slide(model, path, **plan_options)
     Path(mask_path).parent.mkdir(parents=True, exist_ok=True)  # masks/ of a new folder
     tmp = Path(tempfile.mkdtemp(prefix=".masks-", dir=Path(mask_path).parent))
     try:
         canvas = LabelCanvas(tmp / "labels.zarr", plan.shape)
-        decoder = region_growing_decoder(canvas, outer_min)
-        found = slide_candidates(model, plan, progress, decoder, **inference)
+        decoder = slide_mask_decoder(model, canvas, outer_min)
+        if decoder is None:  # seeded: pass 1 finds the detections (ξ · the slide's maximum)
+            found = slide_candidates(model, plan, progress, **inference)
+            floor = model.decode.xi * float(found.tops.max()) if len(found.arrays()[0]) else np.inf
+            slide_candidates(model, plan, progress, seeded_decoder(canvas, floor), **inference)
+        else:
+            found = slide_candidates(model, plan, progress, decoder, **inference)
         write_label_pyramid(mask_path, canvas.array)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

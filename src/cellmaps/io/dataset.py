@@ -10,6 +10,10 @@
       rois/<id>.png                        ROI class mask (optional)
       splits.csv                           id,split,group (optional)
 
+Without splits.csv, asking for the ``train`` or ``val`` split gives a seeded split of the
+annotated images (:func:`seeded_split`: a fifth for validation) and says so once; nothing is
+written into the folder.
+
 Any subset of the folders may exist; a prediction folder written by ``cellmaps predict``
 has ``points/`` (and ``masks/`` for segmentation) and can stand where a dataset stands.
 """
@@ -65,6 +69,28 @@ def read_geojson_points(path: Path, shape: tuple[int, int] | None) -> Points:
     if shape is not None:
         check_points_in_image(pts.coords, shape, path)
     return pts
+
+
+AUTO_SPLIT_SEED = 0
+AUTO_VAL_SHARE = 0.2
+
+
+def seeded_split(ids: list[str], seed: int = AUTO_SPLIT_SEED) -> dict[str, str]:
+    """id → "train" / "val": a seeded fifth of ``ids`` (at least one, none of a single image)
+    for validation, the rest for training; the same ids always give the same split.
+
+    Examples
+    --------
+    >>> split = seeded_split([f"img{k}" for k in range(10)])
+    >>> sorted(split.values()).count("val")
+    2
+    >>> seeded_split(["only"])
+    {'only': 'train'}
+    """
+    ids = sorted(ids)
+    n_val = 0 if len(ids) < 2 else max(1, int(round(AUTO_VAL_SHARE * len(ids))))
+    val = set(np.random.default_rng(seed).choice(len(ids), n_val, replace=False).tolist())
+    return {image_id: "val" if k in val else "train" for k, image_id in enumerate(ids)}
 
 
 class Dataset:
@@ -138,8 +164,24 @@ class Dataset:
             )
         return out
 
+    @cached_property
+    def auto_splits(self) -> dict[str, str]:
+        """id → "train" / "val" of :func:`seeded_split` over the annotated images (those
+        with points or a mask), for a folder without splits.csv; announced once."""
+        annotated = [i for i in self.all_ids if i in self._points or i in self._masks]
+        split = seeded_split(annotated)
+        n_val = sum(v == "val" for v in split.values())
+        warnings.warn(
+            f"{self.root}: no splits.csv, so a seeded split (seed {AUTO_SPLIT_SEED}) trains on "
+            f"{len(split) - n_val} annotated image(s) and validates on {n_val}; nothing is "
+            "written to the folder (write splits.csv, id,split,group, to choose the split)",
+            stacklevel=3,
+        )
+        return split
+
     def ids(self, split: str | None = None, group: str | None = None) -> list[str]:
-        """Ids in a split and/or group (both optional), sorted.
+        """Ids in a split and/or group (both optional), sorted. Without splits.csv the
+        ``train`` and ``val`` splits are :attr:`auto_splits`.
 
         Raises
         ------
@@ -147,6 +189,8 @@ class Dataset:
             For a split or group that splits.csv does not name.
         """
         ids = self.all_ids
+        if split in ("train", "val") and group is None and not (self.root / "splits.csv").is_file():
+            return [i for i in ids if self.auto_splits.get(i) == split]
         for kind, value, idx in (("split", split, 0), ("group", group, 1)):
             if value is None:
                 continue
