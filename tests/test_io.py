@@ -166,6 +166,32 @@ def test_mask_centroids_are_region_means():
     assert np.allclose(c, [[4.0, 2.0], [0.5, 0.5]])
 
 
+def test_polygons_are_simplified_within_half_a_pixel_of_the_pixel_outline():
+    from skimage.measure import find_contours
+
+    from cellmaps.io.geojson import polygons_to_mask
+
+    yy, xx = np.mgrid[:64, :64]
+    mask = np.zeros((64, 64), np.uint16)
+    mask[(yy - 30) ** 2 + ((xx - 28) / 1.4) ** 2 <= 15**2] = 1  # an ellipse, 15 × 21 px
+    full = mask_to_polygons(mask, tolerance=0)[0]
+    simple = mask_to_polygons(mask)[0]
+    contour = find_contours(np.pad(mask == 1, 1).astype(np.float32), 0.5)[0] - 1
+    assert len(full.coords) == len(contour)  # tolerance 0: marching squares as it was
+    assert len(simple.coords) * 4 < len(full.coords)  # a quarter of the vertices or fewer
+
+    def distance_to_ring(p: np.ndarray, ring: np.ndarray) -> float:
+        a, b = ring, np.roll(ring, -1, axis=0)
+        t = np.clip(np.sum((p - a) * (b - a), 1) / np.maximum(np.sum((b - a) ** 2, 1), 1e-12), 0, 1)
+        return float(np.min(np.hypot(*(a + t[:, None] * (b - a) - p).T)))
+
+    worst = max(distance_to_ring(p, simple.coords) for p in full.coords)
+    assert worst <= 0.5 + 1e-9  # the tolerance: no pixel-edge vertex is farther
+    back = polygons_to_mask([simple], mask.shape)
+    inter, union = np.sum((back > 0) & (mask > 0)), np.sum((back > 0) | (mask > 0))
+    assert inter / union > 0.95
+
+
 def test_geojson_round_trip_points_and_polygons(tmp_path):
     pts = Points(
         np.array([[3.0, 4.0], [10.5, 2.0]]),

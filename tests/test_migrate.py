@@ -29,6 +29,21 @@ def test_old_recipe_key_becomes_train_radius():
     }
 
 
+def test_decode_elevation_folds_into_segment_in_recipes_and_model_settings():
+    r = load_recipe("micronet")
+    r["tasks"].append({"name": "cells", "target": "foreground", "activation": "sigmoid",
+                       "loss": "weighted_bce"})  # fmt: skip
+    for elevation, segment in (("cells", "seeded_cells"), ("detection", "seeded")):
+        old = {**r, "decode": {**r["decode"], "segment": "seeded", "elevation": elevation}}
+        assert validate_recipe(old)["decode"]["segment"] == segment
+        assert "elevation" not in validate_recipe(old)["decode"]
+        assert "elevation" in old["decode"]  # the caller's mapping is not changed
+        # a model file's tuned decode settings, too
+        m = Model(validate_recipe(r), 3, [0.5] * 3, [0.2] * 3,
+                  decode={"segment": "seeded", "elevation": elevation})  # fmt: skip
+        assert m.decode.segment == segment and "elevation" not in m.decode.as_dict()
+
+
 def test_old_summary_keys_become_train_radius():
     s = migrate_summary({"object_size": 6.0, "object_size_um": 3.0, "data_object_size": 5.4})
     assert s == {"train_radius": 6.0, "train_radius_um": 3.0, "data_object_size": 5.4}

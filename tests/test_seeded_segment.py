@@ -53,7 +53,7 @@ def test_touching_nuclei_part_along_the_detection_map_valley():
     assert min(matched_ious(truth, labels)) > 0.95
     # flooding the flat cell probability instead cuts where the two fronts meet (half-way
     # between the seeds), inside the large nucleus: worse for it
-    flat = seeded_instances(p.replace(elevation="cells"), det, cells, np.array([[24, 22], [24, 37]]), 1.0)  # fmt: skip
+    flat = seeded_instances(p.replace(segment="seeded_cells"), det, cells, np.array([[24, 22], [24, 37]]), 1.0)  # fmt: skip
     assert matched_ious(truth, flat)[0] < matched_ious(truth, labels)[0]
 
 

@@ -38,7 +38,7 @@ LOCK_FILE = ".cellmaps-run.lock"
 SKIPPED_FILE = "skipped.csv"
 # the folders and tables a run writes; --overwrite removes only the files of these that the
 # previous run recorded as its own (never other files of the folder)
-OUTPUT_FOLDERS = ("points", "geojson", "overlays", "masks")
+OUTPUT_FOLDERS = ("points", "geojson", "overlays", "masks", "measurements")
 OUTPUT_FILES = ("counts.csv", "ki67.csv", "slides.json", "regions.csv", SKIPPED_FILE, INPUTS_FILE)
 OWNED_KEY = "outputs"  # the run record's list of the files the run may write
 
@@ -65,12 +65,20 @@ def image_outputs(out: Path, image_id: str, masks: bool, parquet: bool = False) 
     ]
 
 
+def measurement_outputs(out: Path, image_id: str, parquet: bool = False) -> list[Path]:
+    """The per-object measurement files of an image (slides read by region have none yet,
+    so they are not part of :func:`is_complete`; written before the points, they exist
+    whenever an image's outputs are complete)."""
+    files = [out / "measurements" / f"{image_id}.parquet"] if parquet else []
+    return files + [out / "measurements" / f"{image_id}.csv"]
+
+
 def planned_outputs(out: Path, image_ids: Iterable[str], masks: bool, parquet: bool) -> list[str]:
     """Every file (relative to ``out``, POSIX style) a run over ``image_ids`` may write."""
     files = {
         p.relative_to(out).as_posix()
         for i in image_ids
-        for p in image_outputs(out, i, masks, parquet)
+        for p in image_outputs(out, i, masks, parquet) + measurement_outputs(out, i, parquet)
     }
     return sorted(files | set(OUTPUT_FILES))
 

@@ -44,7 +44,7 @@ from cellmaps.postprocess.measure import object_table
 from cellmaps.postprocess.segment import can_outline, require_outlines, segment_maps
 from cellmaps.postprocess.tumour_gate import apply_gate
 from cellmaps.recipes import task_head, validate_recipe
-from cellmaps.recipes.migrate import migrate_summary
+from cellmaps.recipes.migrate import migrate_decode, migrate_summary
 
 __all__ = ["Model", "Prediction", "load_model", "segment_image"]
 
@@ -134,7 +134,9 @@ class Model:
         self.mean = np.asarray(mean, dtype=np.float32)
         self.std = np.asarray(std, dtype=np.float32)
         self.training = migrate_summary(training)
-        self.decode = DecodeParams.from_settings(dict(recipe["decode"], **(decode or {})))
+        self.decode = DecodeParams.from_settings(
+            dict(recipe["decode"], **(migrate_decode(decode) or {}))
+        )
         self.net = net if net is not None else net_from_recipe(recipe, in_channels)
         self.activations = {task_head(t): t["activation"] for t in recipe["tasks"]}
 
@@ -472,11 +474,25 @@ class Model:
         else:
             pts = self.detect(img, progress, object_size=self.train_radius / factor
                               if self.train_radius else None)  # fmt: skip
-        radius = (self.train_radius or self.training.get("data_object_size") or 6.0) / factor
-        columns = object_table(pts, img, outlines, disc_radius=radius, pixel_size=pixel_size,
-                               brightfield=self.training.get("modality", "brightfield")
-                               == "brightfield")  # fmt: skip
+        columns = self.measure(pts, img, outlines, factor, pixel_size)
         return Prediction(pts, outlines, columns, found if maps else None, float(factor))
+
+    def measure(
+        self,
+        points: Points,
+        image: np.ndarray,
+        outlines: np.ndarray | None,
+        factor: float,
+        pixel_size: float | None = None,
+    ) -> dict[str, np.ndarray]:
+        """Per-object measurements (:func:`cellmaps.postprocess.measure.object_table`) of
+        ``points`` found in ``image`` at input scale ``factor`` (:meth:`input_scale`): on the
+        ``outlines`` (instance image), or on discs of the model's object radius in the input's
+        pixels for points only; optical densities for brightfield models."""
+        radius = (self.train_radius or self.training.get("data_object_size") or 6.0) / factor
+        return object_table(points, image, outlines, disc_radius=radius, pixel_size=pixel_size,
+                            brightfield=self.training.get("modality", "brightfield")
+                            == "brightfield")  # fmt: skip
 
     @property
     def can_outline(self) -> bool:

@@ -3,6 +3,7 @@ counts.csv, regions.csv and slides.json, each written atomically (numpy and Pill
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 from pathlib import Path
@@ -17,6 +18,7 @@ from cellmaps.io.geojson import class_color, mask_to_polygons, read_geojson, wri
 from cellmaps.io.images import to_uint8_rgb
 from cellmaps.io.points import Points, write_points, write_points_parquet
 from cellmaps.metrics.counts import NEGATIVE, POSITIVE, format_index, ki67_index
+from cellmaps.postprocess.measure import qupath_measurements
 
 
 def draw_overlay(image: np.ndarray, points: Points, radius: int = 4) -> np.ndarray:
@@ -59,20 +61,64 @@ def instance_outlines(mask: np.ndarray, label: str) -> list:
     return mask_to_polygons(mask, {int(k): label for k in ids[ids > 0]})
 
 
+def write_measurements(path: Path, table: dict[str, np.ndarray]) -> None:
+    """A per-object table (:func:`cellmaps.postprocess.measure.object_table`) as CSV,
+    atomically: one row per object, its columns in the table's order, NaN as an empty field
+    (pandas reads it back as NaN), numbers with 7 significant digits."""
+
+    def cell(v) -> str:
+        if isinstance(v, str):
+            return v
+        return "" if not np.isfinite(v) else f"{float(v):.7g}"
+
+    with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(list(table))
+        columns = list(table.values())
+        for i in range(len(table["x"])):
+            writer.writerow([cell(col[i]) for col in columns])
+
+
+def write_measurements_parquet(path: Path, table: dict[str, np.ndarray]) -> None:
+    """The per-object table as Parquet (pyarrow), atomically."""
+    import pyarrow as pa  # optional, as for the points' Parquet (checked there first)
+    import pyarrow.parquet as pq
+
+    arrays = {k: pa.array(list(v) if v.dtype == object else v) for k, v in table.items()}
+    with atomic_path(path) as tmp:
+        pq.write_table(pa.table(arrays), tmp)
+
+
 def write_points_outputs(
-    out: Path, stem: str, pts: Points, parquet: bool, outlines: list | None = None
+    out: Path,
+    stem: str,
+    pts: Points,
+    parquet: bool,
+    outlines: list | None = None,
+    table: dict[str, np.ndarray] | None = None,
 ) -> None:
     """points/<stem>.csv (and .parquet) and geojson/<stem>.geojson: the points, or with
     ``outlines`` (``--masks``) one polygon per instance in their place, so QuPath imports
-    each cell once, with its outline."""
-
-    if parquet:
+    each cell once, with its outline. With ``table`` (per-object measurements, one row per
+    point), also measurements/<stem>.csv (and .parquet), written first, and the
+    measurements in every GeoJSON feature."""
+    meas = None
+    if parquet:  # first: it says clearly when pyarrow is missing
         write_points_parquet(out / "points" / f"{stem}.parquet", pts)
+    if table is not None:
+        if parquet:
+            write_measurements_parquet(out / "measurements" / f"{stem}.parquet", table)
+        write_measurements(out / "measurements" / f"{stem}.csv", table)
+        meas = qupath_measurements(table)
     write_points(out / "points" / f"{stem}.csv", pts)
     if outlines is None:
-        write_geojson(out / "geojson" / f"{stem}.geojson", points=pts)
+        write_geojson(out / "geojson" / f"{stem}.geojson", points=pts, measurements=meas)
     else:
-        write_geojson(out / "geojson" / f"{stem}.geojson", polygons=outlines)
+        per_object = None
+        if meas is not None:
+            per_object = {int(o): m for o, m in zip(table["object"], meas, strict=True) if o > 0}
+        write_geojson(out / "geojson" / f"{stem}.geojson", polygons=outlines,
+                      measurements=per_object)  # fmt: skip
 
 
 SLIDES_FILE = "slides.json"  # per slide read by region: level, net shape, tiles skipped

@@ -164,20 +164,34 @@ def _predict_one(
         check_modality(m, image, f, slides)
         if slides.get("stain_norm"):
             image = _stain_normalised(image, slides["stain_norm"], slides.get("stain_ref"), f)
-        outlines = None
+        outlines, mask = None, None
+        pixel_size = inference.get("pixel_size")
+        factor, inference = resolved_scale(m, image, inference)
         if masks:
             pts, mask = segment_image(m, image, **inference)
             write_mask(out / "masks" / f"{f.stem}.tif", mask)
             outlines = instance_outlines(mask, m.training.get("label") or "nucleus")
         else:
             pts = m.detect(image, xi=xi, **inference)
+        table = m.measure(pts, image, mask, factor, pixel_size)
     except CellmapsInputError as exc:
         if exc.path is None:  # name the file the problem came from
             raise CellmapsInputError(exc.problem, f) from exc
         raise
-    write_points_outputs(out, f.stem, pts, slides.get("parquet", False), outlines)
+    write_points_outputs(out, f.stem, pts, slides.get("parquet", False), outlines, table)
     write_overlay(out / "overlays" / f"{f.stem}.png", image, pts)
     return label_counts(pts)
+
+
+def resolved_scale(m, image: np.ndarray, inference: dict) -> tuple[float, dict]:
+    """The image's input scale (:meth:`~cellmaps.model.Model.input_scale`, estimated once
+    when it is ``auto``) and the inference options that give the model exactly that scale
+    (the object size in px for models with a training radius), so detection and the
+    measurement discs agree."""
+    factor = m.input_scale(inference.get("object_size"), inference.get("pixel_size"), image)
+    if m.train_radius:
+        inference = {**inference, "object_size": m.train_radius / factor, "pixel_size": None}
+    return factor, inference
 
 
 def check_colour(image: np.ndarray, path=None) -> None:

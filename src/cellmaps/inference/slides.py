@@ -43,7 +43,7 @@ from cellmaps.io.slides import LazyImage, SlideSource, choose_level
 from cellmaps.postprocess import grow_markers, majority_filter, markers_from_detections
 from cellmaps.postprocess.decode import decode_maps
 from cellmaps.postprocess.peaks import decoded_channels
-from cellmaps.postprocess.segment import seeded_instances, seeded_tasks
+from cellmaps.postprocess.segment import SEEDED, seeded_instances, seeded_tasks
 from cellmaps.postprocess.tumour_gate import apply_gate
 
 TISSUE_MAX_SATURATION = 0.08  # H&E / IHC tissue is more saturated than this; glass is not
@@ -431,7 +431,7 @@ def slide_mask_decoder(model, canvas: LabelCanvas | None, outer_min: float):
     which needs the slide's maximum first: :func:`segment_slide`); a clear error for models
     that outline images only."""
     p = model.decode
-    if p.segment == "seeded":
+    if p.segment in SEEDED:
         seeded_tasks(p)
         return None
     if p.task_with_target("outer_distance") is None or p.task_with_target("foreground") is None:

@@ -59,15 +59,21 @@ def points_to_features(points: Points, object_type: str = "detection") -> list[d
     return list(iter_point_features(points, object_type))
 
 
-def iter_point_features(points: Points, object_type: str = "detection") -> Iterator[dict]:
-    """:func:`points_to_features` one feature at a time."""
+def iter_point_features(
+    points: Points, object_type: str = "detection", measurements: list[dict] | None = None
+) -> Iterator[dict]:
+    """:func:`points_to_features` one feature at a time; ``measurements`` (one mapping per
+    point, e.g. :func:`cellmaps.postprocess.measure.qupath_measurements`) join the score."""
     for i, (r, c) in enumerate(points.coords):
         props: dict = {
             "objectType": object_type,
             "classification": _classification(str(points.labels[i])),
         }
+        meas = dict(measurements[i]) if measurements is not None else {}
         if points.scores is not None:
-            props["measurements"] = {"score": float(points.scores[i])}
+            meas["score"] = float(points.scores[i])
+        if meas:
+            props["measurements"] = meas
         yield {
             "type": "Feature",
             "geometry": {
@@ -78,11 +84,20 @@ def iter_point_features(points: Points, object_type: str = "detection") -> Itera
         }
 
 
-def mask_to_polygons(mask: np.ndarray, labels: dict[int, str] | None = None) -> list[Polygon]:
+#: vertices closer than this (px) to the simplified outline are dropped
+#: (:func:`skimage.measure.approximate_polygon`, Douglas–Peucker): the outline moves by at
+#: most half a pixel, and a nucleus keeps about a fifth of its marching-squares vertices
+POLYGON_TOLERANCE = 0.5
+
+
+def mask_to_polygons(
+    mask: np.ndarray, labels: dict[int, str] | None = None, tolerance: float = POLYGON_TOLERANCE
+) -> list[Polygon]:
     """Outline every instance of a label image as one polygon (outer contour of its largest part).
 
     Contours follow scikit-image's marching squares at level 0.5 on each object's binary
-    mask, so vertices lie on pixel edges; holes are not kept.
+    mask, so vertices lie on pixel edges, then are simplified within ``tolerance`` px
+    (0 keeps every vertex); holes are not kept.
     """
     polys = []
     for region in measure.regionprops(np.asarray(mask)):
@@ -92,13 +107,21 @@ def mask_to_polygons(mask: np.ndarray, labels: dict[int, str] | None = None) -> 
         if not contours:
             continue
         contour = max(contours, key=len) + np.array([r0 - 1, c0 - 1])
+        if tolerance > 0 and len(contour) > 4:
+            simple = measure.approximate_polygon(contour, tolerance)
+            contour = simple if len(simple) >= 4 else contour  # a closed ring of 3+ vertices
         label = labels.get(region.label, "nucleus") if labels else "nucleus"
         polys.append(Polygon(contour, label, int(region.label)))
     return polys
 
 
-def polygons_to_features(polygons: list[Polygon], object_type: str = "detection") -> list[dict]:
-    """GeoJSON Polygon features (closed rings, x = column)."""
+def polygons_to_features(
+    polygons: list[Polygon],
+    object_type: str = "detection",
+    measurements: dict[int, dict] | None = None,
+) -> list[dict]:
+    """GeoJSON Polygon features (closed rings, x = column); ``measurements`` maps an object
+    id to its measurements (score included)."""
     feats = []
     for p in polygons:
         ring = [[float(c) + QUPATH_OFFSET, float(r) + QUPATH_OFFSET] for r, c in p.coords]
@@ -112,6 +135,11 @@ def polygons_to_features(polygons: list[Polygon], object_type: str = "detection"
                 "properties": {
                     "objectType": object_type,
                     "classification": _classification(p.label),
+                    **(
+                        {"measurements": dict(measurements[p.object_id])}
+                        if measurements and p.object_id in measurements
+                        else {}
+                    ),
                 },
             }
         )
@@ -123,14 +151,18 @@ def write_geojson(
     points: Points | None = None,
     polygons: list[Polygon] | None = None,
     object_type: str = "detection",
+    measurements: list[dict] | dict[int, dict] | None = None,
 ) -> None:
     """Write points and/or polygons as a QuPath-compatible FeatureCollection, atomically,
-    one feature at a time (a slide's detections are never held as one text)."""
+    one feature at a time (a slide's detections are never held as one text).
+    ``measurements``: one mapping per point (with ``points``), or object id → mapping (with
+    ``polygons`` alone)."""
     feats: Iterator[dict] = iter(())
     if points is not None:
-        feats = iter_point_features(points, object_type)
+        feats = iter_point_features(points, object_type, measurements if polygons is None else None)
     if polygons is not None:
-        feats = itertools.chain(feats, polygons_to_features(polygons, object_type))
+        per_object = measurements if isinstance(measurements, dict) else None
+        feats = itertools.chain(feats, polygons_to_features(polygons, object_type, per_object))
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as fh:
         fh.write('{"type": "FeatureCollection", "features": [')
         for i, feat in enumerate(feats):

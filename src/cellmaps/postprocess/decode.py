@@ -67,7 +67,6 @@ class DecodeParams(Mapping):
     segment: str | None = None
     max_border: int | None = 12
     cell_threshold: float = 0.5
-    elevation: str = "detection"
     separation_threshold: float = 0.5
     class_gain: Mapping[str, float] | None = None
     #: settings of older model files this version does not read, kept so they round-trip

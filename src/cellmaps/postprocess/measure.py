@@ -141,3 +141,45 @@ def object_table(
             cols[f"{stain}_od_max"] = per_point(props[f"intensity_max-{base + k}"])
     cols["measured_on"] = np.full(n, measured_on, dtype=object)
     return cols
+
+
+#: table column → measurement name in GeoJSON (QuPath's style: words, units after a space)
+QUPATH_NAMES = {
+    "score": "score",
+    "area_px": "Area px^2",
+    "area_um2": "Area µm^2",
+    "perimeter_px": "Perimeter px",
+    "equivalent_diameter_px": "Equivalent diameter px",
+    "equivalent_diameter_um": "Equivalent diameter µm",
+    "eccentricity": "Eccentricity",
+    "solidity": "Solidity",
+    "hematoxylin_od_mean": "Hematoxylin OD mean",
+    "hematoxylin_od_max": "Hematoxylin OD max",
+    "dab_od_mean": "DAB OD mean",
+    "dab_od_max": "DAB OD max",
+    "mean_intensity": "Mean intensity",
+}
+#: columns that say where or what an object is, not how it measures
+NOT_MEASUREMENTS = ("x", "y", "class", "object", "measured_on")
+
+
+def qupath_name(column: str) -> str:
+    """The GeoJSON measurement name of a table column (``mean_red`` → ``Red: Mean``)."""
+    if column in QUPATH_NAMES:
+        return QUPATH_NAMES[column]
+    if column.startswith("mean_"):
+        return f"{column[5:].replace('_', ' ').capitalize()}: Mean"
+    return column
+
+
+def qupath_measurements(table: dict[str, np.ndarray]) -> list[dict[str, float]]:
+    """One ``{name: value}`` mapping per row of an :func:`object_table`, with QuPath-style
+    names (:func:`qupath_name`); NaN values (a point on background) are left out, as JSON
+    has no NaN."""
+    names = [c for c in table if c not in NOT_MEASUREMENTS]
+    n = len(table["x"])
+    values = {c: np.asarray(table[c], dtype=np.float64) for c in names}
+    return [
+        {qupath_name(c): float(values[c][i]) for c in names if np.isfinite(values[c][i])}
+        for i in range(n)
+    ]

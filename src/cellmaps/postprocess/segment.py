@@ -68,7 +68,7 @@ def region_growing_tasks(p: DecodeParams) -> tuple[str, str]:
 def require_outlines(p: DecodeParams) -> None:
     """A clear error, before any prediction, when the model's ``decode.segment`` cannot
     outline with the tasks it has."""
-    if p.segment == "seeded":
+    if p.segment in SEEDED:
         seeded_tasks(p)
     elif p.segment not in ("argmax", "split"):
         region_growing_tasks(p)
@@ -99,7 +99,7 @@ def segment_maps(maps, p: DecodeParams, outer_min: float = 0.5) -> tuple[Points,
         return argmax_segmentation(maps, p)
     if p.segment == "split":
         return split_segmentation(maps, p)
-    if p.segment == "seeded":
+    if p.segment in SEEDED:
         return seeded_segmentation(maps, p)
     outer, cells = region_growing_tasks(p)
     pts = decode_maps(maps, p)  # input pixels
@@ -122,6 +122,10 @@ def argmax_segmentation(maps, p: DecodeParams) -> tuple[Points, np.ndarray]:
     return pts, argmax_instances(planes["prob"], pts.coords, scaled_px(p.min_area, scale, 2))
 
 
+#: ``decode.segment`` values of a seeded watershed (over the detection map, the cells)
+SEEDED = ("seeded", "seeded_cells")
+
+
 def seeded_tasks(p: DecodeParams) -> tuple[str, str]:
     """The detection task and the cell-pixel (foreground) task a ``seeded`` model reads; a
     clear error when the model lacks the second."""
@@ -139,7 +143,7 @@ def seeded_instances(
 ) -> np.ndarray:
     """Instances from a cell-probability plane and detections (same pixels): the pixels
     above ``cell_threshold``, split by a watershed from the detections over the negated
-    detection map (``elevation: detection``) or cell probability (``cells``); a part with
+    detection map (``segment: seeded``) or cell probability (``seeded_cells``); a part with
     no detection stays one object; objects under ``min_area`` (net px, × ``scale``²) dropped.
 
     The detection map peaks at object centres and dips between touching objects, so it
@@ -154,7 +158,7 @@ def seeded_instances(
     rc = rc[fg[rc[:, 0], rc[:, 1]]]
     markers = np.zeros(fg.shape, np.int32)
     markers[rc[:, 0], rc[:, 1]] = np.arange(1, len(rc) + 1, dtype=np.int32)
-    elevation = -(detection if p.elevation == "detection" else cells)
+    elevation = -(cells if p.segment == "seeded_cells" else detection)
     labels = seeded_watershed(elevation.astype(np.float32), markers, fg)
     return drop_small_labels(labels, scaled_px(p.min_area, scale, 2))
 

@@ -170,14 +170,12 @@ SCHEMA = {
         # how `predict --masks` outlines objects: region_growing (DeepDistance §4.7, outer
         # distance + cell pixels), argmax (the decode map's channel wins the argmax; touching
         # objects split by a watershed from the detections) or split (DeepSplit: cells minus
-        # the separation map of decode.boundary_task, border-length-limited watershed) or
+        # the separation map of decode.boundary_task, border-length-limited watershed),
         # seeded (the cell pixels of the foreground task above cell_threshold, split by a
-        # watershed from the detections over `elevation`); null = region_growing
+        # watershed from the detections over the negated detection map: touching objects
+        # part where it dips between their peaks) or seeded_cells (the same over the negated
+        # cell probability); null = region_growing
         "segment": ((str, type(None)), None),
-        # decode.segment seeded: the landscape the watershed floods, "detection" (the
-        # negated detection map: touching objects part where it dips between their peaks)
-        # or "cells" (the negated cell probability)
-        "elevation": (str, "detection"),
         # decode.kind split (DeepSplit): touching cells are cut only along borders shorter
         # than this many pixel edges (null = every watershed cut is kept)
         "max_border": ((int, type(None)), 12),
@@ -215,8 +213,7 @@ STATIC_CHOICES = {
     "training.intensity": INTENSITY_MODES,
     "training.object_scale": ("source", "image"),
     "evaluate.protocol": ("hungarian", "one-to-one", "iou"),
-    "decode.segment": (None, "region_growing", "argmax", "split", "seeded"),
-    "decode.elevation": ("detection", "cells"),
+    "decode.segment": (None, "region_growing", "argmax", "split", "seeded", "seeded_cells"),
     "inference.blend": ("mean", "gaussian"),
     "inference.object_size": (None, "auto"),
 }

@@ -5,6 +5,8 @@ versions of cellmaps still load.
   training summary) meant the radius the net was trained at; they are now
   ``train_radius`` / ``train_radius_um``, so that ``object_size`` means one thing only: the
   size of objects in an input image (``--object-size``, ``inference.object_size``).
+- ``decode.elevation`` (a development model of the seeded outlines, recipe and model file):
+  ``cells`` is now ``decode.segment: seeded_cells``; ``detection`` is ``seeded`` itself.
 """
 
 from __future__ import annotations
@@ -28,12 +30,25 @@ def _renamed(section: dict, renames: dict[str, str], where: str) -> dict:
     return out
 
 
+def migrate_decode(decode: dict | None) -> dict | None:
+    """A recipe's or model file's ``decode`` settings with ``elevation`` folded into
+    ``segment`` (a copy)."""
+    if not isinstance(decode, dict) or "elevation" not in decode:
+        return decode
+    out = dict(decode)
+    if out.pop("elevation") == "cells" and out.get("segment") == "seeded":
+        out["segment"] = "seeded_cells"
+    return out
+
+
 def migrate_recipe(data: dict) -> dict:
     """A recipe mapping with old key names replaced (a copy; the input is not changed)."""
     if not isinstance(data, dict) or not isinstance(data.get("training"), dict):
         return data
     out = copy.copy(data)
     out["training"] = _renamed(data["training"], RECIPE_TRAINING_RENAMES, "recipe training")
+    if isinstance(data.get("decode"), dict):
+        out["decode"] = migrate_decode(data["decode"])
     return out
 
 
