@@ -171,11 +171,50 @@ def card(name: str) -> dict | None:
     }
 
 
+README = REPO / "README.md"
+#: the command a newcomer runs with each bundled model on a folder of their own images
+RUN = {
+    "default": "cellmaps predict my_images/ --out results/",
+    "ki67": "cellmaps ki67 my_ihc_images/ --out ki67/",
+    "fluo-nuclei": "cellmaps predict fluo-nuclei my_images/ --masks --out results/",
+}
+
+
+def first_test_row(card_: dict) -> str:
+    """The card's first test line, shortened to its first figure."""
+    row = card_["test"][0] if card_["test"] else ""
+    return row.split(" (")[0]
+
+
+def models_table(cards: dict) -> str:
+    """The README's table of bundled models (name, what it finds, the command, one test
+    figure), from the cards: no figure typed."""
+    lines = [
+        "| model | finds | run it on your folder | test (more: `cellmaps models NAME`) |",
+        "|---|---|---|---|",
+    ]
+    for name, c in cards.items():
+        lines.append(f"| `{name}` | {c['what']} | `{RUN[name]}` | {first_test_row(c)} |")
+    return "\n".join(lines)
+
+
+def update_readme_models(cards: dict) -> None:
+    """Replace the text between the README's models markers with :func:`models_table`."""
+    begin, end = "<!-- BEGIN models (benchmarks/model_cards.py) -->", "<!-- END models -->"
+    text = README.read_text(encoding="utf-8")
+    if begin not in text or end not in text:
+        raise SystemExit(f"README.md has no {begin} ... {end} markers")
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    write_text_atomic(README, f"{head}{begin}\n{models_table(cards)}\n{end}{tail}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     cards = {n: c for n in FACTS if (c := card(n)) is not None}
     write_text_atomic(MODELS / "cards.json", json.dumps(cards, indent=1) + "\n")
-    print(f"wrote {MODELS / 'cards.json'}: {', '.join(cards)}")
+    update_readme_models(cards)
+    print(f"wrote {MODELS / 'cards.json'} and README's model table: {', '.join(cards)}")
     return 0
 
 
