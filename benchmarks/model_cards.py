@@ -209,12 +209,39 @@ def update_readme_models(cards: dict) -> None:
     write_text_atomic(README, f"{head}{begin}\n{models_table(cards)}\n{end}{tail}")
 
 
+DOCS_MODELS = REPO / "docs" / "models.md"
+
+
+def models_page(cards: dict) -> str:
+    """docs/models.md: every bundled model's card, from cards.json (no figure typed)."""
+    out = [
+        "# Bundled models",
+        "",
+        "Written by `python -m benchmarks.model_cards` from the model files and the results "
+        "JSON; `cellmaps models NAME` prints the same card.",
+        "",
+        models_table(cards),
+    ]
+    for name, c in cards.items():
+        out += ["", f"## `{name}`", "", c["description"], "",
+                f"- **Finds:** {c['what']}", f"- **Modality:** {c['modality']}",
+                f"- **Scale:** {c['scale']}",
+                "- **Training data:** " + "; ".join(f"{d['name']} ({d['role']}; licence: "
+                                                     f"{d['licence']})" for d in c["data"]),
+                f"- **Trained by:** `{c['command']}`", "", "Validation:", ""]  # fmt: skip
+        out += [f"- {v}" for v in c["validation"]] + ["", "Test (scored once):", ""]
+        out += [f"- {t}" for t in c["test"]]
+    return "\n".join(out) + "\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     argparse.ArgumentParser(description=__doc__.split("\n\n")[0]).parse_args(argv)
     cards = {n: c for n in FACTS if (c := card(n)) is not None}
     write_text_atomic(MODELS / "cards.json", json.dumps(cards, indent=1) + "\n")
     update_readme_models(cards)
-    print(f"wrote {MODELS / 'cards.json'} and README's model table: {', '.join(cards)}")
+    write_text_atomic(DOCS_MODELS, models_page(cards))
+    print(f"wrote {MODELS / 'cards.json'}, README's model table and {DOCS_MODELS.name}: "
+          f"{', '.join(cards)}")  # fmt: skip
     return 0
 
 
