@@ -28,7 +28,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from cellmaps.io._atomic import write_text_atomic
     from cellmaps.metrics.evaluate import evaluate, format_table, json_ready, plot_evaluation
 
-    for option, path in (("--json", args.json), ("--plot", args.plot)):
+    for option, path in (("--json", args.json), ("--plot", args.plot), ("--report", args.report)):
         if path and Path(path).is_dir():  # checked before the evaluation runs
             raise CellmapsInputError(f"{option} takes a file name, but a folder is there", path)
     result = evaluate(
@@ -50,6 +50,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     if args.plot:
         plot_evaluation(result, args.plot)
         print(f"wrote {args.plot}")
+    if args.report:
+        from cellmaps.metrics.report import write_report
+
+        write_report(args.report, result, args.truth, args.pred)
+        print(f"wrote {args.report}")
     return 0
 
 
@@ -565,6 +570,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     ev.add_argument("--json", help="write the full result (summary, per_group, per_image) here")
     ev.add_argument("--plot", help="write a PNG with the PR curve, per-image F1 and counts")
+    ev.add_argument(
+        "--report",
+        help="write one self-contained HTML file: metrics, the figure, per-image table and "
+        "overlays of found / extra / missed objects, the worst images first",
+    )
     ev.add_argument("--quiet", action="store_true", help="no progress bar")
     ev.set_defaults(func=_cmd_evaluate)
 

@@ -1,0 +1,88 @@
+"""``cellmaps evaluate --report``: one self-contained HTML file whose numbers are the JSON's,
+whose images are embedded PNGs, whose overlays put the worst image first and draw found,
+extra and missed objects in their colours."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from html.parser import HTMLParser
+
+import numpy as np
+from PIL import Image
+
+from cellmaps.cli import main
+from cellmaps.metrics.report import COLOURS
+
+
+class Page(HTMLParser):
+    """The page's images, table cells and every resource it points at."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.images: list[tuple[str, str]] = []  # (alt, src)
+        self.cells: list[str] = []
+        self.links: list[str] = []
+        self._in_cell = False
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "img":
+            self.images.append((a.get("alt", ""), a["src"]))
+        for key in ("href", "src"):
+            if key in a and tag != "img":
+                self.links.append(a[key])
+        if tag in ("script", "link", "iframe"):
+            self.links.append(tag)
+        self._in_cell = tag in ("td", "th")
+
+    def handle_endtag(self, tag):
+        self._in_cell = False
+
+    def handle_data(self, data):
+        if self._in_cell:
+            self.cells.append(data)
+
+
+def decode_png(src: str) -> np.ndarray:
+    assert src.startswith("data:image/png;base64,")
+    return np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))))
+
+
+def test_report_embeds_everything_and_its_numbers_are_the_json(tmp_path, capsys):
+    truth, pred = tmp_path / "t", tmp_path / "p"
+    for root in (truth, pred):
+        (root / "points").mkdir(parents=True)
+    (truth / "images").mkdir()
+    for i in ("good", "bad"):
+        Image.fromarray(np.full((80, 80, 3), 200, np.uint8)).save(truth / "images" / f"{i}.png")
+    # good: both found; bad: one found, one extra, one missed
+    (truth / "points" / "good.csv").write_text("x,y,label\n20,20,n\n60,60,n\n")
+    (pred / "points" / "good.csv").write_text("x,y,label,score\n21,20,n,0.9\n60,61,n,0.8\n")
+    (truth / "points" / "bad.csv").write_text("x,y,label\n20,20,n\n60,60,n\n")
+    (pred / "points" / "bad.csv").write_text("x,y,label,score\n20,22,n,0.9\n40,10,n,0.7\n")
+    out, report = tmp_path / "r.json", tmp_path / "report.html"
+    argv = ["evaluate", "--truth", str(truth), "--pred", str(pred), "--json", str(out),
+            "--report", str(report), "--quiet"]  # fmt: skip
+    assert main(argv) == 0
+    assert "wrote" in capsys.readouterr().out
+    result = json.loads(out.read_text())
+    page = Page()
+    page.feed(report.read_text(encoding="utf-8"))
+    assert page.links == []  # self-contained: no link, script or external resource
+    s = result["summary"]
+    assert (s["tp"], s["fp"], s["fn"]) == (3, 1, 1)
+    for value in (s["precision"], s["recall"], s["f1"]):
+        assert f"{value:.4f}" in page.cells
+    # per-image table worst first: bad (F1 0.5) before good (1.0)
+    assert page.cells.index("bad") < page.cells.index("good")
+    overlays = [(alt, decode_png(src)) for alt, src in page.images if alt in ("bad", "good")]
+    assert [alt for alt, _ in overlays] == ["bad", "good"]
+    bad = overlays[0][1][..., :3].reshape(-1, 3)
+    colours = {tuple(c) for c in bad}
+    assert {COLOURS["tp"], COLOURS["fp"], COLOURS["fn"]} <= colours  # all three drawn
+    good = {tuple(c) for c in overlays[1][1][..., :3].reshape(-1, 3)}
+    assert COLOURS["tp"] in good and COLOURS["fp"] not in good and COLOURS["fn"] not in good
+    figure = [src for alt, src in page.images if alt == "evaluation figure"]
+    assert len(figure) == 1 and decode_png(figure[0]).shape[0] > 100
