@@ -86,3 +86,53 @@ def test_report_embeds_everything_and_its_numbers_are_the_json(tmp_path, capsys)
     assert COLOURS["tp"] in good and COLOURS["fp"] not in good and COLOURS["fn"] not in good
     figure = [src for alt, src in page.images if alt == "evaluation figure"]
     assert len(figure) == 1 and decode_png(figure[0]).shape[0] > 100
+
+
+def test_predict_report_lists_counts_and_thumbnails_of_the_run(tmp_path, capsys, monkeypatch):
+    from tests.test_slides import blob_image, pointwise_model
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for name, n in (("few", 5), ("many", 40)):
+        Image.fromarray(blob_image((120, 120), n=n, seed=3)).save(folder / f"{name}.png")
+    model = tmp_path / "m.safetensors"
+    pointwise_model("micronet").save(model)
+    monkeypatch.setattr("cellmaps.model.Model.load", lambda path: pointwise_model("micronet"))
+    out = tmp_path / "out"
+    assert main(["predict", str(model), str(folder), "--out", str(out), "--report", "--quiet"]) == 0
+    page = Page()
+    page.feed((out / "report.html").read_text(encoding="utf-8"))
+    assert page.links == []
+    import csv
+
+    with open(out / "counts.csv", newline="") as fh:
+        counts = {r["id"]: r["count"] for r in csv.DictReader(fh)}
+    assert int(counts["many"]) > int(counts["few"]) > 0
+    for image_id, count in counts.items():  # each row of the table is the CSV's
+        k = page.cells.index(image_id)
+        assert page.cells[k + 1] == count
+    thumbs = {alt: decode_png(src) for alt, src in page.images}
+    assert set(thumbs) == {"few", "many"}
+    assert max(thumbs["many"].shape[:2]) <= 256
+    overlay = np.asarray(Image.open(out / "overlays" / "many.png").convert("RGB"))
+    assert thumbs["many"].shape[:2] == overlay.shape[:2]  # 120 px: not shrunk
+    np.testing.assert_array_equal(thumbs["many"][..., :3], overlay)
+    # a second run with --overwrite replaces the report (it is the run's own file)
+    assert main(["predict", str(model), str(folder), "--out", str(out), "--overwrite",
+                 "--quiet"]) == 0  # fmt: skip
+    assert not (out / "report.html").exists()
+
+
+def test_prediction_report_shows_the_ki67_index_of_each_image_and_pooled(tmp_path):
+    from cellmaps.outputs import prediction_report_html
+
+    (tmp_path / "counts.csv").write_text("id,count,negative,positive\na,4,3,1\nb,2,1,1\n")
+    (tmp_path / "ki67.csv").write_text(
+        "id,positive,negative,index\na,1,3,0.2500\nb,1,1,0.5000\npooled,2,4,0.3333\n"
+    )
+    page = Page()
+    page.feed(prediction_report_html(tmp_path))
+    assert page.cells[page.cells.index("a") + 4] == "0.2500"
+    assert page.cells[page.cells.index("b") + 4] == "0.5000"
+    assert page.images == []  # no overlays/ folder: no thumbnails, no broken image
+    assert "Pooled Ki67 index 0.3333 (2 positive, 4 negative" in prediction_report_html(tmp_path)

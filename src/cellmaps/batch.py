@@ -39,7 +39,8 @@ SKIPPED_FILE = "skipped.csv"
 # the folders and tables a run writes; --overwrite removes only the files of these that the
 # previous run recorded as its own (never other files of the folder)
 OUTPUT_FOLDERS = ("points", "geojson", "overlays", "masks", "measurements")
-OUTPUT_FILES = ("counts.csv", "ki67.csv", "slides.json", "regions.csv", SKIPPED_FILE, INPUTS_FILE)
+OUTPUT_FILES = ("counts.csv", "ki67.csv", "slides.json", "regions.csv", SKIPPED_FILE, INPUTS_FILE,
+                "report.html")  # fmt: skip
 OWNED_KEY = "outputs"  # the run record's list of the files the run may write
 
 

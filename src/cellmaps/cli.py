@@ -241,9 +241,19 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     )
     print(
         f"wrote predictions for {len(summary)} image(s) to {Path(args.out)} "
-        "(points/, geojson/, overlays/, counts.csv)"
+        "(points/, measurements/, geojson/, overlays/, counts.csv)"
     )
+    _maybe_report(args)
     return 0
+
+
+def _maybe_report(args: argparse.Namespace) -> None:
+    """``--report``: OUT/report.html from the run's tables and overlays."""
+    if args.report:
+        from cellmaps.outputs import write_prediction_report
+
+        path = write_prediction_report(Path(args.out))
+        print(f"wrote {path}")
 
 
 def _prediction_options(args: argparse.Namespace) -> dict:
@@ -316,6 +326,7 @@ def _cmd_ki67(args: argparse.Namespace) -> int:
         f"negative tumour nuclei, pooled Ki67 index {format_index(pooled['index'])}; "
         f"wrote {Path(args.out) / 'ki67.csv'} (and points/, geojson/, overlays/)"
     )
+    _maybe_report(args)
     return 0
 
 
@@ -362,6 +373,12 @@ def _add_prediction_args(p: argparse.ArgumentParser) -> None:
     """Arguments shared by the commands that run a model on images."""
     p.add_argument("inputs", nargs="*", help="[model file] then image files or folders")
     p.add_argument("--out", required=True, help="output folder (prediction layout)")
+    p.add_argument(
+        "--report",
+        action="store_true",
+        help="also write OUT/report.html: counts per image (and the Ki67 index) with "
+        "thumbnails of the overlays, one self-contained file",
+    )
     p.add_argument("--split", help="for dataset folders: only this split of splits.csv")
     p.add_argument("--xi", type=_unit_interval, help="override the tuned threshold ξ (0..1)")
     p.add_argument(

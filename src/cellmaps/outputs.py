@@ -203,3 +203,54 @@ def write_counts(out: Path, rows: list[dict], labels: list[str] = ()) -> None:
         labels += [k for k in r if k not in ("id", "count") and k not in labels]
     header = ["id", "count", *labels]
     write_csv_atomic(out / "counts.csv", header, [[r.get(k, 0) for k in header] for r in rows])
+
+
+REPORT_FILE = "report.html"
+THUMBNAIL_SIDE = 256  # px: overlay thumbnails in the prediction report
+
+
+def _read_table(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def prediction_report_html(out: Path) -> str:
+    """The page of a prediction folder: counts per image (counts.csv), the Ki67 index per
+    image and pooled when ki67.csv is there, and a thumbnail of each image's overlay, every
+    image embedded (self-contained, no script)."""
+    import html
+
+    from cellmaps.metrics.report import png_data_uri, report_page, table_html
+
+    counts = _read_table(out / "counts.csv")
+    ki67 = {r["id"]: r for r in _read_table(out / "ki67.csv")}
+    columns = list(counts[0]) if counts else ["id", "count"]
+    parts = [f"<p>{len(counts)} image(s) in <code>{html.escape(str(out))}</code>.</p>"]
+    if "pooled" in ki67:
+        p = ki67["pooled"]
+        parts.append(f"<p>Pooled Ki67 index {html.escape(p['index'])} ({p['positive']} positive, "
+                     f"{p['negative']} negative tumour nuclei).</p>")  # fmt: skip
+    header = columns + (["Ki67 index"] if ki67 else [])
+    rows = [[r[c] for c in columns] + ([ki67[r["id"]]["index"]] if r["id"] in ki67 else [])
+            for r in counts]  # fmt: skip
+    parts += ["<h2>Counts</h2>", table_html(header, rows, "counts"), "<h2>Overlays</h2>"]
+    for r in counts:
+        path = out / "overlays" / f"{r['id']}.png"
+        if not path.is_file():
+            continue
+        with Image.open(path) as im:
+            im = im.convert("RGB")
+            im.thumbnail((THUMBNAIL_SIDE, THUMBNAIL_SIDE))
+            uri = png_data_uri(im)
+        parts.append(f'<figure><img alt="{html.escape(r["id"])}" src="{uri}"><figcaption>'
+                     f"{html.escape(r['id'])}: {html.escape(r['count'])}</figcaption></figure>")  # fmt: skip
+    return report_page(f"cellmaps predictions: {out.name}", parts)
+
+
+def write_prediction_report(out: Path) -> Path:
+    """Write :func:`prediction_report_html` to OUT/report.html, atomically."""
+    path = out / REPORT_FILE
+    write_text_atomic(path, prediction_report_html(out))
+    return path

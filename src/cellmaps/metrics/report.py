@@ -109,7 +109,24 @@ def worst_first(per_image: dict[str, dict]) -> list[str]:
     return sorted(per_image, key=key)
 
 
-def _table(header: list[str], rows: list[list[str]], cls: str) -> str:
+STYLE = (
+    "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
+    "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
+    "padding:2px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
+    "figure{display:inline-block;margin:0.5em;vertical-align:top}"
+    "img{max-width:100%}.key span{padding:0 6px}</style>"
+)
+
+
+def report_page(title: str, body: list[str]) -> str:
+    """A whole self-contained page: ``title`` and the ``body`` parts (HTML)."""
+    head = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">\n'
+            f"<title>{html.escape(title)}</title>{STYLE}</head><body>\n"
+            f"<h1>{html.escape(title)}</h1>")  # fmt: skip
+    return "\n".join([head, *body, "</body></html>"]) + "\n"
+
+
+def table_html(header: list[str], rows: list[list[str]], cls: str) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join(
         "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in rows
@@ -149,23 +166,14 @@ def report_html(result: dict, truth, pred, worst: int = WORST_IMAGES) -> str:
     title = f"cellmaps evaluation: {Path(result['pred']).name} against {Path(result['truth']).name}"
     where = f"radius {radius} px" if radius is not None else f"IoU ≥ {s.get('iou_threshold')}"
     parts = [
-        "<!DOCTYPE html>",
-        '<html lang="en"><head><meta charset="utf-8">',
-        f"<title>{html.escape(title)}</title>",
-        "<style>body{font-family:sans-serif;margin:2em;max-width:1200px}"
-        "table{border-collapse:collapse;margin:1em 0}td,th{border:1px solid #ccc;"
-        "padding:2px 8px;text-align:right}td:first-child,th:first-child{text-align:left}"
-        "figure{display:inline-block;margin:0.5em;vertical-align:top}"
-        "img{max-width:100%}.key span{padding:0 6px}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1>",
         f"<p>truth <code>{html.escape(result['truth'])}</code>, predictions "
         f"<code>{html.escape(result['pred'])}</code>, split {html.escape(str(result['split'] or 'all'))}, "
         f"protocol {html.escape(s['protocol'])} ({html.escape(where)}).</p>",
         "<h2>Metrics</h2>",
-        _table(["measure", "value"], metrics, "metrics"),
+        table_html(["measure", "value"], metrics, "metrics"),
         f'<img alt="evaluation figure" src="{evaluation_figure_uri(result)}">',
         "<h2>Images, worst first</h2>",
-        _table(
+        table_html(
             ["image", "truth", "predicted", "found", "extra", "missed", "F1"], image_rows, "images"
         ),  # fmt: skip
     ]
@@ -177,8 +185,7 @@ def report_html(result: dict, truth, pred, worst: int = WORST_IMAGES) -> str:
             '<span style="color:#ffc800">○ missed</span></p>',
             *overlays,
         ]
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
+    return report_page(title, parts)
 
 
 def write_report(path: str | os.PathLike, result: dict, truth, pred,
