@@ -28,7 +28,7 @@ from cellmaps.batch import (
 from cellmaps.bundled import check_modality, resolve_model
 from cellmaps.cluster import cluster_client
 from cellmaps.errors import CellmapsInputError
-from cellmaps.inference.slides import detect_slide, segment_slide
+from cellmaps.inference.slides import detect_slide, segment_slide, slide_measurements
 from cellmaps.io._atomic import atomic_path, write_csv_atomic
 from cellmaps.io.dataset import Dataset
 from cellmaps.io.images import (
@@ -277,11 +277,14 @@ def _predict_slide(m, f, out, xi, masks, channels, inference, slides, client) ->
         progress=slides.get("progress", False),
         **inference,
     )
+    table = None
     if masks:  # region growing block by block, serially (ids numbered as blocks finish)
         pts, info = segment_slide(m, f, out / "masks" / f"{f.stem}.tif", **opts)
     else:
         pts, info = detect_slide(m, f, xi=xi, client=client, **opts)
-    write_points_outputs(out, f.stem, pts, slides.get("parquet", False))
+        table = slide_measurements(m, f, pts, brightfield=m.training.get("modality", "brightfield")
+                                   == "brightfield", **opts)  # fmt: skip
+    write_points_outputs(out, f.stem, pts, slides.get("parquet", False), table=table)
     thumb, scale = _slide_thumbnail(f, PREVIEW_SIDE, channels)
     small = Points((pts.coords + 0.5) * scale - 0.5, pts.labels, pts.scores)
     with atomic_path(out / "overlays" / f"{f.stem}.png") as tmp:

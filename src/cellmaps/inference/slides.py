@@ -38,10 +38,11 @@ from cellmaps.inference.stream import (
 from cellmaps.inference.tiles import TiledInferer
 from cellmaps.io._atomic import atomic_path
 from cellmaps.io.points import Points
-from cellmaps.io.scale import from_scaled_coords, scaled_shape
+from cellmaps.io.scale import from_scaled_coords, scaled_shape, to_scaled_coords
 from cellmaps.io.slides import LazyImage, SlideSource, choose_level
 from cellmaps.postprocess import grow_markers, majority_filter, markers_from_detections
 from cellmaps.postprocess.decode import decode_maps
+from cellmaps.postprocess.measure import object_table
 from cellmaps.postprocess.peaks import decoded_channels
 from cellmaps.postprocess.segment import SEEDED, seeded_instances, seeded_tasks
 from cellmaps.postprocess.tumour_gate import apply_gate
@@ -258,6 +259,93 @@ def gated_slide_points(model, plan: SlidePlan, pts: Points) -> Points:
             local = Points(pts.coords[sel] - [i0, j0], labels[sel])
             labels[sel] = apply_gate(gate, local, window, radius).labels
     return Points(pts.coords, labels, pts.scores)
+
+
+def level0_to_net(plan: SlidePlan, coords: np.ndarray) -> np.ndarray:
+    """Level-0 px → net px of the plan (the inverse of :func:`to_level0`)."""
+    if plan.level:
+        coords = to_scaled_coords(coords, plan.full_shape, plan.level_shape)
+    if plan.factor != 1.0:
+        coords = to_scaled_coords(coords, plan.level_shape, plan.shape)
+    return coords
+
+
+def stored_intensities(window: np.ndarray, source) -> np.ndarray:
+    """A normalised window of ``source`` back in the slide's stored values and dtype (so
+    channel means read like an image's, and colour deconvolution sees its usual input)."""
+    data = window * np.float32(source.range)
+    dtype = source.image.dtype
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return np.clip(np.rint(data), info.min, info.max).astype(dtype)
+    return data
+
+
+def slide_measurements(
+    model,
+    path: str | os.PathLike,
+    pts: Points,
+    object_size: float | None = None,
+    pixel_size: float | None = None,
+    magnification: float | None = None,
+    channels: list[int] | None = None,
+    brightfield: bool = True,
+    **_inference,
+) -> dict[str, np.ndarray]:
+    """The per-object table (:func:`cellmaps.postprocess.measure.object_table`) of a slide's
+    detections ``pts`` (level-0 px), measured on discs of the model's object radius at the
+    net's scale, read in blocks of ``GATE_BLOCK``² net px plus a margin (memory bounded by
+    the block), lengths and areas given in level-0 px; rows in the points' order."""
+    plan = plan_slide(model, path, object_size, pixel_size, magnification, False, channels)
+    radius = float(model.train_radius or model.training.get("data_object_size") or 6.0)
+    net = level0_to_net(plan, pts.coords)
+    sy, sx = np.array(plan.full_shape or plan.level_shape, float) / np.array(plan.shape)
+    margin = int(np.ceil(2 * radius)) + 2
+    blocks = np.floor(net / GATE_BLOCK).astype(np.int64)
+    parts: dict[int, dict] = {}
+    h, w = plan.shape
+    with plan_source(plan) as (source, _):
+        for bi, bj in np.unique(blocks, axis=0) if len(net) else ():
+            sel = np.flatnonzero((blocks[:, 0] == bi) & (blocks[:, 1] == bj))
+            i0, j0 = max(bi * GATE_BLOCK - margin, 0), max(bj * GATE_BLOCK - margin, 0)
+            i1 = min((bi + 1) * GATE_BLOCK + margin, h)
+            j1 = min((bj + 1) * GATE_BLOCK + margin, w)
+            window = stored_intensities(source(int(i0), int(i1), int(j0), int(j1)), source)
+            window = window[..., 0] if window.shape[-1] == 1 else window
+            # the discs of the other blocks' points in the margin share pixels with this
+            # block's discs as in the whole image: they are measured too, then dropped
+            near = np.flatnonzero((net[:, 0] >= i0) & (net[:, 0] < i1)
+                                  & (net[:, 1] >= j0) & (net[:, 1] < j1))  # fmt: skip
+            ours = np.isin(near, sel)
+            local = Points(net[near] - [i0, j0], pts.labels[near],
+                           None if pts.scores is None else pts.scores[near])  # fmt: skip
+            cols = object_table(local, window, None, radius, brightfield=brightfield)
+            parts[len(parts)] = {"sel": near[ours], "cols": {k: v[ours] for k, v in cols.items()}}
+    if not parts:  # no detection: the columns of an empty table
+        empty = np.zeros((1, 1, 3 if brightfield else 1), np.uint8)
+        cols = object_table(Points(np.zeros((0, 2))), empty, None, radius, brightfield=brightfield)
+        return cols
+    names = list(parts[0]["cols"])
+    table = {}
+    for name in names:
+        first = parts[0]["cols"][name]
+        col = np.empty(len(net), dtype=first.dtype)
+        for part in parts.values():
+            col[part["sel"]] = part["cols"][name]
+        table[name] = col
+    table["x"], table["y"] = pts.coords[:, 1].copy(), pts.coords[:, 0].copy()
+    table["object"] = np.arange(1, len(net) + 1)  # disc k is point k's, as for images
+    area, length = sy * sx, float(np.sqrt(sy * sx))
+    table["area_px"] = table["area_px"] * area
+    for name in ("perimeter_px", "equivalent_diameter_px"):
+        table[name] = table[name] * length
+    disc = radius * length
+    if pixel_size is not None:  # µm per level-0 px
+        table["area_um2"] = table["area_px"] * pixel_size**2
+        table["equivalent_diameter_um"] = table["equivalent_diameter_px"] * pixel_size
+    table["measured_on"] = table.pop("measured_on")  # last, as for images
+    table["measured_on"][:] = f"disc r={disc:.1f} px"
+    return table
 
 
 def detect_slide(
