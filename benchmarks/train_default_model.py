@@ -591,29 +591,39 @@ CRCHISTO_KEEP = 0.819
 
 
 def outline_lines(d: dict) -> list[str]:
-    """The outlines part of the section: rule 2's table on the MoNuSeg val images (from the
-    candidate's record) and the test figures against the goals; computed, not typed."""
-    t = d.get("outlines_test")
-    if not t:
+    """The outlines part of the section: the latest ``--outlines`` candidate's rule-2 table on
+    the MoNuSeg val images, rule 3's verdict, and (once bundled) the test figures against the
+    goals; computed from the results, not typed."""
+    rec = next((e for e in reversed(candidate_history()) if e.get("outlines_val")), None)
+    if rec is None:
         return []
-    c = d["command"]
-    rec = next((e for e in candidate_history() if e["command"] == c), {})
-    lines = ["", "### Outlines (`--outlines`: cell-pixel head + seeded watershed)", ""]
-    if rec.get("outlines_val"):
-        lines += [
-            "Outline settings on the MoNuSeg val images (rule 2, mean per image; the best AJI "
-            "chose):",
-            "",
-            "| watershed over | cell threshold | AJI | Dice | object Dice | PQ | SQ | DQ |",
-            "|---|---|---|---|---|---|---|---|",
-        ]
-        for r in rec["outlines_val"]:
-            over = "cell probability" if r["segment"] == "seeded_cells" else "detection map"
-            lines.append(
-                f"| {over} | {r['cell_threshold']:g} | {r['aji']:.3f} | {r['dice']:.3f} | "
-                f"{r['object_dice']:.3f} | {r['pq']:.3f} | {r['sq']:.3f} | {r['dq']:.3f} |"
-            )
-        lines.append("")
+    lines = ["", "### Outlines (`--outlines`: cell-pixel head + seeded watershed)", "",
+             f"Candidate `{command_line(rec['command'])}` ({rec['minutes']} min, from "
+             "scratch). Outline settings on the MoNuSeg val images (rule 2, mean per image; "
+             "the best AJI chooses):", "",
+             "| watershed over | cell threshold | AJI | Dice | object Dice | PQ | SQ | DQ |",
+             "|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    for r in rec["outlines_val"]:
+        over = "cell probability" if r["segment"] == "seeded_cells" else "detection map"
+        lines.append(
+            f"| {over} | {r['cell_threshold']:g} | {r['aji']:.3f} | {r['dice']:.3f} | "
+            f"{r['object_dice']:.3f} | {r['pq']:.3f} | {r['sq']:.3f} | {r['dq']:.3f} |"
+        )
+    best = max(rec["outlines_val"], key=lambda r: r["aji"])
+    bar = rec["bundled"]["pooled_f1"] - 0.01
+    ok = rec["candidate"]["pooled_f1"] >= bar
+    lines += ["",
+              f"Best on val: AJI {best['aji']:.3f}, Dice {best['dice']:.3f}, PQ {best['pq']:.3f} "
+              f"(goals on test: AJI ≥ {OUTLINE_GOALS['aji']}, Dice ≥ {OUTLINE_GOALS['dice']}).",
+              f"Rule 3: pooled val detection F1 {rec['candidate']['pooled_f1']:.3f} against the "
+              f"bundled model's {rec['bundled']['pooled_f1']:.3f} − 0.01 = {bar:.3f}: "
+              + ("bundled." if ok else "not bundled (the test splits were not scored)."),
+              "Per source, candidate vs bundled: " + ", ".join(
+                  f"{k} {v:.3f} vs {rec['bundled']['per_source'][k]:.3f}"
+                  for k, v in rec["candidate"]["per_source"].items()) + "."]  # fmt: skip
+    t = d.get("outlines_test") if d["command"] == rec["command"] else None
+    if not t:
+        return lines
     dec = d.get("decode") or {}
     lines.append(
         f"MoNuSeg test ({t['n_images']} images, scale given, {dec.get('segment')} at cell "
@@ -626,11 +636,8 @@ def outline_lines(d: dict) -> list[str]:
         lines.append(f"- MoNuSeg test {k} ≥ {goal}: {t[k]:.3f}, {verdict}.")
     crc = next((r for r in d["test"] if r["dataset"] == "crchisto" and r["object_size"]), None)
     if crc:
-        kept = (
-            "kept"
-            if crc["f1"] >= CRCHISTO_KEEP
-            else f"not kept ({CRCHISTO_KEEP - crc['f1']:.3f} below)"
-        )
+        kept = ("kept" if crc["f1"] >= CRCHISTO_KEEP
+                else f"not kept ({CRCHISTO_KEEP - crc['f1']:.3f} below)")  # fmt: skip
         lines.append(f"- CRCHisto detection F1 not below {CRCHISTO_KEEP}: {crc['f1']:.3f}, {kept}.")
     return lines
 
