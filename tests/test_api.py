@@ -107,15 +107,16 @@ def test_docstring_examples_run(module):
 
 def test_predict_points_with_the_default_model_meets_a_floor(crchisto):
     """The bundled default model on the CRCHisto test image with the most nuclei through the
-    API: the same points as Model.detect, F1 ≥ 0.8 against its annotations (r 6 px); one
-    table row per point, measured on discs; asking for outlines it cannot give is refused
-    before any prediction."""
+    API: points only (masks=False) are Model.detect's, F1 ≥ 0.8 against its annotations
+    (r 6 px), one table row per point, measured on discs; by default it outlines too (rows
+    measured on the outlines, still F1 ≥ 0.8); asking a points-only model (Ki67) for
+    outlines is refused before any prediction."""
     from cellmaps.io import Dataset
 
     ds = Dataset(crchisto)
     image_id = max(ds.ids("test"), key=lambda i: len(ds.points(i).coords))
     m = cellmaps.load_model()
-    r = m.predict(ds.image(image_id), object_size=5.4)
+    r = m.predict(ds.image(image_id), object_size=5.4, masks=False)
     assert np.array_equal(r.points.coords, m.detect(ds.image(image_id), object_size=5.4).coords)
     assert r.labels is None and r.maps is None and r.factor == pytest.approx(6.0 / 5.4)
     table = r.table
@@ -123,8 +124,13 @@ def test_predict_points_with_the_default_model_meets_a_floor(crchisto):
     assert set(table["measured_on"]) == {f"disc r={5.4:.1f} px"}
     assert table["area_px"].median() == pytest.approx(np.pi * 5.4**2, rel=0.1)
     assert cellmaps.evaluate(ds.points(image_id).coords, r)["detection"]["f1"] >= 0.8
+    o = m.predict(ds.image(image_id), object_size=5.4)
+    assert m.can_outline and o.labels is not None and o.labels.shape == ds.shape(image_id)
+    assert (o.table["measured_on"] == "outline").all()
+    assert (o.table["object"] > 0).mean() > 0.9  # nearly every detection on its outline
+    assert cellmaps.evaluate(ds.points(image_id).coords, o)["detection"]["f1"] >= 0.8
     with pytest.raises(CellmapsInputError, match="outer_distance"):
-        m.predict(ds.image(image_id), masks=True)
+        cellmaps.load_model("ki67").predict(ds.image(image_id), masks=True)
     with pytest.raises(CellmapsInputError, match="NaN"):
         m.predict(np.full((32, 32), np.nan, np.float32))
 

@@ -218,12 +218,12 @@ def test_predict_masks_writes_instance_masks_evaluate_reads(tmp_path, capsys, mo
     assert main([*argv, "--json", str(report), "--quiet"]) == 0
     assert json.loads(report.read_text())["summary"]["aji"] > 0.9
     capsys.readouterr()
-    from cellmaps.model import default_model_path
+    from cellmaps.model import bundled_model_path
 
     code = main(
         [
             "predict",
-            str(default_model_path()),
+            str(bundled_model_path("ki67")),  # a points-only model
             str(root),
             "--out",
             str(tmp_path / "x"),
