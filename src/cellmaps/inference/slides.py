@@ -245,20 +245,29 @@ def gated_slide_points(model, plan: SlidePlan, pts: Points) -> Points:
     if gate is None or not len(pts):
         return pts
     radius = float(model.train_radius or model.training["data_object_size"])
-    margin = int(np.ceil(2 * radius)) + 2
     labels = np.asarray(pts.labels, dtype=object).copy()
-    blocks = np.floor(pts.coords / GATE_BLOCK).astype(np.int64)
+    for sel, (i0, j0, _, _), window, _ in blocks_around(plan, pts.coords, radius):
+        local = Points(pts.coords[sel] - [i0, j0], labels[sel])
+        labels[sel] = apply_gate(gate, local, window, radius).labels
+    return Points(pts.coords, labels, pts.scores)
+
+
+def blocks_around(plan: SlidePlan, coords: np.ndarray, radius: float):
+    """The slide read around points (net px) in blocks of ``GATE_BLOCK``² net px plus a
+    margin of twice ``radius``, one block at a time (memory bounded by the block, not the
+    slide). Yields, per block holding points: their indices, the window (i0, j0, i1, j1),
+    the window's pixels (normalised, net scale) and the source it was read from."""
+    margin = int(np.ceil(2 * radius)) + 2
+    blocks = np.floor(coords / GATE_BLOCK).astype(np.int64)
     h, w = plan.shape
     with plan_source(plan) as (source, _):
-        for bi, bj in np.unique(blocks, axis=0):
+        for bi, bj in np.unique(blocks, axis=0) if len(coords) else ():
             sel = np.flatnonzero((blocks[:, 0] == bi) & (blocks[:, 1] == bj))
             i0, j0 = max(bi * GATE_BLOCK - margin, 0), max(bj * GATE_BLOCK - margin, 0)
             i1 = min((bi + 1) * GATE_BLOCK + margin, h)
             j1 = min((bj + 1) * GATE_BLOCK + margin, w)
             window = source(int(i0), int(i1), int(j0), int(j1))
-            local = Points(pts.coords[sel] - [i0, j0], labels[sel])
-            labels[sel] = apply_gate(gate, local, window, radius).labels
-    return Points(pts.coords, labels, pts.scores)
+            yield sel, (int(i0), int(j0), int(i1), int(j1)), window, source
 
 
 def level0_to_net(plan: SlidePlan, coords: np.ndarray) -> np.ndarray:
@@ -300,27 +309,19 @@ def slide_measurements(
     radius = float(model.train_radius or model.training.get("data_object_size") or 6.0)
     net = level0_to_net(plan, pts.coords)
     sy, sx = np.array(plan.full_shape or plan.level_shape, float) / np.array(plan.shape)
-    margin = int(np.ceil(2 * radius)) + 2
-    blocks = np.floor(net / GATE_BLOCK).astype(np.int64)
     parts: dict[int, dict] = {}
-    h, w = plan.shape
-    with plan_source(plan) as (source, _):
-        for bi, bj in np.unique(blocks, axis=0) if len(net) else ():
-            sel = np.flatnonzero((blocks[:, 0] == bi) & (blocks[:, 1] == bj))
-            i0, j0 = max(bi * GATE_BLOCK - margin, 0), max(bj * GATE_BLOCK - margin, 0)
-            i1 = min((bi + 1) * GATE_BLOCK + margin, h)
-            j1 = min((bj + 1) * GATE_BLOCK + margin, w)
-            window = stored_intensities(source(int(i0), int(i1), int(j0), int(j1)), source)
-            window = window[..., 0] if window.shape[-1] == 1 else window
-            # the discs of the other blocks' points in the margin share pixels with this
-            # block's discs as in the whole image: they are measured too, then dropped
-            near = np.flatnonzero((net[:, 0] >= i0) & (net[:, 0] < i1)
-                                  & (net[:, 1] >= j0) & (net[:, 1] < j1))  # fmt: skip
-            ours = np.isin(near, sel)
-            local = Points(net[near] - [i0, j0], pts.labels[near],
-                           None if pts.scores is None else pts.scores[near])  # fmt: skip
-            cols = object_table(local, window, None, radius, brightfield=brightfield)
-            parts[len(parts)] = {"sel": near[ours], "cols": {k: v[ours] for k, v in cols.items()}}
+    for sel, (i0, j0, i1, j1), window, source in blocks_around(plan, net, radius):
+        window = stored_intensities(window, source)
+        window = window[..., 0] if window.shape[-1] == 1 else window
+        # the discs of the other blocks' points in the margin share pixels with this
+        # block's discs as in the whole image: they are measured too, then dropped
+        near = np.flatnonzero((net[:, 0] >= i0) & (net[:, 0] < i1)
+                              & (net[:, 1] >= j0) & (net[:, 1] < j1))  # fmt: skip
+        ours = np.isin(near, sel)
+        local = Points(net[near] - [i0, j0], pts.labels[near],
+                       None if pts.scores is None else pts.scores[near])  # fmt: skip
+        cols = object_table(local, window, None, radius, brightfield=brightfield)
+        parts[len(parts)] = {"sel": near[ours], "cols": {k: v[ours] for k, v in cols.items()}}
     if not parts:  # no detection: the columns of an empty table
         empty = np.zeros((1, 1, 3 if brightfield else 1), np.uint8)
         cols = object_table(Points(np.zeros((0, 2))), empty, None, radius, brightfield=brightfield)

@@ -73,15 +73,23 @@ def argmax_instances(probability: np.ndarray, seeds: np.ndarray, min_area: int =
     if prob.ndim != 2:
         raise ValueError(f"probability must be 2-D, got shape {prob.shape}")
     fg = prob > 0.5
-    markers = np.zeros(prob.shape, np.int32)
+    return drop_small_labels(seeded_watershed(-prob, seed_markers(seeds, fg), fg), min_area)
+
+
+def seed_markers(seeds: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Watershed markers: each of the (row, col) ``seeds`` (rounded) that lies inside the
+    image and on ``mask`` becomes one pixel labelled 1, 2, … in the seeds' order.
+
+    Returns
+    -------
+    (H, W) int32
+    """
+    markers = np.zeros(mask.shape, np.int32)
     rc = np.rint(np.asarray(seeds, dtype=np.float64).reshape(-1, 2)).astype(np.intp)
-    inside = (
-        (rc[:, 0] >= 0) & (rc[:, 0] < prob.shape[0]) & (rc[:, 1] >= 0) & (rc[:, 1] < prob.shape[1])
-    )
-    rc = rc[inside]
-    rc = rc[fg[rc[:, 0], rc[:, 1]]]
+    rc = rc[(rc >= 0).all(1) & (rc[:, 0] < mask.shape[0]) & (rc[:, 1] < mask.shape[1])]
+    rc = rc[mask[rc[:, 0], rc[:, 1]]]
     markers[rc[:, 0], rc[:, 1]] = np.arange(1, len(rc) + 1, dtype=np.int32)
-    return drop_small_labels(seeded_watershed(-prob, markers, fg), min_area)
+    return markers
 
 
 def seeded_watershed(elevation: np.ndarray, markers: np.ndarray, mask: np.ndarray) -> np.ndarray:

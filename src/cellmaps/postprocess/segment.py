@@ -8,7 +8,12 @@ from skimage.transform import resize
 
 from cellmaps.errors import CellmapsInputError
 from cellmaps.io.points import Points
-from cellmaps.postprocess.components import argmax_instances
+from cellmaps.postprocess.components import (
+    argmax_instances,
+    drop_small_labels,
+    seed_markers,
+    seeded_watershed,
+)
 from cellmaps.postprocess.decode import (
     DecodeParams,
     Maps,
@@ -149,17 +154,9 @@ def seeded_instances(
     The detection map peaks at object centres and dips between touching objects, so it
     parts them where the cell probability, flat at 1 inside both, cannot (a MicroNet-like
     proximity head + a cell-pixel head: outlines without a separation map)."""
-    from cellmaps.postprocess.components import drop_small_labels, seeded_watershed
-
     fg = cells > p.cell_threshold
-    rc = np.rint(np.asarray(seeds, dtype=np.float64).reshape(-1, 2)).astype(np.intp)
-    inside = (rc >= 0).all(1) & (rc[:, 0] < fg.shape[0]) & (rc[:, 1] < fg.shape[1])
-    rc = rc[inside]
-    rc = rc[fg[rc[:, 0], rc[:, 1]]]
-    markers = np.zeros(fg.shape, np.int32)
-    markers[rc[:, 0], rc[:, 1]] = np.arange(1, len(rc) + 1, dtype=np.int32)
     elevation = -(cells if p.segment == "seeded_cells" else detection)
-    labels = seeded_watershed(elevation.astype(np.float32), markers, fg)
+    labels = seeded_watershed(elevation.astype(np.float32), seed_markers(seeds, fg), fg)
     return drop_small_labels(labels, scaled_px(p.min_area, scale, 2))
 
 
