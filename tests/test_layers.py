@@ -30,7 +30,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("cellmaps.tune", "cellmaps.batch", "cellmaps.outputs", "cellmaps.bundled"),
     ("cellmaps.training", "cellmaps.predict"),
     ("cellmaps.ki67", "cellmaps.weak_roi", "cellmaps.crosseval", "cellmaps.api"),
-    ("cellmaps.cli",),
+    ("cellmaps.cli", "cellmaps.napari_plugin"),
     # the package's __init__: the public API (load_model, evaluate, …) imported on first use
     ("cellmaps", "cellmaps.__main__", "benchmarks"),
 ]

@@ -7,9 +7,14 @@ from __future__ import annotations
 import base64
 import io
 import json
+import os
+import shutil
+import subprocess
 from html.parser import HTMLParser
+from pathlib import Path
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from cellmaps.cli import main
@@ -50,13 +55,20 @@ def decode_png(src: str) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1]))))
 
 
-def test_report_embeds_everything_and_its_numbers_are_the_json(tmp_path, capsys):
+PURPLE = (100, 50, 150)
+
+
+def write_evaluation_report(tmp_path) -> tuple[Path, dict]:
+    """``cellmaps evaluate --report`` on two images: "good" (both found) and "bad" (one
+    found, one extra, one missed); the report's path and the JSON result."""
     truth, pred = tmp_path / "t", tmp_path / "p"
     for root in (truth, pred):
         (root / "points").mkdir(parents=True)
     (truth / "images").mkdir()
+    image = np.zeros((80, 80, 3), np.uint8)  # black, PURPLE and white bands: the overlays'
+    image[27:54], image[54:] = PURPLE, 255  # display stretch keeps the purple as it is
     for i in ("good", "bad"):
-        Image.fromarray(np.full((80, 80, 3), 200, np.uint8)).save(truth / "images" / f"{i}.png")
+        Image.fromarray(image).save(truth / "images" / f"{i}.png")
     # good: both found; bad: one found, one extra, one missed
     (truth / "points" / "good.csv").write_text("x,y,label\n20,20,n\n60,60,n\n")
     (pred / "points" / "good.csv").write_text("x,y,label,score\n21,20,n,0.9\n60,61,n,0.8\n")
@@ -66,8 +78,13 @@ def test_report_embeds_everything_and_its_numbers_are_the_json(tmp_path, capsys)
     argv = ["evaluate", "--truth", str(truth), "--pred", str(pred), "--json", str(out),
             "--report", str(report), "--quiet"]  # fmt: skip
     assert main(argv) == 0
-    assert "wrote" in capsys.readouterr().out
     result = json.loads(out.read_text())
+    return report, result
+
+
+def test_report_embeds_everything_and_its_numbers_are_the_json(tmp_path, capsys):
+    report, result = write_evaluation_report(tmp_path)
+    assert "wrote" in capsys.readouterr().out
     page = Page()
     page.feed(report.read_text(encoding="utf-8"))
     assert page.links == []  # self-contained: no link, script or external resource
@@ -136,3 +153,40 @@ def test_prediction_report_shows_the_ki67_index_of_each_image_and_pooled(tmp_pat
     assert page.cells[page.cells.index("b") + 4] == "0.5000"
     assert page.images == []  # no overlays/ folder: no thumbnails, no broken image
     assert "Pooled Ki67 index 0.3333 (2 positive, 4 negative" in prediction_report_html(tmp_path)
+
+
+def browser() -> str:
+    """A headless Chromium (Debian's ``chromium``); skip without one, or fail when
+    CELLMAPS_REQUIRE_BROWSER=1 (set by .ci/run once it installed it)."""
+    for name in ("chromium", "chromium-browser", "google-chrome"):
+        if shutil.which(name):
+            return shutil.which(name)
+    msg = "no Chromium to open the report in (apt-get install chromium)"
+    if os.environ.get("CELLMAPS_REQUIRE_BROWSER") == "1":
+        pytest.fail(msg + "; CELLMAPS_REQUIRE_BROWSER=1 requires one")
+    pytest.skip(msg)
+
+
+def test_report_renders_in_a_headless_browser(tmp_path):
+    """Chromium draws the report: its screenshot holds the overlays' pixels (their image's
+    purple band and at least as many found / extra / missed pixels as the embedded PNGs)."""
+    report, _ = write_evaluation_report(tmp_path)
+    page = Page()
+    page.feed(report.read_text(encoding="utf-8"))
+    overlays = [decode_png(src)[..., :3] for alt, src in page.images if alt in ("bad", "good")]
+    shot = tmp_path / "shot.png"
+    subprocess.run([browser(), "--headless", "--no-sandbox", "--disable-gpu",
+                    "--hide-scrollbars", "--force-device-scale-factor=1",
+                    "--window-size=1280,4000", f"--screenshot={shot}", report.as_uri()],
+                   check=True, capture_output=True, timeout=180,
+                   env={**os.environ, "HOME": str(tmp_path)})  # fmt: skip
+    pixels = np.asarray(Image.open(shot).convert("RGB")).reshape(-1, 3)
+
+    def count(img: np.ndarray, colour) -> int:
+        return int(np.all(img.reshape(-1, 3) == colour, axis=1).sum())
+
+    behind = sum(count(o, PURPLE) for o in overlays)  # the images' band behind the rings
+    assert behind > 3_000 and count(pixels, PURPLE) >= behind  # both images drawn
+    for colour in COLOURS.values():
+        drawn = sum(count(o, colour) for o in overlays)
+        assert drawn > 0 and count(pixels, colour) >= drawn
