@@ -1,6 +1,7 @@
 """Fast h-maxima: the same maxima as scikit-image's h_maxima + 8-connected labelling, on random
 fields with plateaus and ties, smooth maps with noise everywhere, and on a real predicted
-map."""
+map — by the floods (the fallback to scikit-image switched off, ``floods_only``), and the
+rules that hand noisy maps to scikit-image."""
 
 from __future__ import annotations
 
@@ -12,7 +13,16 @@ from scipy import ndimage
 from skimage.measure import label, regionprops
 from skimage.morphology import h_maxima
 
-from cellmaps.postprocess import h_maxima_mask, h_maxima_peaks, h_maxima_peaks_reference
+from cellmaps.postprocess import h_maxima_mask, h_maxima_peaks, h_maxima_peaks_reference, hmaxima
+from cellmaps.postprocess._compiled import reconstruction_at
+
+
+@pytest.fixture(autouse=True)
+def floods_only(request, monkeypatch):
+    """Every test here checks the floods themselves, unless marked ``with_fallback``."""
+    if "with_fallback" not in request.keywords:
+        monkeypatch.setattr(hmaxima, "MAX_CANDIDATE_SHARE", 1.0)
+        monkeypatch.setattr(hmaxima, "FLOOD_BUDGET_PER_PIXEL", 1e9)
 
 
 def reference_mask(f, h):
@@ -99,3 +109,45 @@ def test_plateau_next_to_a_higher_pixel_and_float_tolerance():
     f[20, 34] = np.nextafter(np.float32(1.0), np.float32(2))
     for h in (0.2, 0.5, 1.0):
         assert np.array_equal(h_maxima_mask(f, h), reference_mask(f, h))
+
+
+def noisy_blobs(seed: int, size: int = 96) -> np.ndarray:
+    """Blobs plus noise on every pixel, rounded: a 3×3 maximum every few pixels."""
+    rng = np.random.default_rng(seed)
+    f = np.zeros((size, size))
+    f[tuple(rng.integers(0, size, (2, 40)))] = rng.uniform(0.2, 1.0, 40) * 2 * np.pi * 9
+    f = ndimage.gaussian_filter(f, 3) + rng.normal(0, 0.01, f.shape)  # σ 3 blobs 0.2–1 high
+    return np.round(f, 2).astype(np.float32)
+
+
+@pytest.mark.with_fallback
+def test_noisy_maps_go_to_scikit_image_without_flooding(monkeypatch):
+    f = noisy_blobs(0)
+    cand = f >= ndimage.maximum_filter(f, size=3)
+    assert cand.mean() > hmaxima.MAX_CANDIDATE_SHARE  # the rule applies to this map
+
+    def no_flood(*args, **kwargs):
+        raise AssertionError("flooded a map with candidates everywhere")
+
+    monkeypatch.setattr("cellmaps.postprocess._compiled.reconstruction_at", no_flood)
+    for h in (0.05, 0.2):
+        assert np.array_equal(h_maxima_mask(f, h), reference_mask(f, h))
+
+
+@pytest.mark.with_fallback
+def test_floods_over_budget_stop_and_scikit_image_finishes(monkeypatch):
+    f = FIELDS["smooth with noise"](np.random.default_rng(4), (64, 64))
+    res = np.finfo(f.dtype).resolution
+    h = 0.3
+    g = f - h - 2 * res * np.abs(f)
+    at = np.flatnonzero(f >= ndimage.maximum_filter(f, size=3))
+    full = reconstruction_at(f, g, at, h)
+    assert full is not None and np.array_equal(reconstruction_at(f, g, at, h, budget=10**9), full)
+    assert reconstruction_at(f, g, at, h, budget=len(at) - 1) is None  # each flood pops ≥ 1
+    monkeypatch.setattr(hmaxima, "FLOOD_BUDGET_PER_PIXEL", 1e-4)  # < 1 pop in all
+    calls = []
+    real = hmaxima.scikit_image_h_maxima_mask
+    monkeypatch.setattr(hmaxima, "scikit_image_h_maxima_mask",
+                        lambda f, h: calls.append(h) or real(f, h))  # fmt: skip
+    assert np.array_equal(h_maxima_mask(f, h), reference_mask(f, h))
+    assert calls == [h]

@@ -534,7 +534,8 @@ def test_a_source_fraction_trains_on_that_share_of_its_images(tiny_dataset):  # 
 
 def test_train_init_without_recipe_fine_tunes_with_the_models_own_recipe(tiny_dataset, tmp_path):  # noqa: F811
     """`cellmaps train --init M` with no --recipe reuses M's recipe (a base-4 net here, not the
-    bundled micronet's base 16), so every weight is copied; --fraction is recorded."""
+    bundled micronet's base 16), so every weight is copied, and its input standardisation;
+    --fraction is recorded."""
     from cellmaps.cli import main
 
     start = Model(tiny_recipe(), 3, [0.5] * 3, [0.2] * 3, training={"label": "nucleus"})
@@ -546,6 +547,8 @@ def test_train_init_without_recipe_fine_tunes_with_the_models_own_recipe(tiny_da
     tuned = Model.load(out)
     assert tuned.recipe["net"]["base"] == 4 and tuned.training["data"][0]["fraction"] == 0.5
     assert tuned.training["n_images"] == 2  # half of the 3 train images, rounded
+    # the fine-tune standardises inputs as its initial model did (not the new data's stats)
+    assert np.allclose(tuned.mean, 0.5) and np.allclose(tuned.std, 0.2)
 
 
 def test_cli_train_resume_continues_the_run_and_records_the_weight(tiny_dataset, tmp_path):  # noqa: F811

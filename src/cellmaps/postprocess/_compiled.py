@@ -95,7 +95,7 @@ def _grow(a: np.ndarray, n: int) -> np.ndarray:
 
 
 @numba.jit(**_JIT)
-def _reconstruction_at(f: np.ndarray, g: np.ndarray, starts: np.ndarray, h) -> np.ndarray:
+def _reconstruction_at(f: np.ndarray, g: np.ndarray, starts: np.ndarray, h, budget):
     """Reconstruction by dilation of the marker ``g`` ≤ ``f`` under ``f`` (8-connectivity),
     at the pixels ``starts`` only, by a priority flood from each:
 
@@ -116,8 +116,9 @@ def _reconstruction_at(f: np.ndarray, g: np.ndarray, starts: np.ndarray, h) -> n
     should come highest first: a lower maximum then stops as soon as it touches the region
     a higher one explored, instead of flooding its way to the higher one again.
 
-    Returns rec for each start: the exact value, or — where the test fails — a lower
-    bound that already fails it.
+    Returns (rec, done): rec for each start, the exact value or — where the test fails —
+    a lower bound that already fails it; done is False when the floods popped more than
+    ``budget`` pixels in all and stopped there (rec is then incomplete).
     """
     hgt, w = f.shape
     ff, gg = f.ravel(), g.ravel()
@@ -130,6 +131,7 @@ def _reconstruction_at(f: np.ndarray, g: np.ndarray, starts: np.ndarray, h) -> n
     items = np.empty(1024, dtype=np.int64)
     members = np.empty(1024, dtype=np.int64)
     popped = np.empty(1024, dtype=np.int64)
+    total = 0  # pixels popped by every flood so far
     for k in range(starts.size):
         p = starts[k]
         if known[p] >= 0:
@@ -149,6 +151,9 @@ def _reconstruction_at(f: np.ndarray, g: np.ndarray, starts: np.ndarray, h) -> n
             b, q, size = _heap_pop(keys, ties, items, size)
             if b < best:
                 break
+            total += 1
+            if total > budget:
+                return rec, False
             popped = _grow(popped, n_popped)
             popped[n_popped] = q
             n_popped += 1
@@ -185,20 +190,27 @@ def _reconstruction_at(f: np.ndarray, g: np.ndarray, starts: np.ndarray, h) -> n
         for i in range(n_popped):  # b(p, r) ≥ best for every popped r (see docstring)
             if best > bound[popped[i]]:
                 bound[popped[i]] = best
-    return rec
+    return rec, True
 
 
-def reconstruction_at(f: np.ndarray, g: np.ndarray, at: np.ndarray, h: float) -> np.ndarray:
+def reconstruction_at(
+    f: np.ndarray, g: np.ndarray, at: np.ndarray, h: float, budget: int | None = None
+) -> np.ndarray | None:
     """``skimage.morphology.reconstruction(g, f, method="dilation")`` (3×3 footprint) at
     the flat pixel indices ``at`` of float ``f`` (C order), or where the test
     ``f − rec ≥ h`` fails, a lower bound of it that fails the test too. The floods run
-    from the highest start down (see :func:`_reconstruction_at`)."""
+    from the highest start down (see :func:`_reconstruction_at`). None when the floods
+    would pop more than ``budget`` pixels in all (None: no limit)."""
     f = np.ascontiguousarray(f)
     g = np.ascontiguousarray(g, dtype=f.dtype)
     at = np.asarray(at, dtype=np.int64)
     order = np.argsort(-f.ravel()[at], kind="stable")
     rec = np.empty(at.size, dtype=f.dtype)
-    rec[order] = _reconstruction_at(f, g, at[order], f.dtype.type(h))
+    limit = np.iinfo(np.int64).max if budget is None else int(budget)
+    found, done = _reconstruction_at(f, g, at[order], f.dtype.type(h), limit)
+    if not done:
+        return None
+    rec[order] = found
     return rec
 
 

@@ -177,6 +177,16 @@ def _set_frozen_bn_eval(net: torch.nn.Module) -> None:
             m.eval()
 
 
+def keep_input_standardisation(data, init: Model) -> None:
+    """A fine-tune standardises its inputs with the initial model's mean and std (its
+    weights were learned on inputs standardised that way; statistics recomputed from the
+    new data would shift every feature the fine-tune starts from). Kept when the channel
+    counts agree; otherwise the new data's own statistics stay."""
+    if init.mean.shape == data.mean.shape and init.std.shape == data.std.shape:
+        data.mean = np.asarray(init.mean, dtype=np.float32).copy()
+        data.std = np.asarray(init.std, dtype=np.float32).copy()
+
+
 class Trainer:
     """Trains a recipe on :class:`TrainingData`; see :func:`train` for the entry point."""
 
@@ -216,6 +226,7 @@ class Trainer:
             load_encoder_weights(self.net, weights)
         if init is not None:
             load_matching_weights(self.net, init.net.state_dict())
+            keep_input_standardisation(data, init)
         freeze_blocks(self.net, freeze)
         self.net = self.net.to(memory_format=torch.channels_last)
         names = [t["name"] for t in recipe["tasks"]]
