@@ -67,10 +67,6 @@ def h_maxima_mask(image: np.ndarray, h: float) -> np.ndarray:
         raise ValueError("h = 0 is ambiguous, use local maxima instead")
     res = np.finfo(f.dtype).resolution
     marker = f - h - 2 * res * np.abs(f)  # scikit-image's expression, in f's dtype
-    mx = ndimage.maximum_filter(f, footprint=EIGHT, mode="constant", cval=-np.inf)
-    fabs_max = max(abs(f.min()), abs(f.max()))
-    tol = 8 * (2 * res * fabs_max) + 8 * np.spacing(fabs_max)
-    cand = f >= mx - tol
     # every pixel at the image's minimum is joined to every other pixel at that level, so
     # they share rec = max over q of min(g(q), f_min) = min(max g, f_min): no flood needed
     # for what is often most of the image (a flat background)
@@ -78,7 +74,7 @@ def h_maxima_mask(image: np.ndarray, h: float) -> np.ndarray:
     on_min = f == f_min
     rec_min = np.minimum(marker.max(), f_min)
     out[on_min] = (f[on_min] - rec_min) >= h
-    starts = np.flatnonzero(cand & ~on_min)
+    starts = flood_starts(f)
     rec = None
     if starts.size <= MAX_CANDIDATE_SHARE * f.size:
         rec = reconstruction_at(f, marker, starts, h, budget=FLOOD_BUDGET_PER_PIXEL * f.size)
@@ -86,6 +82,18 @@ def h_maxima_mask(image: np.ndarray, h: float) -> np.ndarray:
         return scikit_image_h_maxima_mask(f, h)
     out.ravel()[starts] = (f.ravel()[starts] - rec) >= h
     return out
+
+
+def flood_starts(f: np.ndarray) -> np.ndarray:
+    """Flat indices of the pixels whose reconstruction the floods compute: maxima of their
+    3×3 window up to the tolerance the marker's resolution term allows, except pixels at
+    the image's minimum (decided together, without a flood). Their share of the pixels
+    decides between the floods and scikit-image (:data:`MAX_CANDIDATE_SHARE`)."""
+    res = np.finfo(f.dtype).resolution
+    mx = ndimage.maximum_filter(f, footprint=EIGHT, mode="constant", cval=-np.inf)
+    fabs_max = max(abs(f.min()), abs(f.max()))
+    tol = 8 * (2 * res * fabs_max) + 8 * np.spacing(fabs_max)
+    return np.flatnonzero((f >= mx - tol) & (f != f.min()))
 
 
 def scikit_image_h_maxima_mask(f: np.ndarray, h: float) -> np.ndarray:
