@@ -352,6 +352,37 @@ def test_tiled_prediction_equals_whole_image_away_from_borders(depth, tile, stri
     assert np.allclose(g[:, b:-b, b:-b], whole[:, b:-b, b:-b], atol=1e-5)
 
 
+def test_small_image_runs_as_one_tile_of_its_padded_size():
+    """A 512² image with the bundled tiling (384 / 352: margin 16) runs one 544² tile (512 +
+    2 × 16, a multiple of 32) instead of four 384² tiles; a 200 × 300 image one 352² tile
+    instead of a 384² one; large images keep the grid. The single tile sees the image
+    reflect-padded by the margin: with a 'net' that subtracts each tile's mean (any change
+    of the tile changes every output pixel) the map equals that computed on np.pad."""
+    from cellmaps.inference.tiles import TiledInferer
+
+    inf = TiledInferer(tile=384, stride=352, trim=16)
+    assert inf.for_shape(512, 512).tile == 544 and inf.tiles_over(512, 512) == 1
+    assert inf.for_shape(200, 300).tile == 352
+    assert inf.for_shape(2048, 2048) is inf and inf.tiles_over(2048, 2048) == 36
+    assert inf.for_shape(1000, 1000) is inf  # 1056² would be above 2 × 384 on a side
+    img = np.random.default_rng(0).random((1, 200, 300)).astype(np.float32)
+    seen = []
+
+    def forward(x):
+        seen.append(tuple(x.shape))
+        return {"m": x - x.mean(dim=(2, 3), keepdim=True)}
+
+    out = inf.predict(forward, img)["m"][0]
+    assert seen == [(1, 1, 352, 352)]
+    m = inf.margin
+    padded = np.pad(img[0], ((m, 352 - 200 - m), (m, 352 - 300 - m)), mode="reflect")
+    assert np.allclose(out, img[0] - padded.mean(), atol=1e-5)
+    # a block of rows streamed on its own gets the whole image's single tile
+    rows = [band for _, band in inf.stream(forward, lambda i0, i1, j0, j1: img[:, i0:i1, j0:j1],
+                                           (200, 300), rows=(50, 120))]  # fmt: skip
+    assert np.allclose(np.concatenate([b["m"] for b in rows], 1)[0], out[50:120], atol=1e-6)
+
+
 # -- decoding ----------------------------------------------------------------------------------
 def test_peaks_are_found_at_known_positions_and_xi_suppresses():
     pts = np.array([[10.0, 12.0], [30.0, 40.0], [50.0, 15.0]])

@@ -210,8 +210,8 @@ def skipped_share(model, plan: SlidePlan, **inference) -> float:
     """Share of the net's tiles left out as background."""
     if plan.mask is None:
         return 0.0
-    inf = TiledInferer.from_recipe(model.recipe, **inference)
     h, w = plan.shape
+    inf = TiledInferer.from_recipe(model.recipe, **inference).for_shape(h, w)
     rows, cols = inf.grid(h, w)
     skip = tile_filter(plan.mask, plan.mask_scale)
     m = inf.margin

@@ -14,7 +14,7 @@ depend on the batch size (the bundled models).
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -23,6 +23,12 @@ from tqdm import tqdm
 from cellmaps.recipes import tiling_options
 
 Forward = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+# a small image runs as one tile of its padded size, rounded up to this many px (the nets
+# pad to a multiple of their total downsampling, at most 32, themselves: reading real
+# reflected pixels instead costs nothing), when that tile has fewer pixels than the grid's
+# tiles and a side of at most SINGLE_TILE_MAX × the tile (memory stays within a few tiles')
+SINGLE_TILE_MULTIPLE = 32
+SINGLE_TILE_MAX = 2.0
 # read(i0, i1, j0, j1) → image rows [i0, i1) × cols [j0, j1) as (C, n, m) float32 for the net
 RowReader = Callable[[int, int], np.ndarray]
 # skip_tile(r0, r1, c0, c1) → True when the tile over those image rows/cols can be left out
@@ -107,6 +113,25 @@ class TiledInferer:
         opts.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**opts)
 
+    def for_shape(self, height: int, width: int) -> TiledInferer:
+        """The tiling an image (H, W) runs with: this one, or for a small image one tile of
+        its padded size (rounded up to :data:`SINGLE_TILE_MULTIPLE`) with the same margin,
+        trim and blend, when that tile has fewer pixels than this grid's tiles and a side of
+        at most :data:`SINGLE_TILE_MAX` × ``tile`` — a 512² image otherwise runs four 384²
+        tiles (2.25× its pixels). The choice depends on the image's shape alone, so a block
+        of an image streamed on its own gets the whole image's tiling."""
+        if self.stride == self.tile:  # already one tile per position: no overlap to save
+            return self
+        q = SINGLE_TILE_MULTIPLE
+        side = -(-(max(height, width) + 2 * self.margin) // q) * q
+        rows, cols = self.grid(height, width)
+        if side > SINGLE_TILE_MAX * self.tile or side**2 >= len(rows) * len(cols) * self.tile**2:
+            return self
+        one = replace(self, tile=side, stride=side, trim=0)  # stride = tile: one tile
+        one.margin, one.trim = self.margin, self.trim  # keep the border context and trim
+        one.weight = blend_window(side, self.blend, self.trim)
+        return one
+
     def grid(self, height: int, width: int) -> tuple[list[int], list[int]]:
         """Tile row and column origins on the padded grid of an image (H, W)."""
         m, t = self.margin, self.tile
@@ -115,6 +140,8 @@ class TiledInferer:
 
     def tiles_over(self, height: int, width: int, rows: tuple[int, int] | None = None) -> int:
         """How many tiles :meth:`stream` runs for image ``rows`` (all by default)."""
+        if (one := self.for_shape(height, width)) is not self:
+            return one.tiles_over(height, width, rows)
         return len(self._tile_rows_for(height, width, rows)) * len(self.grid(height, width)[1])
 
     def _tile_rows_for(self, height: int, width: int, rows) -> list[int]:
@@ -150,6 +177,9 @@ class TiledInferer:
         float rounding otherwise.
         """
         h, w = shape
+        if (one := self.for_shape(h, w)) is not self:
+            yield from one.stream(forward, read, shape, rows, skip_tile, progress, cols)
+            return
         a, b = (0, h) if rows is None else (max(0, rows[0]), min(h, rows[1]))
         c, d = (0, w) if cols is None else (max(0, cols[0]), min(w, cols[1]))
         m, t = self.margin, self.tile
