@@ -1,11 +1,16 @@
 """cellmaps timing worker (run with the project's own Python): the bundled default model,
 end to end per image — read, then ``Model.detect`` (normalisation, tiled net, streamed
 decoding of its own predicted maps into detections). The net's share is the time spent in
-``Model.forward``; decoding (peaks, evidence floor, flat-region rule) is the rest of
-``detect``."""
+``Model.forward``; decoding (peaks, evidence floor, flat-region rule) and the automatic
+scale estimate (the model's default policy) are the rest of ``detect``.
+
+``CELLMAPS_WORKER_MODE``: ``default`` (as a user runs it: the model's precision policy and
+its automatic scale) or ``fp32-scale-1`` (fp32, and the object size given as the model's
+training radius, so the net sees the image at its own pixels, as the peers do)."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import sys
 import time
@@ -16,10 +21,19 @@ import torch  # noqa: E402
 from worker_common import Stopwatch, serve  # noqa: E402
 
 from cellmaps.io import read_image  # noqa: E402
-from cellmaps.model import load_model  # noqa: E402
+from cellmaps.model import bf16_supported, bundled_model_path, load_model  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("PEER_THREADS", "2")))
+MODE = os.environ.get("CELLMAPS_WORKER_MODE", "default")
 MODEL = load_model()
+if MODE == "fp32-scale-1":
+    MODEL.recipe["training"]["precision"] = "fp32"
+    OBJECT_SIZE = MODEL.train_radius
+elif MODE == "default":
+    OBJECT_SIZE = None
+else:
+    raise SystemExit(f"unknown CELLMAPS_WORKER_MODE {MODE!r}")
+PRECISION = MODEL.recipe["training"]["precision"]
 _forward = MODEL.forward
 NET_TIME = [0.0]
 
@@ -40,12 +54,27 @@ def run(image: str, truth: str | None) -> dict:
         img = read_image(image)
     NET_TIME[0] = 0.0
     t = time.perf_counter()
-    pts = MODEL.detect(img)
+    pts = MODEL.detect(img, object_size=OBJECT_SIZE)
     detect = time.perf_counter() - t
     sw.times["net"] = NET_TIME[0]
     sw.times["decode + normalise"] = detect - NET_TIME[0]
     return {"stages": sw.times, "count": len(pts)}
 
 
+INFO = {
+    "mode": MODE,
+    "model": str(bundled_model_path()),
+    "model_sha256": hashlib.sha256(bundled_model_path().read_bytes()).hexdigest()[:16],
+    "precision": PRECISION,
+    "precision_used": "bf16"
+    if PRECISION == "bf16" or (PRECISION == "auto" and bf16_supported())
+    else "fp32",
+    "object_size": "the model's policy: " + str(MODEL.recipe["inference"].get("object_size"))
+    if OBJECT_SIZE is None
+    else f"{OBJECT_SIZE} px (the training radius: scale 1)",
+    "torch": torch.__version__,
+    "threads": torch.get_num_threads(),
+}
+
 if __name__ == "__main__":
-    serve(run)
+    serve(run, INFO)

@@ -10,14 +10,17 @@ import sys
 import time
 
 
-def serve(run) -> None:
-    """Answer requests with ``run(image_path, truth_path) -> dict`` until stdin closes."""
-    print(json.dumps({"ready": True}), flush=True)
+def serve(run, info: dict | None = None) -> None:
+    """Answer requests with ``run(image_path, truth_path) -> dict`` until stdin closes. The
+    ready line carries ``info`` (how the tool is set up: versions, threads, precision).
+    Seconds a run reports under ``extra`` (timings beside the end-to-end path, such as a
+    tool's other tiling) are left out of its ``total_s``."""
+    print(json.dumps({"ready": True, "info": info or {}}), flush=True)
     for line in sys.stdin:
         req = json.loads(line)
         t = time.perf_counter()
         out = run(req["image"], req.get("truth"))
-        out["total_s"] = time.perf_counter() - t
+        out["total_s"] = time.perf_counter() - t - sum(out.get("extra", {}).values())
         print(json.dumps(out), flush=True)
 
 
