@@ -274,17 +274,34 @@ def n_images(res: dict) -> int:
     return len({(r["source"], r["id"]) for r in res["images"]})
 
 
+def archive_other_models_run(name: str, fingerprint: str) -> None:
+    """Keep a run of another model (an earlier bundled default) beside the new one, as
+    results/<name>_model_<fingerprint[:8]>.json, instead of writing over it: the estimators
+    were compared on that model's run."""
+    path = RESULTS / f"{name}.json"
+    if path.exists():
+        old = json.loads(path.read_text())
+        if old.get("model_sha256") != fingerprint:
+            path.rename(RESULTS / f"{name}_model_{str(old.get('model_sha256'))[:8]}.json")
+
+
 def report() -> None:
-    """BENCHMARKS.md 'scale_shift' from results/scale_shift_{val,test}.json."""
+    """BENCHMARKS.md 'scale_shift' from results/scale_shift_{val,test}.json, then the runs
+    of earlier models and the partial runs."""
     lines = ["## Automatic scale under magnification shift (`benchmarks/scale_shift.py`)", ""]
     partial = sorted(RESULTS.glob("scale_shift_*_first*.json"))
-    for path in [RESULTS / "scale_shift_val.json", RESULTS / "scale_shift_test.json", *partial]:
+    earlier = sorted(RESULTS.glob("scale_shift_*_model_*.json"))
+    current = [RESULTS / "scale_shift_val.json", RESULTS / "scale_shift_test.json"]
+    bundled = Model.load(bundled_model_path("default")).fingerprint()
+    for path in [*current, *earlier, *partial]:
         if not path.exists():
             continue
         res = json.loads(path.read_text())
         split = res["split"]
+        which = ("" if res.get("model_sha256") == bundled
+                 else f" (model {str(res.get('model_sha256'))[:8]}, an earlier default)")  # fmt: skip
         lines += [
-            f"**{split}** — `{res['command']}`. {machine_line(res['machine'])}",
+            f"**{split}**{which} — `{res['command']}`. {machine_line(res['machine'])}",
             f"{n_images(res)} images of CRCHisto, MoNuSeg and MBM ({split}) rescaled by "
             f"{', '.join(f'{s:g}' for s in SHIFTS)}; F1 lost against the object size given "
             f"(goal ≤ {GOAL_F1_LOSS}) and the estimated radius against the image's own "
@@ -309,7 +326,7 @@ def report() -> None:
             f"radius goal (≤ {GOAL_RADIUS_ERROR:.0%} median) met by: {', '.join(met_r) or 'none'}.",
         ]
         figure = RESULTS.parent / "docs" / f"scale_shift_{split}.png"
-        lines += ["", f"![](docs/scale_shift_{split}.png)" if "first" not in path.stem
+        lines += ["", f"![](docs/scale_shift_{split}.png)" if path in current
                   and figure.exists() else "", ""]  # fmt: skip
     update_benchmarks_md("scale_shift", "\n".join(lines).rstrip())
     print("\n".join(lines))
@@ -357,6 +374,7 @@ def main() -> None:
         res = merged(json.loads((RESULTS / f"scale_shift_{args.split}.json").read_text()), res,
                      dict(x.split("=") for x in args.rename.split(",") if x))  # fmt: skip
     name = f"scale_shift_{args.split}" + (f"_first{args.per_source}" if args.per_source else "")
+    archive_other_models_run(name, res["model_sha256"])
     write_results(name, res)
     if not args.per_source:
         plot(res, args.split)
