@@ -121,7 +121,7 @@ def test_each_factor_sees_at_most_384_net_px_and_factors_leaving_under_128_are_s
 
     model.predict_maps = fake_maps
     img = np.zeros((600, 900, 3), np.uint8)
-    logs, response = auto_scale.scale_response(model, img)
+    logs, response = auto_scale.scale_response(model, img, scan="full")
     kept = AUTO_SCALE_FACTORS[AUTO_SCALE_FACTORS * 600 >= 128]
     assert np.allclose(np.exp(logs), kept) and len(kept) == len(AUTO_SCALE_FACTORS) - 3
     for (shape, f), g in zip(seen, kept, strict=True):
@@ -129,6 +129,28 @@ def test_each_factor_sees_at_most_384_net_px_and_factors_leaving_under_128_are_s
         assert f == g and shape == (min(side, 600), min(side, 900))
     assert estimate_input_scale(model, img) == pytest.approx(0.6, rel=0.02)
     assert estimate_input_scale(model, np.zeros((30, 30, 3), np.uint8)) == pytest.approx(1.2)
+
+
+def test_coarse_to_fine_computes_the_best_and_its_neighbours_with_fewer_calls():
+    """Grid of 13: indices 0, 2, …, 12 first; the coarse best is 6 (0.9), its neighbours 5
+    and 7 are then computed, 7 (1.0) is better, so 8 (known) and 6 (known) end the climb:
+    7 is the answer with 9 calls instead of 13, as the full scan's argmax. Where the global
+    maximum hides between two low even points next to a higher coarse peak, the climb stops
+    at the local peak (a limit the validation comparison measures)."""
+    from cellmaps.inference.scale import coarse_to_fine
+
+    full = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 0.9, 1.0, 0.8, 0.6, 0.4, 0.2, 0.1])
+    calls = []
+    r = coarse_to_fine(len(full), lambda i: calls.append(i) or full[i])
+    assert calls == [0, 2, 4, 6, 8, 10, 12, 5, 7]
+    assert int(np.nanargmax(r)) == int(np.argmax(full)) == 7
+    assert np.array_equal(np.isnan(r), [i not in calls for i in range(13)])
+    hidden = np.array([0.1, 0.5, 0.2, 2.0, 0.3, 0.6, 0.9, 0.6, 0.2])  # max at 3, odd
+    r = coarse_to_fine(len(hidden), lambda i: hidden[i])
+    assert int(np.nanargmax(r)) == 6 and np.isnan(r[3])
+    assert coarse_to_fine(0, lambda i: 1.0).shape == (0,)
+    two = coarse_to_fine(2, lambda i: float(i))  # both ends are always computed
+    assert np.array_equal(two, [0.0, 1.0])
 
 
 def test_default_model_finds_the_scale_of_an_image_shown_at_twice_the_magnification(crchisto):
