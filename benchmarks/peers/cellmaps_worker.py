@@ -22,7 +22,7 @@ import torch  # noqa: E402
 from worker_common import Stopwatch, serve  # noqa: E402
 
 from cellmaps.io import read_image  # noqa: E402
-from cellmaps.model import bf16_supported, bundled_model_path, load_model  # noqa: E402
+from cellmaps.model import bundled_model_path, load_model, uses_bf16  # noqa: E402
 
 torch.set_num_threads(int(os.environ.get("PEER_THREADS", "2")))
 MODE = os.environ.get("CELLMAPS_WORKER_MODE", "default")
@@ -83,9 +83,7 @@ INFO = {
     "model": str(bundled_model_path()),
     "model_sha256": hashlib.sha256(bundled_model_path().read_bytes()).hexdigest()[:16],
     "precision": PRECISION,
-    "precision_used": "bf16"
-    if PRECISION == "bf16" or (PRECISION == "auto" and bf16_supported())
-    else "fp32",
+    "precision_used": "bf16" if uses_bf16(PRECISION) else "fp32",
     "object_size": "the model's policy: " + str(MODEL.recipe["inference"].get("object_size"))
     if OBJECT_SIZE is None
     else f"{OBJECT_SIZE} px (the training radius: scale 1)",

@@ -70,9 +70,15 @@ def bf16_supported() -> bool:
         return False
 
 
+def uses_bf16(precision: str) -> bool:
+    """Whether a recipe's precision runs in bf16 here: 'bf16' always, 'auto' on CPUs that
+    support it natively, 'fp32' never."""
+    return precision == "bf16" or (precision == "auto" and bf16_supported())
+
+
 def autocast(precision: str):
     """bf16 autocast on CPUs that support it ('auto'), always ('bf16') or never ('fp32')."""
-    use = precision == "bf16" or (precision == "auto" and bf16_supported())
+    use = uses_bf16(precision)
     return torch.autocast("cpu", dtype=torch.bfloat16) if use else contextlib.nullcontext()
 
 

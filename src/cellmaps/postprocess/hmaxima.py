@@ -74,7 +74,7 @@ def h_maxima_mask(image: np.ndarray, h: float) -> np.ndarray:
     on_min = f == f_min
     rec_min = np.minimum(marker.max(), f_min)
     out[on_min] = (f[on_min] - rec_min) >= h
-    starts = flood_starts(f)
+    starts = flood_starts(f, on_min)
     rec = None
     if starts.size <= MAX_CANDIDATE_SHARE * f.size:
         rec = reconstruction_at(f, marker, starts, h, budget=FLOOD_BUDGET_PER_PIXEL * f.size)
@@ -84,16 +84,18 @@ def h_maxima_mask(image: np.ndarray, h: float) -> np.ndarray:
     return out
 
 
-def flood_starts(f: np.ndarray) -> np.ndarray:
+def flood_starts(f: np.ndarray, on_min: np.ndarray | None = None) -> np.ndarray:
     """Flat indices of the pixels whose reconstruction the floods compute: maxima of their
     3×3 window up to the tolerance the marker's resolution term allows, except pixels at
-    the image's minimum (decided together, without a flood). Their share of the pixels
-    decides between the floods and scikit-image (:data:`MAX_CANDIDATE_SHARE`)."""
+    the image's minimum (decided together, without a flood; ``on_min`` is ``f == f.min()``
+    when the caller has it). Their share of the pixels decides between the floods and
+    scikit-image (:data:`MAX_CANDIDATE_SHARE`)."""
     res = np.finfo(f.dtype).resolution
     mx = ndimage.maximum_filter(f, footprint=EIGHT, mode="constant", cval=-np.inf)
     fabs_max = max(abs(f.min()), abs(f.max()))
     tol = 8 * (2 * res * fabs_max) + 8 * np.spacing(fabs_max)
-    return np.flatnonzero((f >= mx - tol) & (f != f.min()))
+    on_min = f == f.min() if on_min is None else on_min
+    return np.flatnonzero((f >= mx - tol) & ~on_min)
 
 
 def scikit_image_h_maxima_mask(f: np.ndarray, h: float) -> np.ndarray:
