@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from benchmarks._common import (
+    RESULTS,
     machine,
     machine_line,
     read_results,
@@ -54,12 +55,13 @@ def source_images(limit: int = 24) -> list[np.ndarray]:
     return [read_image(f)[..., :3] for f in files]
 
 
-def slide_tile(images, side: int, r: int, c: int, seed: int) -> np.ndarray:
-    """Level-0 pixels of the TILE² tile at (r, c): glass in the margin, else a crop of a
-    source image picked by a seeded hash of the tile."""
+def slide_tile(images, side: int, r: int, c: int, seed: int, margin: float = MARGIN) -> np.ndarray:
+    """Level-0 pixels of the TILE² tile at (r, c): glass in the margin (a share ``margin`` of
+    the side on every side), else a crop of a source image picked by a seeded hash of the
+    tile."""
     out = np.empty((TILE, TILE, 3), np.uint8)
     out[:] = GLASS
-    lo, hi = int(side * MARGIN), side - int(side * MARGIN)
+    lo, hi = int(side * margin), side - int(side * margin)
     rows = slice(max(r, lo) - r, max(min(r + TILE, hi) - r, 0))
     cols = slice(max(c, lo) - c, max(min(c + TILE, hi) - c, 0))
     if rows.stop > rows.start and cols.stop > cols.start:
@@ -74,7 +76,7 @@ def slide_tile(images, side: int, r: int, c: int, seed: int) -> np.ndarray:
     return out
 
 
-def write_slide(path: Path, side: int, seed: int, levels: int = 4) -> None:
+def write_slide(path: Path, side: int, seed: int, levels: int = 4, margin: float = MARGIN) -> None:
     """A pyramidal tiled BigTIFF written tile by tile (levels by 2× area averaging)."""
     import tifffile
 
@@ -88,7 +90,7 @@ def write_slide(path: Path, side: int, seed: int, levels: int = 4) -> None:
                 for i in range(f):
                     for j in range(f):
                         big[i * TILE : (i + 1) * TILE, j * TILE : (j + 1) * TILE] = slide_tile(
-                            images, side, r * f + i * TILE, c * f + j * TILE, seed
+                            images, side, r * f + i * TILE, c * f + j * TILE, seed, margin
                         )
                 if f > 1:
                     big = big.reshape(TILE, f, TILE, f, 3).mean((1, 3))
@@ -102,36 +104,82 @@ def write_slide(path: Path, side: int, seed: int, levels: int = 4) -> None:
             tw.write(tiles(k), shape=(n, n, 3), subfiletype=1, **opts)
 
 
-def run_cli(args: list[str], env: dict | None = None) -> dict:
-    """Run ``cellmaps`` in a child process; wall time and the child's peak RSS (GB)."""
+def sample_rss(pid: int, every: float, out: list) -> None:
+    """Append (seconds, RSS GB) of process ``pid`` every ``every`` s until it exits."""
+    t0 = time.perf_counter()
+    status = Path(f"/proc/{pid}/status")
+    while True:
+        try:
+            text = status.read_text()
+        except OSError:
+            return
+        kb = next((int(ln.split()[1]) for ln in text.splitlines() if ln.startswith("VmRSS")), 0)
+        if kb == 0:  # a zombie (exited, not yet reaped) has no VmRSS line
+            return
+        out.append((round(time.perf_counter() - t0, 2), kb * 1024 / 1e9))
+        time.sleep(every)
+
+
+def run_cli(args: list[str], env: dict | None = None, rss_every: float = 0.0) -> dict:
+    """Run ``cellmaps`` in a child process; wall time and the child's peak RSS (GB), and with
+    ``rss_every`` > 0 its RSS sampled over time (to see what grows)."""
+    import threading
+
     t0 = time.perf_counter()
     proc = subprocess.Popen(
         [sys.executable, "-m", "cellmaps", *args],
         env=None if env is None else {**os.environ, **env},
     )
+    curve: list = []
+    sampler = None
+    if rss_every > 0:
+        sampler = threading.Thread(target=sample_rss, args=(proc.pid, rss_every, curve))
+        sampler.start()
     _, status, usage = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
+    if sampler is not None:
+        sampler.join()
     if status != 0:
         sys.exit(f"cellmaps {' '.join(args)} failed ({status})")
-    return {"seconds": wall, "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9}
+    out = {"seconds": wall, "peak_rss_gb": usage.ru_maxrss * 1024 / 1e9}
+    return {**out, "rss_curve": curve} if rss_every > 0 else out
 
 
-def slide_case(side: int, work: Path, seed: int) -> dict:
+def slide_stem(side: int, margin: float) -> str:
+    """File stem of the synthetic slide of ``side``² with a glass ``margin``."""
+    return f"slide_{side}_m{round(100 * margin)}"
+
+
+def slide_case(
+    side: int,
+    work: Path,
+    seed: int,
+    margin: float = MARGIN,
+    rss_every: float = 0.0,
+    src: Path | None = None,
+) -> dict:
+    """Run ``cellmaps predict`` on the synthetic slide of ``side``² (written first if
+    missing), with the package imported from ``src`` when given (an earlier revision)."""
     import json
 
-    path = work / f"slide_{side}.tif"
+    path = work / f"{slide_stem(side, margin)}.tif"
     if not path.exists():
         t0 = time.perf_counter()
-        write_slide(path, side, seed)
+        write_slide(path, side, seed, margin=margin)
         print(f"wrote {path} in {time.perf_counter() - t0:.0f} s", flush=True)
-    out = work / f"out_{side}"
-    run = run_cli(["predict", str(path), "--out", str(out), "--overwrite", "--quiet"])
+    out = work / f"out_{slide_stem(side, margin)}"
+    run = run_cli(
+        ["predict", str(path), "--out", str(out), "--overwrite", "--quiet"],
+        env=None if src is None else {"PYTHONPATH": str(src)},
+        rss_every=rss_every,
+    )
     counts = (out / "counts.csv").read_text().splitlines()[1].split(",")
     record = json.loads((out / "cellmaps-run.json").read_text())
     info = json.loads((out / "slides.json").read_text())[path.stem]
     tissue_mp = side * side * (1 - info["skipped_tiles"]) / 1e6
     return {
         "side": side,
+        "margin": margin,
         "megapixels": side * side / 1e6,
         "tissue_megapixels": tissue_mp,
         "detections": int(counts[1]),
@@ -144,6 +192,23 @@ def slide_case(side: int, work: Path, seed: int) -> dict:
     }
 
 
+def baseline_case(rev: str, sizes: list[int], work: Path, seed: int, margin: float) -> dict:
+    """The slides run with the package as it was at git revision ``rev`` (a temporary
+    worktree put first on PYTHONPATH), to show what a change did to memory."""
+    root = Path(__file__).resolve().parents[1]
+    full = subprocess.run(["git", "-C", str(root), "rev-parse", rev], capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    tree = work / f"rev_{full[:8]}"
+    subprocess.run(["git", "-C", str(root), "worktree", "add", "--detach", str(tree), full],
+                   check=True, capture_output=True)  # fmt: skip
+    try:
+        slides = [slide_case(s, work, seed, margin, 1.0, tree / "src") for s in sizes]
+    finally:
+        subprocess.run(["git", "-C", str(root), "worktree", "remove", "--force", str(tree)],
+                       check=False)  # fmt: skip
+    return {"rev": full[:7], "margin": margin, "slides": slides}
+
+
 def batch_case(n: int, work: Path, seed: int) -> dict:
     """N 1024² tiles cut from the 4k² slide's tissue (as PNG), serial vs 2 workers."""
     import tifffile
@@ -151,7 +216,10 @@ def batch_case(n: int, work: Path, seed: int) -> dict:
     folder = work / f"tiles_{n}"
     if not folder.is_dir():
         folder.mkdir()
-        src = tifffile.imread(work / "slide_4096.tif")
+        path = work / f"{slide_stem(4096, MARGIN)}.tif"
+        if not path.exists():
+            write_slide(path, 4096, seed)
+        src = tifffile.imread(path)
         lo, hi = int(4096 * MARGIN), 4096 - int(4096 * MARGIN) - 1024
         rng = np.random.default_rng(seed)
         for i in range(n):
@@ -195,7 +263,7 @@ def startup_case(work: Path) -> dict:
     return {"seconds": float(np.median(runs)), "runs": runs}
 
 
-def preview_figure(work: Path, side: int = 16384) -> Path:
+def preview_figure(work: Path, side: int = 16384, margin: float = MARGIN) -> Path:
     """docs/wsi_preview.png: the overlay preview `cellmaps predict` wrote for a slide, and
     the tissue mask it used (the tiles left out are the dark ones)."""
     import matplotlib
@@ -206,8 +274,9 @@ def preview_figure(work: Path, side: int = 16384) -> Path:
     from cellmaps.inference.slides import tissue_mask
     from cellmaps.io.slides import LazyImage
 
-    overlay = read_image(work / f"out_{side}" / "overlays" / f"slide_{side}.png")
-    with LazyImage(work / f"slide_{side}.tif") as img:
+    stem = slide_stem(side, margin)
+    overlay = read_image(work / f"out_{stem}" / "overlays" / f"{stem}.png")
+    with LazyImage(work / f"{stem}.tif") as img:
         thumb, _ = img.thumbnail(1024)
     fig, ax = plt.subplots(1, 3, figsize=(12, 4.2))
     ax[0].imshow(overlay)
@@ -332,6 +401,19 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--workdir", help="where slides are written (default: a temporary folder)")
     ap.add_argument(
+        "--margin",
+        type=float,
+        default=MARGIN,
+        help=f"glass margin on every side, as a share of the side (default {MARGIN}; 0.05 "
+        "makes a slide that is mostly tissue)",
+    )
+    ap.add_argument(
+        "--rss-every",
+        type=float,
+        default=1.0,
+        help="sample each run's RSS every this many seconds (0: peak only)",
+    )
+    ap.add_argument(
         "--figure",
         action="store_true",
         help="only draw docs/wsi_preview.png from the 16k² run kept in --workdir",
@@ -346,16 +428,28 @@ def main() -> None:
         "add it to results/wsi_scale.json",
     )
     ap.add_argument(
+        "--baseline",
+        metavar="REV",
+        help="only run --sizes with the package of git revision REV and add it to "
+        "results/wsi_scale.json as a baseline (what a change did to memory)",
+    )
+    ap.add_argument(
         "--startup-only",
         action="store_true",
         help="only measure the fixed cost of one run and add it to results/wsi_scale.json",
     )
     args = ap.parse_args()
     if args.figure:
-        print(preview_figure(Path(args.workdir)))
+        print(preview_figure(Path(args.workdir), margin=args.margin))
         return
-    if args.report_only or args.batch_ablation or args.startup_only:
+    if args.report_only or args.batch_ablation or args.startup_only or args.baseline:
         res, _ = read_results("wsi_scale")  # add to the full run's results
+        if args.baseline:
+            with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+                sizes = [int(s) for s in args.sizes.split(",")]
+                base = baseline_case(args.baseline, sizes, Path(args.workdir or tmp), args.seed,
+                                     args.margin)  # fmt: skip
+            res.setdefault("baselines", {})[base["rev"]] = dict(base, machine=machine())
         if args.batch_ablation:
             res["batch"]["serial_1_thread"] = batch_one_thread(res["batch"]["tiles"],
                                                                Path(args.workdir))  # fmt: skip
@@ -374,19 +468,28 @@ def main() -> None:
         slides = []
         for side in sizes:
             print(f"slide {side}²", flush=True)
-            slides.append(slide_case(side, work, args.seed))
+            slides.append(slide_case(side, work, args.seed, args.margin, args.rss_every))
             print(slides[-1], flush=True)
         batch = batch_case(args.tiles, work, args.seed) if args.tiles and 4096 in sizes else None
         print(batch, flush=True)
         startup = startup_case(work)
         if 16384 in sizes:
-            preview_figure(work)
+            preview_figure(work, margin=args.margin)
+    earlier = read_results("wsi_scale")[0] if (RESULTS / "wsi_scale.json").is_file() else {}
+    if batch is None and args.tiles == 0:  # keep the batch measured by an earlier run
+        batch = earlier.get("batch")
     res = {
-        "command": {"sizes": args.sizes, "tiles": args.tiles, "seed": args.seed},
+        "command": {
+            "sizes": args.sizes,
+            "tiles": args.tiles,
+            "seed": args.seed,
+            "margin": args.margin,
+        },
         "machine": machine(),
         "slides": slides,
         "batch": batch,
         "startup": startup,
+        "baselines": earlier.get("baselines", {}),
     }
     write_results("wsi_scale", res)
     update_benchmarks_md("wsi_scale", report(res))

@@ -309,7 +309,7 @@ def slide_measurements(
     radius = float(model.train_radius or model.training.get("data_object_size") or 6.0)
     net = level0_to_net(plan, pts.coords)
     sy, sx = np.array(plan.full_shape or plan.level_shape, float) / np.array(plan.shape)
-    parts: dict[int, dict] = {}
+    table: dict[str, np.ndarray] = {}  # filled block by block (no per-block copies kept)
     for sel, (i0, j0, i1, j1), window, source in blocks_around(plan, net, radius):
         window = stored_intensities(window, source)
         window = window[..., 0] if window.shape[-1] == 1 else window
@@ -321,19 +321,14 @@ def slide_measurements(
         local = Points(net[near] - [i0, j0], pts.labels[near],
                        None if pts.scores is None else pts.scores[near])  # fmt: skip
         cols = object_table(local, window, None, radius, brightfield=brightfield)
-        parts[len(parts)] = {"sel": near[ours], "cols": {k: v[ours] for k, v in cols.items()}}
-    if not parts:  # no detection: the columns of an empty table
+        for name, values in cols.items():
+            if name not in table:
+                table[name] = np.empty(len(net), dtype=values.dtype)
+            table[name][near[ours]] = values[ours]
+    if not table:  # no detection: the columns of an empty table
         empty = np.zeros((1, 1, 3 if brightfield else 1), np.uint8)
         cols = object_table(Points(np.zeros((0, 2))), empty, None, radius, brightfield=brightfield)
         return cols
-    names = list(parts[0]["cols"])
-    table = {}
-    for name in names:
-        first = parts[0]["cols"][name]
-        col = np.empty(len(net), dtype=first.dtype)
-        for part in parts.values():
-            col[part["sel"]] = part["cols"][name]
-        table[name] = col
     table["x"], table["y"] = pts.coords[:, 1].copy(), pts.coords[:, 0].copy()
     table["object"] = np.arange(1, len(net) + 1)  # disc k is point k's, as for images
     area, length = sy * sx, float(np.sqrt(sy * sx))

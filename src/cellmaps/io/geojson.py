@@ -13,7 +13,7 @@ import itertools
 import json
 import os
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -60,7 +60,9 @@ def points_to_features(points: Points, object_type: str = "detection") -> list[d
 
 
 def iter_point_features(
-    points: Points, object_type: str = "detection", measurements: list[dict] | None = None
+    points: Points,
+    object_type: str = "detection",
+    measurements: Sequence[dict] | None = None,
 ) -> Iterator[dict]:
     """:func:`points_to_features` one feature at a time; ``measurements`` (one mapping per
     point, e.g. :func:`cellmaps.postprocess.measure.qupath_measurements`) join the score."""
@@ -151,7 +153,7 @@ def write_geojson(
     points: Points | None = None,
     polygons: list[Polygon] | None = None,
     object_type: str = "detection",
-    measurements: list[dict] | dict[int, dict] | None = None,
+    measurements: Sequence[dict] | dict[int, dict] | None = None,
 ) -> None:
     """Write points and/or polygons as a QuPath-compatible FeatureCollection, atomically,
     one feature at a time (a slide's detections are never held as one text).

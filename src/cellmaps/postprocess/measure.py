@@ -11,6 +11,9 @@ Ruifrok–Johnston colour deconvolution (:func:`skimage.color.rgb2hed`).
 
 from __future__ import annotations
 
+import operator
+from collections.abc import Sequence
+
 import numpy as np
 from skimage.color import rgb2hed
 from skimage.measure import regionprops_table
@@ -172,14 +175,33 @@ def qupath_name(column: str) -> str:
     return column
 
 
-def qupath_measurements(table: dict[str, np.ndarray]) -> list[dict[str, float]]:
+class QupathRows(Sequence):
+    """The rows of an :func:`object_table` as ``{name: value}`` mappings with QuPath-style
+    names, each made when asked and not kept: a list of such dicts holds about 1 KB of Python
+    objects per row, which for a slide's hundreds of thousands of detections grew the peak
+    memory with the tissue area (the slide itself is streamed in bounded memory)."""
+
+    def __init__(self, table: dict[str, np.ndarray]) -> None:
+        names = [c for c in table if c not in NOT_MEASUREMENTS]
+        self._keys = [qupath_name(c) for c in names]
+        self._values = [np.asarray(table[c], dtype=np.float64) for c in names]
+        self._n = len(table["x"])
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(*i.indices(self._n))]
+        i = operator.index(i)
+        if not -self._n <= i < self._n:
+            raise IndexError(f"row {i} of {self._n}")
+        row = [float(v[i]) for v in self._values]
+        return {k: x for k, x in zip(self._keys, row, strict=True) if np.isfinite(x)}
+
+
+def qupath_measurements(table: dict[str, np.ndarray]) -> QupathRows:
     """One ``{name: value}`` mapping per row of an :func:`object_table`, with QuPath-style
     names (:func:`qupath_name`); NaN values (a point on background) are left out, as JSON
-    has no NaN."""
-    names = [c for c in table if c not in NOT_MEASUREMENTS]
-    n = len(table["x"])
-    values = {c: np.asarray(table[c], dtype=np.float64) for c in names}
-    return [
-        {qupath_name(c): float(values[c][i]) for c in names if np.isfinite(values[c][i])}
-        for i in range(n)
-    ]
+    has no NaN. The mappings are made one at a time when read (:class:`QupathRows`)."""
+    return QupathRows(table)
