@@ -304,6 +304,64 @@ def batch_one_thread(tiles: int, work: Path) -> dict:
     return dict(run, same_counts=same, machine=machine())
 
 
+def baseline_lines(res: dict) -> list[str]:
+    """Peak memory of each baseline revision beside this run's, slide by slide."""
+    bases = res.get("baselines") or {}
+    if not bases:
+        return []
+    now = {(r["side"], r.get("margin")): r for r in res["slides"]}
+    lines = ["", "| code | slide | glass margin | detections | peak RSS (GB) | vs its smallest slide |",
+             "|---|---|---|---|---|---|"]  # fmt: skip
+    runs = [(f"{b['rev']} (baseline)", b["slides"]) for b in bases.values()]
+    runs.append((f"{res['machine'].get('commit', 'this run')} (this run)", res["slides"]))
+    for name, slides in runs:
+        first = slides[0]["peak_rss_gb"]
+        for r in slides:
+            lines.append(
+                f"| {name} | {r['side']}² | {100 * r.get('margin', MARGIN):.0f} % | "
+                f"{r['detections']} | {r['peak_rss_gb']:.2f} | {r['peak_rss_gb'] / first:.2f}× |"
+            )
+    for b in bases.values():
+        for r in b["slides"]:
+            mine = now.get((r["side"], r.get("margin")))
+            if mine:
+                lines.append("")
+                lines.append(
+                    f"At {r['side']}² ({100 * r['margin']:.0f} % margin) the peak went "
+                    f"{r['peak_rss_gb']:.2f} → {mine['peak_rss_gb']:.2f} GB against {b['rev']} "
+                    f"({r['detections']} → {mine['detections']} detections)."
+                )
+    return lines
+
+
+def memory_figure(res: dict) -> Path | None:
+    """docs/wsi_memory.png: RSS over time of every slide run (this run and baselines)."""
+    runs = [(res["machine"].get("commit", "this run"), r) for r in res["slides"]]
+    runs += [(b["rev"], r) for b in (res.get("baselines") or {}).values() for r in b["slides"]]
+    runs = [(name, r) for name, r in runs if r.get("rss_curve")]
+    if not runs:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for name, r in runs:
+        t, gb = np.array(r["rss_curve"]).T
+        base = name != res["machine"].get("commit", "this run")
+        ax.plot(t / 60, gb, ls="--" if base else "-",
+                label=f"{r['side']}², {name}{' (baseline)' if base else ''}")  # fmt: skip
+    ax.set_xlabel("minutes")
+    ax.set_ylabel("RSS (GB)")
+    ax.set_title("cellmaps predict on a slide: resident memory over time")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    path = Path(__file__).resolve().parents[1] / "docs" / "wsi_memory.png"
+    save_figure(fig, path, dpi=90)
+    return path
+
+
 def report(res: dict) -> str:
     rows = res["slides"]
     lines = [
@@ -313,8 +371,9 @@ def report(res: dict) -> str:
         f"Command: `python -m benchmarks.wsi_scale --sizes {res['command']['sizes']} "
         f"--tiles {res['command']['tiles']} --seed {res['command']['seed']}`. Bundled default "
         "model, `cellmaps predict` in its own process per run; peak RSS from the kernel. "
-        "Synthetic pyramidal BigTIFFs tiled from monuseg/crchisto images with a 15 % glass "
-        "margin; no training.",
+        "Synthetic pyramidal BigTIFFs (tiled 512, zlib) tiled from monuseg/crchisto images "
+        f"with a {100 * res['command'].get('margin', MARGIN):.0f} % glass margin on every "
+        "side; no training.",
         "",
         "| slide | MP | tissue MP | tiles skipped | detections | wall (s) | MP/s | tissue MP/s "
         "| peak RSS (GB) |",
@@ -338,6 +397,7 @@ def report(res: dict) -> str:
         f"{100 * thr:+.0f} % against the {small['side']}² run (within 10 %: "
         f"{ok(abs(thr) <= 0.1)}).",
     ]
+    lines += baseline_lines(res)
     st = res.get("startup")
     if st:
         net = [r["tissue_megapixels"] / (r["seconds"] - st["seconds"]) for r in (small, big)]
@@ -458,6 +518,7 @@ def main() -> None:
                 res["startup"] = dict(startup_case(Path(tmp)), machine=machine())
         if not args.report_only:
             write_results("wsi_scale", res)
+        memory_figure(res)
         update_benchmarks_md("wsi_scale", report(res))
         return
     sizes = [int(s) for s in args.sizes.split(",")]
@@ -492,6 +553,7 @@ def main() -> None:
         "baselines": earlier.get("baselines", {}),
     }
     write_results("wsi_scale", res)
+    memory_figure(res)
     update_benchmarks_md("wsi_scale", report(res))
 
 

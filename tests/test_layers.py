@@ -49,7 +49,9 @@ def module_name(path: Path) -> str:
 
 def source_modules() -> dict[str, Path]:
     files = [*(ROOT / "src" / "cellmaps").rglob("*.py"), *(ROOT / "benchmarks").rglob("*.py")]
-    return {module_name(p): p for p in files}
+    # not hidden folders: the peers' virtual environments (benchmarks/peers/*/.venv)
+    visible = [p for p in files if not any(q.startswith(".") for q in p.relative_to(ROOT).parts)]
+    return {module_name(p): p for p in visible}
 
 
 def imported_modules(path: Path, name: str, known: set[str]) -> set[str]:
