@@ -182,3 +182,102 @@ def test_default_model_finds_the_scale_of_an_image_shown_at_twice_the_magnificat
     assert abs(f1_big - f1_small) <= 0.05
     naive = model.detect(big, object_size=model.training["data_object_size"]).coords
     assert f1(2 * truth + 0.5, naive, 12.0) < f1_big - 0.03
+
+
+def test_spread_sample_and_median_factor_known_answers():
+    """8 of 20 items at round(linspace(0, 19, 8)); the median in log factor (0.5× and 2×
+    around 1×: 1×; an even count: the geometric mean of the middle two)."""
+    from cellmaps.predict import median_factor, spread_sample
+
+    assert spread_sample(list(range(20)), 8) == [0, 3, 5, 8, 11, 14, 16, 19]
+    assert spread_sample([4, 5], 8) == [4, 5]
+    assert median_factor([0.5, 2.0, 1.0]) == pytest.approx(1.0)
+    assert median_factor([0.25, 1.0, 4.0, 0.5]) == pytest.approx(np.sqrt(0.5))
+
+
+def shared_folder(tmp_path, n: int):
+    """``n`` PNGs of blobs whose first pixel says which factor the fake estimate returns."""
+    from PIL import Image
+
+    from tests.test_slides import blob_image
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for i in range(n):
+        image = blob_image((96, 96), n=12, seed=i)
+        image[0, 0, 0] = 20 + 10 * i
+        Image.fromarray(image).save(folder / f"im{i:02d}.png")
+    return folder
+
+
+def test_shared_object_size_is_estimated_once_from_images_spread_over_the_run(
+    tmp_path, monkeypatch
+):
+    """--object-size shared on 10 images: the estimate runs on 8 of them (spread over the
+    run), the median factor gives one radius that every image is predicted with — the same
+    outputs as that radius given by hand — and the run record names the images."""
+    import json
+
+    from cellmaps.predict import predict_paths
+    from tests.test_slides import pointwise_model
+
+    model = pointwise_model("micronet")  # maps made from the pixels: a few per blob
+    model.training["train_radius"] = 6.0
+    calls = []
+
+    def fake_estimate(m, image):
+        calls.append(int(image[0, 0, 0]))
+        return 0.4 + (int(image[0, 0, 0]) - 20) / 100  # im00 → 0.40 … im09 → 1.30
+
+    monkeypatch.setattr("cellmaps.model.estimate_input_scale", fake_estimate)
+    folder = shared_folder(tmp_path, 10)
+    predict_paths(model, [folder], tmp_path / "shared", object_size="shared", progress=False)
+    picked = [0, 1, 3, 4, 5, 6, 8, 9]  # round(linspace(0, 9, 8))
+    assert calls == [20 + 10 * i for i in picked]
+    factors = [0.4 + 0.1 * i for i in picked]
+    radius = 6.0 / float(np.exp(np.median(np.log(factors))))
+    settings = json.loads((tmp_path / "shared" / "cellmaps-run.json").read_text())["settings"]
+    assert settings["object_size"] == pytest.approx(radius)
+    assert settings["object_size_from"] == [f"im{i:02d}" for i in picked]
+    predict_paths(model, [folder], tmp_path / "given", object_size=radius, progress=False)
+    predict_paths(model, [folder], tmp_path / "other", object_size=6.0, progress=False)
+    points = {run: [(tmp_path / run / "points" / f"im{i:02d}.csv").read_text() for i in range(10)]
+              for run in ("shared", "given", "other")}  # fmt: skip
+    assert points["shared"] == points["given"] != points["other"]  # the radius matters here
+    assert sum(len(p.splitlines()) - 1 for p in points["shared"]) >= 80  # ~12 blobs each
+    assert len(calls) == 8  # the given radii estimated nothing
+
+
+def test_shared_object_size_refused_where_it_cannot_work(tmp_path):
+    """Only slides read by region (nothing read whole to estimate from), or a model that
+    does not know its training object size: a clear error naming what to give instead."""
+    import tifffile
+
+    from cellmaps.predict import predict_paths
+
+    tifffile.imwrite(tmp_path / "s.tif", np.zeros((64, 64, 3), np.uint8))
+    with pytest.raises(CellmapsInputError, match="slide read by region.*--magnification"):
+        predict_paths(peak_model(), [tmp_path / "s.tif"], tmp_path / "o1", object_size="shared",
+                      stream_above=1, progress=False)  # fmt: skip
+    folder = shared_folder(tmp_path, 2)
+    r = load_recipe("micronet")
+    r["net"].update(base=4, depth=2)
+    plain = Model(validate_recipe(r), 3, [0.5] * 3, [0.2] * 3)
+    with pytest.raises(CellmapsInputError, match="records the object size"):
+        predict_paths(plain, [folder], tmp_path / "o2", object_size="shared", progress=False)
+    assert not (tmp_path / "o2").exists()  # refused before anything was written
+
+
+def test_cli_object_size_takes_shared_for_prediction_only():
+    """predict / ki67 take 'shared' (any case); tune's --object-size does not; a typo names
+    the three kinds of value."""
+    import argparse
+
+    from cellmaps.cli import _positive_auto_or_shared, _positive_or_auto
+
+    assert _positive_auto_or_shared(" Shared ") == "shared"
+    assert _positive_auto_or_shared("auto") == "auto" and _positive_auto_or_shared("4.5") == 4.5
+    with pytest.raises(argparse.ArgumentTypeError, match="'auto' or 'shared'"):
+        _positive_auto_or_shared("shard")
+    with pytest.raises(argparse.ArgumentTypeError):
+        _positive_or_auto("shared")

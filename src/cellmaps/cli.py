@@ -389,7 +389,7 @@ def _add_prediction_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tile", type=_positive_int, help="inference tile size (default: the model's)")
     p.add_argument("--stride", type=_positive_int, help="inference tile stride")
     p.add_argument("--batch", type=_positive_int, help="tiles per forward pass")
-    _add_scale_args(p, "the input images", auto=True)
+    _add_scale_args(p, "the input images", auto=True, shared=True)
     p.add_argument(
         "--resume",
         action="store_true",
@@ -505,7 +505,7 @@ _non_negative_int = _checked_number(int, lambda v: v >= 0, "0 or more", kind="wh
 
 
 def _positive_or_auto(text: str) -> float | str:
-    """--object-size of prediction: a positive number of px, or 'auto'."""
+    """--object-size of tuning: a positive number of px, or 'auto'."""
     if text.strip().lower() == "auto":
         return "auto"
     try:
@@ -516,10 +516,25 @@ def _positive_or_auto(text: str) -> float | str:
         ) from None
 
 
-def _add_scale_args(p: argparse.ArgumentParser, what: str, auto: bool = False) -> None:
+def _positive_auto_or_shared(text: str) -> float | str:
+    """--object-size of prediction: a positive number of px, 'auto' or 'shared'."""
+    if text.strip().lower() == "shared":
+        return "shared"
+    try:
+        return _positive_or_auto(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"must be a positive number of px, 'auto' or 'shared', got {text!r}"
+        ) from None
+
+
+def _add_scale_args(
+    p: argparse.ArgumentParser, what: str, auto: bool = False, shared: bool = False
+) -> None:
+    kind = _positive_auto_or_shared if shared else _positive_or_auto if auto else _positive
     p.add_argument(
         "--object-size",
-        type=_positive_or_auto if auto else _positive,
+        type=kind,
         help=f"median object (nucleus/cell) radius in px of {what}; the image is resampled "
         "so its objects match the model's and results are mapped back to input pixels"
         + (
@@ -527,6 +542,12 @@ def _add_scale_args(p: argparse.ArgumentParser, what: str, auto: bool = False) -
             "strongly; peak-decoding models; default of models whose recipe says "
             "inference.object_size: auto)"
             if auto
+            else ""
+        )
+        + (
+            "; 'shared' estimates it once for the run, from up to 8 images spread over it "
+            "(the median of their estimates), for a folder imaged at one magnification"
+            if shared
             else ""
         ),
     )

@@ -28,6 +28,7 @@ from cellmaps.batch import (
 from cellmaps.bundled import check_modality, resolve_model
 from cellmaps.cluster import cluster_client
 from cellmaps.errors import CellmapsInputError
+from cellmaps.inference.scale import AUTO
 from cellmaps.inference.slides import detect_slide, segment_slide, slide_measurements
 from cellmaps.io._atomic import atomic_path, write_csv_atomic
 from cellmaps.io.dataset import Dataset
@@ -156,14 +157,7 @@ def _predict_one(
                     "estimate would change from tile to tile)"
                 )
             return _predict_slide(m, f, out, xi, masks, channels, inference, slides, client)
-        image = select_channels(
-            read_image(f, page=slides.get("page"), project=slides.get("project")), channels, f
-        )
-        if slides.get("need_colour"):
-            check_colour(image, f)
-        check_modality(m, image, f, slides)
-        if slides.get("stain_norm"):
-            image = _stain_normalised(image, slides["stain_norm"], slides.get("stain_ref"), f)
+        image = _model_input(f, channels, slides, m)
         outlines, mask = None, None
         pixel_size = inference.get("pixel_size")
         factor, inference = resolved_scale(m, image, inference)
@@ -181,6 +175,72 @@ def _predict_one(
     write_points_outputs(out, f.stem, pts, slides.get("parquet", False), outlines, table)
     write_overlay(out / "overlays" / f"{f.stem}.png", image, pts)
     return label_counts(pts)
+
+
+def _model_input(f: Path, channels: list[int] | None, slides: dict, m=None) -> np.ndarray:
+    """An image read whole as the model sees it: the page / projection and channels asked
+    for, checked for colour (``need_colour``) and, given the model ``m``, for its modality,
+    then stain-normalised (``stain_norm``)."""
+    image = select_channels(
+        read_image(f, page=slides.get("page"), project=slides.get("project")), channels, f
+    )
+    if slides.get("need_colour"):
+        check_colour(image, f)
+    if m is not None:
+        check_modality(m, image, f, slides)
+    if slides.get("stain_norm"):
+        image = _stain_normalised(image, slides["stain_norm"], slides.get("stain_ref"), f)
+    return image
+
+
+SHARED = "shared"  # --object-size shared: one estimate for the whole run
+SHARED_SCALE_IMAGES = 8  # images the shared estimate is made from, spread over the run
+
+
+def spread_sample(items: list, k: int) -> list:
+    """Up to ``k`` of ``items`` spread evenly over the list (the first and last included)."""
+    if len(items) <= k:
+        return list(items)
+    return [items[i] for i in np.unique(np.linspace(0, len(items) - 1, k).round().astype(int))]
+
+
+def median_factor(factors: list[float]) -> float:
+    """The median of input → net factors, taken in log factor (so 0.5× and 2× are as far
+    from 1×); with an even count, the geometric mean of the middle two."""
+    return float(np.exp(np.median(np.log(np.asarray(factors, dtype=float)))))
+
+
+def shared_object_size(
+    m, files: list[Path], channels: list[int] | None, slides: dict, progress: bool = False
+) -> tuple[float, list[str]]:
+    """``--object-size shared``: the object radius (input px) for every image of a run,
+    estimated once — the per-image estimate (:func:`~cellmaps.inference.scale.estimate_input_scale`)
+    of up to :data:`SHARED_SCALE_IMAGES` images spread over the run (slides left out: they
+    are not read whole), combined by :func:`median_factor`. For a folder from one scanner
+    this replaces an estimate per image (most of the time of a small image) by a few, and
+    one image with few objects cannot pull its own scale astray. Returns the radius and the
+    ids of the images it was estimated from."""
+    if not m.train_radius:
+        raise CellmapsInputError(
+            "--object-size shared needs a model that records the object size it was trained "
+            "at; give --object-size in px or --pixel-size"
+        )
+    stream_above = slides.get("stream_above") or DEFAULT_STREAM_ABOVE
+    whole = [f for f in files if not is_large_tiff(f, stream_above)]
+    if not whole:
+        raise CellmapsInputError(
+            "--object-size shared is estimated from images read whole, and every input here "
+            "is a slide read by region: give --object-size in px, --pixel-size or "
+            "--magnification"
+        )
+    sample = spread_sample(whole, SHARED_SCALE_IMAGES)
+    factors = []
+    for f in tqdm(sample, desc="object size", unit="img", disable=not progress):
+        try:
+            factors.append(m.input_scale(AUTO, None, _model_input(f, channels, slides)))
+        except CellmapsInputError as exc:
+            raise CellmapsInputError(exc.problem, exc.path or f) from exc
+    return float(m.train_radius) / median_factor(factors), [f.stem for f in sample]
 
 
 def resolved_scale(m, image: np.ndarray, inference: dict) -> tuple[float, dict]:
@@ -382,11 +442,24 @@ def predict_paths(
     for f in files:  # bad region files are reported before anything is written
         read_regions(regions, f.stem)
     stain_ref = _stain_reference(stain_norm, stain_reference)
+    sample = None
+    if inference.get("object_size") == SHARED:
+        size, sample = shared_object_size(
+            m, files, channels, {"stream_above": stream_above, "page": page, "project": project,
+                                 "stain_norm": stain_norm, "stain_ref": stain_ref}, progress,
+        )  # fmt: skip
+        inference = {**inference, "object_size": size}
+        tqdm.write(
+            f"object size estimated once for the run: radius {size:.2f} px "
+            f"(median over {len(sample)} image(s))"
+        )
     slides = {"stream_above": stream_above, "tissue": tissue, "magnification": magnification,
               "regions": None if regions is None else str(regions), "stain_norm": stain_norm,
               "stain_reference": None if stain_reference is None else str(stain_reference),
               "page": page, "project": project}  # fmt: skip
     record = _run_record(m, xi, masks, split, channels, dict(inference, **slides))
+    if sample is not None:  # the shared estimate's images: a resume must find the same
+        record["settings"]["object_size_from"] = sample
     slides.update(parquet=parquet, progress=progress and len(files) == 1, stain_ref=stain_ref,
                   need_colour=need_colour)  # fmt: skip
     with undone_if_nothing_written(out), run_lock(out) as out:
