@@ -23,6 +23,15 @@ image) is scored on the first 3 val images of each source only (``--per-source 3
 ``net`` on the same images) and is eligible only if it beats ``net`` there. Test is scored once, with
 ``--final``, for the chosen estimator and the one bundled before #33 (``net-narrow``).
 
+Added 2026-12-07, before its first run: ``net-shared`` (``--add-shared``) is what
+``cellmaps predict --object-size shared`` does to a folder: per (source, factor) cell — a
+folder scanned at one magnification — one radius for all its images, from ``net``'s
+estimates on up to 8 of them spread over the cell (the recorded estimates of the split's
+run, for the same model), combined by their median in log scale. It answers a different
+use (one scanner per run), so it is reported beside ``net`` and does not replace it as the
+per-image default; the README recommends it for such folders if its worst F1 loss on val
+is smaller than ``net``'s. Its test figures come once, with ``--final --add-shared``.
+
 Writes results/scale_shift_<split>.json, docs/scale_shift_<split>.png and the
 'scale_shift' section of BENCHMARKS.md (from both JSON files when they exist).
 """
@@ -209,6 +218,44 @@ def run(
     return {"images": rows, "cells": cells}
 
 
+def add_shared(model: Model, res: dict, seed: int, base: str = "net") -> dict:
+    """The ``net-shared`` policy added to a split's results (see the module doc): per cell,
+    the radius of :func:`cellmaps.predict.shared_object_size` computed from the recorded
+    ``base`` estimates, every image detected with it and matched; its seconds per image are
+    the sampled estimates' time spread over the cell's images."""
+    from cellmaps.predict import SHARED_SCALE_IMAGES, median_factor, spread_sample
+
+    name_of = f"{base}-shared"
+    by_cell: dict = {}
+    for row in res["images"]:
+        by_cell.setdefault((row["source"], row["shift"]), []).append(row)
+    matches = {}
+    r_net = float(model.train_radius)
+    for name, root, s in source_split(res["split"], seed):
+        ds = Dataset(root)
+        order = {image_id: k for k, image_id in enumerate(ds.ids(s))}
+        for f in SHIFTS:
+            rows = sorted(by_cell[(name, f)], key=lambda r: order[r["id"]])
+            sample = spread_sample(rows, SHARED_SCALE_IMAGES)
+            radius = r_net / median_factor([r_net / r["estimates"][base] for r in sample])
+            secs = sum(r["seconds"][base] for r in sample) / len(rows)
+            for row in rows:
+                img, pts = shifted(ds.image(row["id"]), truth_points(ds, row["id"]), f)
+                found = model.detect(img, object_size=radius).coords
+                matches.setdefault((name, f), []).append(
+                    match_points(pts, found, RADIUS[name] * f, "hungarian")
+                )
+                row["estimates"][name_of] = radius
+                row["seconds"][name_of] = secs
+            print(name, f, f"shared radius {radius:.2f} px from {len(sample)} images", flush=True)
+    res["cells"] = [c for c in res["cells"] if c["policy"] != name_of] + [
+        {"source": n, "shift": f, "policy": name_of, **pool_detection(m)}
+        for (n, f), m in matches.items()
+    ]
+    res["summary"] = summary(res)
+    return res
+
+
 def merged(old: dict, new: dict, rename: dict[str, str]) -> dict:
     """``new`` with the estimators of an earlier run of the same split added (renamed by
     ``rename``; the earlier run's commands and machines kept in ``earlier_runs``)."""
@@ -349,12 +396,33 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--final", action="store_true", help="needed with --split test (run once)")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument(
+        "--add-shared",
+        action="store_true",
+        help="add the net-shared policy (--object-size shared) to the split's results, from "
+        "their recorded net estimates (same model only)",
+    )
     args = ap.parse_args()
     if args.report_only:
         report()
         return
     if args.split == "test" and not args.final:
         ap.error("test is scored once, after the choice on val: add --final")
+    if args.add_shared:
+        model = Model.load(args.model)
+        name = f"scale_shift_{args.split}"
+        res = json.loads((RESULTS / f"{name}.json").read_text())
+        if res["model_sha256"] != model.fingerprint():
+            ap.error(f"results/{name}.json is another model's run: rerun the split first")
+        res = add_shared(model, res, args.seed)
+        res.setdefault("added_runs", []).append(
+            {"command": f"python -m benchmarks.scale_shift --split {args.split} --add-shared"
+                        + (" --final" if args.final else ""), "machine": machine()}
+        )  # fmt: skip
+        write_results(name, res)
+        plot(res, args.split)
+        report()
+        return
     estimators = args.estimators.split(",")
     unknown = sorted(set(estimators) - set(ESTIMATORS))
     if unknown:
