@@ -348,7 +348,12 @@ def report() -> None:
         which = ("" if res.get("model_sha256") == bundled
                  else f" (model {str(res.get('model_sha256'))[:8]}, an earlier default)")  # fmt: skip
         lines += [
-            f"**{split}**{which} — `{res['command']}`. {machine_line(res['machine'])}",
+            f"**{split}**{which} — `{res['command']}`. {machine_line(res['machine'])}"
+            + "".join(
+                f" Added: `{a['command']}`, commit {a['machine']['commit']}, "
+                f"{a['machine']['date']} (from the recorded net estimates)."
+                for a in res.get("added_runs", [])
+            ),  # fmt: skip
             f"{n_images(res)} images of CRCHisto, MoNuSeg and MBM ({split}) rescaled by "
             f"{', '.join(f'{s:g}' for s in SHIFTS)}; F1 lost against the object size given "
             f"(goal ≤ {GOAL_F1_LOSS}) and the estimated radius against the image's own "
@@ -364,6 +369,9 @@ def report() -> None:
                 f" | {s['cells_within_goal']}/{s['cells']} | {s['median_radius_error']:.1%} "
                 f"| {s['median_seconds']:.2f} |"
             )
+        if any(e.endswith("-shared") for e in res["summary"]):
+            lines += ["", "A `-shared` policy's seconds are its sampled estimates' time spread "
+                      "over the cell's images (a folder of more images spreads it further)."]  # fmt: skip
         met_f1 = [e for e, x in res["summary"].items() if x["worst_f1_loss"] <= GOAL_F1_LOSS]
         met_r = [e for e, x in res["summary"].items()
                  if x["median_radius_error"] <= GOAL_RADIUS_ERROR]  # fmt: skip

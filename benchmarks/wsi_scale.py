@@ -530,7 +530,10 @@ def main() -> None:
         for side in sizes:
             print(f"slide {side}²", flush=True)
             slides.append(slide_case(side, work, args.seed, args.margin, args.rss_every))
-            print(slides[-1], flush=True)
+            print({k: v for k, v in slides[-1].items() if k != "rss_curve"}, flush=True)
+            # each slide kept as it finishes: an interrupted run leaves what it measured
+            write_results("wsi_scale_partial", {"command": vars(args), "machine": machine(),
+                                                "slides": slides})  # fmt: skip
         batch = batch_case(args.tiles, work, args.seed) if args.tiles and 4096 in sizes else None
         print(batch, flush=True)
         startup = startup_case(work)
@@ -553,6 +556,7 @@ def main() -> None:
         "baselines": earlier.get("baselines", {}),
     }
     write_results("wsi_scale", res)
+    (RESULTS / "wsi_scale_partial.json").unlink(missing_ok=True)
     memory_figure(res)
     update_benchmarks_md("wsi_scale", report(res))
 
