@@ -321,6 +321,17 @@ def baseline_lines(res: dict) -> list[str]:
                 f"| {name} | {r['side']}² | {100 * r.get('margin', MARGIN):.0f} % | "
                 f"{r['detections']} | {r['peak_rss_gb']:.2f} | {r['peak_rss_gb'] / first:.2f}× |"
             )
+    lines.append("")
+    for name, slides in runs:
+        a, z = slides[0], slides[-1]
+        if z["detections"] > a["detections"]:
+            slope = (
+                (z["peak_rss_gb"] - a["peak_rss_gb"]) * 1e9 / (z["detections"] - a["detections"])
+            )
+            lines.append(
+                f"{name}: the peak grew by {slope / 1e3:.2f} KB per detection from "
+                f"{a['side']}² to {z['side']}² ({a['detections']} → {z['detections']})."
+            )
     for b in bases.values():
         for r in b["slides"]:
             mine = now.get((r["side"], r.get("margin")))
