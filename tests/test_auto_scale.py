@@ -281,3 +281,26 @@ def test_cli_object_size_takes_shared_for_prediction_only():
         _positive_auto_or_shared("shard")
     with pytest.raises(argparse.ArgumentTypeError):
         _positive_or_auto("shared")
+
+
+def test_shared_object_size_with_an_unreadable_image(tmp_path, monkeypatch):
+    """A corrupt image among those sampled: the run stops naming it, or with skip_bad the
+    estimate is made from the others and the image is listed in skipped.csv."""
+    import json
+
+    from cellmaps.predict import predict_paths
+    from tests.test_slides import pointwise_model
+
+    model = pointwise_model("micronet")
+    model.training["train_radius"] = 6.0
+    monkeypatch.setattr("cellmaps.model.estimate_input_scale", lambda m, image: 0.5)
+    folder = shared_folder(tmp_path, 3)
+    (folder / "im01.png").write_bytes(b"not a png")
+    with pytest.raises(CellmapsInputError, match="im01"):
+        predict_paths(model, [folder], tmp_path / "o1", object_size="shared", progress=False)
+    predict_paths(model, [folder], tmp_path / "o2", object_size="shared", progress=False,
+                  skip_bad=True)  # fmt: skip
+    settings = json.loads((tmp_path / "o2" / "cellmaps-run.json").read_text())["settings"]
+    assert settings["object_size_from"] == ["im00", "im02"]
+    assert settings["object_size"] == pytest.approx(12.0)
+    assert "im01" in (tmp_path / "o2" / "skipped.csv").read_text()

@@ -211,7 +211,12 @@ def median_factor(factors: list[float]) -> float:
 
 
 def shared_object_size(
-    m, files: list[Path], channels: list[int] | None, slides: dict, progress: bool = False
+    m,
+    files: list[Path],
+    channels: list[int] | None,
+    slides: dict,
+    progress: bool = False,
+    skip_bad: bool = False,
 ) -> tuple[float, list[str]]:
     """``--object-size shared``: the object radius (input px) for every image of a run,
     estimated once — the per-image estimate (:func:`~cellmaps.inference.scale.estimate_input_scale`)
@@ -219,7 +224,8 @@ def shared_object_size(
     are not read whole), combined by :func:`median_factor`. For a folder from one scanner
     this replaces an estimate per image (most of the time of a small image) by a few, and
     one image with few objects cannot pull its own scale astray. Returns the radius and the
-    ids of the images it was estimated from."""
+    ids of the images it was estimated from (with ``skip_bad``, an image that cannot be read
+    is left out here and reported by the run as it comes)."""
     if not m.train_radius:
         raise CellmapsInputError(
             "--object-size shared needs a model that records the object size it was trained "
@@ -233,14 +239,21 @@ def shared_object_size(
             "is a slide read by region: give --object-size in px, --pixel-size or "
             "--magnification"
         )
-    sample = spread_sample(whole, SHARED_SCALE_IMAGES)
-    factors = []
-    for f in tqdm(sample, desc="object size", unit="img", disable=not progress):
+    factors, used = [], []
+    for f in tqdm(spread_sample(whole, SHARED_SCALE_IMAGES), desc="object size", unit="img",
+                  disable=not progress):  # fmt: skip
         try:
             factors.append(m.input_scale(AUTO, None, _model_input(f, channels, slides)))
+            used.append(f.stem)
         except CellmapsInputError as exc:
-            raise CellmapsInputError(exc.problem, exc.path or f) from exc
-    return float(m.train_radius) / median_factor(factors), [f.stem for f in sample]
+            if not skip_bad:
+                raise CellmapsInputError(exc.problem, exc.path or f) from exc
+    if not factors:
+        raise CellmapsInputError(
+            "--object-size shared: none of the images sampled for the estimate could be read "
+            f"({len(spread_sample(whole, SHARED_SCALE_IMAGES))} tried)"
+        )
+    return float(m.train_radius) / median_factor(factors), used
 
 
 def resolved_scale(m, image: np.ndarray, inference: dict) -> tuple[float, dict]:
@@ -447,6 +460,7 @@ def predict_paths(
         size, sample = shared_object_size(
             m, files, channels, {"stream_above": stream_above, "page": page, "project": project,
                                  "stain_norm": stain_norm, "stain_ref": stain_ref}, progress,
+            skip_bad,
         )  # fmt: skip
         inference = {**inference, "object_size": size}
         tqdm.write(
