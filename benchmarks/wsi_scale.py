@@ -380,7 +380,9 @@ def report(res: dict) -> str:
         "",
         machine_line(res["machine"]),
         f"Command: `python -m benchmarks.wsi_scale --sizes {res['command']['sizes']} "
-        f"--tiles {res['command']['tiles']} --seed {res['command']['seed']}`. Bundled default "
+        f"--tiles {res['command']['tiles']} --seed {res['command']['seed']}"
+        + (f" --margin {res['command']['margin']}" if "margin" in res["command"] else "")
+        + "`. Bundled default "
         "model, `cellmaps predict` in its own process per run; peak RSS from the kernel. "
         "Synthetic pyramidal BigTIFFs (tiled 512, zlib) tiled from monuseg/crchisto images "
         f"with a {100 * res['command'].get('margin', MARGIN):.0f} % glass margin on every "
