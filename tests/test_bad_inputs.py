@@ -22,8 +22,16 @@ EVALUATE = ["evaluate", "--truth", "t", "--pred", "p"]
         (PREDICT + ["--xi", "nan"], "--xi", "must be a number in [0, 1]"),
         (PREDICT + ["--xi", "-1"], "--xi", "must be a number in [0, 1]"),
         (PREDICT + ["--min-score", "-0.5"], "--min-score", "must be a number >= 0"),
-        (PREDICT + ["--object-size", "big"], "--object-size", "positive number of px or 'auto'"),
-        (PREDICT + ["--object-size", "0"], "--object-size", "positive number of px or 'auto'"),
+        (
+            PREDICT + ["--object-size", "big"],
+            "--object-size",
+            "positive number of px, 'auto' or 'shared'",
+        ),
+        (
+            PREDICT + ["--object-size", "0"],
+            "--object-size",
+            "positive number of px, 'auto' or 'shared'",
+        ),
         (TRAIN + ["--object-size", "auto"], "--object-size", "not a number"),
         (["ki67", "img.png", "--out", "o", "--xi", "1.5"], "--xi", "in [0, 1]"),
         (TRAIN + ["--iterations", "0"], "--iterations", "must be at least 1"),
