@@ -504,28 +504,24 @@ _positive_int = _checked_number(int, lambda v: v >= 1, "at least 1", kind="whole
 _non_negative_int = _checked_number(int, lambda v: v >= 0, "0 or more", kind="whole number")
 
 
-def _positive_or_auto(text: str) -> float | str:
-    """--object-size of tuning: a positive number of px, or 'auto'."""
-    if text.strip().lower() == "auto":
-        return "auto"
-    try:
-        return _positive(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"must be a positive number of px or 'auto', got {text!r}"
-        ) from None
+def _positive_or_words(*words: str):
+    """An --object-size type: a positive number of px, or one of ``words`` (any case)."""
+    quoted = [f"'{w}'" for w in words]
+    kinds = ", ".join(["a positive number of px", *quoted[:-1]]) + f" or {quoted[-1]}"
+
+    def parse(text: str) -> float | str:
+        if text.strip().lower() in words:
+            return text.strip().lower()
+        try:
+            return _positive(text)
+        except argparse.ArgumentTypeError:
+            raise argparse.ArgumentTypeError(f"must be {kinds}, got {text!r}") from None
+
+    return parse
 
 
-def _positive_auto_or_shared(text: str) -> float | str:
-    """--object-size of prediction: a positive number of px, 'auto' or 'shared'."""
-    if text.strip().lower() == "shared":
-        return "shared"
-    try:
-        return _positive_or_auto(text)
-    except argparse.ArgumentTypeError:
-        raise argparse.ArgumentTypeError(
-            f"must be a positive number of px, 'auto' or 'shared', got {text!r}"
-        ) from None
+_positive_or_auto = _positive_or_words("auto")  # tuning
+_positive_auto_or_shared = _positive_or_words("auto", "shared")  # prediction
 
 
 def _add_scale_args(

@@ -240,8 +240,8 @@ def shared_object_size(
             "--magnification"
         )
     factors, used = [], []
-    for f in tqdm(spread_sample(whole, SHARED_SCALE_IMAGES), desc="object size", unit="img",
-                  disable=not progress):  # fmt: skip
+    sample = spread_sample(whole, SHARED_SCALE_IMAGES)
+    for f in tqdm(sample, desc="object size", unit="img", disable=not progress):
         try:
             factors.append(m.input_scale(AUTO, None, _model_input(f, channels, slides)))
             used.append(f.stem)
@@ -251,7 +251,7 @@ def shared_object_size(
     if not factors:
         raise CellmapsInputError(
             "--object-size shared: none of the images sampled for the estimate could be read "
-            f"({len(spread_sample(whole, SHARED_SCALE_IMAGES))} tried)"
+            f"({len(sample)} tried)"
         )
     return float(m.train_radius) / median_factor(factors), used
 
