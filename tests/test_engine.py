@@ -44,6 +44,8 @@ def test_every_net_runs_on_odd_sizes_and_channel_counts(channels, size):
     nets = [
         build_net("unet", channels, heads, base=4, depth=3, decoders=[["a"], ["b"]], cross={1: 0}),
         build_net("residual_unet", channels, heads, base=4, depth=4, roi_head="b"),
+        build_net("residual_unet", channels, heads, base=4, depth=4, output_stride=2),
+        build_net("residual_unet", channels, heads, base=4, depth=4, output_stride=4),
         build_net("resnet_unet", channels, heads, resnet_depth=18, width=8, decoder_base=4),
     ]
     x = torch.randn(2, channels, *size)
@@ -65,6 +67,51 @@ def test_residual_unet_has_ten_numbered_blocks_and_freezing_works():
         assert all(p.requires_grad == (k > 3) for p in block.parameters())
     with pytest.raises(CellmapsInputError, match="only 10 blocks"):
         freeze_blocks(net, 11)
+
+
+@pytest.mark.parametrize("stride", [2, 4])
+def test_output_stride_heads_are_the_coarse_heads_resized_bilinearly(stride):
+    """At output stride s the heads see the decoder at 1/s resolution (one full-resolution
+    up block fewer per halving) and their logits are that map resized bilinearly: computed
+    here from the output block's own result, by hand with F.interpolate."""
+    import torch.nn.functional as F
+
+    net = build_net("residual_unet", 3, [HeadSpec("p", 2)], base=4, depth=4,
+                    output_stride=stride).eval()  # fmt: skip
+    full = build_net("residual_unet", 3, [HeadSpec("p", 2)], base=4, depth=4)
+    assert len(net.up) == len(full.up) - (stride.bit_length() - 1)
+    seen = {}
+    net.output.register_forward_hook(lambda m, i, o: seen.update(coarse=o[0]))
+    x = torch.randn(1, 3, 64, 48)
+    with torch.no_grad():
+        out = net(x)["p"]
+    assert seen["coarse"].shape[-2:] == (64 // stride, 48 // stride)
+    expected = F.interpolate(seen["coarse"], size=(64, 48), mode="bilinear", align_corners=False)
+    torch.testing.assert_close(out, expected)
+    # the stride-1 net's parameter names are those of models saved before output_stride
+    assert set(full.state_dict()) >= {"up.3.up.weight", "output.mca.0.weight"}
+    assert "up.3.up.weight" not in net.state_dict()
+
+
+def test_output_stride_in_recipes():
+    """Stride 1 is left out of a validated recipe (saved models keep their fingerprints);
+    2 is kept and builds a stride-2 net; 3, or a stride on a net that has none, is refused."""
+    from cellmaps.nets import net_from_config
+
+    r = load_recipe("micronet")
+    assert "output_stride" not in r["net"]
+    assert (
+        "output_stride"
+        not in validate_recipe({**r, "net": {**r["net"], "output_stride": 1}})["net"]
+    )
+    two = validate_recipe({**r, "net": {**r["net"], "output_stride": 2}})
+    assert two["net"]["output_stride"] == 2
+    assert net_from_config(two["net"], 3, [HeadSpec("p")]).output_stride == 2
+    with pytest.raises(CellmapsInputError, match="output_stride"):
+        validate_recipe({**r, "net": {**r["net"], "output_stride": 3}})
+    u = load_recipe("deepsplit")
+    with pytest.raises(CellmapsInputError, match="needs a net that takes it"):
+        validate_recipe({**u, "net": {**u["net"], "output_stride": 2}})
 
 
 def test_resnet_encoder_loads_user_weights_by_torchvision_names(tmp_path):

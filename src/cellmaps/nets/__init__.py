@@ -44,7 +44,8 @@ class NetEntry:
 NETS: dict[str, NetEntry] = {
     "unet": NetEntry(_build_unet, ("base", "depth", "dropout", "decoders", "cross")),
     "residual_unet": NetEntry(
-        _build_residual_unet, ("base", "depth", "dropout", "mca_levels", "roi_head")
+        _build_residual_unet,
+        ("base", "depth", "dropout", "mca_levels", "roi_head", "output_stride"),
     ),
     "resnet_unet": NetEntry(ResNetUNet, ("resnet_depth", "width", "decoder_base", "dropout")),
     "cascade": NetEntry(CascadedUNet, ("base", "depth", "dropout")),
@@ -58,8 +59,9 @@ def build_net(kind: str, in_channels: int, heads: Sequence[HeadSpec], **options)
 
     ``unet`` takes ``decoders`` (list of lists of head names; default one decoder per
     head), ``cross`` ({j: i}), ``base``, ``depth``, ``dropout``. ``residual_unet`` takes
-    ``base``, ``depth``, ``dropout``, ``mca_levels`` and ``roi_head`` (name of a head
-    that becomes the sibling ROI branch). ``resnet_unet`` takes ``resnet_depth``,
+    ``base``, ``depth``, ``dropout``, ``mca_levels``, ``roi_head`` (name of a head
+    that becomes the sibling ROI branch) and ``output_stride`` (1, 2 or 4: the level the
+    heads work at, their logits resized to the input). ``resnet_unet`` takes ``resnet_depth``,
     ``width``, ``decoder_base``, ``dropout``. ``cascade`` (two U-Nets in series, the
     second fed the first head's output) takes ``base``, ``depth``, ``dropout``; so do
     DeepSplit's ``branch_net`` and ``double_unet`` (segmentation head, separation head).

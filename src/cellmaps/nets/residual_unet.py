@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from cellmaps.nets.blocks import Head, HeadSpec, ResidualBlock, pad_to
@@ -26,16 +27,32 @@ class OutputBlock(nn.Module):
     """Multi-context aggregation + output transition (MicroNet Fig. 2).
 
     Transposed convolutions bring the outputs of the down-sampling blocks at several
-    depths to full resolution; they are added to the last decoder features and fed to
-    two 3×3 convolutions (the output transition), then to the heads.
+    depths to the output level (full resolution, ``level`` 0, in the paper); they are added
+    to the last decoder features and fed to two 3×3 convolutions (the output transition),
+    then to the heads. At ``level`` k the block works at 1/2**k of the input's resolution
+    with the encoder's width there.
     """
 
-    def __init__(self, widths: Sequence[int], mca_levels: Sequence[int], heads: Sequence[HeadSpec]):
+    def __init__(
+        self,
+        widths: Sequence[int],
+        mca_levels: Sequence[int],
+        heads: Sequence[HeadSpec],
+        level: int = 0,
+    ):
         super().__init__()
-        c = widths[0]
+        c = widths[level]
         self.mca_levels = list(mca_levels)
+        if any(lv <= level or lv >= len(widths) for lv in self.mca_levels):
+            raise ValueError(
+                f"mca_levels must lie between the output level {level} and the depth "
+                f"{len(widths) - 1} (exclusive), got {self.mca_levels}"
+            )
         self.mca = nn.ModuleList(
-            [nn.ConvTranspose2d(widths[lv], c, 2**lv, stride=2**lv) for lv in self.mca_levels]
+            [
+                nn.ConvTranspose2d(widths[lv], c, 2 ** (lv - level), stride=2 ** (lv - level))
+                for lv in self.mca_levels
+            ]
         )
         self.transition = nn.Sequential(
             nn.Conv2d(c, c, 3, padding=1, bias=False),
@@ -90,8 +107,17 @@ class ResidualUNet(nn.Module):
     transposed convolutions and zero-padded concatenation, multi-context aggregation, an
     output transition and the heads. Dropout (default 0.5) in the last two down blocks.
 
+    ``output_stride`` 2 or 4 (not in the papers; the speed issue): the decoder stops one or
+    two levels early, the multi-context aggregation, output transition and heads work there
+    (at 1/2 or 1/4 of the input's resolution, with the encoder's width at that level), and
+    the heads' logits are resized bilinearly to the input's size. Every output is a
+    full-resolution map, so targets, losses and decoding are those of stride 1 and no
+    sub-pixel offsets are needed; the full-resolution decoder block and output transition,
+    two thirds of the net's time at stride 1, are what is saved.
+
     Blocks are numbered 1..2·depth+2 for freezing (10 for depth 4): 1 = input transition,
-    2..depth+1 = down blocks, depth+2..2·depth+1 = up blocks, 2·depth+2 = output block.
+    2..depth+1 = down blocks, depth+2..2·depth+1 = up blocks, 2·depth+2 = output block
+    (one or two up blocks fewer at output stride 2 or 4).
     The ROI branch, when present, is not numbered (it is a sibling, never frozen by k).
     """
 
@@ -104,8 +130,16 @@ class ResidualUNet(nn.Module):
         dropout: float = 0.5,
         mca_levels: Sequence[int] | None = None,
         roi_head: HeadSpec | None = None,
+        output_stride: int = 1,
     ) -> None:
         super().__init__()
+        if output_stride not in (1, 2, 4) or output_stride >= 2**depth:
+            raise ValueError(
+                f"output_stride must be 1, 2 or 4 and below 2**depth ({2**depth}), "
+                f"got {output_stride}"
+            )
+        self.output_stride = output_stride
+        level = output_stride.bit_length() - 1  # 1 → 0, 2 → 1, 4 → 2
         widths = [base * 2 ** min(i, depth - 1) for i in range(depth + 1)]
         self.widths = widths
         self.input_transition = nn.Sequential(
@@ -118,10 +152,10 @@ class ResidualUNet(nn.Module):
             drop = dropout if i >= depth - 2 else 0.0
             self.down.append(ResidualBlock(widths[i], widths[i + 1], stride=2, dropout=drop))
         self.up = nn.ModuleList(
-            [UpBlock(widths[i + 1], widths[i], widths[i]) for i in range(depth - 1, -1, -1)]
+            [UpBlock(widths[i + 1], widths[i], widths[i]) for i in range(depth - 1, level - 1, -1)]
         )
-        levels = list(mca_levels) if mca_levels is not None else list(range(1, depth))
-        self.output = OutputBlock(widths, levels, heads)
+        levels = list(mca_levels) if mca_levels is not None else list(range(level + 1, depth))
+        self.output = OutputBlock(widths, levels, heads, level)
         self.head_specs = list(heads) + ([roi_head] if roi_head else [])
         self.roi = ROIBranch(widths, roi_head) if roi_head else None
 
@@ -130,14 +164,18 @@ class ResidualUNet(nn.Module):
         return [self.input_transition, *self.down, *self.up, self.output]
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
+        size = x.shape[-2:]
         x = self.input_transition(x)
         down = [x]
         for block in self.down:
             down.append(block(down[-1]))
         y = down[-1]
-        for up, skip in zip(self.up, reversed(down[:-1]), strict=True):
+        skips = down[len(down) - 1 - len(self.up) : -1]  # the levels the decoder reaches
+        for up, skip in zip(self.up, reversed(skips), strict=True):
             y = up(y, skip)
         outs = self.output(y, down)
+        if self.output_stride > 1:
+            outs = [F.interpolate(o, size=size, mode="bilinear", align_corners=False) for o in outs]
         result = {spec.name: o for spec, o in zip(self.head_specs, outs, strict=False)}
         if self.roi is not None:
             result[self.head_specs[-1].name] = self.roi(down)

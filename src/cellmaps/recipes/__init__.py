@@ -48,6 +48,11 @@ TASK = {
     # (weakly-points: three losses on one nucleus/background head). null = its own head
     "head": ((str, type(None)), None),
 }
+# A schema leaf (types, default, OMITTED_AT_DEFAULT) is left out of the validated recipe
+# when it takes its default: a key added after models were saved then changes neither
+# their stored recipe nor their fingerprint (Model.meta). Readers use .get(key, default).
+OMITTED_AT_DEFAULT = "omitted at default"
+
 SCHEMA = {
     "name": (str, None),
     "description": (str, ""),
@@ -65,6 +70,10 @@ SCHEMA = {
         "width": (int, 64),
         "decoder_base": (int, 16),
         "encoder_weights": ((str, type(None)), None),
+        # residual_unet: the heads at 1/2 or 1/4 resolution, logits resized (the speed issue);
+        # left out of a validated recipe when 1, so models saved before it keep their
+        # settings (and fingerprints)
+        "output_stride": (int, 1, OMITTED_AT_DEFAULT),
     },
     "tasks": [TASK],
     "combine": {
@@ -207,6 +216,7 @@ SCHEMA = {
 # Choices that are data, not code; the choices of nets, optimisers, schedules, combiners,
 # losses and decoders come from their registries (see registry_choices).
 STATIC_CHOICES = {
+    "net.output_stride": (1, 2, 4),
     "schedule.monitor": ("loss", "f1"),
     "training.precision": ("auto", "bf16", "fp32"),
     "training.sampling": ("random", "tiles"),
@@ -258,7 +268,11 @@ def _validate(value, schema, path: str, source: str, choices: dict):
         out = {}
         for key, sub in schema.items():
             p = f"{path}.{key}" if path else key
-            out[key] = _validate(value.get(key, _MISSING), sub, p, source, choices)
+            checked = _validate(value.get(key, _MISSING), sub, p, source, choices)
+            if not (
+                isinstance(sub, tuple) and sub[2:] == (OMITTED_AT_DEFAULT,) and checked == sub[1]
+            ):
+                out[key] = checked
         return out
     if isinstance(schema, list):
         if value is _MISSING or not isinstance(value, list) or not value:
@@ -266,7 +280,7 @@ def _validate(value, schema, path: str, source: str, choices: dict):
         return [
             _validate(v, schema[0], f"{path}[{i}]", source, choices) for i, v in enumerate(value)
         ]
-    types, default = schema
+    types, default = schema[:2]
     if value is _MISSING:
         if default is None and not (isinstance(types, tuple) and type(None) in types):
             raise CellmapsInputError(f"recipe key '{path}' is required", source)
@@ -327,6 +341,14 @@ def validate_recipe(data: dict, source: str = "recipe") -> dict:
             source,
         )
     _check_ranges(recipe, source)
+    stride = recipe["net"].get("output_stride", 1)
+    if stride != 1 and "output_stride" not in NETS[recipe["net"]["kind"]].options:
+        raise CellmapsInputError(
+            f"net.output_stride {stride} needs a net that takes it "
+            f"({sorted(k for k, e in NETS.items() if 'output_stride' in e.options)}); "
+            f"this recipe's net is {recipe['net']['kind']!r}",
+            source,
+        )
     bt = recipe["decode"]["boundary_task"]
     if recipe["decode"]["kind"] == "components" and bt not in names:
         raise CellmapsInputError(
