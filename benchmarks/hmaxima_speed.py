@@ -101,7 +101,22 @@ def floods_only(f: np.ndarray, h: float) -> np.ndarray:
         hmaxima.MAX_CANDIDATE_SHARE, hmaxima.FLOOD_BUDGET_PER_PIXEL = saved
 
 
+def without_block_proofs(f: np.ndarray, h: float) -> np.ndarray:
+    """h_maxima_peaks with every candidate flooded on the pixels (no proofs on the 4 × 4
+    grid: the method shipped before them; the ablation)."""
+    from cellmaps.postprocess import hmaxima
+
+    saved = hmaxima.PROOF_BLOCKS
+    hmaxima.PROOF_BLOCKS = ()
+    try:
+        return h_maxima_peaks(f, h)
+    finally:
+        hmaxima.PROOF_BLOCKS = saved
+
+
 TARGET = 10.0
+# the issue's goal: ≥ TARGET× on the smooth map with noise everywhere at these h shares
+GOAL_MAP, GOAL_SHARES = "smooth, noise everywhere", (0.2, 0.3, 0.5)
 ABLATION_SHARES = (0.1, 0.5)
 
 
@@ -137,10 +152,15 @@ def main() -> None:
             t_ref, ref = median_time(lambda f=f, h=h: reference(f, h), args.repeats)
             t_fast, fast = median_time(lambda f=f, h=h: h_maxima_peaks(f, h), args.repeats)
             t_flood, flood = median_time(lambda f=f, h=h: floods_only(f, h), args.repeats)
-            equal = all(ref.shape == x.shape and np.allclose(ref, x) for x in (fast, flood))
+            t_noproof, noproof = median_time(
+                lambda f=f, h=h: without_block_proofs(f, h), args.repeats
+            )
+            equal = all(ref.shape == x.shape and np.allclose(ref, x)
+                        for x in (fast, flood, noproof))  # fmt: skip
             rows.append({"map": name, "h_share": share, "h": h, "peaks": len(ref),
                          "candidate_share": candidate_share(f),
                          "skimage_s": t_ref, "cellmaps_s": t_fast, "floods_only_s": t_flood,
+                         "no_block_proofs_s": t_noproof,
                          "speedup": t_ref / t_fast, "equal": bool(equal)})  # fmt: skip
             if name != BLOBS and share in ABLATION_SHARES:
                 rows[-1]["alternatives"] = alternatives(f, h, ref, args.repeats)
@@ -156,22 +176,24 @@ def main() -> None:
         f"the same run. {machine_line(mach)} Target: ≥ {TARGET:.0f}× faster than "
         "scikit-image with the same maxima.",
         "",
-        "| map | h (share of range) | h | flood starts: 3×3 maxima off the minimum (share of pixels) | peaks | scikit-image h_maxima + label (s) | cellmaps h_maxima_peaks (s) | floods only, no fallback (s) | speed-up | same maxima |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| map | h (share of range) | h | flood starts: 3×3 maxima off the minimum (share of pixels) | peaks | scikit-image h_maxima + label (s) | cellmaps h_maxima_peaks (s) | floods only, no fallback (s) | without the block proofs (s) | speed-up | same maxima |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     lines += [
         f"| {r['map']} | {r['h_share']} | {r['h']:.3g} | {r['candidate_share']:.2%} | "
         f"{r['peaks']:,} | {r['skimage_s']:.2f} | {r['cellmaps_s']:.3f} | "
-        f"{r['floods_only_s']:.3f} | {r['speedup']:.1f}× | {'yes' if r['equal'] else 'NO'} |"
+        f"{r['floods_only_s']:.3f} | {r['no_block_proofs_s']:.3f} | {r['speedup']:.1f}× | "
+        f"{'yes' if r['equal'] else 'NO'} |"
         for r in rows
     ]
     lines += [
         "",
         "Ablation — exact methods tried, same maps (s; all gave the same maxima unless marked):",
         "",
-        "| map | h share | scikit-image | region-wise reconstruction (previous) | union-find "
-        "max-tree, all pixels | priority flood from candidates (shipped) |",
-        "|---|---|---|---|---|---|",
+        "| map | h share | scikit-image | region-wise reconstruction | union-find "
+        "max-tree, all pixels | priority flood from every candidate (previous) | "
+        "proofs on 4 × 4 blocks, then floods (shipped) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         if "alternatives" not in r:
@@ -179,7 +201,8 @@ def main() -> None:
         alt = r["alternatives"]
         cells = [f"{a['s']:.2f}{'' if a['equal'] else ' (DIFFERENT)'}" for a in alt.values()]
         lines.append(f"| {r['map']} | {r['h_share']} | {r['skimage_s']:.2f} | "
-                     + " | ".join(cells) + f" | {r['cellmaps_s']:.2f} |")  # fmt: skip
+                     + " | ".join(cells)
+                     + f" | {r['no_block_proofs_s']:.2f} | {r['cellmaps_s']:.2f} |")  # fmt: skip
     worst = min(r["speedup"] for r in rows)
     same = all(r["equal"] for r in rows)
     from cellmaps.postprocess import hmaxima
@@ -200,14 +223,24 @@ def main() -> None:
         )
         + " (the columns above).",
     ]
+    goal = [r for r in rows if r["map"] == GOAL_MAP and r["h_share"] in GOAL_SHARES]
+    goal_worst = min(r["speedup"] for r in goal)
     lines += [
         "",
-        f"Slowest case {worst:.1f}× (target ≥ {TARGET:.0f}×: "
-        f"**{'met' if worst >= TARGET and same else 'not met'}**); maxima identical in "
-        f"{sum(r['equal'] for r in rows)} of {len(rows)} cases. Method: a priority flood from "
-        "each candidate maximum (compiled with numba) computes scikit-image's reconstruction "
-        "only where its residue test can pass and stops once the answer is known; floods run "
-        "highest first and leave lower bounds for later ones.",
+        f"Goal of the issue, ≥ {TARGET:.0f}× on the {GOAL_MAP} map at h "
+        f"{', '.join(str(x) for x in GOAL_SHARES)} of its range: slowest "
+        f"{goal_worst:.1f}× (**{'met' if goal_worst >= TARGET and same else 'not met'}**; "
+        + ", ".join(f"h {r['h_share']}: {r['speedup']:.1f}×" for r in goal)
+        + f"). Every map: slowest {worst:.1f}× (≥ {TARGET:.0f}× everywhere: "
+        f"**{'met' if worst >= TARGET and same else 'not met'}**; never slower than "
+        f"scikit-image: **{'yes' if not slower else 'no'}**); maxima identical in "
+        f"{sum(r['equal'] for r in rows)} of {len(rows)} cases. Method: each candidate maximum "
+        "is first decided, where it can be, on a grid of 4 × 4 blocks — the reconstruction "
+        "there with the blocks' largest f and g is an upper bound of the pixels' (proves a "
+        "pass), with their smallest f a lower bound (proves a fail) — and the rest by a "
+        "priority flood on the pixels (compiled with numba) that computes scikit-image's "
+        "reconstruction only where its residue test can pass and stops once the answer is "
+        "known; floods run highest first and leave lower bounds for later ones.",
     ]
     slow = [r for r in rows if r["speedup"] < TARGET]
     if slow:
@@ -215,10 +248,12 @@ def main() -> None:
         lines.append(
             "What limits it: "
             + ", ".join(f"{r['map']} at h {r['h_share']} ({r['speedup']:.1f}×)" for r in slow)
-            + ". A maximum that passes the test must have every pixel of its h-band (the part "
-            "of the map above f − h joined to it) visited through a priority queue; on a map "
-            "without a flat background the bands grow with h until they cover much of the "
-            "image."
+            + ". A maximum the blocks cannot decide (its h-band joined to higher ground by a "
+            "neck narrower than a block, or a saddle within a block's range of f − h) is "
+            "flooded on the pixels: all of its band if it passes, all of its hill above the "
+            "saddle if it fails; where 3×3 maxima are more than "
+            f"{hmaxima.MAX_CANDIDATE_SHARE:.0%} of the pixels (noise everywhere, rounded "
+            "values) scikit-image's reconstruction runs instead, at its own speed."
         )
         worst_row = min((r for r in slow if "alternatives" in r), key=lambda r: r["speedup"],
                         default=None)  # fmt: skip

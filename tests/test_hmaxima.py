@@ -145,9 +145,47 @@ def test_floods_over_budget_stop_and_scikit_image_finishes(monkeypatch):
     assert full is not None and np.array_equal(reconstruction_at(f, g, at, h, budget=10**9), full)
     assert reconstruction_at(f, g, at, h, budget=len(at) - 1) is None  # each flood pops ≥ 1
     monkeypatch.setattr(hmaxima, "FLOOD_BUDGET_PER_PIXEL", 1e-4)  # < 1 pop in all
+    monkeypatch.setattr(hmaxima, "PROOF_BLOCKS", ())  # every start to the floods
     calls = []
     real = hmaxima.scikit_image_h_maxima_mask
     monkeypatch.setattr(hmaxima, "scikit_image_h_maxima_mask",
                         lambda f, h: calls.append(h) or real(f, h))  # fmt: skip
     assert np.array_equal(h_maxima_mask(f, h), reference_mask(f, h))
     assert calls == [h]
+
+
+@pytest.mark.parametrize("kind", ["uniform", "plateaus", "smooth with noise", "terraces"])
+@settings(max_examples=25, deadline=None)
+@given(seed=st.integers(0, 2**31), h=st.sampled_from([0.05, 0.2, 0.5]),
+       block=st.sampled_from([2, 4, 8]))  # fmt: skip
+def test_block_proofs_agree_with_the_exact_reconstruction(kind, seed, h, block):
+    """What the coarse grids prove (passes from an upper bound of rec, fails from a lower
+    bound) is what scikit-image's reconstruction gives at those pixels."""
+    from skimage.morphology import reconstruction
+
+    from cellmaps.postprocess._compiled import decided_on_blocks
+
+    rng = np.random.default_rng(seed)
+    f = FIELDS[kind](rng, (int(rng.integers(8, 64)), int(rng.integers(8, 64))))
+    res = np.finfo(f.dtype).resolution
+    g = f - f.dtype.type(h) - 2 * res * np.abs(f)
+    at = np.flatnonzero(f >= ndimage.maximum_filter(f, size=3))
+    passes, fails = decided_on_blocks(f, g, at, f.dtype.type(h), block)
+    exact = (f.ravel()[at] - reconstruction(g, f, method="dilation").ravel()[at]) >= h
+    assert not (passes & fails).any()
+    assert exact[passes].all() and not exact[fails].any()
+
+
+def test_blocks_decide_most_maxima_of_a_smooth_map():
+    """On a smooth map with noise everywhere the 4 × 4 grid decides most candidates, so
+    few floods run on the pixels (the speed of benchmarks/hmaxima_speed.py)."""
+    from cellmaps.postprocess._compiled import decided_on_blocks
+
+    f = FIELDS["smooth with noise"](np.random.default_rng(1), (256, 256))
+    at = hmaxima.flood_starts(f)
+    for share in (0.2, 0.5):
+        h = f.dtype.type(share * np.ptp(f))
+        g = f - h - 2 * np.finfo(f.dtype).resolution * np.abs(f)
+        passes, fails = decided_on_blocks(f, g, at, h, 4)
+        assert (passes | fails).mean() > 0.75
+        assert passes.sum() >= 1  # the highest maximum passes at any h below the range

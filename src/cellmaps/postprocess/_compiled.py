@@ -95,7 +95,7 @@ def _grow(a: np.ndarray, n: int) -> np.ndarray:
 
 
 @numba.jit(**_JIT)
-def _reconstruction_at(f: np.ndarray, g: np.ndarray, starts: np.ndarray, h, budget):
+def _reconstruction_at(f: np.ndarray, g: np.ndarray, starts: np.ndarray, h, budget, top):
     """Reconstruction by dilation of the marker ``g`` ≤ ``f`` under ``f`` (8-connectivity),
     at the pixels ``starts`` only, by a priority flood from each:
 
@@ -115,6 +115,9 @@ def _reconstruction_at(f: np.ndarray, g: np.ndarray, starts: np.ndarray, h, budg
     bottleneck b takes min(b, bound(r)) as a lower bound too. Starts
     should come highest first: a lower maximum then stops as soon as it touches the region
     a higher one explored, instead of flooding its way to the higher one again.
+
+    The test reads ``top[k]`` for start k (f at the start for the h-maxima mask; a caller
+    that wants only lower bounds may stop earlier or later with other values).
 
     Returns (rec, done): rec for each start, the exact value or — where the test fails —
     a lower bound that already fails it; done is False when the floods popped more than
@@ -137,9 +140,9 @@ def _reconstruction_at(f: np.ndarray, g: np.ndarray, starts: np.ndarray, h, budg
         if known[p] >= 0:
             rec[k] = rec[known[p]]
             continue
-        fp = ff[p]
+        fp, tp = ff[p], top[k]
         best = gg[p]
-        failed = (fp - best) < h
+        failed = (tp - best) < h
         flood = k + 1
         stamp[p] = flood
         size = 0
@@ -164,7 +167,7 @@ def _reconstruction_at(f: np.ndarray, g: np.ndarray, starts: np.ndarray, h, budg
             v = max(min(gg[q], b), min(bound[q], b))
             if v > best:
                 best = v
-                if (fp - best) < h:
+                if (tp - best) < h:
                     failed = True
                     break
             r, c = q // w, q % w
@@ -194,24 +197,124 @@ def _reconstruction_at(f: np.ndarray, g: np.ndarray, starts: np.ndarray, h, budg
 
 
 def reconstruction_at(
-    f: np.ndarray, g: np.ndarray, at: np.ndarray, h: float, budget: int | None = None
+    f: np.ndarray,
+    g: np.ndarray,
+    at: np.ndarray,
+    h: float,
+    budget: int | None = None,
+    top: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """``skimage.morphology.reconstruction(g, f, method="dilation")`` (3×3 footprint) at
     the flat pixel indices ``at`` of float ``f`` (C order), or where the test
-    ``f − rec ≥ h`` fails, a lower bound of it that fails the test too. The floods run
-    from the highest start down (see :func:`_reconstruction_at`). None when the floods
-    would pop more than ``budget`` pixels in all (None: no limit)."""
+    ``top − rec ≥ h`` fails (``top``: f at ``at`` unless given), a lower bound of it that
+    fails the test too. The floods run from the highest start down (see
+    :func:`_reconstruction_at`). None when the floods would pop more than ``budget``
+    pixels in all (None: no limit)."""
     f = np.ascontiguousarray(f)
     g = np.ascontiguousarray(g, dtype=f.dtype)
     at = np.asarray(at, dtype=np.int64)
     order = np.argsort(-f.ravel()[at], kind="stable")
+    top = f.ravel()[at] if top is None else np.asarray(top, dtype=f.dtype)
     rec = np.empty(at.size, dtype=f.dtype)
     limit = np.iinfo(np.int64).max if budget is None else int(budget)
-    found, done = _reconstruction_at(f, g, at[order], f.dtype.type(h), limit)
+    found, done = _reconstruction_at(
+        f, g, at[order], f.dtype.type(h), limit, np.ascontiguousarray(top[order])
+    )
     if not done:
         return None
     rec[order] = found
     return rec
+
+
+@numba.jit(**_JIT)
+def near_window_maxima(f: np.ndarray, tol, floor) -> np.ndarray:
+    """Mask of the pixels above ``floor`` with ``f ≥ (maximum of the 3×3 window) − tol``
+    (window cut at the border): ``(f >= maximum_filter(f, 3, cval=-inf) - tol) & (f > floor)``
+    in f's dtype, without the filtered copy of the map (one pass, ~10× faster on 2048²)."""
+    h, w = f.shape
+    out = np.zeros((h, w), dtype=np.bool_)
+    for r in range(h):
+        r0, r1 = max(0, r - 1), min(h, r + 2)
+        for c in range(w):
+            v = f[r, c]
+            if not v > floor:
+                continue
+            c0, c1 = max(0, c - 1), min(w, c + 2)
+            mx = v
+            for rr in range(r0, r1):
+                for cc in range(c0, c1):
+                    if f[rr, cc] > mx:
+                        mx = f[rr, cc]
+            out[r, c] = v >= mx - tol
+    return out
+
+
+@numba.jit(**_JIT)
+def _block_extrema(f: np.ndarray, g: np.ndarray, b: int):
+    """(largest f, smallest f, largest g) of each b × b block (the last blocks cut at the
+    border), in one pass over the pixels (numpy's reshape-and-reduce needs a padded copy
+    and a pass per statistic: ~20× slower on a 2048² map)."""
+    h, w = f.shape
+    hb, wb = -(-h // b), -(-w // b)
+    fmax = np.full((hb, wb), -np.inf, dtype=f.dtype)
+    fmin = np.full((hb, wb), np.inf, dtype=f.dtype)
+    gmax = np.full((hb, wb), -np.inf, dtype=f.dtype)
+    for r in range(h):
+        rb = r // b
+        for c in range(w):
+            cb = c // b
+            v, u = f[r, c], g[r, c]
+            if v > fmax[rb, cb]:
+                fmax[rb, cb] = v
+            if v < fmin[rb, cb]:
+                fmin[rb, cb] = v
+            if u > gmax[rb, cb]:
+                gmax[rb, cb] = u
+    return fmax, fmin, gmax
+
+
+def decided_on_blocks(
+    f: np.ndarray, g: np.ndarray, at: np.ndarray, h, block: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(passes, fails): booleans per flat index p in ``at``, True where the residue test
+    ``f(p) − rec(p) ≥ h`` is proven to pass (resp. fail) on a grid of ``block`` × ``block``
+    blocks, rec being the reconstruction by dilation of g under f (8-connectivity). Starts
+    proven neither way are left to the floods on the pixels.
+
+    Upper bound (proves passes): blocks carry the largest f and the largest g of their
+    pixels. Every 8-connected path of pixels maps to an 8-connected path of blocks whose
+    smallest f is at least the path's, and every marker g(q) to a block marker at least as
+    high, so the reconstruction on this grid at p's block (:func:`_reconstruction_at`, b²
+    times fewer pixels) is U ≥ rec(p).
+
+    Lower bound (proves fails): blocks carry the smallest f of their pixels and the marker
+    min(largest g, smallest f). Two 8-adjacent blocks whose pixels all lie above a level are
+    joined by pixels above it, so a path of blocks with smallest f above a level is a path
+    of pixels above it (p and q included, their blocks being on it): the reconstruction on
+    this grid is L ≤ rec(p).
+
+    Float subtraction is monotone, so ``f(p) − U ≥ h`` proves the test and ``f(p) − L < h``
+    disproves it. Where a flood on the blocks stops early (the test failed, or passed, on
+    the blocks' own values), its value bounds nothing on the other side: nothing is proven.
+    These are the floods that cost most on the pixels: maxima that pass visit their whole
+    h-band, and maxima that fail visit all of their hill above the saddle that leads higher.
+    """
+    at = np.asarray(at, dtype=np.int64)
+    w = f.shape[1]
+    fmax, fmin, gmax = _block_extrema(f, np.ascontiguousarray(g, dtype=f.dtype), block)
+    wb = fmax.shape[1]
+    blocks = (at // w) // block * wb + (at % w) // block
+    unique, which = np.unique(blocks, return_inverse=True)
+    fp = f.ravel()[at]
+    # upper bounds: where the test failed on the blocks the flood stopped (not an upper bound)
+    upper = reconstruction_at(fmax, gmax, unique, h)
+    upper = np.where((fmax.ravel()[unique] - upper) >= h, upper, np.inf)[which]
+    # lower bounds: every value the flood found is a lower bound (it stops early only once
+    # the test on the blocks' own values failed, with a value found on a path)
+    highest = np.full(unique.size, -np.inf, dtype=f.dtype)
+    np.maximum.at(highest, which, fp)  # the block's highest start: all fail once it does
+    lower = reconstruction_at(fmin, np.minimum(gmax, fmin), unique, h, top=highest)[which]
+    return (fp - upper) >= h, (fp - lower) < h
 
 
 @numba.jit(**_JIT)
