@@ -36,6 +36,7 @@ Writes results/output_stride.json and the 'output_stride' section of BENCHMARKS.
 from __future__ import annotations
 
 import argparse
+import json
 import tempfile
 import time
 from pathlib import Path
@@ -45,10 +46,10 @@ import torch
 
 from benchmarks._common import (
     REPO,
+    RESULTS,
     cached_train,
     machine,
     machine_line,
-    read_results,
     update_benchmarks_md,
     write_results,
 )
@@ -73,6 +74,11 @@ TRAIN_STEPS = 20  # timed training steps per stride (median)
 # the selection rule's tolerances against stride 1 (see the module docstring)
 F1_TOLERANCE = 0.01
 AJI_TOLERANCE = 0.01
+
+
+def saved_results() -> dict:
+    """results/output_stride.json (its ``command`` is the command line, a string)."""
+    return json.loads((RESULTS / "output_stride.json").read_text())
 
 
 def recipe_at(stride: int, iterations: int, seed: int) -> dict:
@@ -263,6 +269,29 @@ def report(res: dict) -> None:
         f"{base['speed']['train_step_s'] / c['speed']['train_step_s']:.2f}× per training step)."
     )
     lines += ["", verdict]
+    if "earlier_speed" in base:
+        ups = {
+            r["stride"]: [e["end_to_end_s"] for e in r["earlier_speed"]]
+            for r in rows
+            if r["stride"] != 1
+        }
+        lines.append(
+            "Earlier timing runs of the same models (end-to-end speed-up vs stride 1): "
+            + "; ".join(
+                f"stride {s_}: "
+                + ", ".join(
+                    f"{b:.2f}×"
+                    for b in (
+                        e1 / e
+                        for e1, e in zip(
+                            [e["end_to_end_s"] for e in base["earlier_speed"]], ends, strict=True
+                        )
+                    )
+                )
+                for s_, ends in ups.items()
+            )
+            + " — the machine's absolute speed drifts between runs; the ratios are the result."
+        )
     for r in rows:
         if r["stride"] == chosen or r["stride"] == 1:
             continue
@@ -287,13 +316,14 @@ def main() -> None:
     )
     args = ap.parse_args()
     if args.report_only:
-        report(read_results("output_stride")[0])
+        report(saved_results())
         return
     if args.speed_only:
-        res = read_results("output_stride")[0]
+        res = saved_results()
         models = {r["stride"]: Model.load(REPO / r["model"]) for r in res["rows"]}
         speed = time_models(models, args.repeats)
-        for r in res["rows"]:
+        for r in res["rows"]:  # earlier timings kept: the machine's speed drifts
+            r.setdefault("earlier_speed", []).append(r["speed"])
             r["speed"] = speed[r["stride"]]
         res.update(speed_machine=machine(), repeats=args.repeats)
         write_results("output_stride", res)
