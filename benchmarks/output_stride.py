@@ -225,6 +225,14 @@ def choose_stride(rows: list[dict]) -> int:
     return max(ok)
 
 
+def earlier_speedups(base: dict, row: dict) -> list[float]:
+    """End-to-end speed-up of ``row`` over ``base`` (stride 1) in each earlier timing run."""
+    return [
+        b["end_to_end_s"] / r["end_to_end_s"]
+        for b, r in zip(base["earlier_speed"], row["earlier_speed"], strict=True)
+    ]
+
+
 def report(res: dict) -> None:
     rows = res["rows"]
     base = next(r for r in rows if r["stride"] == 1)
@@ -270,25 +278,13 @@ def report(res: dict) -> None:
     )
     lines += ["", verdict]
     if "earlier_speed" in base:
-        ups = {
-            r["stride"]: [e["end_to_end_s"] for e in r["earlier_speed"]]
-            for r in rows
-            if r["stride"] != 1
-        }
         lines.append(
             "Earlier timing runs of the same models (end-to-end speed-up vs stride 1): "
             + "; ".join(
-                f"stride {s_}: "
-                + ", ".join(
-                    f"{b:.2f}×"
-                    for b in (
-                        e1 / e
-                        for e1, e in zip(
-                            [e["end_to_end_s"] for e in base["earlier_speed"]], ends, strict=True
-                        )
-                    )
-                )
-                for s_, ends in ups.items()
+                f"stride {r['stride']}: "
+                + ", ".join(f"{x:.2f}×" for x in earlier_speedups(base, r))
+                for r in rows
+                if r["stride"] != 1
             )
             + " — the machine's absolute speed drifts between runs; the ratios are the result."
         )

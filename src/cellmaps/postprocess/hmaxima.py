@@ -37,8 +37,8 @@ EIGHT = np.ones((3, 3), dtype=bool)
 MAX_CANDIDATE_SHARE = 0.02
 #: floods that pop more pixels than this many per image pixel stop; scikit-image finishes
 FLOOD_BUDGET_PER_PIXEL = 1.0
-#: block sides of the grids on which maxima are proven to pass before the floods on the
-#: pixels run (:func:`cellmaps.postprocess._compiled.passes_on_blocks`)
+#: block sides of the grids on which maxima are proven to pass or fail before the floods
+#: on the pixels run (:func:`cellmaps.postprocess._compiled.decided_on_blocks`)
 PROOF_BLOCKS = (4,)
 
 
@@ -107,9 +107,10 @@ def flood_starts(f: np.ndarray) -> np.ndarray:
     from cellmaps.postprocess._compiled import near_window_maxima
 
     res = np.finfo(f.dtype).resolution
-    fabs_max = max(abs(f.min()), abs(f.max()))
+    lo, hi = f.min(), f.max()
+    fabs_max = max(abs(lo), abs(hi))
     tol = f.dtype.type(8 * (2 * res * fabs_max) + 8 * np.spacing(fabs_max))
-    return np.flatnonzero(near_window_maxima(np.ascontiguousarray(f), tol, f.min()))
+    return np.flatnonzero(near_window_maxima(np.ascontiguousarray(f), tol, lo))
 
 
 def scikit_image_h_maxima_mask(f: np.ndarray, h: float) -> np.ndarray:
