@@ -130,22 +130,24 @@ def test_a_run_that_fails_before_any_image_leaves_the_folder_as_it_found_it(
 
 
 def test_ctrl_c_stops_after_the_current_image_and_resume_finishes(images, tmp_path, monkeypatch):
+    """Also when a, b and c are detected together (small images, tiles stacked): b and c
+    are not written."""
     out = tmp_path / "out"
-    real = predict_module._predict_one
+    real = predict_module._write_detections
 
     def interrupted_during_a(m, f, *a):
         if f.stem == "a":
             os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C only asks to stop
         return real(m, f, *a)
 
-    monkeypatch.setattr(predict_module, "_predict_one", interrupted_during_a)
+    monkeypatch.setattr(predict_module, "_write_detections", interrupted_during_a)
     with pytest.raises(BatchInterrupted) as exc:
         run(images, out)
     assert (exc.value.done, exc.value.total) == (1, 3)
     assert read_counts(out).keys() == {"a"} and (out / "overlays" / "a.png").is_file()
     assert not (out / "points" / "b.csv").exists()
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
-    monkeypatch.setattr(predict_module, "_predict_one", real)
+    monkeypatch.setattr(predict_module, "_write_detections", real)
     run(images, out, resume=True)
     assert read_counts(out).keys() == {"a", "b", "c"}
 

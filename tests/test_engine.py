@@ -43,6 +43,16 @@ def test_every_net_runs_on_odd_sizes_and_channel_counts(channels, size):
     heads = [HeadSpec("a", 2, "softmax"), HeadSpec("b", 1, "sigmoid")]
     nets = [
         build_net("unet", channels, heads, base=4, depth=3, decoders=[["a"], ["b"]], cross={1: 0}),
+        build_net(
+            "unet",
+            channels,
+            heads,
+            base=4,
+            depth=3,
+            decoders=[["a"], ["b"]],
+            cross={1: 0},
+            output_stride=2,
+        ),  # fmt: skip
         build_net("residual_unet", channels, heads, base=4, depth=4, roi_head="b"),
         build_net("residual_unet", channels, heads, base=4, depth=4, output_stride=2),
         build_net("residual_unet", channels, heads, base=4, depth=4, output_stride=4),
@@ -93,6 +103,33 @@ def test_output_stride_heads_are_the_coarse_heads_resized_bilinearly(stride):
     assert "up.3.up.weight" not in net.state_dict()
 
 
+@pytest.mark.parametrize("stride", [2, 4])
+def test_unet_output_stride_heads_are_the_coarse_heads_resized_and_cropped(stride):
+    """The U-Net at output stride s: each decoder stops log2(s) levels early (the cross
+    connections too), the heads see 1/s of the padded input, and their logits are that map
+    resized bilinearly to the padded size and cropped: computed here by hand."""
+    import torch.nn.functional as F
+
+    heads = [HeadSpec("a", 2, "softmax"), HeadSpec("b", 1, "sigmoid")]
+    opts = dict(base=4, depth=3, decoders=[["a"], ["b"]], cross={1: 0})
+    net = build_net("unet", 3, heads, output_stride=stride, **opts).eval()
+    full = build_net("unet", 3, heads, **opts)
+    for dec, dec_full in zip(net.decoders, full.decoders, strict=True):
+        assert len(dec.ups) == len(dec_full.ups) - (stride.bit_length() - 1)
+    x = torch.randn(1, 3, 61, 45)  # padded to 64 × 48 (depth 3: multiples of 8)
+    with torch.no_grad():
+        last = net.decoder_features(x)
+        out = net(x)
+    assert [f.shape[-2:] for f in last] == [(64 // stride, 48 // stride)] * 2
+    for feats, group in zip(last, net.heads, strict=True):
+        for head in group:
+            coarse = head(feats)
+            expected = F.interpolate(coarse, size=(64, 48), mode="bilinear", align_corners=False)
+            torch.testing.assert_close(out[head.spec.name], expected[..., :61, :45])
+    assert "decoders.0.ups.2.weight" in full.state_dict()
+    assert "decoders.0.ups.2.weight" not in net.state_dict()
+
+
 def test_output_stride_in_recipes():
     """Stride 1 is left out of a validated recipe (saved models keep their fingerprints);
     2 is kept and builds a stride-2 net; 3, or a stride on a net that has none, is refused."""
@@ -110,8 +147,12 @@ def test_output_stride_in_recipes():
     with pytest.raises(CellmapsInputError, match="output_stride"):
         validate_recipe({**r, "net": {**r["net"], "output_stride": 3}})
     u = load_recipe("deepsplit")
+    two = validate_recipe({**u, "net": {**u["net"], "output_stride": 2}})
+    assert net_from_config(two["net"], 3, [HeadSpec("segmentation", 2), HeadSpec(
+        "separation", 2)]).output_stride == 2  # fmt: skip
+    c = load_recipe("branch-net")
     with pytest.raises(CellmapsInputError, match="needs a net that takes it"):
-        validate_recipe({**u, "net": {**u["net"], "output_stride": 2}})
+        validate_recipe({**c, "net": {**c["net"], "output_stride": 2}})
 
 
 def test_resnet_encoder_loads_user_weights_by_torchvision_names(tmp_path):

@@ -16,7 +16,7 @@ import hashlib
 import itertools
 import json
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import torch
 
 from cellmaps.errors import CellmapsInputError
 from cellmaps.inference.scale import AUTO, estimate_input_scale
+from cellmaps.inference.stacked import ForwardRecorder, ForwardReplay, stacked_outputs
 from cellmaps.inference.stream import detect_streamed
 from cellmaps.inference.tiles import TiledInferer
 from cellmaps.io.images import INTENSITY_RULE, normalize_image
@@ -47,6 +48,9 @@ from cellmaps.recipes import task_head, validate_recipe
 from cellmaps.recipes.migrate import migrate_decode, migrate_summary
 
 __all__ = ["Model", "Prediction", "load_model", "segment_image"]
+
+#: tiles of small images per stacked forward pass (:meth:`Model.detect_many`)
+STACK_TILES = 4
 
 
 def head_specs(recipe: dict) -> list[HeadSpec]:
@@ -398,13 +402,64 @@ class Model:
         a tile's height plus ``strip`` rows (decoded at a time) of the image's width, and the
         result is the decoding of the whole map (ξ uses the maximum of the whole image).
         """
+        scaled = self._scaled_input(image, object_size, pixel_size)
+        return self._detect_scaled(image, scaled, progress, xi, strip, None, **inference)
+
+    def detect_many(
+        self,
+        images: Sequence[np.ndarray],
+        xi: float | None = None,
+        object_size: float | str | Sequence[float | None] | None = None,
+        pixel_size: float | None = None,
+        stack: int = STACK_TILES,
+        **inference,
+    ) -> list[Points]:
+        """:meth:`detect` on each of ``images``, with the net run on the tiles of the small
+        ones stacked: every image that runs as one tile
+        (:meth:`~cellmaps.inference.tiles.TiledInferer.for_shape`) shares forward passes of
+        up to ``stack`` tiles of its shape with the others (:mod:`cellmaps.inference.stacked`);
+        larger images run alone. Each image is cut, blended and decoded exactly as by
+        :meth:`detect`, so the results are :meth:`detect`'s (to the float rounding of a
+        larger batch). ``object_size`` may be a list, one per image. All images are held in
+        memory at once: pass a folder in groups."""
+        inferer = TiledInferer.from_recipe(self.recipe, **inference)
+        sizes = (
+            object_size if isinstance(object_size, list | tuple) else [object_size] * len(images)
+        )
+        if len(sizes) != len(images):
+            raise CellmapsInputError(f"{len(sizes)} object sizes for {len(images)} images")
+        scaled = [self._scaled_input(img, size, pixel_size)
+                  for img, size in zip(images, sizes, strict=True)]  # fmt: skip
+        small = [i for i, s in enumerate(scaled) if inferer.tiles_over(*s[2].shape[:2]) == 1]
+        channels = {h.name: h.channels for h in head_specs(self.recipe)}
+        recorded = {}
+        for i in small if len(small) > 1 else []:
+            recorded[i] = ForwardRecorder(channels)
+            self._detect_scaled(images[i], scaled[i], False, xi, None, recorded[i], **inference)
+        outputs = stacked_outputs(self.forward, [r.calls for r in recorded.values()], stack)
+        replay = {i: ForwardReplay(recorded[i].calls, out)
+                  for i, out in zip(recorded, outputs, strict=True)}  # fmt: skip
+        return [
+            self._detect_scaled(img, s, False, xi, None, replay.get(i), **inference)
+            for i, (img, s) in enumerate(zip(images, scaled, strict=True))
+        ]
+
+    def _scaled_input(
+        self, image: np.ndarray, object_size, pixel_size
+    ) -> tuple[float, np.ndarray, np.ndarray]:
+        """(factor, the image normalised, the same resampled to the net's scale)."""
         factor = self.input_scale(object_size, pixel_size, image)
         # normalised once for the whole image: every band gets the same intensity range,
         # and the flat-region rule reads the same pixels
         full = normalize_image(image)
-        small = full if factor == 1.0 else rescale_image(full, factor)
+        return factor, full, full if factor == 1.0 else rescale_image(full, factor)
+
+    def _detect_scaled(self, image, scaled, progress, xi, strip, forward, **inference) -> Points:
+        """:meth:`detect` on an image already scaled by :meth:`_scaled_input`; ``forward``
+        replaces :meth:`forward` (stacked tiles)."""
+        factor, full, small = scaled
         pts = detect_streamed(self, lambda i0, i1, j0, j1: small[i0:i1, j0:j1], small.shape[:2],
-                              progress, xi, strip, **inference)  # fmt: skip
+                              progress, xi, strip, forward=forward, **inference)  # fmt: skip
         if factor != 1.0:
             coords = from_scaled_coords(pts.coords, image.shape[:2], small.shape[:2])
             pts = Points(coords, pts.labels, pts.scores)

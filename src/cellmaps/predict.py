@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import stat
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +35,7 @@ from cellmaps.io._atomic import atomic_path, write_csv_atomic
 from cellmaps.io.dataset import Dataset
 from cellmaps.io.images import (
     IMAGE_SUFFIXES,
+    image_shape,
     normalize_image,
     read_image,
     select_channels,
@@ -157,24 +159,82 @@ def _predict_one(
                     "estimate would change from tile to tile)"
                 )
             return _predict_slide(m, f, out, xi, masks, channels, inference, slides, client)
-        image = _model_input(f, channels, slides, m)
-        outlines, mask = None, None
-        pixel_size = inference.get("pixel_size")
-        factor, inference = resolved_scale(m, image, inference)
+        pixel_size = inference.get("pixel_size")  # the user's, for µm areas in the table
+        image, factor, inference = _scaled_input(m, f, channels, inference, slides)
+        mask = None
         if masks:
             pts, mask = segment_image(m, image, **inference)
-            write_mask(out / "masks" / f"{f.stem}.tif", mask)
-            outlines = instance_outlines(mask, m.training.get("label") or "nucleus")
         else:
             pts = m.detect(image, xi=xi, **inference)
-        table = m.measure(pts, image, mask, factor, pixel_size)
+        _write_detections(m, f, out, image, pts, mask, factor, pixel_size, slides)
     except CellmapsInputError as exc:
         if exc.path is None:  # name the file the problem came from
-            raise CellmapsInputError(exc.problem, f) from exc
+            raise _naming(exc, f) from exc
         raise
+    return label_counts(pts)
+
+
+def _naming(exc: CellmapsInputError, f: Path) -> CellmapsInputError:
+    """``exc``, or the same problem naming the file it came from when it names none."""
+    return CellmapsInputError(exc.problem, f) if exc.path is None else exc
+
+
+def _scaled_input(m, f: Path, channels, inference: dict, slides: dict):
+    """(image as the model sees it, its input scale, the inference options that give the
+    model that scale): :func:`_model_input`, then :func:`resolved_scale`."""
+    image = _model_input(f, channels, slides, m)
+    factor, inference = resolved_scale(m, image, inference)
+    return image, factor, inference
+
+
+def _write_detections(m, f, out, image, pts, mask, factor, pixel_size, slides) -> None:
+    """An image's outputs (each written atomically): points, table (areas in µm² given the
+    user's ``pixel_size``), geojson (the outlines of ``mask`` when given, written to masks/
+    too) and overlay."""
+    outlines = None
+    if mask is not None:
+        write_mask(out / "masks" / f"{f.stem}.tif", mask)
+        outlines = instance_outlines(mask, m.training.get("label") or "nucleus")
+    table = m.measure(pts, image, mask, factor, pixel_size)
     write_points_outputs(out, f.stem, pts, slides.get("parquet", False), outlines, table)
     write_overlay(out / "overlays" / f"{f.stem}.png", image, pts)
-    return label_counts(pts)
+
+
+def _predict_stacked(
+    m, files: list[Path], out: Path, xi, channels, inference: dict, slides: dict
+) -> Iterator[dict[str, int] | CellmapsInputError]:
+    """:func:`_predict_one` (points, no masks) for a few small images, their net run on the
+    images' tiles stacked (:meth:`~cellmaps.model.Model.detect_many`): yields, per image in
+    order, its counts once its outputs are written, or the error that stopped it (naming
+    the file). Every image is detected before the first is written; an image's outputs are
+    written only when its result is asked for, so a run stopped between two images leaves
+    none half written."""
+    errors: dict[int, CellmapsInputError] = {}
+    pixel_size = inference.get("pixel_size")  # the user's, for µm areas in the table
+    ready = []
+    for k, f in enumerate(files):
+        try:
+            ready.append((k, f, *_scaled_input(m, f, channels, inference, slides)))
+        except CellmapsInputError as exc:
+            errors[k] = _naming(exc, f)
+    sizes = [r[4].get("object_size") for r in ready]
+    try:
+        found = m.detect_many([r[2] for r in ready], xi=xi, **{**inference, "object_size": sizes})
+    except CellmapsInputError:  # which image? detect them one by one below to name it
+        found = [None] * len(ready)
+    by_file = {r[0]: (r, pts) for r, pts in zip(ready, found, strict=True)}
+    for k in range(len(files)):
+        if k in errors:
+            yield errors[k]
+            continue
+        (_, f, image, factor, inf), pts = by_file[k]
+        try:
+            if pts is None:
+                pts = m.detect(image, xi=xi, **inf)
+            _write_detections(m, f, out, image, pts, None, factor, pixel_size, slides)
+            yield label_counts(pts)
+        except CellmapsInputError as exc:
+            yield _naming(exc, f)
 
 
 def _model_input(f: Path, channels: list[int] | None, slides: dict, m=None) -> np.ndarray:
@@ -194,6 +254,10 @@ def _model_input(f: Path, channels: list[int] | None, slides: dict, m=None) -> n
 
 
 SHARED = "shared"  # --object-size shared: one estimate for the whole run
+#: images predicted together, their tiles stacked in the net's batches (points, no masks)
+STACK_IMAGES = 4
+#: the largest image (pixels) stacked with others; larger ones run alone
+STACK_MAX_PIXELS = 2048 * 2048
 SHARED_SCALE_IMAGES = 8  # images the shared estimate is made from, spread over the run
 
 
@@ -484,6 +548,51 @@ def predict_paths(
         )  # fmt: skip
 
 
+def _predict_or_error(m, f: Path, out: Path, args: tuple, client) -> dict | CellmapsInputError:
+    """:func:`_predict_one`'s counts, or the input error that stopped it."""
+    try:
+        return _predict_one(m, f, out, *args, client)
+    except CellmapsInputError as exc:
+        return exc
+
+
+def stacked_groups(
+    files: list[tuple[int, Path]], size: int, stream_above: int | None
+) -> list[list[tuple[int, Path]]]:
+    """``files`` (index, path) in order, cut into the groups a run predicts together:
+    consecutive images of at most :data:`STACK_MAX_PIXELS` pixels (read from the header),
+    up to ``size`` per group (their tiles stacked, :func:`_predict_stacked`); any other file
+    (a slide, a large or unreadable image) alone."""
+    groups: list[list[tuple[int, Path]]] = []
+    run: list[tuple[int, Path]] = []
+    for item in files:
+        if size > 1 and _stackable(item[1], stream_above):
+            run.append(item)
+            if len(run) == size:
+                groups.append(run)
+                run = []
+            continue
+        if run:
+            groups.append(run)
+            run = []
+        groups.append([item])
+    if run:
+        groups.append(run)
+    return groups
+
+
+def _stackable(f: Path, stream_above: int | None) -> bool:
+    """Whether ``f`` is an image read whole and small enough to be stacked with others
+    (unreadable files are not: they are reported on their own)."""
+    try:
+        if is_large_tiff(f, stream_above or DEFAULT_STREAM_ABOVE):
+            return False
+        h, w = image_shape(f)
+    except (CellmapsInputError, OSError, ValueError):
+        return False
+    return h * w <= STACK_MAX_PIXELS
+
+
 def _run_batch(
     m,
     out: Path,
@@ -559,17 +668,28 @@ def _run_batch(
                     prints.setdefault(i, input_fingerprint(f))
                     fut = client.submit(_predict_one, model_f, f, out, *args, pure=False, retries=2)
                     pending[fut] = (i, f)
-        for i, f in todo:
-            if (i, f) in pending.values():
-                continue
+        serial = [(i, f) for i, f in todo if (i, f) not in pending.values()]
+        stack = STACK_IMAGES if client is None and not masks else 1
+        for group in stacked_groups(serial, stack, stream_above):
             if stop.is_set():  # counts.csv already holds every finished image
                 raise BatchInterrupted(len(rows), len(files), out)
-            try:
+            for i, f in group:
                 prints.setdefault(i, input_fingerprint(f))
-                finished(i, f, _predict_one(m, f, out, *args, client))
-            except CellmapsInputError as exc:
-                failed(f, exc)
-            bar.update(1)
+            if len(group) > 1:
+                xi, _, channels, inference, slides = args
+                results = _predict_stacked(m, [f for _, f in group], out, xi, channels,
+                                           inference, slides)  # fmt: skip
+            else:
+                results = iter([_predict_or_error(m, group[0][1], out, args, client)])
+            for k, (i, f) in enumerate(group):
+                if k and stop.is_set():  # the group's later images are not written
+                    raise BatchInterrupted(len(rows), len(files), out)
+                result = next(results)
+                if isinstance(result, CellmapsInputError):
+                    failed(f, result)
+                else:
+                    finished(i, f, result)
+                bar.update(1)
         if pending:
             # imported here: distributed is optional (cellmaps[cluster]), and pending is
             # only non-empty with a cluster client

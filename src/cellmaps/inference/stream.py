@@ -234,12 +234,14 @@ def stream_candidates(
     chunk: int | None = None,
     cols: tuple[int, int] | None = None,
     decoder_factory=None,
+    forward=None,
     **inference,
 ) -> Candidates:
     """Candidates in the block ``rows`` × ``cols`` (all by default) of a normalised image at
     the net's scale read through ``base``; :func:`finish_candidates` turns the candidates
     of all blocks into detections. ``decoder_factory(model, base, shape)`` replaces the
-    model's chunk decoder (instance masks of slides, :func:`cellmaps.inference.slides.segment_slide`)."""
+    model's chunk decoder (instance masks of slides, :func:`cellmaps.inference.slides.segment_slide`);
+    ``forward`` replaces ``model.forward`` (tiles stacked across images, :meth:`Model.detect_many`)."""
     h, w = shape
     a, b = (0, h) if rows is None else rows
     c, d = (0, w) if cols is None else cols
@@ -266,7 +268,8 @@ def stream_candidates(
         return standardize(np.ascontiguousarray(img.transpose(2, 0, 1)), model.mean, model.std)
 
     span = (max(0, a - overlap), min(h, b + overlap))
-    for r0, maps in inferer.stream(model.forward, read, shape, span, skip_tile, progress, span_c):
+    forward = model.forward if forward is None else forward
+    for r0, maps in inferer.stream(forward, read, shape, span, skip_tile, progress, span_c):
         if peaks:  # buffer only the channels the peaks are read from
             maps = {p.task: decoded_channels(maps[p.task], p)}
         decoder.feed(r0, maps)
@@ -305,6 +308,7 @@ def strip_candidates(
     progress: bool = False,
     chunk: int | None = None,
     decoder_factory=None,
+    forward=None,
     **inference,
 ) -> Candidates:
     """Candidates of a whole normalised image at the net's scale (read through ``base``),
@@ -313,7 +317,7 @@ def strip_candidates(
     found = Candidates()
     for cols in column_strips(shape[1]):
         found.merge(stream_candidates(model, base, shape, None, skip_tile, progress, chunk, cols,
-                                      decoder_factory, **inference))  # fmt: skip
+                                      decoder_factory, forward, **inference))  # fmt: skip
     return found
 
 
@@ -325,12 +329,13 @@ def detect_streamed(
     xi: float | None = None,
     chunk: int | None = None,
     skip_tile=None,
+    forward=None,
     **inference,
 ) -> Points:
     """Detections (net px) in a normalised image at the net's scale read block by block
     through ``base(i0, i1, j0, j1) → (n, m, C)`` (an array slice, or a lazy slide):
     :func:`strip_candidates`, then :func:`finish_candidates`. ``skip_tile`` leaves tiles
-    out (tissue detection)."""
+    out (tissue detection); ``forward`` replaces ``model.forward``."""
     if model.needs_whole_image:
         # histogram equalisation and per-image percentiles need the whole image
         # (recipes for large images leave them off)
@@ -340,5 +345,6 @@ def detect_streamed(
             model.recipe["training"]["hist_eq"],
         )
         base = lambda i0, i1, j0, j1: whole[i0:i1, j0:j1]  # noqa: E731
-    found = strip_candidates(model, base, shape, skip_tile, progress, chunk, **inference)
+    found = strip_candidates(model, base, shape, skip_tile, progress, chunk, None, forward,
+                             **inference)  # fmt: skip
     return finish_candidates(model, found, xi)

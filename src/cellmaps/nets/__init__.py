@@ -42,7 +42,9 @@ class NetEntry:
 # The one place a net is named: the recipe schema's ``net.kind`` choices and the options
 # passed from a recipe both come from here.
 NETS: dict[str, NetEntry] = {
-    "unet": NetEntry(_build_unet, ("base", "depth", "dropout", "decoders", "cross")),
+    "unet": NetEntry(
+        _build_unet, ("base", "depth", "dropout", "decoders", "cross", "output_stride")
+    ),
     "residual_unet": NetEntry(
         _build_residual_unet,
         ("base", "depth", "dropout", "mca_levels", "roi_head", "output_stride"),
@@ -58,7 +60,7 @@ def build_net(kind: str, in_channels: int, heads: Sequence[HeadSpec], **options)
     """Build a net by name.
 
     ``unet`` takes ``decoders`` (list of lists of head names; default one decoder per
-    head), ``cross`` ({j: i}), ``base``, ``depth``, ``dropout``. ``residual_unet`` takes
+    head), ``cross`` ({j: i}), ``base``, ``depth``, ``dropout``, ``output_stride``. ``residual_unet`` takes
     ``base``, ``depth``, ``dropout``, ``mca_levels``, ``roi_head`` (name of a head
     that becomes the sibling ROI branch) and ``output_stride`` (1, 2 or 4: the level the
     heads work at, their logits resized to the input). ``resnet_unet`` takes ``resnet_depth``,

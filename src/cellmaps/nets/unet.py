@@ -13,15 +13,20 @@ from cellmaps.nets.blocks import ConvBlock, Head, HeadSpec, pad_to
 
 class Decoder(nn.Module):
     """Up-sampling path: 2×2 transposed conv, concatenation with the encoder skip (and,
-    optionally, with another decoder's features at the same level), ConvBlock."""
+    optionally, with another decoder's features at the same level), ConvBlock; from the
+    bottom up to level ``stop_level`` (0: full resolution)."""
 
     def __init__(
-        self, widths: Sequence[int], dropout: float, cross_widths: Sequence[int] | None = None
+        self,
+        widths: Sequence[int],
+        dropout: float,
+        cross_widths: Sequence[int] | None = None,
+        stop_level: int = 0,
     ):
         super().__init__()
         self.ups = nn.ModuleList()
         self.blocks = nn.ModuleList()
-        levels = len(widths) - 1
+        levels = len(widths) - 1 - stop_level  # up steps from the bottom to ``stop_level``
         for i in range(levels):
             cin, cout = widths[-1 - i], widths[-2 - i]
             extra = cross_widths[i] if cross_widths else 0
@@ -60,6 +65,11 @@ class MultiDecoderUNet(nn.Module):
     cross : dict[int, int], optional
         ``{j: i}``: decoder j also receives decoder i's features at every level
         (DeepSplit's cross connections from the segmentation to the separation decoder).
+    output_stride : int
+        1, 2 or 4 (not in the papers; the speed issue): the decoders stop one or two levels
+        early, the heads work there (1/2 or 1/4 of the input's resolution, with the
+        encoder's width at that level) and their logits are resized bilinearly to the input's
+        size, so every output is still a full-resolution map.
 
     Any input size works: the input is reflect-padded to a multiple of 2**depth and the
     outputs are cropped back.
@@ -73,8 +83,16 @@ class MultiDecoderUNet(nn.Module):
         depth: int = 4,
         dropout: float = 0.2,
         cross: dict[int, int] | None = None,
+        output_stride: int = 1,
     ) -> None:
         super().__init__()
+        if output_stride not in (1, 2, 4) or output_stride >= 2**depth:
+            raise ValueError(
+                f"output_stride must be 1, 2 or 4 and below 2**depth ({2**depth}), "
+                f"got {output_stride}"
+            )
+        self.output_stride = output_stride
+        level = output_stride.bit_length() - 1  # 1 → 0, 2 → 1, 4 → 2
         self.depth = depth
         widths = [base * 2**i for i in range(depth + 1)]
         self.encoder = nn.ModuleList(
@@ -87,21 +105,21 @@ class MultiDecoderUNet(nn.Module):
         for j, i in self.cross.items():
             if not (0 <= i < len(decoders) and 0 <= j < len(decoders)) or i >= j:
                 raise ValueError(f"cross connection {j}<-{i}: source decoder must come first")
-        cross_w = [widths[-2 - k] for k in range(depth)]
+        cross_w = [widths[-2 - k] for k in range(depth - level)]
         self.decoders = nn.ModuleList(
             [
-                Decoder(widths, dropout, cross_w if j in self.cross else None)
+                Decoder(widths, dropout, cross_w if j in self.cross else None, level)
                 for j in range(len(decoders))
             ]
         )
         self.heads = nn.ModuleList(
-            [nn.ModuleList([Head(widths[0], h) for h in group]) for group in decoders]
+            [nn.ModuleList([Head(widths[level], h) for h in group]) for group in decoders]
         )
         self.head_specs = [h for group in decoders for h in group]
 
     def decoder_features(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """Each decoder's last (full-resolution) features for an input padded to a multiple
-        of 2**depth; crop to the input's size."""
+        """Each decoder's last features (at 1/output_stride of the resolution) for the input
+        padded to a multiple of 2**depth; callers crop (and resize) to the input's size."""
         h, w = x.shape[-2:]
         m = 2**self.depth
         ph, pw = (-h) % m, (-w) % m
@@ -119,8 +137,13 @@ class MultiDecoderUNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> dict[str, torch.Tensor]:
         h, w = x.shape[-2:]
+        m = 2**self.depth
+        padded = (h + (-h) % m, w + (-w) % m)
         out = {}
         for last, heads in zip(self.decoder_features(x), self.heads, strict=True):
             for head in heads:
-                out[head.spec.name] = head(last)[..., :h, :w]
+                y = head(last)
+                if self.output_stride > 1:
+                    y = F.interpolate(y, size=padded, mode="bilinear", align_corners=False)
+                out[head.spec.name] = y[..., :h, :w]
         return out
