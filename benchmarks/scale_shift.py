@@ -159,20 +159,30 @@ def source_split(split: str, seed: int) -> list[tuple[str, str, str]]:
 
 
 def share_maps(model: Model) -> dict:
-    """Make ``model.predict_maps`` remember its maps by (input bytes, scale) until the
-    returned dict is cleared: estimators that differ only in how they score the same crops
+    """Make ``model.predict_maps`` (and ``predict_maps_many``) remember its maps by (input
+    bytes, scale) until the returned dict is cleared: estimators that differ only in how they score the same crops
     predict them once (their timings then count the first one only)."""
     cache: dict = {}
-    predict = model.predict_maps
+    predict, predict_many = model.predict_maps, model.predict_maps_many
+
+    def key_of(image, scale, args=(), kw=()):
+        a = np.ascontiguousarray(image)
+        return (hashlib.sha1(a.tobytes()).hexdigest(), a.shape, scale, args, tuple(sorted(kw)))
 
     def remembered(image, *args, scale=None, **kw):
-        a = np.ascontiguousarray(image)
-        key = (hashlib.sha1(a.tobytes()).hexdigest(), a.shape, scale, args, tuple(sorted(kw)))
+        key = key_of(image, scale, args, kw)
         if key not in cache:
             cache[key] = predict(image, *args, scale=scale, **kw)
         return cache[key]
 
-    model.predict_maps = remembered
+    def remembered_many(images, scales):  # the scale estimate's stacked crops
+        keys = [key_of(i, f) for i, f in zip(images, scales, strict=True)]
+        todo = [k for k, key in enumerate(keys) if key not in cache]
+        new = predict_many([images[k] for k in todo], [scales[k] for k in todo])
+        cache.update({keys[k]: m for k, m in zip(todo, new, strict=True)})
+        return [cache[key] for key in keys]
+
+    model.predict_maps, model.predict_maps_many = remembered, remembered_many
     return cache
 
 

@@ -47,6 +47,8 @@ def test_estimate_finds_the_factor_where_the_maps_peak(monkeypatch):
         return maps
 
     monkeypatch.setattr(model, "predict_maps", fake_maps)
+    monkeypatch.setattr(model, "predict_maps_many", lambda images, scales: [
+        fake_maps(i, scale=f) for i, f in zip(images, scales, strict=True)])  # fmt: skip
     monkeypatch.setattr("cellmaps.inference.scale.AUTO_SCALE_PERCENTILE", 100.0)
     img = np.zeros((512, 512, 3), np.uint8)
     assert estimate_input_scale(model, img) == pytest.approx(0.6, rel=0.02)
@@ -120,6 +122,9 @@ def test_each_factor_sees_at_most_384_net_px_and_factors_leaving_under_128_are_s
         return Maps(proximity=m)
 
     model.predict_maps = fake_maps
+    model.predict_maps_many = lambda images, scales: [
+        fake_maps(i, scale=f) for i, f in zip(images, scales, strict=True)
+    ]
     img = np.zeros((600, 900, 3), np.uint8)
     logs, response = auto_scale.scale_response(model, img, scan="full")
     kept = AUTO_SCALE_FACTORS[AUTO_SCALE_FACTORS * 600 >= 128]
@@ -145,6 +150,10 @@ def test_coarse_to_fine_computes_the_best_and_its_neighbours_with_fewer_calls():
     assert calls == [0, 2, 4, 6, 8, 10, 12, 5, 7]
     assert int(np.nanargmax(r)) == int(np.argmax(full)) == 7
     assert np.array_equal(np.isnan(r), [i not in calls for i in range(13)])
+    groups = []
+    together = coarse_to_fine(len(full), None, lambda idx: groups.append(idx) or full[idx])
+    assert groups == [[0, 2, 4, 6, 8, 10, 12], [5, 7]]  # asked at once: the coarse grid, a step
+    assert np.array_equal(together, r, equal_nan=True)
     hidden = np.array([0.1, 0.5, 0.2, 2.0, 0.3, 0.6, 0.9, 0.6, 0.2])  # max at 3, odd
     r = coarse_to_fine(len(hidden), lambda i: hidden[i])
     assert int(np.nanargmax(r)) == 6 and np.isnan(r[3])

@@ -137,3 +137,34 @@ def test_stacked_groups_keep_order_and_run_large_or_unreadable_files_alone(folde
     assert names == [["a", "b"], ["big"], ["bad"], ["c", "d"], ["e"]]
     assert [i for g in groups for i, _ in g] == list(range(len(items)))
     assert all(len(g) == 1 for g in stacked_groups(items, 1, None))
+
+
+def test_predict_maps_many_is_predict_maps_of_each_with_stacked_passes():
+    """Crops at several factors (the automatic scale estimate's): the same maps as one by
+    one, to float rounding, in fewer forward passes; and the estimate's responses with the
+    crops stacked equal those predicted one by one."""
+    from cellmaps.inference import scale as auto_scale
+
+    m = scaled_peak_model()
+    rng = np.random.default_rng(3)
+    img = rng.integers(0, 255, (1200, 1100, 3), dtype=np.uint8)
+    factors = [0.5, 0.7, 1.0, 1.4]  # crops of about 384² net px each
+    crops = [auto_scale.auto_scale_crop(img, f) for f in factors]
+    batches = []
+    forward = m.forward
+    m.forward = lambda x: batches.append(x.shape[0]) or forward(x)
+    together = m.predict_maps_many(crops, factors, stack=4)
+    stacked_passes = len(batches)
+    alone = [m.predict_maps(c, scale=f) for c, f in zip(crops, factors, strict=True)]
+    assert stacked_passes < len(batches) - stacked_passes
+    for a, b in zip(alone, together, strict=True):
+        assert a.keys() == b.keys() and a.input_shape == b.input_shape
+        for name in a:
+            np.testing.assert_allclose(a[name], b[name], atol=1e-5)
+    logs, stacked = auto_scale.scale_response(m, img, scan="full")
+    m.predict_maps_many = lambda images, scales: [
+        m.predict_maps(i, scale=f) for i, f in zip(images, scales, strict=True)
+    ]
+    logs_alone, one_by_one = auto_scale.scale_response(m, img, scan="full")
+    np.testing.assert_array_equal(logs, logs_alone)
+    np.testing.assert_allclose(stacked, one_by_one, atol=1e-5)

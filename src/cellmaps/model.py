@@ -25,7 +25,7 @@ import torch
 
 from cellmaps.errors import CellmapsInputError
 from cellmaps.inference.scale import AUTO, estimate_input_scale
-from cellmaps.inference.stacked import ForwardRecorder, ForwardReplay, stacked_outputs
+from cellmaps.inference.stacked import run_stacked
 from cellmaps.inference.stream import detect_streamed
 from cellmaps.inference.tiles import TiledInferer
 from cellmaps.io.images import INTENSITY_RULE, normalize_image
@@ -361,8 +361,12 @@ class Model:
         resampled by :meth:`input_scale` (or ``scale``) first; :meth:`decode_maps` maps
         detections back to input pixels."""
         factor = self.input_scale(object_size, pixel_size, image) if scale is None else scale
+        return self._maps_with(image, factor, self.forward, progress, **inference)
+
+    def _maps_with(self, image, factor: float, forward, progress=False, **inference) -> Maps:
+        """:meth:`predict_maps` at ``factor`` with ``forward`` as the net."""
         inferer = TiledInferer.from_recipe(self.recipe, **inference)
-        maps = Maps(inferer.predict(self.forward, self.prepare(image, factor=factor), progress))
+        maps = Maps(inferer.predict(forward, self.prepare(image, factor=factor), progress))
         maps.input_shape = tuple(np.asarray(image).shape[:2])
         return maps
 
@@ -431,18 +435,38 @@ class Model:
         scaled = [self._scaled_input(img, size, pixel_size)
                   for img, size in zip(images, sizes, strict=True)]  # fmt: skip
         small = [i for i, s in enumerate(scaled) if inferer.tiles_over(*s[2].shape[:2]) == 1]
-        channels = {h.name: h.channels for h in head_specs(self.recipe)}
-        recorded = {}
-        for i in small if len(small) > 1 else []:
-            recorded[i] = ForwardRecorder(channels)
-            self._detect_scaled(images[i], scaled[i], False, xi, None, recorded[i], **inference)
-        outputs = stacked_outputs(self.forward, [r.calls for r in recorded.values()], stack)
-        replay = {i: ForwardReplay(recorded[i].calls, out)
-                  for i, out in zip(recorded, outputs, strict=True)}  # fmt: skip
+        runs = [
+            lambda fwd, i=i: self._detect_scaled(
+                images[i], scaled[i], False, xi, None, fwd, **inference
+            )  # fmt: skip
+            for i in small
+        ]
+        found = dict(zip(small, run_stacked(runs, self.forward, self.head_channels, stack),
+                         strict=True))  # fmt: skip
         return [
-            self._detect_scaled(img, s, False, xi, None, replay.get(i), **inference)
+            found[i]
+            if i in found
+            else self._detect_scaled(img, s, False, xi, None, None, **inference)
             for i, (img, s) in enumerate(zip(images, scaled, strict=True))
         ]
+
+    def predict_maps_many(
+        self, images: Sequence[np.ndarray], scales: Sequence[float], stack: int = STACK_TILES
+    ) -> list[Maps]:
+        """:meth:`predict_maps` of each image at its input → net factor, with the tiles of all
+        images stacked into forward passes of up to ``stack`` tiles
+        (:func:`~cellmaps.inference.stacked.run_stacked`; the same maps to the float rounding
+        of a larger batch). The automatic scale estimate predicts its crops this way."""
+        runs = [
+            lambda fwd, img=img, f=f: self._maps_with(img, f, fwd)
+            for img, f in zip(images, scales, strict=True)
+        ]
+        return run_stacked(runs, self.forward, self.head_channels, stack)
+
+    @property
+    def head_channels(self) -> dict[str, int]:
+        """Each net output's channel count (head name → channels)."""
+        return {h.name: h.channels for h in head_specs(self.recipe)}
 
     def _scaled_input(
         self, image: np.ndarray, object_size, pixel_size

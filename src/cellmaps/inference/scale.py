@@ -2,8 +2,8 @@
 image itself, with the trained net (a property of the net, not of the image, so written
 here rather than taken from a library).
 
-Each function takes a model (anything with ``predict_maps``, ``input_scale``, ``decode``,
-``recipe`` and ``train_radius``, i.e. :class:`cellmaps.model.Model`).
+Each function takes a model (anything with ``predict_maps``, ``predict_maps_many``,
+``input_scale``, ``decode``, ``recipe`` and ``train_radius``, i.e. :class:`cellmaps.model.Model`).
 """
 
 from __future__ import annotations
@@ -62,25 +62,31 @@ def best_log_factor(log_factors: np.ndarray, response: np.ndarray) -> float:
     return float(log_factors[k] + offset * step)
 
 
-def coarse_to_fine(n: int, respond: Callable[[int], float]) -> np.ndarray:
+def coarse_to_fine(
+    n: int,
+    respond: Callable[[int], float],
+    respond_many: Callable[[list[int]], list[float]] | None = None,
+) -> np.ndarray:
     """Responses at grid indices 0 … n − 1, NaN where not computed: every other index and
     the last first, then the neighbours of the best so far until the best has both its
     neighbours computed (a climb: it stops at a local maximum of the grid). Where the
     response has one maximum — or its global maximum stands out of the coarse grid — this
     is the full scan's argmax and its neighbours with about 5/8 of the calls
-    (``benchmarks/auto_scale_scan.py`` compares the two on validation images)."""
+    (``benchmarks/auto_scale_scan.py`` compares the two on validation images).
+    ``respond_many(indices)``, when given, computes the responses asked for at once (the
+    coarse grid, then up to two neighbours per step) instead of ``respond`` one by one."""
+    ask = respond_many or (lambda idx: [respond(i) for i in idx])
     r = np.full(n, np.nan)
     if n == 0:
         return r
-    for i in sorted(set(range(0, n, 2)) | {n - 1}):
-        r[i] = respond(i)
+    first = sorted(set(range(0, n, 2)) | {n - 1})
+    r[first] = ask(first)
     while True:
         k = int(np.nanargmax(r))
         todo = [j for j in (k - 1, k + 1) if 0 <= j < n and np.isnan(r[j])]
         if not todo:
             break
-        for j in todo:
-            r[j] = respond(j)
+        r[todo] = ask(todo)
     return r
 
 
@@ -103,14 +109,17 @@ def scale_response(
     score = statistic or (lambda m: float(np.percentile(m, AUTO_SCALE_PERCENTILE)))
     kept = [float(f) for f in np.asarray(factors, dtype=float) if min(img.shape[:2]) * f >= min_net]
 
-    def respond(i: int) -> float:
-        maps = model.predict_maps(auto_scale_crop(img, kept[i], max_input), scale=kept[i])
-        return score(decoded_channels(maps[model.decode.task], model.decode).max(0))
+    def respond_many(idx: list[int]) -> list[float]:
+        # the crops of several factors have about the same net size: their tiles are
+        # stacked into one batch of the net (Model.predict_maps_many)
+        crops = [auto_scale_crop(img, kept[i], max_input) for i in idx]
+        maps = model.predict_maps_many(crops, [kept[i] for i in idx])
+        return [score(decoded_channels(m[model.decode.task], model.decode).max(0)) for m in maps]
 
     if scan == "full":
-        response = np.array([respond(i) for i in range(len(kept))], dtype=float)
+        response = np.array(respond_many(list(range(len(kept)))), dtype=float)
     elif scan == "coarse":
-        response = coarse_to_fine(len(kept), respond)
+        response = coarse_to_fine(len(kept), lambda i: respond_many([i])[0], respond_many)
     else:
         raise ValueError(f"scan must be 'full' or 'coarse', got {scan!r}")
     return np.log(np.asarray(kept)), response

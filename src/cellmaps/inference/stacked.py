@@ -11,15 +11,21 @@ alone; only the net sees the tiles of several images at once:
 2. :func:`stacked_outputs` runs the recorded tiles of every image, stacked by shape,
    ``batch`` at a time;
 3. each image's pipeline runs again with a :class:`ForwardReplay` of its own outputs.
+
+:func:`run_stacked` does the three steps; :meth:`cellmaps.model.Model.detect_many` (a folder
+of small images) and the automatic scale estimate (the crops of several factors,
+:func:`cellmaps.inference.scale.scale_response`) use it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar
 
 import torch
 
 Forward = Callable[[torch.Tensor], dict[str, torch.Tensor]]
+T = TypeVar("T")
 
 
 class ForwardRecorder:
@@ -78,4 +84,27 @@ def stacked_outputs(
             for k, x in enumerate(image_calls)
         ]
         for i, image_calls in enumerate(calls)
+    ]
+
+
+def run_stacked(
+    runs: Sequence[Callable[[Forward], T]],
+    forward: Forward,
+    channels: Mapping[str, int],
+    batch: int,
+) -> list[T]:
+    """Each ``run(forward)`` (an image's pipeline given the net to call) with the tiles of
+    all runs stacked: every run once with a :class:`ForwardRecorder`, the recorded tiles
+    through ``forward`` by :func:`stacked_outputs`, then every run again with a
+    :class:`ForwardReplay` of its own outputs. Returns the second runs' results. Memory:
+    the outputs of every recorded tile are held at once."""
+    if len(runs) < 2:
+        return [run(forward) for run in runs]
+    recorders = [ForwardRecorder(channels) for _ in runs]
+    for run, rec in zip(runs, recorders, strict=True):
+        run(rec)
+    outputs = stacked_outputs(forward, [r.calls for r in recorders], batch)
+    return [
+        run(ForwardReplay(rec.calls, out))
+        for run, rec, out in zip(runs, recorders, outputs, strict=True)
     ]
