@@ -168,3 +168,34 @@ def test_predict_maps_many_is_predict_maps_of_each_with_stacked_passes():
     logs_alone, one_by_one = auto_scale.scale_response(m, img, scan="full")
     np.testing.assert_array_equal(logs, logs_alone)
     np.testing.assert_allclose(stacked, one_by_one, atol=1e-5)
+
+
+def test_predict_folder_stacked_masks_are_the_one_by_one_masks(tmp_path, monkeypatch):
+    """``--masks`` on a folder of small images: the maps are predicted stacked
+    (predict_maps_many) and each image segmented on its own maps; the instance masks equal
+    the one-by-one run's (a per-pixel net: no batch rounding)."""
+    import tifffile
+
+    from tests.test_slides import blob_image, pointwise_model
+
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for k, shape in enumerate([(120, 130), (96, 96), (120, 130)]):
+        Image.fromarray(blob_image(shape, n=25, seed=k)).save(folder / f"i{k}.png")
+    calls = []
+    real = predict_module._predict_one
+    monkeypatch.setattr(
+        predict_module, "_predict_one", lambda m, f, *a: calls.append(f.stem) or real(m, f, *a)
+    )
+    model = pointwise_model("micronet-outlines")
+    stacked = predict_paths(model, [folder], tmp_path / "s", masks=True, progress=False)
+    assert calls == []  # all three in one stacked group
+    monkeypatch.setattr(predict_module, "STACK_IMAGES", 1)
+    single = predict_paths(model, [folder], tmp_path / "o", masks=True, progress=False)
+    assert calls == ["i0", "i1", "i2"]
+    assert stacked == single and sum(r["count"] for r in stacked) > 20
+    for k in range(3):
+        a = tifffile.imread(tmp_path / "s" / "masks" / f"i{k}.tif")
+        b = tifffile.imread(tmp_path / "o" / "masks" / f"i{k}.tif")
+        assert a.max() > 5
+        np.testing.assert_array_equal(a, b)

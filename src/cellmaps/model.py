@@ -451,14 +451,19 @@ class Model:
         ]
 
     def predict_maps_many(
-        self, images: Sequence[np.ndarray], scales: Sequence[float], stack: int = STACK_TILES
+        self,
+        images: Sequence[np.ndarray],
+        scales: Sequence[float],
+        stack: int = STACK_TILES,
+        **inference,
     ) -> list[Maps]:
         """:meth:`predict_maps` of each image at its input → net factor, with the tiles of all
         images stacked into forward passes of up to ``stack`` tiles
         (:func:`~cellmaps.inference.stacked.run_stacked`; the same maps to the float rounding
-        of a larger batch). The automatic scale estimate predicts its crops this way."""
+        of a larger batch); ``inference``: tiling overrides. The automatic scale estimate
+        predicts its crops this way, and ``cellmaps predict --masks`` small images."""
         runs = [
-            lambda fwd, img=img, f=f: self._maps_with(img, f, fwd)
+            lambda fwd, img=img, f=f: self._maps_with(img, f, fwd, **inference)
             for img, f in zip(images, scales, strict=True)
         ]
         return run_stacked(runs, self.forward, self.head_channels, stack)

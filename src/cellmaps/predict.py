@@ -201,14 +201,15 @@ def _write_detections(m, f, out, image, pts, mask, factor, pixel_size, slides) -
 
 
 def _predict_stacked(
-    m, files: list[Path], out: Path, xi, channels, inference: dict, slides: dict
+    m, files: list[Path], out: Path, xi, masks: bool, channels, inference: dict, slides: dict
 ) -> Iterator[dict[str, int] | CellmapsInputError]:
-    """:func:`_predict_one` (points, no masks) for a few small images, their net run on the
-    images' tiles stacked (:meth:`~cellmaps.model.Model.detect_many`): yields, per image in
-    order, its counts once its outputs are written, or the error that stopped it (naming
-    the file). Every image is detected before the first is written; an image's outputs are
-    written only when its result is asked for, so a run stopped between two images leaves
-    none half written."""
+    """:func:`_predict_one` for a few small images, their net run on the images' tiles
+    stacked (:meth:`~cellmaps.model.Model.detect_many`; with ``masks``,
+    :meth:`~cellmaps.model.Model.predict_maps_many` then :func:`segment_image`): yields, per
+    image in order, its counts once its outputs are written, or the error that stopped it
+    (naming the file). Every image is predicted before the first is written; an image's
+    outputs are written only when its result is asked for, so a run stopped between two
+    images leaves none half written."""
     errors: dict[int, CellmapsInputError] = {}
     pixel_size = inference.get("pixel_size")  # the user's, for µm areas in the table
     ready = []
@@ -217,21 +218,29 @@ def _predict_stacked(
             ready.append((k, f, *_scaled_input(m, f, channels, inference, slides)))
         except CellmapsInputError as exc:
             errors[k] = _naming(exc, f)
-    sizes = [r[4].get("object_size") for r in ready]
+    images = [r[2] for r in ready]
     try:
-        found = m.detect_many([r[2] for r in ready], xi=xi, **{**inference, "object_size": sizes})
-    except CellmapsInputError:  # which image? detect them one by one below to name it
+        if masks:
+            tiling = {k: v for k, v in inference.items() if k not in ("object_size", "pixel_size")}
+            found = m.predict_maps_many(images, [r[3] for r in ready], **tiling)
+        else:
+            sizes = [r[4].get("object_size") for r in ready]
+            found = m.detect_many(images, xi=xi, **{**inference, "object_size": sizes})
+    except CellmapsInputError:  # which image? predict them one by one below to name it
         found = [None] * len(ready)
-    by_file = {r[0]: (r, pts) for r, pts in zip(ready, found, strict=True)}
+    by_file = {r[0]: (r, res) for r, res in zip(ready, found, strict=True)}
     for k in range(len(files)):
         if k in errors:
             yield errors[k]
             continue
-        (_, f, image, factor, inf), pts = by_file[k]
+        (_, f, image, factor, inf), res = by_file[k]
         try:
-            if pts is None:
-                pts = m.detect(image, xi=xi, **inf)
-            _write_detections(m, f, out, image, pts, None, factor, pixel_size, slides)
+            mask = None
+            if masks:
+                pts, mask = segment_image(m, image, maps=res, **inf)
+            else:
+                pts = m.detect(image, xi=xi, **inf) if res is None else res
+            _write_detections(m, f, out, image, pts, mask, factor, pixel_size, slides)
             yield label_counts(pts)
         except CellmapsInputError as exc:
             yield _naming(exc, f)
@@ -254,7 +263,7 @@ def _model_input(f: Path, channels: list[int] | None, slides: dict, m=None) -> n
 
 
 SHARED = "shared"  # --object-size shared: one estimate for the whole run
-#: images predicted together, their tiles stacked in the net's batches (points, no masks)
+#: images predicted together, their tiles stacked in the net's batches
 STACK_IMAGES = 4
 #: the largest image (pixels) stacked with others; larger ones run alone
 STACK_MAX_PIXELS = 2048 * 2048
@@ -669,16 +678,14 @@ def _run_batch(
                     fut = client.submit(_predict_one, model_f, f, out, *args, pure=False, retries=2)
                     pending[fut] = (i, f)
         serial = [(i, f) for i, f in todo if (i, f) not in pending.values()]
-        stack = STACK_IMAGES if client is None and not masks else 1
+        stack = STACK_IMAGES if client is None else 1
         for group in stacked_groups(serial, stack, stream_above):
             if stop.is_set():  # counts.csv already holds every finished image
                 raise BatchInterrupted(len(rows), len(files), out)
             for i, f in group:
                 prints.setdefault(i, input_fingerprint(f))
             if len(group) > 1:
-                xi, _, channels, inference, slides = args
-                results = _predict_stacked(m, [f for _, f in group], out, xi, channels,
-                                           inference, slides)  # fmt: skip
+                results = _predict_stacked(m, [f for _, f in group], out, *args)
             else:
                 results = iter([_predict_or_error(m, group[0][1], out, args, client)])
             for k, (i, f) in enumerate(group):
