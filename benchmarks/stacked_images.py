@@ -11,7 +11,8 @@ whose detections equal the one-by-one detections on every image (same count, coo
 within 0.01 px). Validation splits only, nothing is scored (the points are those of
 ``detect``). Each model at a given object size (the training radius: scale 1, the net on the
 images' own pixels) and, for the default model, also with its own policy (scale estimated
-per image; its crops are stacked too). Time: wall time over the whole split, median of
+per image; its crops are stacked too); the fluorescence model also with ``--masks``
+(``predict_maps_many``, then each image segmented). Time: wall time over the whole split, median of
 ``--repeats`` interleaved rounds after a warm-up image.
 
 Also the automatic scale estimate alone (``estimate_input_scale``, the default model) on the
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from functools import partial
 
 import numpy as np
 
@@ -37,27 +39,36 @@ from benchmarks._common import (
 )
 from cellmaps.inference.scale import estimate_input_scale
 from cellmaps.io import Dataset
-from cellmaps.model import STACK_TILES, Model, bundled_model_path
+from cellmaps.model import STACK_TILES, Model, bundled_model_path, segment_image
 
 SETS = [("default", "crchisto", "scale 1"), ("default", "crchisto", "auto"),
         ("default", "mbm_bonemarrow", "scale 1"), ("ki67", "bcdata_ki67", "scale 1"),
-        ("fluo-nuclei", "dsb2018_fluo", "scale 1")]  # fmt: skip
+        ("fluo-nuclei", "dsb2018_fluo", "scale 1"), ("fluo-nuclei", "dsb2018_fluo", "masks")]  # fmt: skip
 TOLERANCE_PX = 0.01
 
 
 def object_size(model: Model, policy: str):
-    """The object size a run passes: the training radius (scale 1) or the model's policy."""
-    return model.train_radius if policy == "scale 1" else None
+    """The object size a run passes: the training radius (scale 1, masks) or the model's
+    policy (auto)."""
+    return None if policy == "auto" else model.train_radius
 
 
-def one_by_one(model: Model, images: list, size) -> list:
+def one_by_one(model: Model, images: list, size, masks: bool = False) -> list:
+    if masks:  # cellmaps predict --masks: maps, then the model's segmentation
+        return [segment_image(model, img, object_size=size)[0] for img in images]
     return [model.detect(img, object_size=size) for img in images]
 
 
-def in_groups(model: Model, images: list, size, stack: int) -> list:
+def in_groups(model: Model, images: list, size, stack: int, masks: bool = False) -> list:
     found = []
     for k in range(0, len(images), stack):
-        found += model.detect_many(images[k : k + stack], object_size=size, stack=stack)
+        group = images[k : k + stack]
+        if masks:
+            factors = [model.input_scale(size, None, img) for img in group]
+            maps = model.predict_maps_many(group, factors, stack=stack)
+            found += [segment_image(model, i, maps=m)[0] for i, m in zip(group, maps, strict=True)]
+        else:
+            found += model.detect_many(group, object_size=size, stack=stack)
     return found
 
 
@@ -116,9 +127,10 @@ def main() -> None:
         model = models[name]
         size = object_size(model, policy)
         model.detect(images[0], object_size=size)  # warm-up
-        runs = {"one by one": lambda m=model, i=images, z=size: one_by_one(m, i, z)}
+        masks = policy == "masks"
+        runs = {"one by one": partial(one_by_one, model, images, size, masks)}
         for s in stacks:
-            runs[f"stack {s}"] = lambda s=s, m=model, i=images, z=size: in_groups(m, i, z, s)
+            runs[f"stack {s}"] = partial(in_groups, model, images, size, s, masks)
         times: dict[str, list[float]] = {k: [] for k in runs}
         found: dict[str, list] = {}
         for _ in range(args.repeats):  # interleaved rounds: drift hits every mode alike
@@ -157,7 +169,9 @@ def section_text(d: dict) -> str:
         "time = wall time over the whole split, `Model.detect` one by one vs "
         "`Model.detect_many` in groups of k images whose tiles share forward passes, median of "
         f"{d['repeats']} interleaved rounds after a warm-up. Scale 1: the object size given as "
-        "the training radius; auto: the default model's own policy (scale estimated per image).",
+        "the training radius; auto: the default model's own policy (scale estimated per image); "
+        "masks: `--masks` (maps stacked with `Model.predict_maps_many`, each image segmented "
+        "on its own; its detections are compared).",
         "",
         "| model | val set (images, size) | scale | one by one (s) | "
         + " | ".join(f"stack {s} (s)" for s in stacks)
