@@ -7,7 +7,9 @@ floor, flat-region rule) and normalisation are the rest of ``detect``.
 
 ``CELLMAPS_WORKER_MODE``: ``default`` (as a user runs it: the model's precision policy and
 its automatic scale) or ``fp32-scale-1`` (fp32, and the object size given as the model's
-training radius, so the net sees the image at its own pixels, as the peers do)."""
+training radius, so the net sees the image at its own pixels, as the peers do).
+``CELLMAPS_WORKER_MODEL``: a model file to time instead of the bundled default (a candidate
+that was not bundled)."""
 
 from __future__ import annotations
 
@@ -26,7 +28,8 @@ from cellmaps.model import bundled_model_path, load_model, uses_bf16  # noqa: E4
 
 torch.set_num_threads(int(os.environ.get("PEER_THREADS", "2")))
 MODE = os.environ.get("CELLMAPS_WORKER_MODE", "default")
-MODEL = load_model()
+MODEL_PATH = os.environ.get("CELLMAPS_WORKER_MODEL") or str(bundled_model_path())
+MODEL = load_model(MODEL_PATH)
 if MODE == "fp32-scale-1":
     MODEL.recipe["training"]["precision"] = "fp32"
     OBJECT_SIZE = MODEL.train_radius
@@ -80,8 +83,9 @@ def run(image: str, truth: str | None) -> dict:
 
 INFO = {
     "mode": MODE,
-    "model": str(bundled_model_path()),
-    "model_sha256": hashlib.sha256(bundled_model_path().read_bytes()).hexdigest()[:16],
+    "model": MODEL_PATH,
+    "model_sha256": hashlib.sha256(open(MODEL_PATH, "rb").read()).hexdigest()[:16],
+    "output_stride": MODEL.recipe["net"].get("output_stride", 1),
     "precision": PRECISION,
     "precision_used": "bf16" if uses_bf16(PRECISION) else "fp32",
     "object_size": "the model's policy: " + str(MODEL.recipe["inference"].get("object_size"))
