@@ -361,12 +361,8 @@ class Model:
         resampled by :meth:`input_scale` (or ``scale``) first; :meth:`decode_maps` maps
         detections back to input pixels."""
         factor = self.input_scale(object_size, pixel_size, image) if scale is None else scale
-        return self._maps_with(image, factor, self.forward, progress, **inference)
-
-    def _maps_with(self, image, factor: float, forward, progress=False, **inference) -> Maps:
-        """:meth:`predict_maps` at ``factor`` with ``forward`` as the net."""
         inferer = TiledInferer.from_recipe(self.recipe, **inference)
-        maps = Maps(inferer.predict(forward, self.prepare(image, factor=factor), progress))
+        maps = Maps(inferer.predict(self.forward, self.prepare(image, factor=factor), progress))
         maps.input_shape = tuple(np.asarray(image).shape[:2])
         return maps
 
@@ -462,11 +458,16 @@ class Model:
         (:func:`~cellmaps.inference.stacked.run_stacked`; the same maps to the float rounding
         of a larger batch); ``inference``: tiling overrides. The automatic scale estimate
         predicts its crops this way, and ``cellmaps predict --masks`` small images."""
-        runs = [
-            lambda fwd, img=img, f=f: self._maps_with(img, f, fwd, **inference)
-            for img, f in zip(images, scales, strict=True)
-        ]
-        return run_stacked(runs, self.forward, self.head_channels, stack)
+        inferer = TiledInferer.from_recipe(self.recipe, **inference)
+        # resampled once, outside the runs: run_stacked runs each twice (record, replay)
+        prepared = [self.prepare(img, factor=f) for img, f in zip(images, scales, strict=True)]
+        runs = [lambda fwd, x=x: inferer.predict(fwd, x) for x in prepared]
+        found = run_stacked(runs, self.forward, self.head_channels, stack)
+        out = []
+        for img, maps in zip(images, found, strict=True):
+            out.append(Maps(maps))
+            out[-1].input_shape = tuple(np.asarray(img).shape[:2])
+        return out
 
     @property
     def head_channels(self) -> dict[str, int]:

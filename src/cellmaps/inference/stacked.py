@@ -96,8 +96,10 @@ def run_stacked(
     """Each ``run(forward)`` (an image's pipeline given the net to call) with the tiles of
     all runs stacked: every run once with a :class:`ForwardRecorder`, the recorded tiles
     through ``forward`` by :func:`stacked_outputs`, then every run again with a
-    :class:`ForwardReplay` of its own outputs. Returns the second runs' results. Memory:
-    the outputs of every recorded tile are held at once."""
+    :class:`ForwardReplay` of its own outputs. Returns the second runs' results. Each run
+    is made twice, so costly work that does not depend on the net (resampling an image)
+    belongs before it, not in it. Memory: the outputs of every recorded tile are held at
+    once."""
     if len(runs) < 2:
         return [run(forward) for run in runs]
     recorders = [ForwardRecorder(channels) for _ in runs]
