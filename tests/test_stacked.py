@@ -106,6 +106,7 @@ def folder(tmp_path):
 def test_predict_folder_stacked_writes_what_one_by_one_writes(folder, tmp_path, monkeypatch):
     """The same points files with images stacked in groups and one by one; an unreadable
     image among them is reported (skip_bad) and the others are written."""
+    monkeypatch.setattr(predict_module, "STACK_IMAGES", 4)  # off by default (slower here)
     stacked = predict_paths(scaled_peak_model(), [folder], tmp_path / "s", progress=False,
                             skip_bad=True, object_size=6.0)  # fmt: skip
     monkeypatch.setattr(predict_module, "STACK_IMAGES", 1)
@@ -161,6 +162,8 @@ def test_predict_maps_many_is_predict_maps_of_each_with_stacked_passes():
         assert a.keys() == b.keys() and a.input_shape == b.input_shape
         for name in a:
             np.testing.assert_allclose(a[name], b[name], atol=1e-5)
+    many = m.predict_maps_many
+    m.predict_maps_many = lambda images, scales: many(images, scales, stack=4)
     logs, stacked = auto_scale.scale_response(m, img, scan="full")
     m.predict_maps_many = lambda images, scales: [
         m.predict_maps(i, scale=f) for i, f in zip(images, scales, strict=True)
@@ -188,6 +191,7 @@ def test_predict_folder_stacked_masks_are_the_one_by_one_masks(tmp_path, monkeyp
         predict_module, "_predict_one", lambda m, f, *a: calls.append(f.stem) or real(m, f, *a)
     )
     model = pointwise_model("micronet-outlines")
+    monkeypatch.setattr(predict_module, "STACK_IMAGES", 4)  # off by default (slower here)
     stacked = predict_paths(model, [folder], tmp_path / "s", masks=True, progress=False)
     assert calls == []  # all three in one stacked group
     monkeypatch.setattr(predict_module, "STACK_IMAGES", 1)

@@ -49,8 +49,10 @@ from cellmaps.recipes.migrate import migrate_decode, migrate_summary
 
 __all__ = ["Model", "Prediction", "load_model", "segment_image"]
 
-#: tiles of small images per stacked forward pass (:meth:`Model.detect_many`)
-STACK_TILES = 4
+#: tiles per stacked forward pass of :meth:`Model.detect_many` and
+#: :meth:`Model.predict_maps_many` by default; 1 = each image alone: on this 2-core CPU one by
+#: one was faster than stacks of 2, 4 or 8 (BENCHMARKS.md "Small images stacked")
+STACK_TILES = 1
 
 
 def head_specs(recipe: dict) -> list[HeadSpec]:

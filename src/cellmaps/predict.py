@@ -222,10 +222,11 @@ def _predict_stacked(
     try:
         if masks:
             tiling = {k: v for k, v in inference.items() if k not in ("object_size", "pixel_size")}
-            found = m.predict_maps_many(images, [r[3] for r in ready], **tiling)
+            found = m.predict_maps_many(images, [r[3] for r in ready], len(files), **tiling)
         else:
             sizes = [r[4].get("object_size") for r in ready]
-            found = m.detect_many(images, xi=xi, **{**inference, "object_size": sizes})
+            found = m.detect_many(images, xi=xi, stack=len(files),
+                                  **{**inference, "object_size": sizes})  # fmt: skip
     except CellmapsInputError:  # which image? predict them one by one below to name it
         found = [None] * len(ready)
     by_file = {r[0]: (r, res) for r, res in zip(ready, found, strict=True)}
@@ -263,8 +264,9 @@ def _model_input(f: Path, channels: list[int] | None, slides: dict, m=None) -> n
 
 
 SHARED = "shared"  # --object-size shared: one estimate for the whole run
-#: images predicted together, their tiles stacked in the net's batches
-STACK_IMAGES = 4
+#: images predicted together, their tiles stacked in the net's batches; 1 = one by one,
+#: the faster on this 2-core CPU (BENCHMARKS.md "Small images stacked")
+STACK_IMAGES = 1
 #: the largest image (pixels) stacked with others; larger ones run alone
 STACK_MAX_PIXELS = 2048 * 2048
 SHARED_SCALE_IMAGES = 8  # images the shared estimate is made from, spread over the run

@@ -100,7 +100,7 @@ def run_stacked(
     is made twice, so costly work that does not depend on the net (resampling an image)
     belongs before it, not in it. Memory: the outputs of every recorded tile are held at
     once."""
-    if len(runs) < 2:
+    if len(runs) < 2 or batch <= 1:  # nothing to stack: each run calls the net itself
         return [run(forward) for run in runs]
     recorders = [ForwardRecorder(channels) for _ in runs]
     for run, rec in zip(runs, recorders, strict=True):
