@@ -156,3 +156,12 @@ def fold_batchnorm(module: nn.Module) -> nn.Module:
                 setattr(child, f"conv{i}", _folded_conv(conv, bn))
                 setattr(child, f"bn{i}", nn.Identity())
     return module
+
+
+def output_level(output_stride: int, depth: int) -> int:
+    """The decoder level the heads work at for ``output_stride`` (1 → 0, 2 → 1, 4 → 2)."""
+    if output_stride not in (1, 2, 4) or output_stride >= 2**depth:
+        raise ValueError(
+            f"output_stride must be 1, 2 or 4 and below 2**depth ({2**depth}), got {output_stride}"
+        )
+    return output_stride.bit_length() - 1

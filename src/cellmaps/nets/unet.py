@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cellmaps.nets.blocks import ConvBlock, Head, HeadSpec, pad_to
+from cellmaps.nets.blocks import ConvBlock, Head, HeadSpec, output_level, pad_to
 
 
 class Decoder(nn.Module):
@@ -86,13 +86,8 @@ class MultiDecoderUNet(nn.Module):
         output_stride: int = 1,
     ) -> None:
         super().__init__()
-        if output_stride not in (1, 2, 4) or output_stride >= 2**depth:
-            raise ValueError(
-                f"output_stride must be 1, 2 or 4 and below 2**depth ({2**depth}), "
-                f"got {output_stride}"
-            )
         self.output_stride = output_stride
-        level = output_stride.bit_length() - 1  # 1 → 0, 2 → 1, 4 → 2
+        level = output_level(output_stride, depth)
         self.depth = depth
         widths = [base * 2**i for i in range(depth + 1)]
         self.encoder = nn.ModuleList(
