@@ -32,14 +32,33 @@ crchisto-ihc val: the 2 fully classified val images), the gate with the smallest
 |log count ratio| over every stand-in case; it must not raise the worst bcdata index MAE
 by more than 0.02 over ``none``. Test is scored once with ``--final``.
 
-Writes results/ki67_tumour_only_<split>.json and the 'ki67_tumour_only' section of
-BENCHMARKS.md.
+**Approach 3, a learned non-tumour class** (rule written 2026-12-07, before its training). A
+candidate scorer is fine-tuned from the bundled one with CRCHisto's fully classified *train*
+images added as haematoxylin-only IHC (epithelial = negative tumour nuclei; inflammatory,
+fibroblast and miscellaneous = ``non_tumour``; ``python -m benchmarks.train_ki67_model
+--crchisto-ihc ...``). ``--candidate PATH`` scores it on the same val cases with gates ``none``
+(its own classes only), ``roi`` and ``morphology@T`` (its own gate, fitted with ``--fit`` on its
+train detections as above). Its gate is chosen by the rule above, the bcdata index-MAE limit
+being the *bundled* scorer's ``none`` + 0.02. It replaces the bundled model (with that gate)
+iff (a) its chosen gate's worst |log count ratio| on val is smaller than the bundled model's
+chosen gate's, and (b) its BCData val detection F1 is not below the bundled model's by more
+than that F1's sampling error and it finds no more nuclei on the noise image
+(train_ki67_model's figures, results/ki67_candidates.json). Then, once, ``--candidate PATH
+--split test --final``. Caveat, known before the run: the candidate has seen CRCHisto-as-IHC
+*train* images, so the crchisto-ihc stand-in (val / test images) is closer to its training
+data than to the bundled model's; the bcdata stand-ins are not.
+
+Writes results/ki67_tumour_only_<split>.json (``_learned_<split>`` for a candidate) and the
+'ki67_tumour_only' section of BENCHMARKS.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 from skimage.color import hed2rgb, rgb2hed
@@ -55,15 +74,24 @@ from benchmarks._common import (
 )
 from benchmarks.stain_shift import as_uint8, shifted_image, stain_signs
 from cellmaps.io.dataset import Dataset
-from cellmaps.io.points import Points
+from cellmaps.io.images import write_image
+from cellmaps.io.points import Points, write_points
 from cellmaps.io.scale import to_scaled_coords
 from cellmaps.metrics import match_points
 from cellmaps.metrics.counts import NEGATIVE, POSITIVE, ki67_index
 from cellmaps.model import Model, bundled_model_path
-from cellmaps.postprocess.tumour_gate import fit_gate, nucleus_features, tumour_probability
+from cellmaps.postprocess.tumour_gate import (
+    NON_TUMOUR,
+    fit_gate,
+    nucleus_features,
+    tumour_probability,
+)
 
 SCALES = (0.7, 1.0, 1.4)
 STAIN = 0.3
+#: BCData's median nucleus radius (px, measured from the train points): the Ki67 model's
+#: training radius (its ``data_object_size``)
+BCDATA_RADIUS = 13.901438774457844
 CRC_RADIUS = 5.4  # CRCHisto's median nucleus radius (px, train points)
 MATCH_RADIUS = 6.0  # CRCHisto's matching radius at 20x
 ROI_MIN = 0.5
@@ -112,7 +140,7 @@ def ihc_negative(rgb: np.ndarray) -> np.ndarray:
 def bcdata_cases(split: str, seed: int):
     """(case name, image id, image, truth Points, object size) of the bcdata stand-in."""
     ds = Dataset(SHARED_DATA / "bcdata_ki67")
-    size = 13.901438774457844  # the Ki67 model's training radius (its data_object_size)
+    size = BCDATA_RADIUS
     for k, image_id in enumerate(ds.ids(split)):
         image, pts = ds.image(image_id), ds.points(image_id)
         for s in SCALES:
@@ -133,6 +161,38 @@ def crchisto_cases(split: str):
         if "nucleus" in set(pts.labels):
             continue  # not every nucleus classified
         yield "crchisto-ihc", image_id, ihc_negative(ds.image(image_id)), pts, CRC_RADIUS
+
+
+#: CRCHisto's classes as Ki67 training labels (approach 3): the epithelial nuclei of this
+#: colorectal carcinoma are its tumour cells, Ki67-negative once rendered without DAB; the rest
+#: are not tumour (miscellaneous — e.g. necrotic and mitotic figures, 6 % — counted as not)
+CRC_AS_KI67 = {"epithelial": NEGATIVE, "inflammatory": NON_TUMOUR, "fibroblast": NON_TUMOUR,
+               "miscellaneous": NON_TUMOUR}  # fmt: skip
+
+
+def write_crchisto_ihc(out: Path) -> dict:
+    """CRCHisto's fully classified *train* images as a Ki67 training set at ``out``
+    (:func:`ihc_negative` images, points relabelled by :data:`CRC_AS_KI67`, every image in
+    split train): the data of the learned non-tumour class (approach 3). The val and test
+    images, which the crchisto-ihc stand-in scores, are never written. Written into a hidden
+    folder next to ``out`` and renamed when complete. Returns images and points per label."""
+    tmp = out.with_name(f".{out.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    (tmp / "images").mkdir(parents=True)
+    (tmp / "points").mkdir()
+    counts: dict = {"images": 0}
+    for _, image_id, img, pts, _ in crchisto_cases("train"):
+        labels = np.array([CRC_AS_KI67[str(x)] for x in pts.labels])
+        write_image(tmp / "images" / f"{image_id}.png", img)
+        write_points(tmp / "points" / f"{image_id}.csv", Points(pts.coords, labels))
+        counts["images"] += 1
+        for lab in labels.astype(str):
+            counts[str(lab)] = counts.get(str(lab), 0) + 1
+    ids = sorted(p.stem for p in (tmp / "images").glob("*.png"))
+    (tmp / "splits.csv").write_text("id,split,group\n" + "".join(f"{i},train,{i}\n" for i in ids))
+    shutil.rmtree(out, ignore_errors=True)
+    tmp.rename(out)
+    return counts
 
 
 def case_rows(
@@ -178,7 +238,7 @@ def training_samples(model: Model) -> tuple[np.ndarray, np.ndarray, dict]:
         ys.append((cls[use] == "epithelial").astype(float))
         counts["crchisto"] += int(use.sum())
     ds = Dataset(SHARED_DATA / "bcdata_ki67")
-    size = 13.901438774457844
+    size = BCDATA_RADIUS
     for image_id in ds.ids("train"):
         img, truth = ds.image(image_id), ds.points(image_id)
         d = detections(model, img, size, None)
@@ -244,14 +304,49 @@ def chosen_gate(summary: dict) -> str:
     return min(ok, key=lambda g: summary[g]["worst_abs_log_ratio"])
 
 
+def learned_decision(learned: dict, bundled: dict, detection: dict) -> tuple[bool, str]:
+    """Approach 3's rule (module docstring): does the learned-class candidate replace the
+    bundled scorer? ``learned`` / ``bundled``: the val summaries of :func:`summarise`;
+    ``detection``: the candidate's entry in results/ki67_candidates.json."""
+    limit = bundled["none"]["worst_bcdata_index_mae"] + 0.02
+    ok = [g for g, x in learned.items() if x["worst_bcdata_index_mae"] <= limit]
+    if not ok:
+        return False, f"no gate keeps the worst bcdata index MAE within {limit:.3f}"
+    gate, old_gate = min(ok, key=lambda g: learned[g]["worst_abs_log_ratio"]), chosen_gate(bundled)
+    a, b = learned[gate]["worst_abs_log_ratio"], bundled[old_gate]["worst_abs_log_ratio"]
+    f, f0, err = detection["val_f1"], detection["previous_val_f1"], detection["val_f1_error"]
+    n, n0 = detection["noise_detections"], detection["previous_noise_detections"]
+    why = (f"worst |log count ratio| {a:.3f} ({gate}) vs {b:.3f} ({old_gate}); val F1 {f:.3f} vs "
+           f"{f0:.3f} (sampling error {err:.3f}); noise {n} vs {n0}")  # fmt: skip
+    return bool(a < b and f >= f0 - err and n <= n0), why
+
+
+def candidate_record(path: Path) -> dict:
+    """The candidate's entry in results/ki67_candidates.json (train_ki67_model's val F1 and
+    noise figures), found by the file's SHA-256."""
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    history = json.loads((RESULTS / "ki67_candidates.json").read_text())
+    found = [h for h in history if h.get("sha256") == digest]
+    if not found:
+        raise SystemExit(f"{path} is no candidate of results/ki67_candidates.json (SHA-256)")
+    return found[-1]
+
+
+def results_name(split: str, learned: bool) -> str:
+    return f"ki67_tumour_only_{'learned_' if learned else ''}{split}"
+
+
 def report() -> None:
     lines = ["## Ki67: tumour nuclei only (`benchmarks/ki67_tumour_only.py`)", ""]
-    for split in ("val", "test"):
-        path = RESULTS / f"ki67_tumour_only_{split}.json"
+    for split, learned in (("val", False), ("test", False), ("val", True), ("test", True)):
+        path = RESULTS / f"{results_name(split, learned)}.json"
         if not path.exists():
             continue
         res = json.loads(path.read_text())
         s = res["summary"]
+        if learned:
+            lines += [f"Approach 3, a learned non-tumour class (the candidate "
+                      f"`{res['candidate']}`, {res['candidate_description']}):", ""]  # fmt: skip
         cases = list(next(iter(s.values()))["cases"])
         lines += [
             f"**{split}** — `{res['command']}`. {machine_line(res['machine'])} "
@@ -279,29 +374,58 @@ def report() -> None:
                       <= GOAL_MAE for c in x["cases"].values())]  # fmt: skip
         lines += ["", f"Chosen by the rule: **{chosen_gate(s)}**. Goals met on every case by: "
                   f"{', '.join(met) or 'none'}.", ""]  # fmt: skip
+        if "decision" in res:
+            d = res["decision"]
+            lines += [f"Learned class vs the bundled scorer (rule above): "
+                      f"{'**replaces it**' if d['replace'] else '**bundled scorer kept**'} — "
+                      f"{d['why']}.", ""]  # fmt: skip
     update_benchmarks_md("ki67_tumour_only", "\n".join(lines).rstrip())
     print("\n".join(lines))
 
 
-def bundle_gate() -> None:
+def bundle_gate(candidate: str | None = None) -> None:
     """The morphology gate with the threshold the val run chose, stored in the bundled Ki67
-    model (``training.tumour_gate``; weights unchanged, float16 as before)."""
-    val = json.loads((RESULTS / "ki67_tumour_only_val.json").read_text())
+    model (``training.tumour_gate``; weights unchanged, float16 as before). With a
+    ``candidate`` (approach 3), only when its val run decided that it replaces the bundled
+    model: the candidate, with its own chosen gate (none: no gate), becomes the bundled
+    model, and its entry in results/ki67_candidates.json says so."""
+    name = results_name("val", candidate is not None)
+    val = json.loads((RESULTS / f"{name}.json").read_text())
     choice = chosen_gate(val["summary"])
-    if not choice.startswith("morphology@"):
-        raise SystemExit(f"val chose {choice!r}: no gate to bundle")
-    gate = {k: v for k, v in json.loads(GATE_FILE.read_text()).items() if k != "machine"}
-    gate |= {"threshold": float(choice.split("@")[1]),
-             "chosen_on": "benchmarks/ki67_tumour_only.py, val (results/ki67_tumour_only_val.json)"}  # fmt: skip
     path = bundled_model_path("ki67")
-    model = Model.load(path)
-    model.training["tumour_gate"] = gate
+    if candidate is not None:
+        digest = hashlib.sha256(Path(candidate).read_bytes()).hexdigest()
+        if val.get("candidate_sha256") != digest:
+            raise SystemExit(f"{candidate} is not the candidate {name}.json scored")
+        if not val["decision"]["replace"]:
+            raise SystemExit(f"the rule kept the bundled scorer: {val['decision']['why']}")
+        model = Model.load(candidate)
+        mark_candidate_bundled(digest)
+    else:
+        model = Model.load(path)
+    model.training.pop("tumour_gate", None)
+    if choice.startswith("morphology@"):
+        gate_file = RESULTS / f"ki67_tumour_gate{'_learned' if candidate else ''}.json"
+        gate = {k: v for k, v in json.loads(gate_file.read_text()).items() if k != "machine"}
+        gate |= {"threshold": float(choice.split("@")[1]),
+                 "chosen_on": f"benchmarks/ki67_tumour_only.py, val (results/{name}.json)"}  # fmt: skip
+        model.training["tumour_gate"] = gate
+    elif candidate is None:
+        raise SystemExit(f"val chose {choice!r}: no gate to bundle")
     model.save(path, half=True)
-    print(f"wrote the gate (threshold {gate['threshold']}) into {path}")
+    print(f"{path}: gate {choice}" + (f" (the candidate {candidate})" if candidate else ""))
+
+
+def mark_candidate_bundled(digest: str) -> None:
+    """Mark the candidate with this SHA-256 bundled in results/ki67_candidates.json, by the
+    tumour-only rule (train_ki67_model leaves such a candidate to it)."""
+    history = json.loads((RESULTS / "ki67_candidates.json").read_text())
+    entry = next(h for h in reversed(history) if h.get("sha256") == digest)
+    entry["kept"], entry["rule"] = True, "tumour-only rule (ki67_tumour_only --candidate)"
+    write_results("ki67_candidates", history)
 
 
 THRESHOLDS = tuple(np.round(np.arange(0.3, 0.701, 0.05), 2))
-GATE_FILE = RESULTS / "ki67_tumour_gate.json"
 
 
 def main() -> None:
@@ -311,6 +435,7 @@ def main() -> None:
     ap.add_argument("--fit", action="store_true", help="fit the morphology gate on train first")
     ap.add_argument("--final", action="store_true", help="needed with --split test (run once)")
     ap.add_argument("--report-only", action="store_true")
+    ap.add_argument("--candidate", help="a learned-class candidate model file (approach 3)")
     ap.add_argument("--bundle", action="store_true",
                     help="write the gate chosen on val into the bundled Ki67 model and stop")  # fmt: skip
     args = ap.parse_args()
@@ -318,28 +443,40 @@ def main() -> None:
         report()
         return
     if args.bundle:
-        bundle_gate()
+        bundle_gate(args.candidate)
         return
     if args.split == "test" and not args.final:
         ap.error("test is scored once, after the choice on val: add --final")
     mach = machine()
-    model = Model.load(bundled_model_path("ki67"))
+    learned = args.candidate is not None
+    path = Path(args.candidate) if learned else bundled_model_path("ki67")
+    model = Model.load(path)
+    gate_file = RESULTS / f"ki67_tumour_gate{'_learned' if learned else ''}.json"
     if args.fit:
         x, y, counts = training_samples(model)
         gate = fit_gate(x, y) | {"training_samples": counts, "tumour_share": float(y.mean())}
-        write_results("ki67_tumour_gate", gate | {"machine": mach})
-    gate = json.loads(GATE_FILE.read_text()) if GATE_FILE.exists() else None
+        write_results(gate_file.stem, gate | {"machine": mach})
+    gate = json.loads(gate_file.read_text()) if gate_file.exists() else None
     if args.split == "val":
         gates = ["none", "roi"] + ([f"morphology@{t:g}" for t in THRESHOLDS] if gate else [])
     else:
-        val = json.loads((RESULTS / "ki67_tumour_only_val.json").read_text())
+        val = json.loads((RESULTS / f"{results_name('val', learned)}.json").read_text())
         gates = ["none", chosen_gate(val["summary"])]
     rows = case_rows(model, args.split, args.seed, gate, list(dict.fromkeys(gates)))
-    write_results(f"ki67_tumour_only_{args.split}", {
-        "machine": mach, "model_sha256": model.fingerprint(), "split": args.split,
-        "seed": args.seed, "gate": gate, "rows": rows, "summary": summarise(rows),
-        "command": f"python -m benchmarks.ki67_tumour_only --split {args.split}"
-                   + (" --fit" if args.fit else "") + (" --final" if args.final else "")})  # fmt: skip
+    res = {"machine": mach, "model_sha256": model.fingerprint(), "split": args.split,
+           "seed": args.seed, "gate": gate, "rows": rows, "summary": summarise(rows),
+           "command": f"python -m benchmarks.ki67_tumour_only --split {args.split}"
+                      + (f" --candidate {args.candidate}" if learned else "")
+                      + (" --fit" if args.fit else "") + (" --final" if args.final else "")}  # fmt: skip
+    if learned:
+        record = candidate_record(path)
+        res |= {"candidate": args.candidate, "candidate_sha256": record["sha256"],
+                "candidate_description": model.training.get("description", "")}  # fmt: skip
+        if args.split == "val":
+            bundled = json.loads((RESULTS / "ki67_tumour_only_val.json").read_text())["summary"]
+            replace, why = learned_decision(res["summary"], bundled, record)
+            res["decision"] = {"replace": replace, "why": why}
+    write_results(results_name(args.split, learned), res)
     report()
 
 

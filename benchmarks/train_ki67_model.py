@@ -18,7 +18,12 @@ default detector finds away from every annotated point of a train / val image, o
 border and not DAB-stained (``cellmaps weak-roi --other-nuclei``, whose rule is measured on
 the non-test points; BCData annotates every tumour cell, so these are stromal and immune
 nuclei). The Ki67 index never counts them, and test detection is scored on the tumour
-classes only. ``--class-gain`` tunes the positive map's factor in the class decision on val
+classes only. ``--crchisto-ihc`` adds a second source for that class (approach 3 of the
+tumour-only index, `benchmarks/ki67_tumour_only.py`): CRCHisto's fully classified train images
+re-rendered as haematoxylin-only IHC, epithelial nuclei as negative tumour cells, inflammatory,
+fibroblast and miscellaneous nuclei as ``non_tumour``, resampled to BCData's nucleus size; such
+a candidate is bundled only by the tumour-only rule (``ki67_tumour_only --candidate``), not by
+:func:`keep_candidate`. ``--class-gain`` tunes the positive map's factor in the class decision on val
 (`cellmaps.tune.tune_class_gain`) before the candidate is assessed; with
 ``--bundle-candidate`` it makes a new candidate of the last trained one.
 
@@ -53,6 +58,7 @@ from benchmarks._common import (
     update_benchmarks_md,
     write_results,
 )
+from benchmarks.ki67_tumour_only import BCDATA_RADIUS, write_crchisto_ihc
 from benchmarks.stain_shift import score_case
 from benchmarks.train_default_model import ROBUST_AUGMENT
 from cellmaps.io.points import read_points
@@ -128,6 +134,11 @@ def train_model(args) -> Model:
         derived["annotated_train_val"] = non_tumour_panel(roi_ds)
     recipe = load_recipe("kinet")
     recipe["net"]["base"] = 12
+    sources = [(str(roi_ds), "train", 1.0)]
+    if args.crchisto_ihc:
+        sources.append((str(crchisto_ihc_source(args.seed, derived)), "train", 1.0))
+        # both sources at BCData's nucleus size (CRCHisto's 20x nuclei are resampled to it)
+        recipe["training"]["train_radius"] = BCDATA_RADIUS
     recipe["training"].update(iterations=args.iterations, seed=args.seed)
     if args.robust:
         recipe["augment"].update(ROBUST_AUGMENT)
@@ -143,7 +154,7 @@ def train_model(args) -> Model:
         t["weight"] = {"proximity": 25.0, "roi": 1.0}[t["name"]]
     model = train(
         recipe,
-        [(str(roi_ds), "train", 1.0)],
+        sources,
         args.work,
         [(str(roi_ds), "val")],
         resume=args.resume,
@@ -163,13 +174,35 @@ def train_model(args) -> Model:
             if args.non_tumour
             else ""
         )
+        + (
+            f"; CRCHisto's {derived['crchisto_ihc']['images']} fully classified train images "
+            "as haematoxylin-only IHC (epithelial = negative tumour nuclei, "
+            f"{derived['crchisto_ihc'].get(NON_TUMOUR, 0)} inflammatory, fibroblast and "
+            "miscellaneous nuclei = non_tumour)"
+            if args.crchisto_ihc
+            else ""
+        )
         + ("; stain / acquisition augmentation and empty-image negatives" if args.robust else "")
         + ("; empty-image negatives" if args.negatives and not args.robust else "")
         + "); xi tuned on BCData val"
     )
     model.training["non_tumour_added"] = derived.get("non_tumour_added", 0)
     model.training["annotated_train_val"] = derived.get("annotated_train_val", 0)
+    if args.crchisto_ihc:
+        model.training["crchisto_ihc"] = derived["crchisto_ihc"]
     return model
+
+
+def crchisto_ihc_source(seed: int, derived: dict) -> Path:
+    """The learned non-tumour class's second source (approach 3 of the tumour-only index,
+    :func:`benchmarks.ki67_tumour_only.write_crchisto_ihc`): CRCHisto's fully classified
+    train images as haematoxylin-only IHC, with weak ROIs derived from their points (tumour =
+    the negative, i.e. epithelial, nuclei) like BCData's. Its counts go into ``derived``."""
+    ihc = REPO / "runs" / "crchisto_ihc"
+    derived["crchisto_ihc"] = write_crchisto_ihc(ihc)
+    out = REPO / "runs" / "crchisto_ihc_roi"
+    derive_weak_roi_dataset(ihc, out, ["negative"], seed=seed, overwrite=True, progress=False)
+    return out
 
 
 # the options that say how a candidate was trained (recorded, and enough to remake it)
@@ -183,6 +216,7 @@ COMMAND_KEYS = (
     "non_tumour",
     "class_gain",
     "init",
+    "crchisto_ihc",
 )
 
 
@@ -190,7 +224,7 @@ def command_flags(cmd: dict) -> str:
     """The command-line flags of a recorded command, e.g. ``--robust --negatives``."""
     flags = [
         f"--{k.replace('_', '-')}"
-        for k in ("robust", "negatives", "non_tumour", "class_gain")
+        for k in ("robust", "negatives", "non_tumour", "class_gain", "crchisto_ihc")
         if cmd.get(k)
     ]
     if cmd.get("stain") is not None:
@@ -345,6 +379,12 @@ def main() -> None:
         "--non-tumour", action="store_true", help="train a non_tumour class (see above)"
     )
     ap.add_argument(
+        "--crchisto-ihc",
+        action="store_true",
+        help="add CRCHisto's classified train images as haematoxylin-only IHC (a learned "
+        "non-tumour class; the tumour-only rule decides, see above)",
+    )
+    ap.add_argument(
         "--init",
         default=str(default_model_path()),
         help="model to fine-tune from (default: the bundled default H&E model)",
@@ -397,12 +437,15 @@ def main() -> None:
             model = choose_candidate_edge_floor(candidate)
         new, old = assess(candidate), assess(OUT)
         keep, why = keep_candidate(new, old)
+        if args.crchisto_ihc and not args.force:  # its rule is the tumour-only one (see above)
+            keep, why = False, why + "; not bundled here: the tumour-only rule decides"
         keep = keep or args.force
         test_new, _ = score_bcdata(candidate, "test")
+        digest = hashlib.sha256(candidate.read_bytes()).hexdigest()
         decision = {
             "kept_new": keep,
             "why": why + (" (--force)" if args.force else ""),
-            "new": {**new, "test": test_new, "training": model.training},
+            "new": {**new, "test": test_new, "training": model.training, "sha256": digest},
             "previous": old,
         }
         print(decision["why"], "→", "new model bundled" if keep else "previous model kept")
@@ -500,6 +543,8 @@ def record_candidate(args, decision: dict, redecided: bool = False) -> None:
         "rule": decision_rule(decision["why"]),
         "class_gain": (new["training"].get("class_gain_tuning") or {}).get("gain"),
         "code": machine()["commit"],
+        "sha256": new.get("sha256"),
+        "val_f1_error": val_f1_error(decision["previous"]["val"]),
     }
     history = candidate_history()
     if redecided:
