@@ -1,10 +1,12 @@
-"""The selection rules of the tumour-only Ki67 benchmark (benchmarks/ki67_tumour_only.py), on
-summaries written by hand: a rule that picks wrongly would bundle the wrong scorer."""
+"""Selection rules of the bundled models' benchmarks (benchmarks/ki67_tumour_only.py,
+benchmarks/train_fluo_model.py), on figures written by hand: a rule that picks wrongly would
+bundle the wrong model."""
 
 from __future__ import annotations
 
 import numpy as np
 from benchmarks.ki67_tumour_only import chosen_gate, learned_decision
+from benchmarks.train_fluo_model import candidate_wins
 
 
 def summary(**gates: tuple[float, float]) -> dict:
@@ -44,3 +46,10 @@ def test_learned_candidate_replaces_only_with_a_better_worst_ratio_and_equal_det
     # detection lost beyond the sampling error, or more nuclei on noise
     assert not learned_decision(better, bundled, DETECTION | {"val_f1": 0.82})[0]
     assert not learned_decision(better, bundled, DETECTION | {"noise_detections": 1})[0]
+
+
+def test_fluo_candidate_needs_higher_cds_and_aji_within_tolerance():
+    bundled = {"cds": 0.838, "aji": 0.744}
+    assert candidate_wins({"cds": 0.840, "aji": 0.735}, bundled)[0]  # AJI 0.009 lower: within
+    assert not candidate_wins({"cds": 0.840, "aji": 0.733}, bundled)[0]  # 0.011 lower
+    assert not candidate_wins({"cds": 0.838, "aji": 0.760}, bundled)[0]  # CDS only equal
