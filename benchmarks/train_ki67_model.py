@@ -251,7 +251,7 @@ def score_bcdata(path: Path, split: str) -> tuple[dict, Path | None]:
         s = dict(res["summary"])
         s["non_tumour_found"] = count_label(Path(tmp) / "points", NON_TUMOUR)
         first = None
-        if split == "test":
+        if split == "test" and path == OUT:  # the bundled model's overlay, never a candidate's
             first = sorted((Path(tmp) / "overlays").iterdir())[0]
             shutil.copy(first, REPO / "docs" / "ki67_overlay.png")
     return s, first

@@ -325,3 +325,13 @@ def test_cli_shows_a_warning_as_one_plain_line(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("cellmaps evaluate: warning: 1 truth point(s) in 1 image(s) repeat")
     assert "UserWarning" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_json_ready_writes_a_models_decode_settings_as_the_file_stores_them():
+    from cellmaps.metrics.evaluate import json_ready
+    from cellmaps.model import Model, bundled_model_path
+
+    model = Model.load(bundled_model_path("ki67"))
+    out = json.loads(json.dumps(json_ready({"decode": model.decode, "x": np.float32(0.5)})))
+    assert out["decode"] == model.decode.as_dict()
+    assert out["decode"]["xi"] == model.decode["xi"] and out["x"] == 0.5

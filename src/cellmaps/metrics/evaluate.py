@@ -11,7 +11,7 @@ import math
 import os
 import warnings
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -306,8 +306,9 @@ def _ki67_summary(ids, per_image, truth_labels, pred_labels) -> dict:
 
 
 def json_ready(obj):
-    """Replace NaN/inf by None and numpy scalars by Python numbers, recursively."""
-    if isinstance(obj, dict):
+    """Replace NaN/inf by None and numpy scalars by Python numbers, recursively; any mapping
+    (e.g. a model's :class:`~cellmaps.postprocess.decode.DecodeParams`) becomes a dict."""
+    if isinstance(obj, Mapping):
         return {str(k): json_ready(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [json_ready(v) for v in obj]
