@@ -136,7 +136,8 @@ def train_model(args) -> Model:
     recipe["net"]["base"] = 12
     sources = [(str(roi_ds), "train", 1.0)]
     if args.crchisto_ihc:
-        sources.append((str(crchisto_ihc_source(args.seed, derived)), "train", 1.0))
+        weight = args.crchisto_weight
+        sources.append((str(crchisto_ihc_source(args.seed, derived)), "train", weight))
         # both sources at BCData's nucleus size (CRCHisto's 20x nuclei are resampled to it)
         recipe["training"]["train_radius"] = BCDATA_RADIUS
     recipe["training"].update(iterations=args.iterations, seed=args.seed)
@@ -176,7 +177,8 @@ def train_model(args) -> Model:
         )
         + (
             f"; CRCHisto's {derived['crchisto_ihc']['images']} fully classified train images "
-            "as haematoxylin-only IHC (epithelial = negative tumour nuclei, "
+            f"(loss weight {args.crchisto_weight:g}) as haematoxylin-only IHC (epithelial = "
+            "negative tumour nuclei, "
             f"{derived['crchisto_ihc'].get(NON_TUMOUR, 0)} inflammatory, fibroblast and "
             "miscellaneous nuclei = non_tumour)"
             if args.crchisto_ihc
@@ -217,6 +219,7 @@ COMMAND_KEYS = (
     "class_gain",
     "init",
     "crchisto_ihc",
+    "crchisto_weight",
 )
 
 
@@ -231,6 +234,8 @@ def command_flags(cmd: dict) -> str:
         flags.append(f"--stain {cmd['stain']:g}")
     if cmd.get("stain_offset") is not None:
         flags.append(f"--stain-offset {cmd['stain_offset']:g}")
+    if cmd.get("crchisto_ihc") and cmd.get("crchisto_weight", 1.0) != 1.0:
+        flags.append(f"--crchisto-weight {cmd['crchisto_weight']:g}")
     return " ".join(flags)
 
 
@@ -383,6 +388,12 @@ def main() -> None:
         action="store_true",
         help="add CRCHisto's classified train images as haematoxylin-only IHC (a learned "
         "non-tumour class; the tumour-only rule decides, see above)",
+    )
+    ap.add_argument(
+        "--crchisto-weight",
+        type=float,
+        default=1.0,
+        help="with --crchisto-ihc: the loss weight of its crops (BCData's are 1)",
     )
     ap.add_argument(
         "--init",
