@@ -48,7 +48,8 @@ than that F1's sampling error and it finds no more nuclei on the noise image
 *train* images, so the crchisto-ihc stand-in (val / test images) is closer to its training
 data than to the bundled model's; the bcdata stand-ins are not.
 
-Writes results/ki67_tumour_only_<split>.json (``_learned_<split>`` for a candidate) and the
+Writes results/ki67_tumour_only_<split>.json (``_learned_<sha8>_<split>`` for a candidate, by
+the first 8 hex digits of its file's SHA-256, so every candidate keeps its table) and the
 'ki67_tumour_only' section of BENCHMARKS.md.
 """
 
@@ -332,21 +333,41 @@ def candidate_record(path: Path) -> dict:
     return found[-1]
 
 
-def results_name(split: str, learned: bool) -> str:
-    return f"ki67_tumour_only_{'learned_' if learned else ''}{split}"
+def results_name(split: str, learned: str | None = None) -> str:
+    """The results file of a split: the bundled scorer's, or (``learned``: the first 8 hex
+    digits of a candidate file's SHA-256) a learned-class candidate's."""
+    return f"ki67_tumour_only_{f'learned_{learned}_' if learned else ''}{split}"
+
+
+def gate_file_of(learned: str | None = None) -> Path:
+    """The fitted morphology gate of the bundled scorer or of a candidate (see above)."""
+    return RESULTS / f"ki67_tumour_gate{f'_learned_{learned}' if learned else ''}.json"
+
+
+def short_sha(path: str | Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:8]
+
+
+def learned_runs() -> list[str]:
+    """The candidates scored so far (short SHA-256), oldest first."""
+    files = sorted(RESULTS.glob("ki67_tumour_only_learned_*_val.json"),
+                   key=lambda f: json.loads(f.read_text())["machine"]["date"])  # fmt: skip
+    return [f.name.split("_")[4] for f in files]
 
 
 def report() -> None:
     lines = ["## Ki67: tumour nuclei only (`benchmarks/ki67_tumour_only.py`)", ""]
-    for split, learned in (("val", False), ("test", False), ("val", True), ("test", True)):
+    runs = [(split, None) for split in ("val", "test")]
+    runs += [(split, sha) for sha in learned_runs() for split in ("val", "test")]
+    for split, learned in runs:
         path = RESULTS / f"{results_name(split, learned)}.json"
         if not path.exists():
             continue
         res = json.loads(path.read_text())
         s = res["summary"]
         if learned:
-            lines += [f"Approach 3, a learned non-tumour class (the candidate "
-                      f"`{res['candidate']}`, {res['candidate_description']}):", ""]  # fmt: skip
+            lines += [f"Approach 3, a learned non-tumour class (candidate {learned}, "
+                      f"{res['candidate_description']}):", ""]  # fmt: skip
         cases = list(next(iter(s.values()))["cases"])
         lines += [
             f"**{split}** — `{res['command']}`. {machine_line(res['machine'])} "
@@ -389,7 +410,8 @@ def bundle_gate(candidate: str | None = None) -> None:
     ``candidate`` (approach 3), only when its val run decided that it replaces the bundled
     model: the candidate, with its own chosen gate (none: no gate), becomes the bundled
     model, and its entry in results/ki67_candidates.json says so."""
-    name = results_name("val", candidate is not None)
+    learned = short_sha(candidate) if candidate is not None else None
+    name = results_name("val", learned)
     val = json.loads((RESULTS / f"{name}.json").read_text())
     choice = chosen_gate(val["summary"])
     path = bundled_model_path("ki67")
@@ -405,7 +427,7 @@ def bundle_gate(candidate: str | None = None) -> None:
         model = Model.load(path)
     model.training.pop("tumour_gate", None)
     if choice.startswith("morphology@"):
-        gate_file = RESULTS / f"ki67_tumour_gate{'_learned' if candidate else ''}.json"
+        gate_file = gate_file_of(learned)
         gate = {k: v for k, v in json.loads(gate_file.read_text()).items() if k != "machine"}
         gate |= {"threshold": float(choice.split("@")[1]),
                  "chosen_on": f"benchmarks/ki67_tumour_only.py, val (results/{name}.json)"}  # fmt: skip
@@ -448,10 +470,10 @@ def main() -> None:
     if args.split == "test" and not args.final:
         ap.error("test is scored once, after the choice on val: add --final")
     mach = machine()
-    learned = args.candidate is not None
+    learned = short_sha(args.candidate) if args.candidate is not None else None
     path = Path(args.candidate) if learned else bundled_model_path("ki67")
     model = Model.load(path)
-    gate_file = RESULTS / f"ki67_tumour_gate{'_learned' if learned else ''}.json"
+    gate_file = gate_file_of(learned)
     if args.fit:
         x, y, counts = training_samples(model)
         gate = fit_gate(x, y) | {"training_samples": counts, "tumour_share": float(y.mean())}
