@@ -483,7 +483,13 @@ def main() -> None:
                 "overlay_image": first.stem,
                 "non_tumour_found_on_test": n_other,
                 "retrain": decision,
-                "command": {k: getattr(args, k) for k in (*COMMAND_KEYS, "force")},
+                # the command that made the bundled model (the last candidate kept); this
+                # run's own, which may have trained a candidate that was not kept, beside it
+                "command": next(
+                    (h["command"] for h in reversed(candidate_history()) if h["kept"]),
+                    {k: getattr(args, k) for k in COMMAND_KEYS},
+                ),
+                "run_command": {k: getattr(args, k) for k in (*COMMAND_KEYS, "force")},
             }
         ),
     )
