@@ -393,8 +393,9 @@ def report() -> None:
         met = [g for g, x in s.items()
                if all(GOAL_RATIO[0] <= c["count_ratio"] <= GOAL_RATIO[1] and c["index_mae"]
                       <= GOAL_MAE for c in x["cases"].values())]  # fmt: skip
-        lines += ["", f"Chosen by the rule: **{chosen_gate(s)}**. Goals met on every case by: "
-                  f"{', '.join(met) or 'none'}.", ""]  # fmt: skip
+        chosen = ("" if learned else  # a candidate's gate is named in its decision below
+                  f"Chosen by the rule: **{chosen_gate(s)}**. ")  # fmt: skip
+        lines += ["", f"{chosen}Goals met on every case by: {', '.join(met) or 'none'}.", ""]
         if "decision" in res:
             d = res["decision"]
             lines += [f"Learned class vs the bundled scorer (rule above): "

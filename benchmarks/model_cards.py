@@ -129,7 +129,13 @@ def test_rows(name: str, res: dict) -> list[str]:
             f"positive {t['classification']['per_class']['positive']['f1']:.3f}, negative "
             f"{t['classification']['per_class']['negative']['f1']:.3f}; Ki67 index MAE "
             f"{k['index_mae']:.3f} (pooled {k['pooled_pred']:.3f} vs {k['pooled_truth']:.3f})"
-            + ("; before the tumour gate" if tumour_gate_rows() else "")
+            + (
+                "; with the tumour gate"
+                if res.get("scored_with_tumour_gate")
+                else "; before the tumour gate"
+                if tumour_gate_rows()
+                else ""
+            )  # fmt: skip
         ] + tumour_gate_rows()
     return [
         f"dsb2018_fluo test: DSC {t['dsc']:.3f}, AJI {t['aji']:.3f}, CDS {t['cds']:.3f} "

@@ -482,6 +482,8 @@ def main() -> None:
                 "test": s,
                 "overlay_image": first.stem,
                 "non_tumour_found_on_test": n_other,
+                # `cellmaps ki67` applies a bundled tumour gate: the test figures include it
+                "scored_with_tumour_gate": "tumour_gate" in model.training,
                 "retrain": decision,
                 # the command that made the bundled model (the last candidate kept); this
                 # run's own, which may have trained a candidate that was not kept, beside it
@@ -572,7 +574,10 @@ def record_candidate(args, decision: dict, redecided: bool = False) -> None:
 
 
 def decision_rule(why: str) -> str:
-    """Which branch of :func:`keep_candidate` decided, from its explanation."""
+    """Which rule decided, from its explanation: a branch of :func:`keep_candidate`, or the
+    tumour-only rule for a ``--crchisto-ihc`` candidate."""
+    if "tumour-only rule decides" in why:
+        return "tumour-only rule (ki67_tumour_only --candidate)"
     return "val re-stained MAE" if "re-stained" in why else "val F1 sampling error"
 
 
