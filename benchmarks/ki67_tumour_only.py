@@ -309,11 +309,11 @@ def learned_decision(learned: dict, bundled: dict, detection: dict) -> tuple[boo
     """Approach 3's rule (module docstring): does the learned-class candidate replace the
     bundled scorer? ``learned`` / ``bundled``: the val summaries of :func:`summarise`;
     ``detection``: the candidate's entry in results/ki67_candidates.json."""
-    limit = bundled["none"]["worst_bcdata_index_mae"] + 0.02
-    ok = [g for g, x in learned.items() if x["worst_bcdata_index_mae"] <= limit]
-    if not ok:
+    gate = learned_gate(learned, bundled)
+    if gate is None:
+        limit = bundled["none"]["worst_bcdata_index_mae"] + 0.02
         return False, f"no gate keeps the worst bcdata index MAE within {limit:.3f}"
-    gate, old_gate = min(ok, key=lambda g: learned[g]["worst_abs_log_ratio"]), chosen_gate(bundled)
+    old_gate = chosen_gate(bundled)
     a, b = learned[gate]["worst_abs_log_ratio"], bundled[old_gate]["worst_abs_log_ratio"]
     f, f0, err = detection["val_f1"], detection["previous_val_f1"], detection["val_f1_error"]
     n, n0 = detection["noise_detections"], detection["previous_noise_detections"]
@@ -322,15 +322,23 @@ def learned_decision(learned: dict, bundled: dict, detection: dict) -> tuple[boo
     return bool(a < b and f >= f0 - err and n <= n0), why
 
 
+def learned_gate(learned: dict, bundled: dict) -> str | None:
+    """A candidate's gate under approach 3's rule: the smallest worst |log count ratio| among
+    its gates whose worst bcdata index MAE is within the bundled scorer's ``none`` + 0.02."""
+    limit = bundled["none"]["worst_bcdata_index_mae"] + 0.02
+    ok = [g for g, x in learned.items() if x["worst_bcdata_index_mae"] <= limit]
+    return min(ok, key=lambda g: learned[g]["worst_abs_log_ratio"]) if ok else None
+
+
 def candidate_record(path: Path) -> dict:
     """The candidate's entry in results/ki67_candidates.json (train_ki67_model's val F1 and
     noise figures), found by the file's SHA-256."""
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    history = json.loads((RESULTS / "ki67_candidates.json").read_text())
-    found = [h for h in history if h.get("sha256") == digest]
-    if not found:
-        raise SystemExit(f"{path} is no candidate of results/ki67_candidates.json (SHA-256)")
-    return found[-1]
+    try:
+        return candidate_record_by_sha(digest)
+    except StopIteration:
+        msg = f"{path} is no candidate of results/ki67_candidates.json (SHA-256)"
+        raise SystemExit(msg) from None
 
 
 def results_name(split: str, learned: str | None = None) -> str:
@@ -401,8 +409,47 @@ def report() -> None:
             lines += [f"Learned class vs the bundled scorer (rule above): "
                       f"{'**replaces it**' if d['replace'] else '**bundled scorer kept**'} — "
                       f"{d['why']}.", ""]  # fmt: skip
+    lines += approach3_summary()
     update_benchmarks_md("ki67_tumour_only", "\n".join(lines).rstrip())
     print("\n".join(lines))
+
+
+def approach3_summary() -> list[str]:
+    """What each learned-class candidate changed on val against the bundled scorer (both
+    without a gate) and which part of the rule stopped it: computed from the results."""
+    bundled_path = RESULTS / "ki67_tumour_only_val.json"
+    if not learned_runs() or not bundled_path.exists():
+        return []
+    bundled = json.loads(bundled_path.read_text())["summary"]
+    b = bundled["none"]["cases"]["crchisto-ihc"]
+    b_worst = bundled[chosen_gate(bundled)]["worst_abs_log_ratio"]
+    lines = ["Approach 3 on val, without any gate (the bundled scorer: crchisto-ihc count ratio "
+             f"{b['count_ratio']:.2f}, spurious index {b['pooled_index']:.3f}):", ""]  # fmt: skip
+    for sha in learned_runs():
+        res = json.loads((RESULTS / f"{results_name('val', sha)}.json").read_text())
+        c = res["summary"]["none"]["cases"]["crchisto-ihc"]
+        rec = candidate_record_by_sha(res["candidate_sha256"])
+        stops = []
+        if rec["val_f1"] < rec["previous_val_f1"] - rec["val_f1_error"]:
+            stops.append(f"BCData val F1 {rec['val_f1']:.3f} vs {rec['previous_val_f1']:.3f}, "
+                         f"beyond its sampling error {rec['val_f1_error']:.3f}")  # fmt: skip
+        gate = learned_gate(res["summary"], bundled)
+        worst = None if gate is None else res["summary"][gate]["worst_abs_log_ratio"]
+        if worst is None or worst >= b_worst:
+            stops.append(f"worst |log count ratio| {'–' if worst is None else f'{worst:.3f}'} "
+                         f"({gate}) not below the bundled scorer's {b_worst:.3f}")  # fmt: skip
+        lines.append(f"- candidate {sha} (CRCHisto loss weight "
+                     f"{rec['command'].get('crchisto_weight', 1.0):g}, class gain "
+                     f"{rec['class_gain']}): crchisto-ihc count ratio {c['count_ratio']:.2f}, "
+                     f"spurious index {c['pooled_index']:.3f}; "
+                     + ("replaces the bundled scorer" if res["decision"]["replace"]
+                        else "stopped by: " + ("; ".join(stops) or "the rule")) + ".")  # fmt: skip
+    return lines
+
+
+def candidate_record_by_sha(digest: str) -> dict:
+    history = json.loads((RESULTS / "ki67_candidates.json").read_text())
+    return next(h for h in reversed(history) if h.get("sha256") == digest)
 
 
 def bundle_gate(candidate: str | None = None) -> None:
