@@ -109,6 +109,9 @@ def train_candidate(iterations: int, stride: int) -> dict:
              "why": why, "code": machine()["commit"], "model": str(model.path),
              "command_line": f"python -m benchmarks.train_fluo_model --candidate --iterations "
                              f"{iterations} --output-stride {stride}"}  # fmt: skip
+    if wins:  # the model it replaces, so that the section keeps the comparison
+        entry["replaced"] = {k: bundled_run[k] for k in ("command_line", "iterations",
+                             "train_minutes", "val", "test", "sha256")}  # fmt: skip
     history = read_candidates()
     write_results("fluo_candidates", history + [entry])
     print(("bundled: " if wins else "not bundled: ") + why, flush=True)
@@ -216,9 +219,20 @@ def candidates_lines(history: list[dict]) -> list[str]:
              "| command | output stride | CPU-minutes | val CDS | val AJI | bundled? |",
              "|---|---|---|---|---|---|"]  # fmt: skip
     for h in history:
+        if "replaced" in h:  # the bundled model it replaced, as a row of its own
+            r = h["replaced"]
+            lines.append(f"| `{r['command_line']}` (bundled before; test AJI {r['test']['aji']:.3f}, "
+                         f"CDS {r['test']['cds']:.3f}) | 1 | {r['train_minutes']:.0f} | "
+                         f"{r['val']['cds']:.3f} | {r['val']['aji']:.3f} | replaced |")  # fmt: skip
         lines.append(f"| `{h['command_line']}` | {h['output_stride']} | {h['train_minutes']:.0f} "
                      f"| {h['val']['cds']:.3f} | {h['val']['aji']:.3f} | "
                      f"{'yes' if h['bundled'] else 'no'}: {h['why']} |")  # fmt: skip
+    for h in history:
+        if "replaced" in h:
+            r = h["replaced"]
+            lines += ["", f"From {r['iterations']} to {h['iterations']} iterations (same recipe, "
+                      f"seed and data): val CDS {h['val']['cds'] - r['val']['cds']:+.3f}, val AJI "
+                      f"{h['val']['aji'] - r['val']['aji']:+.3f}."]  # fmt: skip
     return lines
 
 
