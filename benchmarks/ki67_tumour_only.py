@@ -438,7 +438,7 @@ def approach3_summary() -> list[str]:
         if worst is None or worst >= b_worst:
             stops.append(f"worst |log count ratio| {'–' if worst is None else f'{worst:.3f}'} "
                          f"({gate}) not below the bundled scorer's {b_worst:.3f}")  # fmt: skip
-        lines.append(f"- candidate {sha} (CRCHisto loss weight "
+        lines.append(f"- candidate {sha} ({rec['command']['iterations']} iterations, CRCHisto loss weight "
                      f"{rec['command'].get('crchisto_weight', 1.0):g}, class gain "
                      f"{rec['class_gain']}): crchisto-ihc count ratio {c['count_ratio']:.2f}, "
                      f"spurious index {c['pooled_index']:.3f}; "
