@@ -294,16 +294,22 @@ def run_model(label: str, name: str, mode: str, root: Path, key: str, args) -> d
     }
 
 
+def choose_split_on_val(model: Model, root: Path) -> dict:
+    """Cell / separation thresholds, seed distance and border limit chosen on ``root``'s val
+    split (:func:`cellmaps.tune.tune_split`), starting from the recipe's defaults; the choice
+    is left in ``model.decode``."""
+    defaults = load_recipe(model.recipe["name"])["decode"]
+    model.decode = model.decode.replace(**{k: defaults.get(k) for k in SPLIT_DECODE_KEYS})
+    return tune_split(model, [(str(root), "val")], progress=False)
+
+
 def postprocess_and_score(model: Model, root: Path) -> dict:
     """Cell / separation thresholds and border limit chosen on val
     (:func:`cellmaps.tune.tune_split`, from the recipe's defaults), then the test scores;
     the code that did it is recorded."""
     from cellmaps.provenance import code_version
 
-    model.decode = model.decode.replace(
-        **{k: load_recipe(model.recipe["name"])["decode"].get(k) for k in SPLIT_DECODE_KEYS}
-    )
-    choice = tune_split(model, [(str(root), "val")], progress=False)
+    choice = choose_split_on_val(model, root)
     model.training["split_choice"] = {k: v for k, v in choice.items() if k != "curve"}
     model.save(model.path)
     return {"split_choice": choice, "test": score_test(model, root), "scored_by": code_version()}

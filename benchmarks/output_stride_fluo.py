@@ -45,13 +45,12 @@ from benchmarks._common import (
     update_benchmarks_md,
     write_results,
 )
-from benchmarks.deepsplit import SPLIT_DECODE_KEYS, recipe_for
+from benchmarks.deepsplit import choose_split_on_val, recipe_for
 from benchmarks.output_stride import train_step_seconds
 from benchmarks.train_fluo_model import settings
 from cellmaps.io import Dataset
 from cellmaps.model import Model
-from cellmaps.recipes import load_recipe, validate_recipe
-from cellmaps.tune import tune_split
+from cellmaps.recipes import validate_recipe
 
 ROOT = SHARED_DATA / "dsb2018_fluo"
 WORK = REPO / "runs" / "output_stride_fluo"
@@ -74,9 +73,7 @@ def train_at(stride: int, iterations: int) -> Model:
 
 def val_figures(model: Model) -> dict:
     """CDS and AJI on val after the post-processing is chosen there."""
-    defaults = load_recipe(model.recipe["name"])["decode"]
-    model.decode = model.decode.replace(**{k: defaults.get(k) for k in SPLIT_DECODE_KEYS})
-    choice = tune_split(model, [(str(ROOT), "val")], progress=False)
+    choice = choose_split_on_val(model, ROOT)
     return {k: v for k, v in choice.items() if k != "curve"}
 
 

@@ -56,9 +56,7 @@ from benchmarks._common import (
     update_benchmarks_md,
     write_results,
 )
-from benchmarks.deepsplit import SPLIT_DECODE_KEYS, postprocess_and_score, recipe_for, score_test
-from cellmaps.recipes import load_recipe
-from cellmaps.tune import tune_split
+from benchmarks.deepsplit import choose_split_on_val, postprocess_and_score, recipe_for, score_test
 
 NAME = "fluo-nuclei"
 BUNDLED = REPO / "src" / "cellmaps" / "models" / f"{NAME}.safetensors"
@@ -96,9 +94,7 @@ def train_candidate(iterations: int, stride: int) -> dict:
         recipe["net"]["output_stride"] = stride
     model = cached_train(recipe, [(str(ROOT), "train", 1.0)], [(str(ROOT), "val")], WORK,
                          f"{NAME}-stride{stride}", progress=True)  # fmt: skip
-    defaults = load_recipe(model.recipe["name"])["decode"]
-    model.decode = model.decode.replace(**{k: defaults.get(k) for k in SPLIT_DECODE_KEYS})
-    choice = tune_split(model, [(str(ROOT), "val")], progress=False)
+    choice = choose_split_on_val(model, ROOT)
     val = {k: v for k, v in choice.items() if k != "curve"}
     model.training["split_choice"] = val
     model.save(model.path)
